@@ -1,0 +1,148 @@
+"""Settings: environment variables win over the config file, which wins over defaults.
+
+The state dir holds the SQLite store, the per-box keys, the local boxes and the owner id;
+it is created 0700 because it holds private keys.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from server.errors import InvalidInput
+
+ENV_PREFIX = "BOXFORGE_"
+
+
+def _default_home(env: Mapping[str, str]) -> Path:
+    state = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "boxforge"
+
+
+def _config_path(env: Mapping[str, str]) -> Path:
+    if env.get("BOXFORGE_CONFIG"):
+        return Path(env["BOXFORGE_CONFIG"])
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "boxforge" / "config.toml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    provider: str
+    owner: str
+    hcloud_token: str | None = field(default=None, repr=False)
+    hcloud_endpoint: str | None = None
+    default_ttl: str = "2h"
+    max_ttl_s: int = 7 * 24 * 3600
+    ready_timeout_s: float = 300.0
+    foreground_timeout_s: float = 50.0
+    output_cap_bytes: int = 64 * 1024
+    reaper_max_sleep_s: float = 30.0
+    local_sshd: str = "auto"
+    hetzner_server_type: str = "cx22"
+    hetzner_image: str = "ubuntu-24.04"
+    hetzner_location: str = "fsn1"
+    max_parallel_creates: int = 5
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "state.db"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.home / "keys"
+
+    @property
+    def local_boxes_dir(self) -> Path:
+        return self.home / "local-boxes"
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "boxforge.log"
+
+
+_FIELDS: dict[str, type] = {
+    "default_ttl": str,
+    "max_ttl_s": int,
+    "ready_timeout_s": float,
+    "foreground_timeout_s": float,
+    "output_cap_bytes": int,
+    "reaper_max_sleep_s": float,
+    "local_sshd": str,
+    "hetzner_server_type": str,
+    "hetzner_image": str,
+    "hetzner_location": str,
+    "max_parallel_creates": int,
+}
+
+# Env names that differ from BOXFORGE_<FIELD>.
+_ENV_ALIASES = {"ready_timeout_s": "BOXFORGE_READY_TIMEOUT"}
+
+
+def ensure_private_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def _owner_id(home: Path) -> str:
+    owner_file = home / "owner"
+    if owner_file.exists():
+        return owner_file.read_text().strip()
+    owner = "o" + secrets.token_hex(5)
+    tmp = owner_file.with_suffix(".tmp")
+    tmp.write_text(owner + "\n")
+    try:
+        os.link(tmp, owner_file)  # first writer wins when two processes start at once
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return owner_file.read_text().strip()
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build Settings from env vars > config file > defaults; ``overrides`` win over all."""
+    env = os.environ if env is None else env
+    file_values: dict[str, Any] = {}
+    path = _config_path(env)
+    if path.is_file():
+        try:
+            file_values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidInput(f"config file {path} is not valid TOML: {exc}") from exc
+
+    home = Path(overrides.pop("home", None) or env.get("BOXFORGE_HOME") or file_values.get("home")
+                or _default_home(env)).expanduser()
+    ensure_private_dir(home)
+
+    values: dict[str, Any] = {}
+    for name, kind in _FIELDS.items():
+        raw = env.get(_ENV_ALIASES.get(name, ENV_PREFIX + name.upper()), file_values.get(name))
+        if raw is None:
+            continue
+        try:
+            values[name] = kind(raw)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"setting {name} has an invalid value {raw!r}: expected {kind.__name__}") from exc
+
+    token = env.get("HCLOUD_TOKEN") or file_values.get("hcloud_token") or None
+    provider = env.get("BOXFORGE_PROVIDER") or file_values.get("provider") or ("hetzner" if token else "local")
+    owner = env.get("BOXFORGE_OWNER") or file_values.get("owner") or _owner_id(home)
+    settings = Settings(
+        home=home,
+        provider=provider,
+        owner=owner,
+        hcloud_token=token,
+        hcloud_endpoint=env.get("HCLOUD_ENDPOINT") or file_values.get("hcloud_endpoint"),
+        **values,
+    )
+    if overrides:
+        settings = Settings(**{**settings.__dict__, **overrides})
+    return settings

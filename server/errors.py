@@ -1,0 +1,45 @@
+"""The ForgeError tree: every failure a user or an agent can see, each with a message that
+says what happened and what to do next. Tools turn these into MCP tool errors; the CLI
+prints them. Provider errors are translated into these in fleet.py."""
+
+from __future__ import annotations
+
+
+class ForgeError(Exception):
+    """Base class. ``str(err)`` is the actionable message."""
+
+
+class InvalidInput(ForgeError):
+    """An argument is malformed (name, ttl, path, command)."""
+
+
+class UnknownServer(ForgeError):
+    """No live box of ours has that name."""
+
+
+class ServerExists(ForgeError):
+    """A live box already has that name."""
+
+
+class UnknownJob(ForgeError):
+    """No job with that id is known."""
+
+
+class ProvisionFailed(ForgeError):
+    """Creating or bootstrapping a box failed; the box was burned."""
+
+
+class BoxUnreachable(ForgeError):
+    """The box did not answer over SSH."""
+
+
+class HostKeyMismatch(ForgeError):
+    """The box presented a host key other than the pinned one: refused."""
+
+
+class ProviderFailure(ForgeError):
+    """The provider refused or failed an operation."""
+
+
+class NotOwned(ForgeError):
+    """The machine belongs to another owner: boxforge will not touch it."""
