@@ -1,0 +1,60 @@
+"""The MCP server: an MCPServer whose lifespan opens the Fleet (store, SSH pool, providers)
+and runs the Reaper in a task group it owns, for the server's whole life."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from mcp.server import MCPServer
+
+from server.config import Settings, load_settings
+from server.fleet import Fleet, open_fleet
+from server.reaper import Reaper
+from server.tools import register_tools
+
+INSTRUCTIONS = """boxforge forges remote boxes for coding agents.
+Typical flow: create_server(name, repo, branch, ttl) -> vm_bash(server, command) for quick commands,
+vm_bash(..., background=true) -> vm_job_status(job_id, wait_s=30) for long ones -> destroy_server(name).
+Boxes are burned at their TTL; extend_server pushes it. Output offsets let you read only new output."""
+
+
+@dataclass
+class AppContext:
+    fleet: Fleet
+    reaper: Reaper
+    settings: Settings
+
+
+def build_server(settings: Settings | None = None) -> MCPServer[AppContext]:
+    """The boxforge MCP server; settings are loaded when it starts unless given."""
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[Any]) -> AsyncIterator[AppContext]:
+        active = settings or load_settings()
+        async with open_fleet(active) as fleet, anyio.create_task_group() as tg:
+            reaper = Reaper(fleet, max_sleep_s=active.reaper_max_sleep_s)
+            tg.start_soon(reaper.run_forever)
+            try:
+                yield AppContext(fleet=fleet, reaper=reaper, settings=active)
+            finally:
+                tg.cancel_scope.cancel()
+
+    mcp: MCPServer[AppContext] = MCPServer(
+        "boxforge", instructions=INSTRUCTIONS, lifespan=lifespan, log_level="WARNING",
+    )
+    register_tools(mcp)
+    return mcp
+
+
+def configure_logging(settings: Settings) -> None:
+    """Log to a file in the state dir: stdout belongs to the MCP stdio transport."""
+    handler = logging.FileHandler(settings.log_path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("boxforge")
+    root.setLevel(logging.INFO)
+    root.addHandler(handler)

@@ -1,0 +1,692 @@
+"""The fleet service: create, destroy, extend and list boxes; start, poll and cancel jobs.
+
+The only module that touches the store, the providers and SSH together. Every method
+returns a schema model or raises a ForgeError with an actionable message.
+
+Burn on every path: a create that fails at any step (or is cancelled) destroys what it
+made before the error leaves this module.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import secrets
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+from server.ssh import SSHPool, SSHTarget
+
+from providers import provider_class
+from providers.base import (
+    LABEL_EXPIRES_AT,
+    LABEL_REQUEST,
+    Box,
+    BoxSpec,
+    Provider,
+    ProviderError,
+    ReadyTimeout,
+    box_labels,
+    is_expired,
+    owner_labels,
+)
+from server import jobs
+from server.bootstrap import AGENT_PRESETS, base_commit_from, bootstrap_script, parse_repo
+from server.config import Settings
+from server.errors import (
+    BoxUnreachable,
+    ForgeError,
+    InvalidInput,
+    ProviderFailure,
+    ProvisionFailed,
+    ServerExists,
+    UnknownJob,
+    UnknownServer,
+)
+from server.keys import create_box_keys, delete_box_keys, load_box_keys
+from server.schemas import (
+    ENV_NAME_RE,
+    CancelResult,
+    CommandResult,
+    DestroyResult,
+    JobList,
+    JobStatusResult,
+    JobSummary,
+    ServerInfo,
+    ServerList,
+    format_duration,
+    iso,
+    time_left,
+)
+from server.store import BoxRecord, JobRecord, Store
+
+T = TypeVar("T")
+Progress = Callable[[str, int, int], Awaitable[None]]
+CREATE_STEPS = ("provision", "ssh", "bootstrap", "ready")
+MAX_COMMAND_BYTES = 256 * 1024
+MAX_ENV_VALUE_BYTES = 64 * 1024
+MAX_WAIT_S = 300.0
+PROJECT_DIR_NAME = "project"
+DROPPED_MARKER = "\n[... {n} bytes dropped ...]\n"
+
+
+def decode_output(data: bytes) -> tuple[str, bool]:
+    """UTF-8 text with invalid bytes replaced, and whether the bytes were not clean text."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("utf-8", errors="replace"), True
+    return text, "\x00" in text
+
+
+def complete_utf8_prefix(data: bytes) -> int:
+    """Length of ``data`` without a trailing incomplete UTF-8 sequence (so chunks split on characters)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:  # a lead byte or ASCII
+            needed = 1 if byte < 0x80 else 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4
+            return len(data) - back if needed > back else len(data)
+    return len(data)
+
+
+@dataclass
+class Fleet:
+    settings: Settings
+    store: Store
+    pool: SSHPool
+    providers: dict[str, Provider] = field(default_factory=dict)
+    on_schedule_change: Callable[[], None] | None = None
+    _box_locks: dict[str, anyio.Lock] = field(default_factory=dict)
+    _db_limiter: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(1))
+
+    # plumbing
+
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._db_limiter)
+
+    def provider(self, name: str) -> Provider:
+        if name not in self.providers:
+            try:
+                cls = provider_class(name)
+            except ProviderError as exc:
+                raise InvalidInput(str(exc)) from exc
+            if name == "local":
+                self.providers[name] = cls(self.settings.local_boxes_dir, server=self.settings.local_sshd)
+            else:
+                self.providers[name] = cls.from_settings(self.settings)
+        return self.providers[name]
+
+    def _lock(self, name: str) -> anyio.Lock:
+        return self._box_locks.setdefault(name, anyio.Lock())
+
+    def _target(self, rec: BoxRecord) -> SSHTarget:
+        if rec.host is None or rec.ssh_port is None or rec.ssh_user is None:
+            raise BoxUnreachable(f"box {rec.name!r} has no SSH address yet (state {rec.state})")
+        keys = load_box_keys(self.settings.keys_dir, rec.key_id)
+        return SSHTarget(rec.name, rec.host, rec.ssh_port, rec.ssh_user, keys.client_key_path, keys.host_public)
+
+    def _exec(self, rec: BoxRecord) -> jobs.BoxExec:
+        target = self._target(rec)
+
+        async def run(script: str, stdin: bytes | None = None, timeout: float | None = None) -> Any:
+            return await self.pool.run(target, script, stdin=stdin, timeout=timeout)
+
+        return run
+
+    def _changed_schedule(self) -> None:
+        if self.on_schedule_change is not None:
+            self.on_schedule_change()
+
+    async def _live(self, name: str) -> BoxRecord:
+        rec = await self._db(self.store.live_box, name)
+        if rec is None:
+            names = await self._db(self.store.live_names)
+            known = ", ".join(names) if names else "none (create one with create_server)"
+            raise UnknownServer(f"unknown server {name!r}; live servers: {known}")
+        return rec
+
+    async def _ready(self, name: str) -> BoxRecord:
+        rec = await self._live(name)
+        if rec.state != "ready":
+            raise ForgeError(f"server {name!r} is still provisioning (step: {rec.step}); try again shortly")
+        if rec.expires_at <= time.time():
+            raise ForgeError(f"server {name!r} has expired and is being burned; create a new one")
+        return rec
+
+    def info(self, rec: BoxRecord, now: float | None = None) -> ServerInfo:
+        live = rec.live
+        left, left_s, warning = time_left(rec.expires_at, now) if live else (None, None, None)
+        address = f"{rec.ssh_user}@{rec.host}:{rec.ssh_port}" if rec.host and live else None
+        return ServerInfo(
+            name=rec.name,
+            provider=rec.provider,
+            state=rec.state,
+            step=rec.step if rec.state == "provisioning" else None,
+            address=address,
+            project_dir=rec.project_dir,
+            repo=rec.repo,
+            branch=rec.branch,
+            base_commit=rec.base_commit,
+            created_at=iso(rec.created_at),
+            expires_at=iso(rec.expires_at),
+            time_left=left,
+            time_left_s=left_s,
+            warning=warning,
+            error=rec.error,
+        )
+
+    # boxes
+
+    async def create_server(
+        self,
+        name: str,
+        *,
+        ttl_s: int | None = None,
+        repo: str | None = None,
+        branch: str | None = None,
+        agent: str = "none",
+        env: Mapping[str, str] | None = None,
+        size: str | None = None,
+        image: str | None = None,
+        location: str | None = None,
+        provider: str | None = None,
+        ready_timeout_s: float | None = None,
+        progress: Progress | None = None,
+    ) -> ServerInfo:
+        """Forge a box and bootstrap it; on any failure the box is burned and ProvisionFailed raised."""
+        from server.schemas import parse_ttl
+
+        ttl_s = ttl_s if ttl_s is not None else parse_ttl(self.settings.default_ttl)
+        if ttl_s > self.settings.max_ttl_s:
+            raise InvalidInput(
+                f"ttl {format_duration(ttl_s)} exceeds the maximum of {format_duration(self.settings.max_ttl_s)}; "
+                "use a shorter ttl and extend_server later if needed"
+            )
+        if agent not in AGENT_PRESETS:
+            raise InvalidInput(f"unknown agent {agent!r}; choose one of: {', '.join(AGENT_PRESETS)}")
+        env = dict(env or {})
+        check_env(env)
+        if branch and not repo:
+            raise InvalidInput("branch needs a repo: pass repo (a git URL or a local path) too")
+        source = parse_repo(repo) if repo else None
+        provider_name = provider or self.settings.provider
+        prov = self.provider(provider_name)
+        if source is not None and source.is_local_path and provider_name != "local":
+            raise InvalidInput("a local repo path only works on local boxes; give a git URL the box can reach")
+        timeout = ready_timeout_s if ready_timeout_s is not None else self.settings.ready_timeout_s
+
+        now = time.time()
+        request_id = "r" + secrets.token_hex(6)
+        rec = BoxRecord(
+            name=name, box_id=None, provider=provider_name, state="provisioning", step="provision",
+            key_id=f"{name}-{request_id}", request_id=request_id, host=None, ssh_port=None, ssh_user=None,
+            home=None, project_dir=None, repo=source.url if source else None, branch=branch, base_commit=None,
+            agent=agent, size=size, location=location, data=None, error=None, created_at=now, ready_at=None,
+            expires_at=now + ttl_s, destroyed_at=None,
+        )
+        try:
+            await self._db(self.store.insert_box, rec)
+        except sqlite3.IntegrityError:
+            raise ServerExists(
+                f"server {name!r} already exists; use it, destroy_server it first, or pick another name"
+            ) from None
+        await self._db(self.store.add_event, "create", box_name=name, detail=provider_name)
+        self._changed_schedule()
+
+        async def step(label: str) -> None:
+            await self._db(self.store.update_box, request_id, step=label)
+            if progress is not None:
+                await progress(label, CREATE_STEPS.index(label), len(CREATE_STEPS))
+
+        box: Box | None = None
+        try:
+            keys = await anyio.to_thread.run_sync(create_box_keys, self.settings.keys_dir, rec.key_id)
+            spec = BoxSpec(
+                name=name, request_id=request_id,
+                labels=box_labels(owner=self.settings.owner, name=name, request_id=request_id,
+                                  expires_at=rec.expires_at),
+                host_key_private=keys.host_private, host_key_public=keys.host_public,
+                authorized_key=keys.client_public, size=size, image=image, location=location,
+            )
+            await step("provision")
+            box = await prov.create(spec)
+            await self._db(self.store.update_box, request_id, box_id=box.id)
+            box = await prov.wait_ready(box.id, timeout=timeout)
+            await step("ssh")
+            await self._db(self.store.update_box, request_id, host=box.host, ssh_port=box.ssh_port,
+                           ssh_user=box.ssh_user, data=dict(box.data))
+            rec = await self._db(self.store.box_by_request, request_id)
+            assert rec is not None
+            ex = self._exec(rec)
+            with anyio.fail_after(timeout):
+                home = await _probe_home(ex)
+            project_dir = posixpath.join(home, PROJECT_DIR_NAME)
+            await self._db(self.store.update_box, request_id, home=home, project_dir=project_dir)
+            await step("bootstrap")
+            if env:
+                await jobs.write_box_env(ex, env)
+            base = await self._bootstrap(rec, ex, home, project_dir, source, branch, agent, timeout)
+            await self._db(self.store.update_box, request_id, state="ready", step="ready", base_commit=base,
+                           ready_at=time.time())
+            await step("ready")
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await self._burn_failed(prov, request_id, box, exc)
+            if isinstance(exc, Exception):
+                raise ProvisionFailed(f"creating server {name!r} failed and the box was burned: {reason(exc)}") from exc
+            raise
+        final = await self._db(self.store.box_by_request, request_id)
+        assert final is not None
+        return self.info(final)
+
+    async def _bootstrap(self, rec: BoxRecord, ex: jobs.BoxExec, home: str, project_dir: str, source: Any,
+                         branch: str | None, agent: str, timeout: float) -> str | None:
+        script = bootstrap_script(project_dir=project_dir, repo=source, branch=branch, agent=agent)
+        job_id = jobs.new_job_id()
+        await self._db(self.store.insert_job, JobRecord(
+            job_id=job_id, box_name=rec.name, request_id=rec.request_id, command="[bootstrap]", cwd=None,
+            kind="bootstrap", idempotency_key=None, state="running", exit_code=None, created_at=time.time(),
+            finished_at=None))
+        await jobs.launch(ex, job_id, script, cwd=home, env=source.secret_env if source else {})
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ForgeError(f"bootstrap did not finish within {timeout:.0f}s")
+            st = await jobs.status(ex, job_id, max_bytes=self.settings.output_cap_bytes, wait_s=min(left, 30.0))
+            if st.state != "running":
+                break
+        await self._db(self.store.update_job, job_id, state=st.state, exit_code=st.exit_code,
+                       finished_at=st.finished_at)
+        out, _ = decode_output(st.stdout)
+        if st.state != "succeeded":
+            tail = await self._tail(ex, job_id, st, 2000)
+            raise ForgeError(f"bootstrap failed (exit {st.exit_code}); log tail:\n{tail}")
+        return base_commit_from(out)
+
+    async def _tail(self, ex: jobs.BoxExec, job_id: str, st: jobs.JobStatus, limit: int) -> str:
+        parts = []
+        for stream, size in (("err", st.stderr_size), ("out", st.stdout_size)):
+            if size:
+                data = await jobs.read_range(ex, job_id, stream, max(0, size - limit), limit)
+                parts.append(decode_output(data)[0].strip())
+        return "\n".join(p for p in parts if p)[-limit:]
+
+    async def _burn_failed(self, prov: Provider, request_id: str, box: Box | None, exc: BaseException) -> None:
+        rec = await self._db(self.store.box_by_request, request_id)
+        try:
+            await self._destroy_box(prov, rec, box.id if box else None)
+        except ForgeError:
+            pass  # the reaper's sweep retries boxes that carry our labels
+        await self._db(self.store.update_box, request_id, state="failed", step=None,
+                       error=reason(exc)[:2000], destroyed_at=time.time())
+        if rec is not None:
+            await self._db(self.store.add_event, "create-failed", box_name=rec.name, detail=type(exc).__name__)
+
+    async def _destroy_box(self, prov: Provider, rec: BoxRecord | None, box_id: str | None) -> None:
+        if rec is not None:
+            await self.pool.drop(rec.name)
+            box_id = box_id or rec.box_id
+            if box_id is None:  # create may have reached the provider before we learned the id
+                found = await prov.list({LABEL_REQUEST: rec.request_id})
+                box_id = found[0].id if found else None
+        if box_id is not None:
+            try:
+                await prov.destroy(box_id)
+            except ProviderError as exc:
+                raise ProviderFailure(f"could not destroy box {box_id}: {exc}; the reaper will retry") from exc
+        if rec is not None:
+            await anyio.to_thread.run_sync(delete_box_keys, self.settings.keys_dir, rec.key_id)
+
+    async def destroy_server(self, name: str) -> DestroyResult:
+        async with self._lock(name):
+            rec = await self._db(self.store.live_box, name)
+            if rec is None:
+                return DestroyResult(name=name, destroyed=False,
+                                     message=f"no live server named {name!r}; nothing to burn")
+            await self._destroy_box(self.provider(rec.provider), rec, rec.box_id)
+            await self._db(self.store.update_box, rec.request_id, state="destroyed", step=None,
+                           destroyed_at=time.time())
+            await self._db(self.store.add_event, "destroy", box_name=name)
+        return DestroyResult(name=name, destroyed=True, message=f"server {name!r} burned")
+
+    async def extend_server(self, name: str, ttl_s: int) -> ServerInfo:
+        """Set the box to expire ``ttl_s`` from now."""
+        if ttl_s > self.settings.max_ttl_s:
+            raise InvalidInput(f"ttl {format_duration(ttl_s)} exceeds the maximum of "
+                               f"{format_duration(self.settings.max_ttl_s)}")
+        async with self._lock(name):
+            rec = await self._ready(name)
+            prov = self.provider(rec.provider)
+            box = await prov.get(rec.box_id) if rec.box_id else None
+            if box is None:
+                raise UnknownServer(f"server {name!r} is gone (expired or destroyed outside boxforge)")
+            expires_at = time.time() + ttl_s
+            labels = {**box.labels, LABEL_EXPIRES_AT: str(int(expires_at))}
+            try:
+                await prov.set_labels(box.id, labels)
+            except ProviderError as exc:
+                raise ProviderFailure(f"could not extend {name!r}: {exc}") from exc
+            await self._db(self.store.update_box, rec.request_id, expires_at=float(int(expires_at)))
+            await self._db(self.store.add_event, "extend", box_name=name, detail=str(ttl_s))
+        self._changed_schedule()
+        return self.info(await self._live(name))
+
+    async def list_servers(self) -> ServerList:
+        await self.reconcile()
+        now = time.time()
+        recs = await self._db(self.store.live_boxes)
+        infos = [self.info(r, now) for r in recs]
+        return ServerList(servers=infos, count=len(infos))
+
+    async def reconcile(self) -> None:
+        """Mark ready boxes the provider no longer has (burned by a box-side watchdog, say) as destroyed."""
+        recs = await self._db(self.store.live_boxes)
+        for provider_name in {r.provider for r in recs}:
+            alive = {b.id for b in await self.provider(provider_name).list(owner_labels(self.settings.owner))}
+            for rec in recs:
+                if rec.provider == provider_name and rec.state == "ready" and rec.box_id not in alive:
+                    await self.pool.drop(rec.name)
+                    await self._db(self.store.update_box, rec.request_id, state="destroyed",
+                                   destroyed_at=time.time(), error="gone at the provider (expired or removed)")
+                    await anyio.to_thread.run_sync(delete_box_keys, self.settings.keys_dir, rec.key_id)
+
+    # reaper
+
+    def _reaped_providers(self, recs: list[BoxRecord]) -> set[str]:
+        names = {r.provider for r in recs} | {"local", self.settings.provider}
+        if not self.settings.hcloud_token:
+            names.discard("hetzner")
+        return names
+
+    async def reap_once(self) -> tuple[list[str], float | None]:
+        """Destroy expired boxes of this owner, found through provider labels alone.
+
+        Returns the names burned and the next expiry among the survivors.
+        """
+        now = time.time()
+        burned: list[str] = []
+        next_expiry: float | None = None
+        recs = await self._db(self.store.live_boxes)
+        for provider_name in sorted(self._reaped_providers(recs)):
+            prov = self.provider(provider_name)
+            try:
+                boxes = await prov.list(owner_labels(self.settings.owner))
+            except ProviderError:
+                continue
+            for box in boxes:
+                if box.owner != self.settings.owner:
+                    continue  # never touch a machine that is not ours
+                if not is_expired(box, now):
+                    if box.expires_at is not None:
+                        next_expiry = box.expires_at if next_expiry is None else min(next_expiry, box.expires_at)
+                    continue
+                rec = await self._db(self.store.box_by_request, box.request_id) if box.request_id else None
+                try:
+                    async with self._lock(box.name):
+                        await self._destroy_box(prov, rec, box.id)
+                except ForgeError:
+                    continue
+                if rec is not None:
+                    await self._db(self.store.update_box, rec.request_id, state="destroyed", step=None,
+                                   destroyed_at=time.time(), error="expired")
+                await self._db(self.store.add_event, "reap", box_name=box.name, detail=box.id)
+                burned.append(box.name)
+        await self.reconcile()
+        return burned, next_expiry
+
+    # jobs
+
+    async def run(
+        self,
+        server: str,
+        command: str,
+        *,
+        background: bool = False,
+        timeout_s: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        kill_on_timeout: bool = False,
+        idempotency_key: str | None = None,
+    ) -> CommandResult:
+        check_command(command)
+        env = dict(env or {})
+        check_env(env)
+        rec = await self._ready(server)
+        ex = self._exec(rec)
+        workdir = resolve_cwd(rec, cwd)
+        new_id = jobs.new_job_id()
+        job = await self._db(self.store.insert_job, JobRecord(
+            job_id=new_id, box_name=rec.name, request_id=rec.request_id, command=command[:500],
+            cwd=workdir, kind="command", idempotency_key=idempotency_key, state="running", exit_code=None,
+            created_at=time.time(), finished_at=None))
+        reused = job.job_id != new_id  # the idempotency key was used before: never run the task twice
+        if not reused:
+            try:
+                await jobs.launch(ex, job.job_id, command, cwd=workdir, env=env)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self._db(self.store.delete_job, job.job_id)
+                raise
+            await self._db(self.store.add_event, "job", box_name=rec.name, job_id=job.job_id)
+        _, _, warning = time_left(rec.expires_at)
+        if background:
+            return CommandResult(
+                server=rec.name, job_id=job.job_id, state="running", warning=warning,
+                hint=f"started in the background{' (same idempotency_key: existing job)' if reused else ''}; "
+                     f"poll with vm_job_status(job_id='{job.job_id}', wait_s=30)",
+            )
+        wait = min(timeout_s if timeout_s is not None else self.settings.foreground_timeout_s, MAX_WAIT_S)
+        st = await jobs.status(ex, job.job_id, max_bytes=self.settings.output_cap_bytes, wait_s=wait)
+        if st.state == "running" and kill_on_timeout:
+            await jobs.cancel(ex, job.job_id, "KILL")
+            st = await jobs.status(ex, job.job_id, max_bytes=self.settings.output_cap_bytes, wait_s=5.0)
+        await self._record_job_state(job.job_id, st)
+        return await self._command_result(rec, ex, st, wait)
+
+    async def _command_result(self, rec: BoxRecord, ex: jobs.BoxExec, st: jobs.JobStatus, wait: float) -> CommandResult:
+        cap = self.settings.output_cap_bytes
+        texts: dict[str, str] = {}
+        dropped: dict[str, int] = {}
+        for stream, data, size in (("out", st.stdout, st.stdout_size), ("err", st.stderr, st.stderr_size)):
+            if size <= cap or st.state == "running":
+                texts[stream] = decode_output(data)[0]
+                dropped[stream] = 0
+                continue
+            half = cap // 2
+            head = data[:half]
+            tail = await jobs.read_range(ex, st.job_id, stream, size - half, half)
+            head = head[:complete_utf8_prefix(head)]
+            dropped[stream] = size - len(head) - len(tail)
+            texts[stream] = decode_output(head)[0] + DROPPED_MARKER.format(n=dropped[stream]) + \
+                decode_output(tail)[0]
+        _, _, warning = time_left(rec.expires_at)
+        if st.state == "running":
+            hint = (f"still running after {wait:.0f}s; it continues in the background: poll "
+                    f"vm_job_status(job_id='{st.job_id}', stdout_offset={st.stdout_offset + len(st.stdout)}, "
+                    f"stderr_offset={st.stderr_offset + len(st.stderr)}, wait_s=30) or vm_job_cancel it")
+        elif st.state == "killed":
+            hint = "the command was killed"
+        else:
+            hint = None
+        return CommandResult(
+            server=rec.name, job_id=st.job_id, state=st.state, exit_code=st.exit_code,
+            stdout=texts["out"], stderr=texts["err"],
+            stdout_dropped_bytes=dropped["out"], stderr_dropped_bytes=dropped["err"],
+            stdout_offset=st.stdout_offset + len(st.stdout) if st.state == "running" else st.stdout_size,
+            stderr_offset=st.stderr_offset + len(st.stderr) if st.state == "running" else st.stderr_size,
+            duration_s=_duration(st), hint=hint, warning=warning,
+        )
+
+    async def _record_job_state(self, job_id: str, st: jobs.JobStatus) -> None:
+        if st.state != "running":
+            await self._db(self.store.update_job, job_id, state=st.state, exit_code=st.exit_code,
+                           finished_at=st.finished_at)
+
+    async def _job_box(self, job_id: str) -> tuple[JobRecord, BoxRecord | None]:
+        job = await self._db(self.store.job, job_id)
+        if job is None:
+            recent = await self._db(self.store.recent_job_ids)
+            known = ", ".join(recent) if recent else "none yet"
+            raise UnknownJob(f"unknown job {job_id!r}; recent jobs: {known} (vm_job_list shows all)")
+        rec = await self._db(self.store.box_by_request, job.request_id)
+        return job, rec if rec is not None and rec.state == "ready" else None
+
+    async def job_status(self, job_id: str, *, stdout_offset: int = 0, stderr_offset: int = 0,
+                         wait_s: float = 0.0, max_bytes: int | None = None) -> JobStatusResult:
+        job, rec = await self._job_box(job_id)
+        if rec is None:
+            state = job.state if job.state != "running" else "lost"
+            return JobStatusResult(
+                job_id=job_id, server=job.box_name, state=state, exit_code=job.exit_code,
+                stdout_offset=stdout_offset, stderr_offset=stderr_offset, stdout_size=0, stderr_size=0,
+                hint=f"server {job.box_name!r} is gone, so the job's output is no longer readable",
+            )
+        cap = min(max_bytes or self.settings.output_cap_bytes, self.settings.output_cap_bytes)
+        st = await jobs.status(self._exec(rec), job_id, stdout_offset=stdout_offset, stderr_offset=stderr_offset,
+                               max_bytes=cap, wait_s=min(wait_s, MAX_WAIT_S))
+        await self._record_job_state(job_id, st)
+        out = st.stdout[:complete_utf8_prefix(st.stdout)] if st.stdout_offset + len(st.stdout) < st.stdout_size \
+            else st.stdout
+        err = st.stderr[:complete_utf8_prefix(st.stderr)] if st.stderr_offset + len(st.stderr) < st.stderr_size \
+            else st.stderr
+        out_text, out_binary = decode_output(out)
+        err_text, err_binary = decode_output(err)
+        next_out, next_err = st.stdout_offset + len(out), st.stderr_offset + len(err)
+        more = next_out < st.stdout_size or next_err < st.stderr_size
+        if more:
+            hint = f"more output: call again with stdout_offset={next_out}, stderr_offset={next_err}"
+        elif st.state == "running":
+            hint = (f"still running; call again with stdout_offset={next_out}, stderr_offset={next_err}, "
+                    "wait_s=30 to wait for it")
+        elif st.state == "lost":
+            hint = "the job's record is gone from the box (rebooted or cleaned); rerun it if needed"
+        else:
+            hint = None
+        _, _, warning = time_left(rec.expires_at)
+        return JobStatusResult(
+            job_id=job_id, server=rec.name, state=st.state, exit_code=st.exit_code, stdout=out_text,
+            stderr=err_text, stdout_offset=next_out, stderr_offset=next_err, stdout_size=st.stdout_size,
+            stderr_size=st.stderr_size, more=more, binary=out_binary or err_binary, duration_s=_duration(st),
+            hint=hint, warning=warning,
+        )
+
+    async def list_jobs(self, server: str | None = None) -> JobList:
+        recs = [await self._ready(server)] if server else [
+            r for r in await self._db(self.store.live_boxes) if r.state == "ready"]
+        summaries: list[JobSummary] = []
+        unreachable: list[str] = []
+
+        async def one(rec: BoxRecord) -> None:
+            known = {j.job_id: j for j in await self._db(self.store.jobs_of_box, rec.request_id)}
+            try:
+                with anyio.fail_after(30):
+                    on_box = await jobs.list_jobs(self._exec(rec))
+            except (ForgeError, TimeoutError):
+                unreachable.append(rec.name)
+                return
+            for s in on_box:
+                command = known[s.job_id].command if s.job_id in known else s.command
+                summaries.append(JobSummary(
+                    job_id=s.job_id, server=rec.name, state=s.state, exit_code=s.exit_code,
+                    command=command[:120], started_at=iso(s.started_at),
+                    duration_s=round((s.finished_at or time.time()) - s.started_at, 3) if s.started_at else None,
+                ))
+
+        async with anyio.create_task_group() as tg:
+            for rec in recs:
+                tg.start_soon(one, rec)
+        summaries.sort(key=lambda s: s.started_at or "")
+        return JobList(jobs=summaries, count=len(summaries), unreachable=sorted(unreachable))
+
+    async def cancel_job(self, job_id: str, signal: str = "TERM") -> CancelResult:
+        job, rec = await self._job_box(job_id)
+        if rec is None:
+            return CancelResult(job_id=job_id, server=job.box_name, state=job.state if job.state != "running"
+                                else "lost", message=f"server {job.box_name!r} is gone; nothing to cancel")
+        ex = self._exec(rec)
+        before = await jobs.status(ex, job_id, max_bytes=0)
+        if before.state != "running":
+            return CancelResult(job_id=job_id, server=rec.name, state=before.state, exit_code=before.exit_code,
+                                message=f"job already finished ({before.state}); nothing to cancel")
+        await jobs.cancel(ex, job_id, signal)
+        st = await jobs.status(ex, job_id, max_bytes=0, wait_s=5.0)
+        await self._record_job_state(job_id, st)
+        message = f"sent SIG{signal} to the job's process group"
+        if st.state == "running":
+            message += f"; it is still running: retry with signal='KILL' (job_id='{job_id}')"
+        return CancelResult(job_id=job_id, server=rec.name, state=st.state, exit_code=st.exit_code, message=message)
+
+
+def _duration(st: jobs.JobStatus) -> float | None:
+    if st.started_at is None:
+        return None
+    return round((st.finished_at or time.time()) - st.started_at, 3)
+
+
+async def _probe_home(ex: jobs.BoxExec) -> str:
+    result = await ex('printf %s "$HOME"', None, 30.0)
+    home = result.stdout.decode(errors="replace").strip()
+    if result.exit_status != 0 or not home.startswith("/"):
+        raise BoxUnreachable("the box did not report a home directory over SSH")
+    return home
+
+
+def reason(exc: BaseException) -> str:
+    if isinstance(exc, ReadyTimeout):
+        return f"the box did not become reachable in time ({exc})"
+    text = str(exc) or type(exc).__name__
+    return text
+
+
+def check_env(env: Mapping[str, str]) -> None:
+    for key, value in env.items():
+        if not isinstance(key, str) or not ENV_NAME_RE.match(key):
+            shown = str(key)[:40]
+            raise InvalidInput(f"invalid env name {shown!r}: use letters, digits and '_', not starting with a digit")
+        if not isinstance(value, str):
+            raise InvalidInput(f"env {key} must be a string")
+        if "\x00" in value or len(value.encode()) > MAX_ENV_VALUE_BYTES:
+            raise InvalidInput(f"env {key} must be at most 64 KiB and contain no NUL byte")
+
+
+def check_command(command: str) -> None:
+    if not command.strip():
+        raise InvalidInput("command is empty: pass a shell command such as 'git status'")
+    if "\x00" in command:
+        raise InvalidInput("command contains a NUL byte, which no shell can run; remove it")
+    if len(command.encode()) > MAX_COMMAND_BYTES:
+        raise InvalidInput("command is larger than 256 KiB; write a script with vm_bash in parts or upload it")
+
+
+def resolve_cwd(rec: BoxRecord, cwd: str | None) -> str:
+    base = rec.project_dir or rec.home or "~"
+    if cwd is None or cwd == "":
+        return base
+    if "\x00" in cwd or "\n" in cwd:
+        raise InvalidInput("cwd must not contain NUL or newline characters")
+    if cwd.startswith("~"):
+        cwd = (rec.home or "~") + cwd[1:]
+    return posixpath.normpath(posixpath.join(base, cwd))
+
+
+@asynccontextmanager
+async def open_fleet(settings: Settings) -> AsyncIterator[Fleet]:
+    """A Fleet with its store, SSH pool and providers, all closed on exit."""
+    store = await anyio.to_thread.run_sync(Store, settings.db_path)
+    pool = SSHPool()
+    fleet = Fleet(settings=settings, store=store, pool=pool)
+    try:
+        yield fleet
+    finally:
+        with anyio.CancelScope(shield=True):
+            await pool.aclose()
+            for prov in fleet.providers.values():
+                await prov.aclose()
+            store.close()

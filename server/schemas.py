@@ -1,0 +1,218 @@
+"""Pydantic models of every tool's input and output.
+
+Inputs are validated before anything touches a shell or a cloud: names are RFC 1123 labels,
+TTLs are parsed here, job ids have one shape. Outputs are compact and say what to do next.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
+
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+JOB_ID_RE = re.compile(r"^j-[0-9a-f]{12}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+BRANCH_RE = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/+-]{1,200}(?<![./])$")
+TTL_RE = re.compile(r"^\s*(\d{1,7})\s*([smhd]?)\s*$")
+TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 60}
+MIN_TTL_S = 60
+WARN_LEFT_S = 600
+
+
+def check_name(value: str) -> str:
+    if not NAME_RE.match(value):
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        raise ValueError(
+            f"invalid server name {shown!r}: use 1-63 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit (e.g. 'feat-login')"
+        )
+    return value
+
+
+def check_job_id(value: str) -> str:
+    if not JOB_ID_RE.match(value):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        raise ValueError(f"invalid job id {shown!r}: job ids look like 'j-0123456789ab' (from vm_bash)")
+    return value
+
+
+def check_branch(value: str) -> str:
+    if not BRANCH_RE.match(value) or value.endswith(".lock"):
+        raise ValueError(f"invalid branch name {value[:80]!r}: use letters, digits and . _ / + - (e.g. 'feat/login')")
+    return value
+
+
+def parse_ttl(value: str | int) -> int:
+    """'90m', '2h', '1d', '45s' or a bare number of minutes -> seconds (at least one minute)."""
+    if isinstance(value, bool):
+        raise ValueError("ttl must be a duration like '90m', '2h', '1d' or a number of minutes")
+    if isinstance(value, int):
+        text = str(value)
+    elif isinstance(value, float) and value.is_integer():
+        text = str(int(value))
+    elif isinstance(value, str):
+        text = value
+    else:
+        raise ValueError("ttl must be a duration like '90m', '2h', '1d' or a number of minutes")
+    match = TTL_RE.match(text)
+    if not match:
+        raise ValueError(f"invalid ttl {text[:40]!r}: use a duration like '90m', '2h', '1d' or a number of minutes")
+    seconds = int(match.group(1)) * TTL_UNITS[match.group(2)]
+    if seconds < MIN_TTL_S:
+        raise ValueError(f"ttl {text.strip()!r} is too short: the minimum is 1m")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes = seconds // 60
+    if minutes < 120:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+ServerName = Annotated[
+    str,
+    Field(min_length=1, max_length=63, description="Box name: 1-63 lowercase letters, digits, '-' (RFC 1123 label)"),
+    AfterValidator(check_name),
+]
+JobId = Annotated[
+    str,
+    Field(min_length=1, max_length=64, description="Job id returned by vm_bash, like 'j-0123456789ab'"),
+    AfterValidator(check_job_id),
+]
+TtlSeconds = Annotated[
+    int,
+    BeforeValidator(parse_ttl),
+    Field(description="Time to live: '90m', '2h', '1d', or a number of minutes; the box is burned at expiry"),
+]
+Branch = Annotated[str, AfterValidator(check_branch)]
+
+
+# Outputs
+
+
+class ServerInfo(BaseModel):
+    """One box."""
+
+    name: str = Field(description="Box name; pass it as `server` to vm_bash")
+    provider: str = Field(description="Where the box runs (local, hetzner)")
+    state: str = Field(description="provisioning | ready | destroyed | failed")
+    step: str | None = Field(None, description="Bootstrap step while provisioning")
+    address: str | None = Field(None, description="user@host:port of the box's SSH server")
+    project_dir: str | None = Field(None, description="Absolute path of the checkout; vm_bash runs there by default")
+    repo: str | None = Field(None, description="Repository the box cloned (credentials stripped)")
+    branch: str | None = Field(None, description="Branch checked out")
+    base_commit: str | None = Field(None, description="Commit the branch started from")
+    created_at: str | None = Field(None, description="UTC ISO time of creation")
+    expires_at: str | None = Field(None, description="UTC ISO time at which the box is burned")
+    time_left: str | None = Field(None, description="Time until expiry, e.g. '29m'")
+    time_left_s: int | None = Field(None, description="Seconds until expiry")
+    warning: str | None = Field(None, description="Something to act on, e.g. expiry is near")
+    error: str | None = Field(None, description="Why the box failed, when it did")
+
+
+class ServerList(BaseModel):
+    servers: list[ServerInfo] = Field(description="Live boxes of this owner")
+    count: int = Field(description="Number of live boxes")
+
+
+class CommandResult(BaseModel):
+    """Result of vm_bash."""
+
+    server: str = Field(description="Box the command ran on")
+    job_id: str = Field(description="Job id; poll with vm_job_status if state is running")
+    state: str = Field(description="running | succeeded | failed | killed | lost")
+    exit_code: int | None = Field(None, description="Exit code when finished")
+    stdout: str = Field("", description="Standard output (UTF-8, invalid bytes replaced)")
+    stderr: str = Field("", description="Standard error (UTF-8, invalid bytes replaced)")
+    stdout_dropped_bytes: int = Field(0, description="Bytes cut from the middle of stdout to respect the cap")
+    stderr_dropped_bytes: int = Field(0, description="Bytes cut from the middle of stderr to respect the cap")
+    stdout_offset: int = Field(0, description="Byte offset to pass to vm_job_status to read further stdout")
+    stderr_offset: int = Field(0, description="Byte offset to pass to vm_job_status to read further stderr")
+    duration_s: float | None = Field(None, description="Seconds the command ran (so far)")
+    hint: str | None = Field(None, description="What to do next")
+    warning: str | None = Field(None, description="Something to act on, e.g. the box expires soon")
+
+
+class JobStatusResult(BaseModel):
+    """Result of vm_job_status."""
+
+    job_id: str
+    server: str = Field(description="Box the job runs on")
+    state: str = Field(description="running | succeeded | failed | killed | lost")
+    exit_code: int | None = Field(None, description="Exit code when finished")
+    stdout: str = Field("", description="Stdout after the given stdout_offset (UTF-8, invalid bytes replaced)")
+    stderr: str = Field("", description="Stderr after the given stderr_offset")
+    stdout_offset: int = Field(description="Next stdout offset: pass it back to read only new output")
+    stderr_offset: int = Field(description="Next stderr offset: pass it back to read only new output")
+    stdout_size: int = Field(description="Total stdout bytes so far")
+    stderr_size: int = Field(description="Total stderr bytes so far")
+    more: bool = Field(False, description="More output is already available beyond the returned chunks")
+    binary: bool = Field(False, description="The output held bytes that are not UTF-8 text")
+    duration_s: float | None = Field(None, description="Seconds the job ran (so far)")
+    hint: str | None = Field(None, description="What to do next")
+    warning: str | None = None
+
+
+class JobSummary(BaseModel):
+    job_id: str
+    server: str
+    state: str
+    exit_code: int | None = None
+    command: str = Field(description="Start of the command")
+    started_at: str | None = None
+    duration_s: float | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[JobSummary]
+    count: int
+    unreachable: list[str] = Field(default_factory=list, description="Boxes whose jobs could not be read now")
+
+
+class DestroyResult(BaseModel):
+    name: str
+    destroyed: bool = Field(description="True if a box was burned by this call, False if it was already gone")
+    message: str
+
+
+class CancelResult(BaseModel):
+    job_id: str
+    server: str
+    state: str = Field(description="State after the signal")
+    exit_code: int | None = None
+    message: str
+
+
+Signal = Literal["TERM", "KILL", "INT"]
+
+
+def time_left(expires_at: float | None, now: float | None = None) -> tuple[str | None, int | None, str | None]:
+    """(human time left, seconds left, warning) for an expiry."""
+    if expires_at is None:
+        return None, None, None
+    left = int(expires_at - (time.time() if now is None else now))
+    warning = None
+    if left <= WARN_LEFT_S:
+        warning = (
+            f"box expires in {format_duration(left)}: call extend_server to keep it, "
+            "or save your work (e.g. git push) before it is burned"
+        )
+    return format_duration(left), max(left, 0), warning

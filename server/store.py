@@ -1,0 +1,261 @@
+"""SQLite state (WAL): boxes, jobs, events.
+
+A cache and an audit trail, not the truth about boxes: the provider's labels say which
+boxes exist and when they expire, the boxes' job dirs say what jobs did. The store maps
+names to boxes and jobs to boxes, and remembers what a user asked for.
+
+No secret is ever written here: env values are not stored, repo URLs are stored with
+their credentials stripped.
+
+The methods are synchronous and short; the fleet calls them from a worker thread.
+Several processes (the MCP server and the CLI) may share one database.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS boxes (
+    name TEXT NOT NULL,
+    box_id TEXT,
+    provider TEXT NOT NULL,
+    state TEXT NOT NULL,
+    step TEXT,
+    key_id TEXT NOT NULL,
+    request_id TEXT NOT NULL UNIQUE,
+    host TEXT,
+    ssh_port INTEGER,
+    ssh_user TEXT,
+    home TEXT,
+    project_dir TEXT,
+    repo TEXT,
+    branch TEXT,
+    base_commit TEXT,
+    agent TEXT,
+    size TEXT,
+    location TEXT,
+    data TEXT,
+    error TEXT,
+    created_at REAL NOT NULL,
+    ready_at REAL,
+    expires_at REAL NOT NULL,
+    destroyed_at REAL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS boxes_live_name ON boxes(name) WHERE state IN ('provisioning', 'ready');
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    box_name TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    command TEXT NOT NULL,
+    cwd TEXT,
+    kind TEXT NOT NULL DEFAULT 'command',
+    idempotency_key TEXT,
+    state TEXT NOT NULL,
+    exit_code INTEGER,
+    created_at REAL NOT NULL,
+    finished_at REAL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs(request_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_box ON jobs(request_id);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    box_name TEXT,
+    job_id TEXT,
+    detail TEXT
+);
+"""
+
+LIVE_STATES = ("provisioning", "ready")
+
+
+@dataclass(frozen=True)
+class BoxRecord:
+    name: str
+    box_id: str | None
+    provider: str
+    state: str
+    step: str | None
+    key_id: str
+    request_id: str
+    host: str | None
+    ssh_port: int | None
+    ssh_user: str | None
+    home: str | None
+    project_dir: str | None
+    repo: str | None
+    branch: str | None
+    base_commit: str | None
+    agent: str | None
+    size: str | None
+    location: str | None
+    data: dict[str, Any] | None
+    error: str | None
+    created_at: float
+    ready_at: float | None
+    expires_at: float
+    destroyed_at: float | None
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE_STATES
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    job_id: str
+    box_name: str
+    request_id: str
+    command: str
+    cwd: str | None
+    kind: str
+    idempotency_key: str | None
+    state: str
+    exit_code: int | None
+    created_at: float
+    finished_at: float | None
+
+
+_BOX_FIELDS = [f.name for f in fields(BoxRecord)]
+_JOB_FIELDS = [f.name for f in fields(JobRecord)]
+
+
+def _box(row: sqlite3.Row) -> BoxRecord:
+    values = dict(row)
+    values["data"] = json.loads(values["data"]) if values["data"] else None
+    return BoxRecord(**values)
+
+
+def _job(row: sqlite3.Row) -> JobRecord:
+    return JobRecord(**dict(row))
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, timeout=30.0, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        path.chmod(0o600)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        with self._tx() as db:
+            db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # boxes
+
+    def insert_box(self, record: BoxRecord) -> None:
+        """Insert a new box; sqlite3.IntegrityError when a live box already has the name."""
+        values = [getattr(record, f) for f in _BOX_FIELDS]
+        values[_BOX_FIELDS.index("data")] = json.dumps(record.data) if record.data is not None else None
+        with self._tx() as db:
+            db.execute(
+                f"INSERT INTO boxes ({', '.join(_BOX_FIELDS)}) VALUES ({', '.join('?' * len(_BOX_FIELDS))})",
+                values,
+            )
+
+    def update_box(self, request_id: str, **changes: Any) -> None:
+        if "data" in changes and changes["data"] is not None:
+            changes["data"] = json.dumps(changes["data"])
+        assignments = ", ".join(f"{key} = ?" for key in changes)
+        with self._tx() as db:
+            db.execute(f"UPDATE boxes SET {assignments} WHERE request_id = ?", (*changes.values(), request_id))
+
+    def live_box(self, name: str) -> BoxRecord | None:
+        rows = self._query("SELECT * FROM boxes WHERE name = ? AND state IN ('provisioning', 'ready')", (name,))
+        return _box(rows[0]) if rows else None
+
+    def box_by_request(self, request_id: str) -> BoxRecord | None:
+        rows = self._query("SELECT * FROM boxes WHERE request_id = ?", (request_id,))
+        return _box(rows[0]) if rows else None
+
+    def live_boxes(self) -> list[BoxRecord]:
+        rows = self._query("SELECT * FROM boxes WHERE state IN ('provisioning', 'ready') ORDER BY created_at")
+        return [_box(r) for r in rows]
+
+    def live_names(self) -> list[str]:
+        return [b.name for b in self.live_boxes()]
+
+    # jobs
+
+    def insert_job(self, record: JobRecord) -> JobRecord:
+        """Insert a job; with an idempotency key already used on that box, return the earlier job."""
+        with self._tx() as db:
+            if record.idempotency_key is not None:
+                row = db.execute(
+                    "SELECT * FROM jobs WHERE request_id = ? AND idempotency_key = ?",
+                    (record.request_id, record.idempotency_key),
+                ).fetchone()
+                if row is not None:
+                    return _job(row)
+            db.execute(
+                f"INSERT INTO jobs ({', '.join(_JOB_FIELDS)}) VALUES ({', '.join('?' * len(_JOB_FIELDS))})",
+                [getattr(record, f) for f in _JOB_FIELDS],
+            )
+        return record
+
+    def delete_job(self, job_id: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
+
+    def update_job(self, job_id: str, **changes: Any) -> None:
+        assignments = ", ".join(f"{key} = ?" for key in changes)
+        with self._tx() as db:
+            db.execute(f"UPDATE jobs SET {assignments} WHERE job_id = ?", (*changes.values(), job_id))
+
+    def job(self, job_id: str) -> JobRecord | None:
+        rows = self._query("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+        return _job(rows[0]) if rows else None
+
+    def jobs_of_box(self, request_id: str) -> list[JobRecord]:
+        rows = self._query("SELECT * FROM jobs WHERE request_id = ? ORDER BY created_at", (request_id,))
+        return [_job(r) for r in rows]
+
+    def recent_job_ids(self, limit: int = 5) -> list[str]:
+        rows = self._query("SELECT job_id FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,))
+        return [r["job_id"] for r in rows]
+
+    # events
+
+    def add_event(self, kind: str, *, box_name: str | None = None, job_id: str | None = None,
+                  detail: str | None = None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO events (ts, kind, box_name, job_id, detail) VALUES (?, ?, ?, ?, ?)",
+                (time.time(), kind, box_name, job_id, detail),
+            )
+
+    def events(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self._query("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
+        return [dict(r) for r in rows]
