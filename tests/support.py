@@ -1,0 +1,93 @@
+"""Helpers for the fleet, MCP and CLI tests: settings on a temp state dir, a git repo to
+clone, a scan for a box's processes, and polling with a deadline (never a bare sleep)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from server.config import Settings, load_settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_settings(home: Path, *, local_sshd: str = "auto", **overrides: Any) -> Settings:
+    env = {"BOXFORGE_HOME": str(home), "BOXFORGE_OWNER": "otest" + secrets.token_hex(3),
+           "BOXFORGE_CONFIG": str(home / "no-config.toml")}
+    return load_settings(env, local_sshd=local_sshd, **overrides)
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BOXFORGE_", "HCLOUD_"))}
+    env.update(BOXFORGE_HOME=str(settings.home), BOXFORGE_OWNER=settings.owner,
+               BOXFORGE_LOCAL_SSHD=settings.local_sshd, BOXFORGE_CONFIG=str(settings.home / "no-config.toml"),
+               PYTHONPATH=str(REPO_ROOT))
+    return env
+
+
+def boxforge_cmd() -> list[str]:
+    exe = shutil.which("boxforge")
+    return [exe] if exe else [sys.executable, "-m", "server.cli"]
+
+
+def git(cwd: Path, *args: str) -> str:
+    result = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "init.defaultBranch=main", *args],
+        cwd=cwd, check=True, capture_output=True, text=True,
+    )
+    return result.stdout.strip()
+
+
+def make_repo(path: Path) -> Path:
+    """A repo with main (README.md) and an existing branch 'feat/existing' (FEATURE.md)."""
+    path.mkdir(parents=True)
+    git(path, "init", "-q")
+    (path / "README.md").write_text("hello from the test repo\n")
+    git(path, "add", ".")
+    git(path, "commit", "-qm", "initial")
+    git(path, "checkout", "-qb", "feat/existing")
+    (path / "FEATURE.md").write_text("feature work\n")
+    git(path, "add", ".")
+    git(path, "commit", "-qm", "feature")
+    git(path, "checkout", "-q", "main")
+    return path
+
+
+def box_pids(box_id: str) -> list[int]:
+    """Pids of processes whose environment carries BOXFORGE_BOX=<box_id>."""
+    marker = f"BOXFORGE_BOX={box_id}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+async def eventually(check: Callable[[], Awaitable[Any] | Any], *, timeout: float = 20.0,
+                     interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll ``check`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if hasattr(value, "__await__"):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await anyio.sleep(interval)

@@ -1,0 +1,71 @@
+"""The CLI as a user runs it: a subprocess on a temp state dir."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from server.config import Settings
+from tests.support import boxforge_cmd, cli_env, make_repo, make_settings
+
+
+def boxforge(settings: Settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*boxforge_cmd(), *args], env=cli_env(settings), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "state")
+
+
+def test_up_two_boxes_run_jobs_and_burn_all(settings: Settings, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    up = boxforge(settings, "up", "feat/a", "feat/b", "--repo", str(repo), "--ttl", "30m", "--json")
+    assert up.returncode == 0, up.stderr
+    made = json.loads(up.stdout)
+    assert sorted(s["name"] for s in made["servers"]) == ["feat-a", "feat-b"]
+    assert made["failed"] == {}
+
+    run = boxforge(settings, "run", "feat-b", "git branch --show-current")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "feat/b\n"
+
+    failing = boxforge(settings, "run", "feat-a", "exit 7")
+    assert failing.returncode == 7
+
+    bg = boxforge(settings, "run", "feat-a", "echo from-background", "--background", "--json")
+    job_id = json.loads(bg.stdout)["job_id"]
+    follow = boxforge(settings, "job", job_id, "--follow")
+    assert follow.returncode == 0 and follow.stdout == "from-background\n"
+
+    jobs = boxforge(settings, "jobs", "--json")
+    listed = json.loads(jobs.stdout)
+    assert job_id in {j["job_id"] for j in listed["jobs"]}
+
+    ls = boxforge(settings, "ls", "--json")
+    assert json.loads(ls.stdout)["count"] == 2
+
+    extend = boxforge(settings, "extend", "feat-a", "3h", "--json")
+    assert json.loads(extend.stdout)["time_left_s"] > 2 * 3600
+
+    refused = boxforge(settings, "burn", "--all")
+    assert refused.returncode == 1 and "--yes" in refused.stderr
+
+    burn = boxforge(settings, "burn", "--all", "--yes", "--json")
+    assert burn.returncode == 0, burn.stderr
+    assert sorted(r["name"] for r in json.loads(burn.stdout)["results"]) == ["feat-a", "feat-b"]
+    assert json.loads(boxforge(settings, "ls", "--json").stdout)["count"] == 0
+    assert not any(settings.local_boxes_dir.iterdir())
+
+
+def test_bad_cli_input_exits_with_a_clear_message(settings: Settings) -> None:
+    bad = boxforge(settings, "run", "Not-A-Name!", "true")
+    assert bad.returncode == 1 and "invalid server name" in bad.stderr
+    ttl = boxforge(settings, "up", "--name", "x", "--ttl", "abc")
+    assert ttl.returncode == 1 and "invalid ttl" in ttl.stderr
+    unknown = boxforge(settings, "job", "j-000000000000")
+    assert unknown.returncode == 1 and "unknown job" in unknown.stderr
