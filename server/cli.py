@@ -287,7 +287,7 @@ COMMANDS: dict[str, Callable[[Fleet, argparse.Namespace], Awaitable[int]]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="boxforge", description="Forge, drive and burn boxes for coding agents.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
 
     def add(name: str, help_text: str, json_flag: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -336,12 +336,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
-        if args.command == "mcp":
+        if args.verb == "mcp":
             return cmd_mcp(settings, args)
 
         async def run() -> int:
             async with open_fleet(settings) as fleet:
-                return await COMMANDS[args.command](fleet, args)
+                return await COMMANDS[args.verb](fleet, args)
 
         return anyio.run(run)
     except (ForgeError, ProviderError) as exc:

@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
-from server.ssh import SSHPool, SSHTarget
 
 from providers import provider_class
 from providers.base import (
@@ -64,6 +63,7 @@ from server.schemas import (
     iso,
     time_left,
 )
+from server.ssh import SSHPool, SSHTarget
 from server.store import BoxRecord, JobRecord, Store
 
 T = TypeVar("T")
@@ -132,12 +132,7 @@ class Fleet:
         return SSHTarget(rec.name, rec.host, rec.ssh_port, rec.ssh_user, keys.client_key_path, keys.host_public)
 
     def _exec(self, rec: BoxRecord) -> jobs.BoxExec:
-        target = self._target(rec)
-
-        async def run(script: str, stdin: bytes | None = None, timeout: float | None = None) -> Any:
-            return await self.pool.run(target, script, stdin=stdin, timeout=timeout)
-
-        return run
+        return jobs.box_exec(self.pool, self._target(rec))
 
     def _changed_schedule(self) -> None:
         if self.on_schedule_change is not None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 from mcp import Client
 
 from server.app import build_server
@@ -43,80 +43,90 @@ BAD_CALLS: list[tuple[str, str, dict[str, Any], str]] = [
 ]
 
 
-@pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[Client]:
+@asynccontextmanager
+async def serving(tmp_path: Path) -> AsyncIterator[Client]:
+    """An in-memory MCP client with one live box, 'ok-box'."""
     settings = make_settings(tmp_path / "state")
     async with Client(build_server(settings)) as client:
         result = await client.call_tool("create_server", {"name": "ok-box"})
         assert not result.is_error, result.content
-        yield client
-        await client.call_tool("destroy_server", {"name": "ok-box"})
+        try:
+            yield client
+        finally:
+            await client.call_tool("destroy_server", {"name": "ok-box"})
 
 
-async def test_bad_calls_get_clear_errors_and_the_server_keeps_serving(client: Client) -> None:
-    for label, tool, args, expected in BAD_CALLS:
-        result = await client.call_tool(tool, args)
-        assert result.is_error, f"{label}: expected an error, got {result.structured_content}"
-        text = result.content[0].text
-        assert expected in text, f"{label}: {expected!r} not in {text!r}"
-    listed = await client.call_tool("list_servers", {})
-    assert [s["name"] for s in listed.structured_content["servers"]] == ["ok-box"]
-    ok = await client.call_tool("vm_bash", {"server": "ok-box", "command": "echo still serving"})
-    assert ok.structured_content["stdout"] == "still serving\n"
-    assert len(BAD_CALLS) >= 15
+async def test_bad_calls_get_clear_errors_and_the_server_keeps_serving(tmp_path: Path) -> None:
+    async with serving(tmp_path) as client:
+        for label, tool, args, expected in BAD_CALLS:
+            result = await client.call_tool(tool, args)
+            assert result.is_error, f"{label}: expected an error, got {result.structured_content}"
+            text = result.content[0].text
+            assert expected in text, f"{label}: {expected!r} not in {text!r}"
+        listed = await client.call_tool("list_servers", {})
+        assert [s["name"] for s in listed.structured_content["servers"]] == ["ok-box"]
+        ok = await client.call_tool("vm_bash", {"server": "ok-box", "command": "echo still serving"})
+        assert ok.structured_content["stdout"] == "still serving\n"
+        assert len(BAD_CALLS) >= 15
 
 
-async def test_binary_output_comes_back_as_text_with_replacements(client: Client) -> None:
-    result = await client.call_tool("vm_bash", {"server": "ok-box", "command": "printf 'ok\\377\\000\\376end'"})
-    assert not result.is_error
-    out = result.structured_content
-    assert out["exit_code"] == 0
-    assert out["stdout"].startswith("ok") and out["stdout"].endswith("end")
-    assert "\ufffd" in out["stdout"]
+async def test_binary_output_comes_back_as_text_with_replacements(tmp_path: Path) -> None:
+    async with serving(tmp_path) as client:
+        result = await client.call_tool("vm_bash", {"server": "ok-box", "command": "printf 'ok\\377\\000\\376end'"})
+        assert not result.is_error
+        out = result.structured_content
+        assert out["exit_code"] == 0
+        assert out["stdout"].startswith("ok") and out["stdout"].endswith("end")
+        assert "\ufffd" in out["stdout"]
 
 
-async def test_five_megabytes_of_output_is_capped_keeping_head_and_tail(client: Client) -> None:
-    command = "head -c 5000000 /dev/zero | tr '\\0' a; echo; echo THE-END"
-    result = await client.call_tool("vm_bash", {"server": "ok-box", "command": command})
-    out = result.structured_content
-    assert out["state"] == "succeeded"
-    assert out["stdout"].startswith("aaaa")
-    assert out["stdout"].endswith("THE-END\n")
-    assert out["stdout_dropped_bytes"] == 5000000 + 1 + 8 - 64 * 1024
-    assert f"[... {out['stdout_dropped_bytes']} bytes dropped ...]" in out["stdout"]
-    assert len(out["stdout"]) < 70 * 1024
+async def test_five_megabytes_of_output_is_capped_keeping_head_and_tail(tmp_path: Path) -> None:
+    async with serving(tmp_path) as client:
+        command = "head -c 5000000 /dev/zero | tr '\\0' a; echo; echo THE-END"
+        result = await client.call_tool("vm_bash", {"server": "ok-box", "command": command})
+        out = result.structured_content
+        assert out["state"] == "succeeded"
+        assert out["stdout"].startswith("aaaa")
+        assert out["stdout"].endswith("THE-END\n")
+        assert out["stdout_dropped_bytes"] == 5000000 + 1 + 8 - 64 * 1024
+        assert f"[... {out['stdout_dropped_bytes']} bytes dropped ...]" in out["stdout"]
+        assert len(out["stdout"]) < 70 * 1024
 
 
-async def test_destroy_twice_is_safe_and_then_the_name_is_unknown(client: Client) -> None:
-    first = await client.call_tool("destroy_server", {"name": "ok-box"})
-    second = await client.call_tool("destroy_server", {"name": "ok-box"})
-    assert first.structured_content["destroyed"] is True
-    assert second.structured_content["destroyed"] is False
-    gone = await client.call_tool("vm_bash", {"server": "ok-box", "command": "true"})
-    assert gone.is_error and "unknown server 'ok-box'" in gone.content[0].text
+async def test_destroy_twice_is_safe_and_then_the_name_is_unknown(tmp_path: Path) -> None:
+    async with serving(tmp_path) as client:
+        first = await client.call_tool("destroy_server", {"name": "ok-box"})
+        second = await client.call_tool("destroy_server", {"name": "ok-box"})
+        assert first.structured_content["destroyed"] is True
+        assert second.structured_content["destroyed"] is False
+        gone = await client.call_tool("vm_bash", {"server": "ok-box", "command": "true"})
+        assert gone.is_error and "unknown server 'ok-box'" in gone.content[0].text
 
 
-async def test_long_foreground_command_continues_as_a_background_job(client: Client) -> None:
-    result = await client.call_tool("vm_bash", {"server": "ok-box", "command": "echo started; sleep 2; echo done",
-                                                "timeout_s": 0.5})
-    out = result.structured_content
-    assert out["state"] == "running" and "vm_job_status" in out["hint"]
-    status = await client.call_tool("vm_job_status", {"job_id": out["job_id"], "wait_s": 20})
-    assert status.structured_content["state"] == "succeeded"
-    assert status.structured_content["stdout"] == "started\ndone\n"
+async def test_long_foreground_command_continues_as_a_background_job(tmp_path: Path) -> None:
+    async with serving(tmp_path) as client:
+        result = await client.call_tool("vm_bash", {"server": "ok-box", "command": "echo started; sleep 2; echo done",
+                                                    "timeout_s": 0.5})
+        out = result.structured_content
+        assert out["state"] == "running" and "vm_job_status" in out["hint"]
+        status = await client.call_tool("vm_job_status", {"job_id": out["job_id"], "wait_s": 20})
+        assert status.structured_content["state"] == "succeeded"
+        assert status.structured_content["stdout"] == "started\ndone\n"
 
 
-async def test_kill_on_timeout_ends_the_command(client: Client) -> None:
-    result = await client.call_tool("vm_bash", {"server": "ok-box", "command": "sleep 60", "timeout_s": 0.3,
-                                                "kill_on_timeout": True})
-    assert result.structured_content["state"] == "killed"
+async def test_kill_on_timeout_ends_the_command(tmp_path: Path) -> None:
+    async with serving(tmp_path) as client:
+        result = await client.call_tool("vm_bash", {"server": "ok-box", "command": "sleep 60", "timeout_s": 0.3,
+                                                    "kill_on_timeout": True})
+        assert result.structured_content["state"] == "killed"
 
 
-async def test_idempotency_key_starts_the_job_once(client: Client) -> None:
-    args = {"server": "ok-box", "command": "echo run >> runs.log", "background": True, "idempotency_key": "task-7"}
-    first = (await client.call_tool("vm_bash", args)).structured_content
-    second = (await client.call_tool("vm_bash", args)).structured_content
-    assert first["job_id"] == second["job_id"]
-    await client.call_tool("vm_job_status", {"job_id": first["job_id"], "wait_s": 10})
-    count = await client.call_tool("vm_bash", {"server": "ok-box", "command": "wc -l < runs.log"})
-    assert count.structured_content["stdout"].strip() == "1"
+async def test_idempotency_key_starts_the_job_once(tmp_path: Path) -> None:
+    async with serving(tmp_path) as client:
+        args = {"server": "ok-box", "command": "echo run >> runs.log", "background": True, "idempotency_key": "task-7"}
+        first = (await client.call_tool("vm_bash", args)).structured_content
+        second = (await client.call_tool("vm_bash", args)).structured_content
+        assert first["job_id"] == second["job_id"]
+        await client.call_tool("vm_job_status", {"job_id": first["job_id"], "wait_s": 10})
+        count = await client.call_tool("vm_bash", {"server": "ok-box", "command": "wc -l < runs.log"})
+        assert count.structured_content["stdout"].strip() == "1"

@@ -59,7 +59,7 @@ def test_up_two_boxes_run_jobs_and_burn_all(settings: Settings, tmp_path: Path) 
     assert burn.returncode == 0, burn.stderr
     assert sorted(r["name"] for r in json.loads(burn.stdout)["results"]) == ["feat-a", "feat-b"]
     assert json.loads(boxforge(settings, "ls", "--json").stdout)["count"] == 0
-    assert not any(settings.local_boxes_dir.iterdir())
+    assert not list(settings.local_boxes_dir.glob("lb-*"))
 
 
 def test_bad_cli_input_exits_with_a_clear_message(settings: Settings) -> None:

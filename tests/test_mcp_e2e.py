@@ -71,14 +71,15 @@ async def full_flow(client: Client, repo: Path, local_boxes: Path) -> None:
 
     servers = await call(client, "list_servers")
     assert [s["name"] for s in servers["servers"]] == ["feat-a"]
-    box_dirs = [p for p in local_boxes.iterdir()]
+    box_dirs = list(local_boxes.glob("lb-*"))
     assert len(box_dirs) == 1
     box_id = box_dirs[0].name
-    assert box_pids(box_id), "the box's SSH sessions carry BOXFORGE_BOX"
+    await call(client, "vm_bash", server="feat-a", command="sleep 600", background=True)
+    await eventually(lambda: box_pids(box_id), what="the running job to show up among the box's processes")
 
     destroyed = await call(client, "destroy_server", name="feat-a")
     assert destroyed["destroyed"] is True
-    assert not any(local_boxes.iterdir())
+    assert not list(local_boxes.glob("lb-*")), "the box directory is removed"
     await eventually(lambda: not box_pids(box_id), what="every process of the box to end")
     assert (await call(client, "list_servers"))["count"] == 0
     twice = await call(client, "destroy_server", name="feat-a")
