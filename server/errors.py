@@ -43,3 +43,11 @@ class ProviderFailure(ForgeError):
 
 class NotOwned(ForgeError):
     """The machine belongs to another owner: boxforge will not touch it."""
+
+
+class BoxTimeout(BoxUnreachable):
+    """A command on the box did not answer in time (the connection itself may be fine)."""
+
+
+class JobError(ForgeError):
+    """The on-box job protocol failed (the box's shell tools misbehaved or its disk is full)."""
