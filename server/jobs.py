@@ -1,0 +1,529 @@
+"""The on-box job protocol: launch a command detached, read its state and output by byte offset,
+long-poll it, cancel it, list jobs. The box needs POSIX sh and coreutils/util-linux, no python.
+
+Each call is ONE round trip through a ``BoxExec`` (``async (script, stdin, timeout) ->
+ExecResult``; ``script`` is a shell command line), so the transport can later be swapped for a
+persistent control channel; ``box_exec(pool, target)`` builds one over an ``SSHPool``.
+
+On the box, ``~/.boxforge/jobs/<job_id>/`` holds:
+
+- ``cmd``      the command text, run with bash when the box has it, else sh
+- ``cwd``      the absolute working directory
+- ``started``  unix time at launch (fractional where ``date`` knows ``%N``, as all times here)
+- ``pid``      pid of the wrapper, leader of the job's own session and process group
+- ``boot``     the kernel boot id at launch (a pid from an earlier boot is never "alive")
+- ``out``/``err``  the job's stdout/stderr, append-only
+- ``exit``     ``"<code> <finished unix time>"``, written atomically (tmp + mv) on finish;
+               a signal the command died of shows as 128+n (TERM -> 143)
+- ``killed``   ``"<SIGNAL> <unix time>"``, written by ``cancel`` before it signals
+- ``run``      the wrapper script; ``env`` (0600) lives only until the wrapper has sourced it
+
+States: ``running`` (no exit file, wrapper alive), ``succeeded`` (exit 0), ``failed``
+(exit != 0), ``killed`` (killed marker and the process is gone; ``exit_code`` is set when the
+wrapper lived to record it, e.g. 143 after TERM), ``lost`` (job dir missing, or no exit file,
+wrapper dead and no killed marker).
+
+Secrets: the command text, the cwd and env values travel over stdin, never on a command line,
+and env values reach the job through a 0600 file that the wrapper deletes before the command
+starts. Nothing here logs them or puts them in an exception message.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import shlex
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from server.errors import InvalidInput, JobError, UnknownJob
+from server.ssh import ExecResult, SSHPool, SSHTarget
+
+log = logging.getLogger(__name__)
+
+BoxExec = Callable[[str, bytes | None, float | None], Awaitable[ExecResult]]
+JobState = Literal["running", "succeeded", "failed", "killed", "lost"]
+Stream = Literal["out", "err"]
+Signal = Literal["TERM", "KILL", "INT"]
+
+JOB_STATES: tuple[JobState, ...] = ("running", "succeeded", "failed", "killed", "lost")
+SIGNALS: tuple[Signal, ...] = ("TERM", "KILL", "INT")
+CALL_TIMEOUT_S = 60.0
+COMMAND_HEAD_CHARS = 200
+
+_JOB_ID_RE = re.compile(r"j-[0-9a-f]{12}")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+# Exit codes of the box-side scripts.
+_EXIT_NO_JOB = 44
+_EXIT_NO_CWD = 45
+_EXIT_CWD_DENIED = 46
+_EXIT_NO_SETSID = 47
+_EXIT_NOT_STARTED = 48
+
+_STATUS_MAGIC = b"BOXFORGE-STATUS"
+
+
+def new_job_id() -> str:
+    return "j-" + secrets.token_hex(6)
+
+
+def box_exec(pool: SSHPool, target: SSHTarget) -> BoxExec:
+    """A ``BoxExec`` that runs each script as one SSH exec on ``target``'s pooled connection."""
+
+    async def run(script: str, stdin: bytes | None = None, timeout: float | None = None) -> ExecResult:
+        return await pool.run(target, script, stdin=stdin, timeout=timeout)
+
+    return run
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A job's state plus one chunk of each stream, starting at ``stdout_offset``/``stderr_offset``
+    (the requested offsets clamped to the sizes); ``*_size`` are the streams' total sizes."""
+
+    job_id: str
+    state: JobState
+    exit_code: int | None
+    started_at: float | None
+    finished_at: float | None
+    stdout: bytes = field(repr=False)
+    stderr: bytes = field(repr=False)
+    stdout_offset: int
+    stderr_offset: int
+    stdout_size: int
+    stderr_size: int
+
+    @property
+    def next_stdout_offset(self) -> int:
+        return self.stdout_offset + len(self.stdout)
+
+    @property
+    def next_stderr_offset(self) -> int:
+        return self.stderr_offset + len(self.stderr)
+
+    @property
+    def more(self) -> bool:
+        """Output remains beyond the returned chunks (call again from the next offsets)."""
+        return self.next_stdout_offset < self.stdout_size or self.next_stderr_offset < self.stderr_size
+
+    @property
+    def finished(self) -> bool:
+        return self.state != "running"
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    job_id: str
+    state: JobState
+    exit_code: int | None
+    started_at: float | None
+    finished_at: float | None
+    command: str
+
+
+# Shared by every script: where jobs live, and how a job's state is derived from its files.
+_PRELUDE = r"""
+J="$HOME/.boxforge/jobs"
+# unix time with sub-second precision where date supports %N, else whole seconds
+now() { _t=$(date +%s.%N 2>/dev/null); case $_t in ""|*[!0-9.]*|*.|.*) _t=$(date +%s) ;; esac; }
+boot_id() { _boot=; { read -r _boot < /proc/sys/kernel/random/boot_id; } 2>/dev/null || _boot=; }
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  if [ -e /proc/self/stat ]; then
+    { read -r _ps < "/proc/$1/stat"; } 2>/dev/null || return 1
+    _ps=${_ps##*) }
+    case ${_ps%% *} in Z|X|x) return 1 ;; esac
+  fi
+  return 0
+}
+job_state() {
+  st=lost code= started= fin= pid=
+  [ -d "$1" ] || return 0
+  [ -r "$1/started" ] && read -r started _ < "$1/started"
+  [ -r "$1/exit" ] && read -r code fin < "$1/exit"
+  _up=0
+  if [ -r "$1/pid" ]; then
+    read -r pid < "$1/pid"
+    _jb=; [ -r "$1/boot" ] && read -r _jb < "$1/boot"
+    boot_id
+    if { [ -z "$_jb" ] || [ "$_jb" = "$_boot" ]; } && alive "$pid"; then _up=1; fi
+  elif [ -z "$code" ] && [ -n "$started" ] && [ $(( $(date +%s) - ${started%.*} )) -lt 30 ]; then
+    _up=1
+  fi
+  if [ -e "$1/killed" ] && { [ -n "$code" ] || [ "$_up" = 0 ]; }; then
+    st=killed
+    [ -n "$fin" ] || read -r _ fin < "$1/killed"
+  elif [ -n "$code" ]; then
+    if [ "$code" = 0 ]; then st=succeeded; else st=failed; fi
+  elif [ "$_up" = 1 ]; then
+    st=running
+  fi
+}
+"""
+
+# The wrapper: leader of the job's session. It records its pid, sources the env files (deleting
+# the per-job one), runs the command in the foreground and records the exit code. The trap keeps
+# it alive through TERM/INT sent to the group (a handler, not '', so the command keeps the
+# default dispositions).
+_WRAPPER = r"""d=$1
+trap : TERM INT
+echo $$ > "$d/pid.tmp" && mv -f "$d/pid.tmp" "$d/pid"
+if [ -r "$HOME/.boxforge/env" ]; then . "$HOME/.boxforge/env"; fi
+if [ -e "$d/env" ]; then . "$d/env"; rm -f "$d/env"; fi
+if command -v bash >/dev/null 2>&1; then bash "$d/cmd"; else sh "$d/cmd"; fi
+code=$?
+t=$(date +%s.%N 2>/dev/null); case $t in ""|*[!0-9.]*|*.|.*) t=$(date +%s) ;; esac
+printf '%s %s\n' "$code" "$t" > "$d/exit.tmp" && mv -f "$d/exit.tmp" "$d/exit"
+"""
+
+# stdin carries shell assignments of cmd, cwd and envfile (eval'd: no value is ever an argv).
+_LAUNCH = r"""
+um=$(umask)
+umask 077
+payload=$(cat) || exit 70
+eval "$payload"
+case $cwd in
+  "~") cwd=$HOME ;;
+  "~/"*) cwd=$HOME/${cwd#"~/"} ;;
+  /*) ;;
+  *) cwd=$HOME/$cwd ;;
+esac
+[ -d "$cwd" ] || exit __NO_CWD__
+cd "$cwd" 2>/dev/null || exit __CWD_DENIED__
+command -v setsid >/dev/null 2>&1 || exit __NO_SETSID__
+d=$J/$job
+mkdir -p "$J" || exit 70
+if ! mkdir "$d" 2>/dev/null; then
+  # the same launch retried after a dropped connection: done once the first attempt's pid exists
+  [ -d "$d" ] || exit 70
+  i=0
+  while [ ! -s "$d/pid" ] && [ "$i" -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+  [ -s "$d/pid" ] || exit __NOT_STARTED__
+  exit 0
+fi
+fail() { rm -rf "$d"; exit 70; }
+printf '%s' "$cmd" > "$d/cmd" || fail
+printf '%s\n' "$cwd" > "$d/cwd" || fail
+printf '%s' "$wrapper" > "$d/run" || fail
+if [ -n "$envfile" ]; then printf '%s' "$envfile" > "$d/env" || fail; fi
+boot_id
+printf '%s\n' "$_boot" > "$d/boot" || fail
+: > "$d/out" && : > "$d/err" || fail
+now
+printf '%s\n' "$_t" > "$d/started" || fail
+umask "$um"
+setsid -f nohup /bin/sh "$d/run" "$d" < /dev/null > "$d/out" 2> "$d/err" || fail
+i=0
+while [ ! -s "$d/pid" ]; do
+  i=$((i + 1))
+  [ "$i" -gt 1000 ] && exit __NOT_STARTED__
+  sleep 0.01
+done
+exit 0
+"""
+
+_STATUS = r"""
+d=$J/$job
+cs() {
+  if { read -r _u _ < /proc/uptime; } 2>/dev/null; then
+    _c=$(( ${_u%.*} * 100 + 1${_u#*.} - 100 ))
+  else
+    _c=$(( ${_c:-0} + 5 ))
+  fi
+}
+job_state "$d"
+if [ "$st" = running ] && [ "$wait_cs" -gt 0 ]; then
+  cs; t0=$_c
+  while :; do
+    sleep 0.05
+    job_state "$d"
+    [ "$st" = running ] || break
+    cs
+    [ $((_c - t0)) -ge "$wait_cs" ] && break
+  done
+fi
+osz=0; esz=0
+if [ -f "$d/out" ]; then osz=$(wc -c < "$d/out"); set -- $osz; osz=$1; fi
+if [ -f "$d/err" ]; then esz=$(wc -c < "$d/err"); set -- $esz; esz=$1; fi
+oo=$ooff; [ "$oo" -gt "$osz" ] && oo=$osz
+eo=$eoff; [ "$eo" -gt "$esz" ] && eo=$esz
+on=$((osz - oo)); [ "$on" -gt "$maxb" ] && on=$maxb
+en=$((esz - eo)); [ "$en" -gt "$maxb" ] && en=$maxb
+printf '__MAGIC__ %s %s %s %s %s %s %s %s %s %s\n' \
+  "$st" "${code:--}" "${started:--}" "${fin:--}" "$osz" "$esz" "$oo" "$on" "$eo" "$en"
+if [ "$on" -gt 0 ]; then tail -c +$((oo + 1)) "$d/out" | head -c "$on"; fi
+if [ "$en" -gt 0 ]; then tail -c +$((eo + 1)) "$d/err" | head -c "$en"; fi
+exit 0
+"""
+
+_READ_RANGE = r"""
+d=$J/$job
+[ -d "$d" ] || exit __NO_JOB__
+[ -f "$d/$stream" ] || exit 0
+tail -c +$((off + 1)) "$d/$stream" | head -c "$length"
+"""
+
+_CANCEL = r"""
+d=$J/$job
+[ -d "$d" ] || exit __NO_JOB__
+i=0
+while [ ! -s "$d/pid" ] && [ ! -e "$d/exit" ] && [ "$i" -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+job_state "$d"
+[ "$st" = running ] || exit 0
+[ -n "$pid" ] || exit __NOT_STARTED__
+now
+printf '%s %s\n' "$sig" "$_t" > "$d/killed.tmp" && mv -f "$d/killed.tmp" "$d/killed" || exit 70
+kill -s "$sig" -- "-$pid" 2>/dev/null || kill -s "$sig" "$pid" 2>/dev/null
+exit 0
+"""
+
+_LIST = r"""
+for d in "$J"/j-*; do
+  [ -d "$d" ] || continue
+  job_state "$d"
+  h=
+  if [ -r "$d/cmd" ]; then IFS= read -r h < "$d/cmd" || :; fi
+  printf '%s %s %s %s %s %s\n' "${d##*/}" "$st" "${code:--}" "${started:--}" "${fin:--}" "$h"
+done
+exit 0
+"""
+
+# stdin is the new file's content.
+_WRITE_BOX_ENV = r"""
+umask 077
+mkdir -p "$HOME/.boxforge" || exit 70
+t="$HOME/.boxforge/env.tmp.$$"
+cat > "$t" && chmod 600 "$t" && mv -f "$t" "$HOME/.boxforge/env" || { rm -f "$t"; exit 70; }
+"""
+
+
+def _fill(template: str) -> str:
+    return (
+        template.replace("__NO_JOB__", str(_EXIT_NO_JOB))
+        .replace("__NO_CWD__", str(_EXIT_NO_CWD))
+        .replace("__CWD_DENIED__", str(_EXIT_CWD_DENIED))
+        .replace("__NO_SETSID__", str(_EXIT_NO_SETSID))
+        .replace("__NOT_STARTED__", str(_EXIT_NOT_STARTED))
+        .replace("__MAGIC__", _STATUS_MAGIC.decode())
+    )
+
+
+def _script(body: str, **params: str | int) -> str:
+    """A command line running ``body`` under /bin/sh (whatever the login shell) with ``params``
+    set first. Params are only ever validated job ids, numbers and fixed words."""
+    assigns = "".join(f"{name}={value}\n" for name, value in params.items())
+    return "/bin/sh -c " + shlex.quote(assigns + _PRELUDE + _fill(body))
+
+
+async def _call(
+    ex: BoxExec,
+    what: str,
+    body: str,
+    *,
+    stdin: bytes | None = None,
+    timeout: float | None = CALL_TIMEOUT_S,
+    **params: str | int,
+) -> ExecResult:
+    log.debug("jobs: %s %s", what, params.get("job", ""))
+    return await ex(_script(body, **params), stdin, timeout)
+
+
+def _check_job_id(job_id: str) -> None:
+    if not isinstance(job_id, str) or not _JOB_ID_RE.fullmatch(job_id):
+        raise UnknownJob(f"unknown job {str(job_id)[:40]!r}: job ids look like 'j-' followed by 12 hex digits")
+
+
+def _env_file(env: Mapping[str, str]) -> str:
+    lines = []
+    for name, value in env.items():
+        if not isinstance(name, str) or not _ENV_NAME_RE.fullmatch(name):
+            raise InvalidInput(
+                f"invalid env name {str(name)[:40]!r}: use letters, digits and '_', not starting with a digit"
+            )
+        if not isinstance(value, str) or "\x00" in value:
+            raise InvalidInput(f"env {name} must be a string without NUL bytes")
+        lines.append(f"export {name}={shlex.quote(value)}\n")
+    return "".join(lines)
+
+
+def _redact(text: str, env: Mapping[str, str]) -> str:
+    for value in env.values():
+        if len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
+
+
+def _failure(what: str, result: ExecResult, env: Mapping[str, str] | None = None) -> JobError:
+    detail = result.stderr.decode(errors="replace").strip()
+    detail = _redact(detail, env or {})[-500:]
+    status = "a signal" if result.exit_status is None else f"exit {result.exit_status}"
+    return JobError(f"{what} failed on the box ({status}){': ' + detail if detail else ''}")
+
+
+async def launch(ex: BoxExec, job_id: str, command: str, *, cwd: str, env: Mapping[str, str] = {}) -> None:
+    """Start ``command`` detached in ``cwd`` with ``env`` on top of the box env; returns once the
+    job's pid file exists. One round trip. Launching an already-launched ``job_id`` again is a
+    no-op, so a launch retried after a dropped connection never runs the command twice.
+
+    ``cwd`` may be absolute, ``~``-relative or relative to the box's home; a missing one raises
+    ``InvalidInput`` and leaves no job behind.
+    """
+    if not isinstance(job_id, str) or not _JOB_ID_RE.fullmatch(job_id):
+        raise InvalidInput(f"invalid job id {str(job_id)[:40]!r}: use new_job_id()")
+    if "\x00" in command:
+        raise InvalidInput("the command must not contain NUL bytes")
+    if not cwd or "\x00" in cwd:
+        raise InvalidInput("cwd must be a non-empty path without NUL bytes")
+    payload = "".join(
+        f"{name}={shlex.quote(value)}\n"
+        for name, value in (("cmd", command), ("cwd", cwd), ("envfile", _env_file(env)), ("wrapper", _WRAPPER))
+    )
+    result = await _call(ex, "launch", _LAUNCH, stdin=payload.encode(), job=job_id)
+    if result.exit_status == 0:
+        return
+    if result.exit_status == _EXIT_NO_CWD:
+        raise InvalidInput(f"working directory {cwd!r} does not exist on the box; create it or pass another cwd")
+    if result.exit_status == _EXIT_CWD_DENIED:
+        raise InvalidInput(f"working directory {cwd!r} on the box is not accessible")
+    if result.exit_status == _EXIT_NO_SETSID:
+        raise JobError("the box has no 'setsid' (util-linux), which detached jobs need; install util-linux")
+    if result.exit_status == _EXIT_NOT_STARTED:
+        raise JobError(f"job {job_id} did not start on the box in time; check the box's load and disk space")
+    raise _failure(f"launching job {job_id}", result, env)
+
+
+async def status(
+    ex: BoxExec,
+    job_id: str,
+    *,
+    stdout_offset: int = 0,
+    stderr_offset: int = 0,
+    max_bytes: int = 65536,
+    wait_s: float = 0.0,
+) -> JobStatus:
+    """State, exit code, times, stream sizes and up to ``max_bytes`` of each stream after the
+    given offsets, in one round trip. With ``wait_s > 0`` the box polls (every 50 ms) until the
+    job is no longer running or ``wait_s`` passed. A job dir that is missing reads as ``lost``.
+    """
+    _check_job_id(job_id)
+    if min(stdout_offset, stderr_offset, max_bytes) < 0 or wait_s < 0:
+        raise InvalidInput("offsets, max_bytes and wait_s must not be negative")
+    result = await _call(
+        ex,
+        "status",
+        _STATUS,
+        timeout=CALL_TIMEOUT_S + wait_s,
+        job=job_id,
+        ooff=int(stdout_offset),
+        eoff=int(stderr_offset),
+        maxb=int(max_bytes),
+        wait_cs=round(wait_s * 100),
+    )
+    if result.exit_status != 0:
+        raise _failure(f"reading the status of job {job_id}", result)
+    return _parse_status(job_id, result.stdout)
+
+
+def _parse_status(job_id: str, raw: bytes) -> JobStatus:
+    header, sep, body = raw.partition(b"\n")
+    fields = header.decode(errors="replace").split(" ")
+    if not sep or len(fields) != 11 or fields[0] != _STATUS_MAGIC.decode() or fields[1] not in JOB_STATES:
+        raise JobError(f"the box answered the status of job {job_id} in an unexpected format; retry")
+    try:
+        osz, esz, oo, on, eo, en = (int(f) for f in fields[5:])
+    except ValueError as exc:
+        raise JobError(f"the box answered the status of job {job_id} in an unexpected format; retry") from exc
+    if len(body) != on + en:
+        raise JobError(f"the output of job {job_id} changed size while it was read (truncated?); retry")
+    return JobStatus(
+        job_id=job_id,
+        state=fields[1],  # type: ignore[arg-type]
+        exit_code=_opt_int(fields[2]),
+        started_at=_opt_float(fields[3]),
+        finished_at=_opt_float(fields[4]),
+        stdout=body[:on],
+        stderr=body[on:],
+        stdout_offset=oo,
+        stderr_offset=eo,
+        stdout_size=osz,
+        stderr_size=esz,
+    )
+
+
+def _opt_int(text: str) -> int | None:
+    return int(text) if text.lstrip("-").isdigit() else None
+
+
+def _opt_float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+async def read_range(ex: BoxExec, job_id: str, stream: Stream, offset: int, length: int) -> bytes:
+    """Up to ``length`` bytes of the job's ``out`` or ``err`` starting at byte ``offset``."""
+    _check_job_id(job_id)
+    if stream not in ("out", "err"):
+        raise InvalidInput(f"stream must be 'out' or 'err', not {str(stream)[:20]!r}")
+    if offset < 0 or length < 0:
+        raise InvalidInput("offset and length must not be negative")
+    if length == 0:
+        return b""
+    result = await _call(ex, "read_range", _READ_RANGE, job=job_id, stream=stream, off=int(offset), length=int(length))
+    if result.exit_status == _EXIT_NO_JOB:
+        raise UnknownJob(f"job {job_id} does not exist on the box")
+    if result.exit_status != 0:
+        raise _failure(f"reading the output of job {job_id}", result)
+    return result.stdout
+
+
+async def cancel(ex: BoxExec, job_id: str, signal: Signal = "TERM") -> None:
+    """Mark the job killed and send ``signal`` to its process group. Cancelling a job that
+    already finished does nothing; read ``status`` for the outcome."""
+    _check_job_id(job_id)
+    if signal not in SIGNALS:
+        raise InvalidInput(f"signal must be one of {', '.join(SIGNALS)}, not {str(signal)[:20]!r}")
+    result = await _call(ex, "cancel", _CANCEL, job=job_id, sig=signal)
+    if result.exit_status == _EXIT_NO_JOB:
+        raise UnknownJob(f"job {job_id} does not exist on the box")
+    if result.exit_status == _EXIT_NOT_STARTED:
+        raise JobError(f"job {job_id} has not finished starting; retry the cancel")
+    if result.exit_status != 0:
+        raise _failure(f"cancelling job {job_id}", result)
+
+
+async def list_jobs(ex: BoxExec) -> list[JobSummary]:
+    """Every job on the box, oldest first, with the first line of its command."""
+    result = await _call(ex, "list", _LIST)
+    if result.exit_status != 0:
+        raise _failure("listing jobs", result)
+    jobs = []
+    for line in result.stdout.decode(errors="replace").splitlines():
+        parts = line.split(" ", 5)
+        if len(parts) < 5 or not _JOB_ID_RE.fullmatch(parts[0]) or parts[1] not in JOB_STATES:
+            continue
+        head = parts[5] if len(parts) == 6 else ""
+        jobs.append(
+            JobSummary(
+                job_id=parts[0],
+                state=parts[1],  # type: ignore[arg-type]
+                exit_code=_opt_int(parts[2]),
+                started_at=_opt_float(parts[3]),
+                finished_at=_opt_float(parts[4]),
+                command=head[:COMMAND_HEAD_CHARS],
+            )
+        )
+    jobs.sort(key=lambda job: (job.started_at or 0.0, job.job_id))
+    return jobs
+
+
+async def write_box_env(ex: BoxExec, env: Mapping[str, str]) -> None:
+    """Replace the box-wide env file ``~/.boxforge/env`` (0600) that every job sources first."""
+    content = _env_file(env)
+    result = await _call(ex, "write_box_env", _WRITE_BOX_ENV, stdin=content.encode())
+    if result.exit_status != 0:
+        raise _failure("writing the box env file", result, env)
