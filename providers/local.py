@@ -1,0 +1,204 @@
+"""Boxes on this machine: one SSH server per box on a loopback address.
+
+Each box is a directory under ``root`` plus a detached supervisor (providers.localbox)
+that runs the box's SSH server, burns the box at its TTL and outlives the orchestrator.
+The directories are the truth: labels live in them, so ``list`` works from a fresh process
+and the reaper keeps working after the orchestrator's state is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import anyio
+import anyio.to_thread
+
+from providers import localbox
+from providers.base import Box, BoxSpec, BoxState, NotFound, ProviderError, ReadyTimeout
+
+ServerChoice = Literal["auto", "openssh", "embedded"]
+
+DESTROY_TIMEOUT_S = 10.0
+LOCK_FILE = ".create.lock"
+
+
+@contextlib.contextmanager
+def _root_lock(root: Path) -> Iterator[None]:
+    """Serialize creates on one root across threads and processes (request-id idempotency)."""
+    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+async def _terminate(pid: int, timeout: float) -> None:
+    """SIGTERM a process (not necessarily our child) and wait up to ``timeout`` for it to exit."""
+    try:
+        pidfd = os.pidfd_open(pid)  # a pidfd cannot hit a recycled pid, and is readable at exit
+    except ProcessLookupError:
+        return
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+        with anyio.move_on_after(timeout):
+            await anyio.wait_readable(pidfd)
+    except ProcessLookupError:
+        pass
+    finally:
+        os.close(pidfd)
+
+
+def box_from_dir(box_dir: Path) -> Box | None:
+    """The Box a directory describes, or None when it is gone (or not a box)."""
+    info = localbox.read_box_info(box_dir)
+    labels = localbox.read_labels(box_dir)
+    if info is None or labels is None:
+        return None
+    if localbox.supervisor_pid(box_dir) is not None:
+        state = BoxState.RUNNING if (box_dir / localbox.READY_FILE).exists() else BoxState.PENDING
+    elif (box_dir / localbox.SUPERVISOR_PID_FILE).exists():
+        state = BoxState.ERROR  # its supervisor died: nothing watches or serves this box
+    else:
+        state = BoxState.PENDING
+    return Box(
+        id=box_dir.name,
+        name=info["name"],
+        state=state,
+        host=info["host"],
+        ssh_port=int(info["port"]),
+        ssh_user=info["user"],
+        labels=labels,
+        created_at=float(info["created_at"]),
+        data={
+            "box_dir": str(box_dir),
+            "home": str(box_dir / localbox.HOME_DIR),
+            "server": info["server"],
+        },
+    )
+
+
+class LocalProvider:
+    """Boxes on this machine. See providers.base.Provider for the contract.
+
+    ``server``: ``auto`` uses the system OpenSSH sshd when present, else the embedded
+    asyncssh server. ``host``/``port``: where boxes listen; port 0 picks a free port per box.
+    """
+
+    name: ClassVar[str] = "local"
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        server: ServerChoice = "auto",
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        if server not in ("auto", "openssh", "embedded"):
+            raise ProviderError(f"unknown local SSH server {server!r}; use auto, openssh or embedded")
+        self.root = Path(root).expanduser().resolve()
+        self.server = server
+        self.host = host
+        self.port = port
+
+    def _box_dir(self, box_id: str) -> Path | None:
+        return self.root / box_id if localbox.BOX_ID_RE.match(box_id) else None
+
+    def _box_dirs(self) -> list[Path]:
+        try:
+            return sorted(p for p in self.root.iterdir() if localbox.BOX_ID_RE.match(p.name))
+        except FileNotFoundError:
+            return []
+
+    async def verify(self) -> None:
+        """Nothing to check: local boxes need no credentials."""
+
+    async def create(self, spec: BoxSpec) -> Box:
+        """Start a box (PENDING until its server answers); idempotent by ``spec.request_id``."""
+        try:
+            box_dir = await anyio.to_thread.run_sync(self._create_blocking, spec)
+        except (localbox.BoxStartError, ValueError, OSError) as exc:
+            raise ProviderError(f"cannot create local box {spec.name!r}: {exc}") from exc
+        box = box_from_dir(box_dir)
+        if box is None:
+            raise ProviderError(f"local box {box_dir.name} vanished while it was being created")
+        return box
+
+    def _create_blocking(self, spec: BoxSpec) -> Path:
+        server = localbox.resolve_server(self.server)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with _root_lock(self.root):
+            for box_dir in self._box_dirs():
+                info = localbox.read_box_info(box_dir)
+                if info is not None and info.get("request_id") == spec.request_id:
+                    return box_dir
+            box_dir = localbox.prepare_box_dir(self.root, spec, server=server, host=self.host, port=self.port)
+        localbox.start_supervisor(box_dir)
+        return box_dir
+
+    async def wait_ready(self, box_id: str, *, timeout: float) -> Box:
+        """Poll until the box's server greets with an SSH banner; RUNNING box or ReadyTimeout."""
+        box_dir = self._box_dir(box_id)
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            box = box_from_dir(box_dir) if box_dir else None
+            if box is None:
+                raise NotFound(f"local box {box_id} does not exist (any more)")
+            if box.state is BoxState.RUNNING and await localbox.probe_ssh(box.host or "", box.ssh_port):
+                return box
+            if box.state is BoxState.ERROR:
+                assert box_dir is not None
+                raise ProviderError(
+                    f"local box {box_id} is dead: its supervisor exited. "
+                    f"supervisor.log ends with:\n{localbox.log_tail(box_dir)}"
+                )
+            if time.monotonic() >= deadline:
+                raise ReadyTimeout(f"local box {box_id} did not answer SSH within {timeout:g}s")
+            await anyio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.2)
+
+    async def get(self, box_id: str) -> Box | None:
+        box_dir = self._box_dir(box_id)
+        return box_from_dir(box_dir) if box_dir else None
+
+    async def list(self, labels: Mapping[str, str]) -> list[Box]:
+        """Boxes under ``root`` whose labels contain every given pair."""
+        boxes = [box for box_dir in self._box_dirs() if (box := box_from_dir(box_dir)) is not None]
+        return [box for box in boxes if all(box.labels.get(k) == v for k, v in labels.items())]
+
+    async def set_labels(self, box_id: str, labels: Mapping[str, str]) -> Box:
+        """Replace the box's labels atomically; the box's watchdog sees a new expiry within ~1 s."""
+        box_dir = self._box_dir(box_id)
+        if box_dir is None or box_from_dir(box_dir) is None:
+            raise NotFound(f"local box {box_id} does not exist (any more)")
+        try:
+            localbox.write_labels(box_dir, labels)
+        except OSError as exc:
+            raise NotFound(f"local box {box_id} does not exist (any more)") from exc
+        box = box_from_dir(box_dir)
+        if box is None:
+            raise NotFound(f"local box {box_id} does not exist (any more)")
+        return box
+
+    async def destroy(self, box_id: str) -> None:
+        """Burn the box: ask its supervisor, then burn whatever is left. Gone already is success."""
+        box_dir = self._box_dir(box_id)
+        if box_dir is None or not box_dir.exists():
+            return
+        pid = localbox.supervisor_pid(box_dir)
+        if pid is not None:
+            await _terminate(pid, DESTROY_TIMEOUT_S)
+        # Fallback for a dead or stuck supervisor; a no-op after a clean burn.
+        await anyio.to_thread.run_sync(localbox.burn_box, box_dir)
+
+    async def aclose(self) -> None:
+        """Nothing to release: boxes outlive this object on purpose."""
