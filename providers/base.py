@@ -23,6 +23,11 @@ LABEL_REQUEST = "boxforge-request"
 LABEL_NAME = "boxforge-name"
 MANAGED_BY_VALUE = "boxforge"
 
+# Box-side files shared by a cloud provider's cloud-init and the fleet (bootstrap, extend).
+CLOUD_INIT_FLAG_FILE = "/etc/boxforge/cloud-init"  # exists on boxes that boxforge's cloud-init sets up
+CLOUD_INIT_READY_FILE = "/var/lib/boxforge/cloud-init-ready"  # cloud-init's last step writes it
+BACKSTOP_EXPIRES_FILE = "/var/lib/boxforge/expires-at"  # unix seconds; the box powers itself off after it
+
 
 class BoxState(enum.StrEnum):
     PENDING = "pending"

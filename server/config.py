@@ -48,6 +48,10 @@ class Settings:
     hetzner_server_type: str = "cx22"
     hetzner_image: str = "ubuntu-24.04"
     hetzner_location: str = "fsn1"
+    hetzner_ssh_user: str = "boxforge"
+    hetzner_ssh_port: int = 22
+    hetzner_ipv6_only: bool = False
+    hetzner_poll_interval_s: float = 2.0
     max_parallel_creates: int = 5
 
     @property
@@ -67,7 +71,19 @@ class Settings:
         return self.home / "boxforge.log"
 
 
-_FIELDS: dict[str, type] = {
+def _bool(raw: Any) -> bool:
+    """A boolean from TOML (true/false) or an env var (1/0, true/false, yes/no, on/off)."""
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
+
+
+_FIELDS: dict[str, Any] = {
     "default_ttl": str,
     "max_ttl_s": int,
     "ready_timeout_s": float,
@@ -78,6 +94,10 @@ _FIELDS: dict[str, type] = {
     "hetzner_server_type": str,
     "hetzner_image": str,
     "hetzner_location": str,
+    "hetzner_ssh_user": str,
+    "hetzner_ssh_port": int,
+    "hetzner_ipv6_only": _bool,
+    "hetzner_poll_interval_s": float,
     "max_parallel_creates": int,
 }
 
@@ -130,7 +150,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         try:
             values[name] = kind(raw)
         except (TypeError, ValueError) as exc:
-            raise InvalidInput(f"setting {name} has an invalid value {raw!r}: expected {kind.__name__}") from exc
+            expected = kind.__name__.strip("_")
+            raise InvalidInput(f"setting {name} has an invalid value {raw!r}: expected {expected}") from exc
 
     token = env.get("HCLOUD_TOKEN") or file_values.get("hcloud_token") or None
     provider = env.get("BOXFORGE_PROVIDER") or file_values.get("provider") or ("hetzner" if token else "local")
