@@ -57,8 +57,8 @@ def parse_repo(repo: str) -> RepoSource:
                 secret_env = {"BOXFORGE_GIT_USER": parts.username, "BOXFORGE_GIT_PASSWORD": parts.password}
             else:  # a bare token as user name, as GitHub accepts
                 secret_env = {"BOXFORGE_GIT_USER": "x-access-token", "BOXFORGE_GIT_PASSWORD": parts.username}
-        elif parts.username:
-            netloc = f"{parts.username}@{netloc}"
+        elif parts.username and parts.scheme == "ssh":
+            netloc = f"{parts.username}@{netloc}"  # an ssh login name is not a secret; a password is dropped
         return RepoSource(urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")), False, secret_env)
     if ":" in repo.split("/")[0] and not repo.startswith(("/", ".")):
         return RepoSource(repo, False, {})  # scp-like ssh: git@host:org/repo.git

@@ -642,7 +642,7 @@ def reason(exc: BaseException) -> str:
 
 def check_env(env: Mapping[str, str]) -> None:
     for key, value in env.items():
-        if not isinstance(key, str) or not ENV_NAME_RE.match(key):
+        if not isinstance(key, str) or not ENV_NAME_RE.fullmatch(key):
             shown = str(key)[:40]
             raise InvalidInput(f"invalid env name {shown!r}: use letters, digits and '_', not starting with a digit")
         if not isinstance(value, str):

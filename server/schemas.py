@@ -24,7 +24,7 @@ WARN_LEFT_S = 600
 
 
 def check_name(value: str) -> str:
-    if not NAME_RE.match(value):
+    if not NAME_RE.fullmatch(value):
         shown = value if len(value) <= 80 else value[:77] + "..."
         raise ValueError(
             f"invalid server name {shown!r}: use 1-63 lowercase letters, digits and '-', "
@@ -34,14 +34,14 @@ def check_name(value: str) -> str:
 
 
 def check_job_id(value: str) -> str:
-    if not JOB_ID_RE.match(value):
+    if not JOB_ID_RE.fullmatch(value):
         shown = value if len(value) <= 40 else value[:37] + "..."
         raise ValueError(f"invalid job id {shown!r}: job ids look like 'j-0123456789ab' (from vm_bash)")
     return value
 
 
 def check_branch(value: str) -> str:
-    if not BRANCH_RE.match(value) or value.endswith(".lock"):
+    if not BRANCH_RE.fullmatch(value) or value.endswith(".lock"):
         raise ValueError(f"invalid branch name {value[:80]!r}: use letters, digits and . _ / + - (e.g. 'feat/login')")
     return value
 
@@ -58,7 +58,7 @@ def parse_ttl(value: str | int) -> int:
         text = value
     else:
         raise ValueError("ttl must be a duration like '90m', '2h', '1d' or a number of minutes")
-    match = TTL_RE.match(text)
+    match = TTL_RE.fullmatch(text)
     if not match:
         raise ValueError(f"invalid ttl {text[:40]!r}: use a duration like '90m', '2h', '1d' or a number of minutes")
     seconds = int(match.group(1)) * TTL_UNITS[match.group(2)]

@@ -1,0 +1,65 @@
+"""Fleet behaviour through the MCP tools: pinned host keys, failure burns, repo credentials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mcp import Client
+
+from server.app import build_server
+from server.keys import HOST_PUB_FILE, generate_keypair
+from tests.support import box_pids, make_repo, make_settings
+
+
+async def test_a_box_presenting_another_host_key_is_refused(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "state")
+    async with Client(build_server(settings)) as client:
+        assert not (await client.call_tool("create_server", {"name": "pinned"})).is_error
+        # The orchestrator now expects another key, as if the box at that address had been replaced.
+        (key_dir,) = settings.keys_dir.iterdir()
+        (key_dir / HOST_PUB_FILE).write_text(generate_keypair("impostor")[1] + "\n")
+        result = await client.call_tool("vm_bash", {"server": "pinned", "command": "true"})
+        assert result.is_error
+        assert "host key" in result.content[0].text
+        assert not (await client.call_tool("destroy_server", {"name": "pinned"})).is_error
+
+
+async def test_a_failing_clone_burns_the_box_and_says_why(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "state")
+    not_a_repo = tmp_path / "plain-dir"
+    not_a_repo.mkdir()
+    async with Client(build_server(settings)) as client:
+        result = await client.call_tool("create_server", {"name": "doomed", "repo": str(not_a_repo)})
+        assert result.is_error
+        text = result.content[0].text
+        assert "box was burned" in text and "bootstrap failed" in text and "does not exist" in text
+        listed = await client.call_tool("list_servers", {})
+        assert listed.structured_content["count"] == 0
+    assert not list(settings.local_boxes_dir.glob("lb-*"))
+    assert not list(settings.keys_dir.iterdir())
+
+
+async def test_repo_credentials_never_reach_results_or_the_store(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "state")
+    repo = make_repo(tmp_path / "repo")
+    token = "ghp_canaryTOKEN1234567890"
+    async with Client(build_server(settings)) as client:
+        # file:// ignores credentials, so the clone succeeds while the token travels the whole path.
+        result = await client.call_tool("create_server", {"name": "cred", "repo": f"file://{token}@{repo}"})
+        assert token not in str(result.content) + str(result.structured_content)
+        if not result.is_error:
+            out = await client.call_tool("vm_bash", {"server": "cred", "command": "cat .git/config; ps aux"})
+            assert token not in out.structured_content["stdout"]
+            await client.call_tool("destroy_server", {"name": "cred"})
+    assert token.encode() not in settings.db_path.read_bytes()
+
+
+async def test_destroy_kills_detached_processes_of_the_box(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "state")
+    async with Client(build_server(settings)) as client:
+        await client.call_tool("create_server", {"name": "daemon"})
+        await client.call_tool("vm_bash", {"server": "daemon", "command": "(setsid sleep 900 &) ; echo spawned"})
+        (box_dir,) = settings.local_boxes_dir.glob("lb-*")
+        assert box_pids(box_dir.name)
+        await client.call_tool("destroy_server", {"name": "daemon"})
+    assert not box_pids(box_dir.name)
