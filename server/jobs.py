@@ -246,8 +246,8 @@ if [ "$st" = running ] && [ "$wait_cs" -gt 0 ]; then
   done
 fi
 osz=0; esz=0
-if [ -f "$d/out" ]; then osz=$(wc -c < "$d/out"); set -- $osz; osz=$1; fi
-if [ -f "$d/err" ]; then esz=$(wc -c < "$d/err"); set -- $esz; esz=$1; fi
+if [ -f "$d/out" ]; then osz=$(wc -c < "$d/out"); set -- $osz; osz=${1:-0}; fi
+if [ -f "$d/err" ]; then esz=$(wc -c < "$d/err"); set -- $esz; esz=${1:-0}; fi
 oo=$ooff; [ "$oo" -gt "$osz" ] && oo=$osz
 eo=$eoff; [ "$eo" -gt "$esz" ] && eo=$esz
 on=$((osz - oo)); [ "$on" -gt "$maxb" ] && on=$maxb
