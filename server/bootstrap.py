@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from providers.base import CLOUD_INIT_FLAG_FILE, CLOUD_INIT_READY_FILE
 from server.errors import InvalidInput
 
 AGENT_PRESETS: dict[str, str | None] = {
@@ -68,10 +69,30 @@ def parse_repo(repo: str) -> RepoSource:
     return RepoSource(str(path), True, {})
 
 
+def cloud_init_wait_lines() -> list[str]:
+    """Shell lines that wait for a cloud box's cloud-init and check its ready marker.
+
+    A no-op where boxforge's cloud-init never ran (local boxes, machines without cloud-init):
+    the flag file is written early by that cloud-init, the marker by its last step.
+    """
+    return [
+        f"if [ -e {CLOUD_INIT_FLAG_FILE} ]; then",
+        "  echo '[boxforge] waiting for cloud-init'",
+        "  if command -v cloud-init >/dev/null 2>&1; then cloud-init status --wait >/dev/null 2>&1 || true; fi",
+        f"  if [ ! -e {CLOUD_INIT_READY_FILE} ]; then",
+        f"    echo 'cloud-init did not finish setting up this box ({CLOUD_INIT_READY_FILE} is missing): "
+        "see /var/log/cloud-init-output.log on the box' >&2",
+        "    exit 4",
+        "  fi",
+        "fi",
+    ]
+
+
 def bootstrap_script(*, project_dir: str, repo: RepoSource | None, branch: str | None, agent: str) -> str:
     q = shlex.quote
     lines = [
         "set -eu",
+        *cloud_init_wait_lines(),
         'mkdir -p "$HOME/.boxforge"',
         f"project={q(project_dir)}",
     ]
