@@ -24,6 +24,7 @@ import anyio.to_thread
 
 from providers import provider_class
 from providers.base import (
+    BACKSTOP_EXPIRES_FILE,
     LABEL_EXPIRES_AT,
     LABEL_REQUEST,
     Box,
@@ -59,6 +60,7 @@ from server.schemas import (
     JobSummary,
     ServerInfo,
     ServerList,
+    cost_so_far,
     format_duration,
     iso,
     time_left,
@@ -157,7 +159,14 @@ class Fleet:
     def info(self, rec: BoxRecord, now: float | None = None) -> ServerInfo:
         live = rec.live
         left, left_s, warning = time_left(rec.expires_at, now) if live else (None, None, None)
-        address = f"{rec.ssh_user}@{rec.host}:{rec.ssh_port}" if rec.host and live else None
+        host = f"[{rec.host}]" if rec.host and ":" in rec.host else rec.host
+        address = f"{rec.ssh_user}@{host}:{rec.ssh_port}" if rec.host and live else None
+        data = rec.data or {}
+        price = data.get("price_hourly")
+        cost = None
+        if price is not None:
+            until = rec.destroyed_at or (time.time() if now is None else now)
+            cost = cost_so_far(price, rec.created_at, until, data.get("price_monthly"))
         return ServerInfo(
             name=rec.name,
             provider=rec.provider,
@@ -174,6 +183,9 @@ class Fleet:
             time_left_s=left_s,
             warning=warning,
             error=rec.error,
+            ip=data.get("ip") if live else None,
+            price_per_hour=price,
+            cost_so_far=cost,
         )
 
     # boxes
@@ -370,8 +382,22 @@ class Fleet:
                 raise ProviderFailure(f"could not extend {name!r}: {exc}") from exc
             await self._db(self.store.update_box, rec.request_id, expires_at=float(int(expires_at)))
             await self._db(self.store.add_event, "extend", box_name=name, detail=str(ttl_s))
+            backstop_moved = await self._move_backstop(rec, int(expires_at))
         self._changed_schedule()
-        return self.info(await self._live(name))
+        info = self.info(await self._live(name))
+        if not backstop_moved:
+            info.warning = ("the expiry label was pushed, but the box could not be reached to move its own "
+                            "power-off backstop; call extend_server again once it answers")
+        return info
+
+    async def _move_backstop(self, rec: BoxRecord, expires_at: int) -> bool:
+        """Move a cloud box's on-box power-off deadline along; a no-op where the box has none."""
+        script = f'f={BACKSTOP_EXPIRES_FILE}; if [ -w "$f" ]; then printf "%s\\n" {expires_at} > "$f"; fi'
+        try:
+            result = await self._exec(rec)(script, None, 30.0)
+        except (ForgeError, TimeoutError):
+            return False
+        return result.exit_status == 0
 
     async def list_servers(self) -> ServerList:
         await self.reconcile()

@@ -6,6 +6,7 @@ TTLs are parsed here, job ids have one shape. Outputs are compact and say what t
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from datetime import UTC, datetime
@@ -126,6 +127,12 @@ class ServerInfo(BaseModel):
     time_left_s: int | None = Field(None, description="Seconds until expiry")
     warning: str | None = Field(None, description="Something to act on, e.g. expiry is near")
     error: str | None = Field(None, description="Why the box failed, when it did")
+    ip: str | None = Field(None, description="Public IP of a cloud box")
+    price_per_hour: float | None = Field(None, description="Gross hourly price of a cloud box (EUR on Hetzner)")
+    cost_so_far: float | None = Field(
+        None, description="Estimated cost of a cloud box so far: hours started x hourly price, capped at the monthly "
+                          "price (Hetzner bills per started hour)",
+    )
 
 
 class ServerList(BaseModel):
@@ -216,3 +223,10 @@ def time_left(expires_at: float | None, now: float | None = None) -> tuple[str |
             "or save your work (e.g. git push) before it is burned"
         )
     return format_duration(left), max(left, 0), warning
+
+
+def cost_so_far(price_hourly: float, started_at: float, until: float, price_monthly: float | None = None) -> float:
+    """Hours started x hourly price, capped at the monthly price; at least one hour once created."""
+    hours = max(1, math.ceil(max(0.0, until - started_at) / 3600))
+    cost = hours * price_hourly
+    return round(min(cost, price_monthly) if price_monthly else cost, 4)
