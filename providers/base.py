@@ -21,6 +21,7 @@ LABEL_OWNER = "boxforge-owner"
 LABEL_EXPIRES_AT = "boxforge-expires-at"
 LABEL_REQUEST = "boxforge-request"
 LABEL_NAME = "boxforge-name"
+LABEL_READY = "boxforge-ready"  # set once bootstrap succeeded; boxes without it past a grace period are orphans
 MANAGED_BY_VALUE = "boxforge"
 
 # Box-side files shared by a cloud provider's cloud-init and the fleet (bootstrap, extend).
@@ -85,6 +86,10 @@ class Box:
     @property
     def request_id(self) -> str | None:
         return self.labels.get(LABEL_REQUEST)
+
+    @property
+    def ready(self) -> bool:
+        return self.labels.get(LABEL_READY) == "1"
 
 
 def expires_at_from_labels(labels: Mapping[str, str]) -> int | None:

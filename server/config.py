@@ -53,6 +53,9 @@ class Settings:
     hetzner_ipv6_only: bool = False
     hetzner_poll_interval_s: float = 2.0
     max_parallel_creates: int = 5
+    orphan_grace_s: float = 900.0
+    keepalive_interval_s: float = 15.0
+    redact_min_chars: int = 4
 
     @property
     def db_path(self) -> Path:
@@ -99,6 +102,9 @@ _FIELDS: dict[str, Any] = {
     "hetzner_ipv6_only": _bool,
     "hetzner_poll_interval_s": float,
     "max_parallel_creates": int,
+    "orphan_grace_s": float,
+    "keepalive_interval_s": float,
+    "redact_min_chars": int,
 }
 
 # Env names that differ from BOXFORGE_<FIELD>.

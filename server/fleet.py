@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import posixpath
 import secrets
+import shlex
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -26,6 +27,7 @@ from providers import provider_class
 from providers.base import (
     BACKSTOP_EXPIRES_FILE,
     LABEL_EXPIRES_AT,
+    LABEL_READY,
     LABEL_REQUEST,
     Box,
     BoxSpec,
@@ -43,6 +45,7 @@ from server.errors import (
     BoxUnreachable,
     ForgeError,
     InvalidInput,
+    NotOwned,
     ProviderFailure,
     ProvisionFailed,
     ServerExists,
@@ -65,7 +68,7 @@ from server.schemas import (
     iso,
     time_left,
 )
-from server.ssh import SSHPool, SSHTarget
+from server.ssh import ExecResult, SSHPool, SSHTarget
 from server.store import BoxRecord, JobRecord, Store
 
 T = TypeVar("T")
@@ -74,6 +77,7 @@ CREATE_STEPS = ("provision", "ssh", "bootstrap", "ready")
 MAX_COMMAND_BYTES = 256 * 1024
 MAX_ENV_VALUE_BYTES = 64 * 1024
 MAX_WAIT_S = 300.0
+PROBE_TIMEOUT_S = 5.0
 PROJECT_DIR_NAME = "project"
 DROPPED_MARKER = "\n[... {n} bytes dropped ...]\n"
 
@@ -98,6 +102,29 @@ def complete_utf8_prefix(data: bytes) -> int:
 
 
 @dataclass
+class Health:
+    """When a box last answered over SSH, and since when it has not."""
+
+    last_seen: float | None = None
+    unreachable_since: float | None = None
+    error: str | None = None
+
+
+def parse_env_file(text: str) -> dict[str, str]:
+    """The ``export NAME='value'`` lines jobs.write_box_env writes, back into a mapping."""
+    values: dict[str, str] = {}
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        return values
+    for word in words:
+        name, sep, value = word.partition("=")
+        if sep and ENV_NAME_RE.fullmatch(name):
+            values[name] = value
+    return values
+
+
+@dataclass
 class Fleet:
     settings: Settings
     store: Store
@@ -106,6 +133,10 @@ class Fleet:
     on_schedule_change: Callable[[], None] | None = None
     _box_locks: dict[str, anyio.Lock] = field(default_factory=dict)
     _db_limiter: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(1))
+    _creating: set[str] = field(default_factory=set)  # request ids of creates running in this process
+    _health: dict[str, Health] = field(default_factory=dict)  # box name -> reachability
+    _box_secrets: dict[str, dict[str, str]] = field(default_factory=dict)  # request id -> box env
+    _job_secrets: dict[str, dict[str, str]] = field(default_factory=dict)  # job id -> per-job env
 
     # plumbing
 
@@ -134,7 +165,38 @@ class Fleet:
         return SSHTarget(rec.name, rec.host, rec.ssh_port, rec.ssh_user, keys.client_key_path, keys.host_public)
 
     def _exec(self, rec: BoxRecord) -> jobs.BoxExec:
-        return jobs.box_exec(self.pool, self._target(rec))
+        """The box's exec, recording when it last answered and since when it has not."""
+        inner = jobs.box_exec(self.pool, self._target(rec))
+        health = self._health.setdefault(rec.name, Health())
+
+        async def run(script: str, stdin: bytes | None = None, timeout: float | None = None) -> ExecResult:
+            try:
+                result = await inner(script, stdin, timeout)
+            except BoxUnreachable as exc:
+                health.unreachable_since = health.unreachable_since or time.time()
+                health.error = str(exc)
+                raise
+            health.last_seen, health.unreachable_since, health.error = time.time(), None, None
+            return result
+
+        return run
+
+    async def _redactor(self, rec: BoxRecord, ex: jobs.BoxExec, job_id: str | None = None) -> Callable[[str], str]:
+        """Replace secret env values (the box's and the job's) in output with [redacted:NAME]."""
+        if rec.request_id not in self._box_secrets:
+            result = await ex('cat "$HOME/.boxforge/env" 2>/dev/null || true', None, 30.0)
+            self._box_secrets[rec.request_id] = parse_env_file(result.stdout.decode(errors="replace"))
+        pairs = {**self._box_secrets[rec.request_id], **self._job_secrets.get(job_id or "", {})}
+        values = sorted(((v, k) for k, v in pairs.items() if len(v) >= self.settings.redact_min_chars),
+                        key=lambda vk: -len(vk[0]))
+
+        def redact(text: str) -> str:
+            for value, name in values:
+                if value in text:
+                    text = text.replace(value, f"[redacted:{name}]")
+            return text
+
+        return redact
 
     def _changed_schedule(self) -> None:
         if self.on_schedule_change is not None:
@@ -244,6 +306,7 @@ class Fleet:
                 f"server {name!r} already exists; use it, destroy_server it first, or pick another name"
             ) from None
         await self._db(self.store.add_event, "create", box_name=name, detail=provider_name)
+        self._creating.add(request_id)
         self._changed_schedule()
 
         async def step(label: str) -> None:
@@ -278,7 +341,10 @@ class Fleet:
             await step("bootstrap")
             if env:
                 await jobs.write_box_env(ex, env)
+            self._box_secrets[request_id] = dict(env)
             base = await self._bootstrap(rec, ex, home, project_dir, source, branch, agent, timeout)
+            # The ready label is what spares the box from the orphan sweep, in any orchestrator.
+            await prov.set_labels(box.id, {**spec.labels, LABEL_READY: "1"})
             await self._db(self.store.update_box, request_id, state="ready", step="ready", base_commit=base,
                            ready_at=time.time())
             await step("ready")
@@ -288,6 +354,8 @@ class Fleet:
             if isinstance(exc, Exception):
                 raise ProvisionFailed(f"creating server {name!r} failed and the box was burned: {reason(exc)}") from exc
             raise
+        finally:
+            self._creating.discard(request_id)
         final = await self._db(self.store.box_by_request, request_id)
         assert final is not None
         return self.info(final)
@@ -357,7 +425,10 @@ class Fleet:
             if rec is None:
                 return DestroyResult(name=name, destroyed=False,
                                      message=f"no live server named {name!r}; nothing to burn")
-            await self._destroy_box(self.provider(rec.provider), rec, rec.box_id)
+            prov = self.provider(rec.provider)
+            if rec.box_id is not None:
+                self._check_owner(name, await prov.get(rec.box_id))
+            await self._destroy_box(prov, rec, rec.box_id)
             await self._db(self.store.update_box, rec.request_id, state="destroyed", step=None,
                            destroyed_at=time.time())
             await self._db(self.store.add_event, "destroy", box_name=name)
@@ -374,6 +445,7 @@ class Fleet:
             box = await prov.get(rec.box_id) if rec.box_id else None
             if box is None:
                 raise UnknownServer(f"server {name!r} is gone (expired or destroyed outside boxforge)")
+            self._check_owner(name, box)
             expires_at = time.time() + ttl_s
             labels = {**box.labels, LABEL_EXPIRES_AT: str(int(expires_at))}
             try:
@@ -390,6 +462,12 @@ class Fleet:
                             "power-off backstop; call extend_server again once it answers")
         return info
 
+    def _check_owner(self, name: str, box: Box | None) -> None:
+        """Refuse to act on a machine whose labels name another owner (a shared cloud project)."""
+        if box is not None and box.owner != self.settings.owner:
+            raise NotOwned(f"server {name!r} ({box.id}) carries owner label {box.owner!r}, not this orchestrator's "
+                           f"{self.settings.owner!r}; boxforge only touches its own machines")
+
     async def _move_backstop(self, rec: BoxRecord, expires_at: int) -> bool:
         """Move a cloud box's on-box power-off deadline along; a no-op where the box has none."""
         script = f'f={BACKSTOP_EXPIRES_FILE}; if [ -w "$f" ]; then printf "%s\\n" {expires_at} > "$f"; fi'
@@ -400,10 +478,34 @@ class Fleet:
         return result.exit_status == 0
 
     async def list_servers(self) -> ServerList:
+        """Live boxes, each probed over SSH (in parallel) so unreachable ones show with their last-seen time."""
         await self.reconcile()
-        now = time.time()
         recs = await self._db(self.store.live_boxes)
-        infos = [self.info(r, now) for r in recs]
+        reachable: dict[str, bool] = {}
+
+        async def probe(rec: BoxRecord) -> None:
+            try:
+                with anyio.fail_after(PROBE_TIMEOUT_S):
+                    await self._exec(rec)("true", None, PROBE_TIMEOUT_S)
+                reachable[rec.name] = True
+            except (ForgeError, TimeoutError):
+                reachable[rec.name] = False
+
+        async with anyio.create_task_group() as tg:
+            for rec in recs:
+                if rec.state == "ready":
+                    tg.start_soon(probe, rec)
+        now = time.time()
+        infos = []
+        for rec in recs:
+            info = self.info(rec, now)
+            if rec.name in reachable:
+                info.reachable = reachable[rec.name]
+                if not info.reachable:
+                    info.last_seen = iso(self._health.get(rec.name, Health()).last_seen)
+                    info.warning = (f"not answering over SSH (last seen {info.last_seen or 'never by this process'});"
+                                    " boxforge reconnects when it answers again")
+            infos.append(info)
         return ServerList(servers=infos, count=len(infos))
 
     async def reconcile(self) -> None:
@@ -412,11 +514,22 @@ class Fleet:
         for provider_name in {r.provider for r in recs}:
             alive = {b.id for b in await self.provider(provider_name).list(owner_labels(self.settings.owner))}
             for rec in recs:
-                if rec.provider == provider_name and rec.state == "ready" and rec.box_id not in alive:
+                if rec.provider != provider_name or rec.box_id in alive:
+                    continue
+                if rec.state == "ready":
                     await self.pool.drop(rec.name)
                     await self._db(self.store.update_box, rec.request_id, state="destroyed",
                                    destroyed_at=time.time(), error="gone at the provider (expired or removed)")
                     await anyio.to_thread.run_sync(delete_box_keys, self.settings.keys_dir, rec.key_id)
+                elif self._abandoned(rec):
+                    await self._db(self.store.update_box, rec.request_id, state="failed", step=None,
+                                   destroyed_at=time.time(), error="creation was interrupted (orchestrator stopped)")
+                    await anyio.to_thread.run_sync(delete_box_keys, self.settings.keys_dir, rec.key_id)
+
+    def _abandoned(self, rec: BoxRecord) -> bool:
+        """A provisioning record no running create owns: its process died mid-create."""
+        return (rec.state == "provisioning" and rec.request_id not in self._creating
+                and time.time() - rec.created_at > self.settings.orphan_grace_s)
 
     # reaper
 
@@ -444,9 +557,14 @@ class Fleet:
             for box in boxes:
                 if box.owner != self.settings.owner:
                     continue  # never touch a machine that is not ours
-                if not is_expired(box, now):
+                orphan = (not box.ready and box.request_id not in self._creating
+                          and now - box.created_at > self.settings.orphan_grace_s)
+                if not is_expired(box, now) and not orphan:
                     if box.expires_at is not None:
                         next_expiry = box.expires_at if next_expiry is None else min(next_expiry, box.expires_at)
+                    if not box.ready:  # look again when it would become an orphan
+                        orphan_at = box.created_at + self.settings.orphan_grace_s
+                        next_expiry = orphan_at if next_expiry is None else min(next_expiry, orphan_at)
                     continue
                 rec = await self._db(self.store.box_by_request, box.request_id) if box.request_id else None
                 try:
@@ -454,10 +572,11 @@ class Fleet:
                         await self._destroy_box(prov, rec, box.id)
                 except ForgeError:
                     continue
+                why = "expired" if is_expired(box, now) else "orphan: creation never finished"
                 if rec is not None:
                     await self._db(self.store.update_box, rec.request_id, state="destroyed", step=None,
-                                   destroyed_at=time.time(), error="expired")
-                await self._db(self.store.add_event, "reap", box_name=box.name, detail=box.id)
+                                   destroyed_at=time.time(), error=why)
+                await self._db(self.store.add_event, "reap", box_name=box.name, detail=f"{box.id}: {why}")
                 burned.append(box.name)
         await self.reconcile()
         return burned, next_expiry
@@ -488,6 +607,8 @@ class Fleet:
             cwd=workdir, kind="command", idempotency_key=idempotency_key, state="running", exit_code=None,
             created_at=time.time(), finished_at=None))
         reused = job.job_id != new_id  # the idempotency key was used before: never run the task twice
+        if env:
+            self._job_secrets[job.job_id] = env
         if not reused:
             try:
                 await jobs.launch(ex, job.job_id, command, cwd=workdir, env=env)
@@ -512,6 +633,7 @@ class Fleet:
         return await self._command_result(rec, ex, st, wait)
 
     async def _command_result(self, rec: BoxRecord, ex: jobs.BoxExec, st: jobs.JobStatus, wait: float) -> CommandResult:
+        redact = await self._redactor(rec, ex, st.job_id)
         cap = self.settings.output_cap_bytes
         texts: dict[str, str] = {}
         dropped: dict[str, int] = {}
@@ -527,6 +649,8 @@ class Fleet:
             dropped[stream] = size - len(head) - len(tail)
             texts[stream] = decode_output(head)[0] + DROPPED_MARKER.format(n=dropped[stream]) + \
                 decode_output(tail)[0]
+        texts = {stream: redact(text) for stream, text in texts.items()}
+        await self._db(self.store.append_output, st.job_id, texts["out"], texts["err"])
         _, _, warning = time_left(rec.expires_at)
         if st.state == "running":
             hint = (f"still running after {wait:.0f}s; it continues in the background: poll "
@@ -563,15 +687,15 @@ class Fleet:
                          wait_s: float = 0.0, max_bytes: int | None = None) -> JobStatusResult:
         job, rec = await self._job_box(job_id)
         if rec is None:
-            state = job.state if job.state != "running" else "lost"
-            return JobStatusResult(
-                job_id=job_id, server=job.box_name, state=state, exit_code=job.exit_code,
-                stdout_offset=stdout_offset, stderr_offset=stderr_offset, stdout_size=0, stderr_size=0,
-                hint=f"server {job.box_name!r} is gone, so the job's output is no longer readable",
-            )
+            return self._status_from_record(job, stdout_offset, stderr_offset,
+                                            f"server {job.box_name!r} is gone")
         cap = min(max_bytes or self.settings.output_cap_bytes, self.settings.output_cap_bytes)
-        st = await jobs.status(self._exec(rec), job_id, stdout_offset=stdout_offset, stderr_offset=stderr_offset,
-                               max_bytes=cap, wait_s=min(wait_s, MAX_WAIT_S))
+        ex = self._exec(rec)
+        try:
+            st = await jobs.status(ex, job_id, stdout_offset=stdout_offset, stderr_offset=stderr_offset,
+                                   max_bytes=cap, wait_s=min(wait_s, MAX_WAIT_S))
+        except BoxUnreachable as exc:
+            return await self._status_unreachable(job, rec, stdout_offset, stderr_offset, exc)
         await self._record_job_state(job_id, st)
         out = st.stdout[:complete_utf8_prefix(st.stdout)] if st.stdout_offset + len(st.stdout) < st.stdout_size \
             else st.stdout
@@ -579,6 +703,10 @@ class Fleet:
             else st.stderr
         out_text, out_binary = decode_output(out)
         err_text, err_binary = decode_output(err)
+        if out_text or err_text:
+            redact = await self._redactor(rec, ex, job_id)
+            out_text, err_text = redact(out_text), redact(err_text)
+            await self._db(self.store.append_output, job_id, out_text, err_text)
         next_out, next_err = st.stdout_offset + len(out), st.stderr_offset + len(err)
         more = next_out < st.stdout_size or next_err < st.stderr_size
         if more:
@@ -596,6 +724,36 @@ class Fleet:
             stderr=err_text, stdout_offset=next_out, stderr_offset=next_err, stdout_size=st.stdout_size,
             stderr_size=st.stderr_size, more=more, binary=out_binary or err_binary, duration_s=_duration(st),
             hint=hint, warning=warning,
+        )
+
+    def _status_from_record(self, job: JobRecord, stdout_offset: int, stderr_offset: int, why: str,
+                            *, state: str | None = None, last_seen: float | None = None) -> JobStatusResult:
+        """What the store knows of a job whose box cannot answer: last state and the output read so far."""
+        if state is None:
+            state = job.state if job.state != "running" else "lost"
+        shown = "last output read before that" if job.out_tail or job.err_tail else "no output was read before that"
+        return JobStatusResult(
+            job_id=job.job_id, server=job.box_name, state=state, exit_code=job.exit_code,
+            stdout=job.out_tail or "", stderr=job.err_tail or "", stdout_offset=stdout_offset,
+            stderr_offset=stderr_offset, stdout_size=0, stderr_size=0, box_reachable=False,
+            last_seen=iso(last_seen), hint=f"{why}; stdout/stderr hold the {shown}",
+        )
+
+    async def _status_unreachable(self, job: JobRecord, rec: BoxRecord, stdout_offset: int, stderr_offset: int,
+                                  exc: BoxUnreachable) -> JobStatusResult:
+        box = await self.provider(rec.provider).get(rec.box_id) if rec.box_id else None
+        if box is None:  # vanished: its running jobs are lost, with what was read of them
+            await self.reconcile()
+            if job.state == "running":
+                await self._db(self.store.update_job, job.job_id, state="lost")
+            return self._status_from_record(job, stdout_offset, stderr_offset,
+                                            f"server {rec.name!r} vanished at the provider")
+        health = self._health.get(rec.name, Health())
+        return self._status_from_record(
+            job, stdout_offset, stderr_offset,
+            f"server {rec.name!r} is not answering ({exc}); the job's state is the last known one — "
+            "poll again later, boxforge reconnects when the box answers",
+            state=job.state, last_seen=health.last_seen,
         )
 
     async def list_jobs(self, server: str | None = None) -> JobList:
@@ -701,7 +859,7 @@ def resolve_cwd(rec: BoxRecord, cwd: str | None) -> str:
 async def open_fleet(settings: Settings) -> AsyncIterator[Fleet]:
     """A Fleet with its store, SSH pool and providers, all closed on exit."""
     store = await anyio.to_thread.run_sync(Store, settings.db_path)
-    pool = SSHPool()
+    pool = SSHPool(keepalive_interval=settings.keepalive_interval_s)
     fleet = Fleet(settings=settings, store=store, pool=pool)
     try:
         yield fleet

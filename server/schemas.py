@@ -127,6 +127,8 @@ class ServerInfo(BaseModel):
     time_left_s: int | None = Field(None, description="Seconds until expiry")
     warning: str | None = Field(None, description="Something to act on, e.g. expiry is near")
     error: str | None = Field(None, description="Why the box failed, when it did")
+    reachable: bool | None = Field(None, description="Whether the box answered over SSH just now")
+    last_seen: str | None = Field(None, description="UTC ISO time the box last answered, when it is unreachable")
     ip: str | None = Field(None, description="Public IP of a cloud box")
     price_per_hour: float | None = Field(None, description="Gross hourly price of a cloud box (EUR on Hetzner)")
     cost_so_far: float | None = Field(
@@ -174,6 +176,8 @@ class JobStatusResult(BaseModel):
     more: bool = Field(False, description="More output is already available beyond the returned chunks")
     binary: bool = Field(False, description="The output held bytes that are not UTF-8 text")
     duration_s: float | None = Field(None, description="Seconds the job ran (so far)")
+    box_reachable: bool = Field(True, description="False when the box did not answer; state is then the last known")
+    last_seen: str | None = Field(None, description="UTC ISO time the box last answered, when it is unreachable")
     hint: str | None = Field(None, description="What to do next")
     warning: str | None = None
 

@@ -62,7 +62,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     state TEXT NOT NULL,
     exit_code INTEGER,
     created_at REAL NOT NULL,
-    finished_at REAL
+    finished_at REAL,
+    out_tail TEXT,
+    err_tail TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs(request_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -125,7 +127,13 @@ class JobRecord:
     exit_code: int | None
     created_at: float
     finished_at: float | None
+    out_tail: str | None = None
+    err_tail: str | None = None
 
+
+# Columns added after the first release, with their types: added to older databases on open.
+_MIGRATIONS = {"jobs": {"out_tail": "TEXT", "err_tail": "TEXT"}}
+TAIL_CHARS = 8192
 
 _BOX_FIELDS = [f.name for f in fields(BoxRecord)]
 _JOB_FIELDS = [f.name for f in fields(JobRecord)]
@@ -153,6 +161,11 @@ class Store:
         self._db.execute("PRAGMA busy_timeout=30000")
         with self._lock:
             self._db.executescript(SCHEMA)
+            for table, columns in _MIGRATIONS.items():
+                present = {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                for column, kind in columns.items():
+                    if column not in present:
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         with self._lock:
@@ -233,6 +246,15 @@ class Store:
         assignments = ", ".join(f"{key} = ?" for key in changes)
         with self._tx() as db:
             db.execute(f"UPDATE jobs SET {assignments} WHERE job_id = ?", (*changes.values(), job_id))
+
+    def append_output(self, job_id: str, out: str, err: str) -> None:
+        """Keep the last TAIL_CHARS of each stream as read (already redacted), for a box that vanishes."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET out_tail = substr(coalesce(out_tail, '') || ?, -?), "
+                "err_tail = substr(coalesce(err_tail, '') || ?, -?) WHERE job_id = ?",
+                (out, TAIL_CHARS, err, TAIL_CHARS, job_id),
+            )
 
     def job(self, job_id: str) -> JobRecord | None:
         rows = self._query("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
