@@ -56,6 +56,7 @@ class Settings:
     orphan_grace_s: float = 900.0
     keepalive_interval_s: float = 15.0
     redact_min_chars: int = 4
+    probe_timeout_s: float = 5.0
 
     @property
     def db_path(self) -> Path:
@@ -105,6 +106,7 @@ _FIELDS: dict[str, Any] = {
     "orphan_grace_s": float,
     "keepalive_interval_s": float,
     "redact_min_chars": int,
+    "probe_timeout_s": float,
 }
 
 # Env names that differ from BOXFORGE_<FIELD>.

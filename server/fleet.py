@@ -77,7 +77,6 @@ CREATE_STEPS = ("provision", "ssh", "bootstrap", "ready")
 MAX_COMMAND_BYTES = 256 * 1024
 MAX_ENV_VALUE_BYTES = 64 * 1024
 MAX_WAIT_S = 300.0
-PROBE_TIMEOUT_S = 5.0
 PROJECT_DIR_NAME = "project"
 DROPPED_MARKER = "\n[... {n} bytes dropped ...]\n"
 
@@ -485,8 +484,8 @@ class Fleet:
 
         async def probe(rec: BoxRecord) -> None:
             try:
-                with anyio.fail_after(PROBE_TIMEOUT_S):
-                    await self._exec(rec)("true", None, PROBE_TIMEOUT_S)
+                with anyio.fail_after(self.settings.probe_timeout_s):
+                    await self._exec(rec)("true", None, self.settings.probe_timeout_s)
                 reachable[rec.name] = True
             except (ForgeError, TimeoutError):
                 reachable[rec.name] = False

@@ -16,7 +16,7 @@ async def test_job_survives_orchestrator_sigkill(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "state")
     command = "for i in $(seq 1 30); do echo tick-$i; sleep 0.05; done"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.drivers.orchestrator", str(settings.home), settings.owner, command],
+        [sys.executable, "-m", "tests.drivers.orchestrator", "job", str(settings.home), settings.owner, command],
         env=cli_env(settings), cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
     )
     try:

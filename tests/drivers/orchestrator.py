@@ -1,5 +1,9 @@
-"""An orchestrator process for the restart test: forges a box, starts a background job,
-prints the box and job ids, then waits to be killed."""
+"""An orchestrator process for the restart tests, killed by the test at a chosen moment.
+
+mode "job":    forge a box, start a background job, print its id, wait to be killed.
+mode "create": start forging a box whose readiness never comes (the provider's wait_ready
+               hangs after the box exists), print "creating", wait to be killed mid-create.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +12,33 @@ from pathlib import Path
 
 import anyio
 
+from providers.base import Box
+from providers.local import LocalProvider
 from server.config import load_settings
 from server.fleet import open_fleet
 
 
-async def main(home: str, owner: str, command: str) -> None:
+class HangingProvider(LocalProvider):
+    async def wait_ready(self, box_id: str, *, timeout: float) -> Box:
+        box = await super().wait_ready(box_id, timeout=timeout)
+        print("creating", flush=True)
+        await anyio.sleep_forever()
+        return box
+
+
+async def main(mode: str, home: str, owner: str, command: str = "") -> None:
     settings = load_settings({"BOXFORGE_HOME": home, "BOXFORGE_OWNER": owner,
                               "BOXFORGE_CONFIG": str(Path(home) / "no-config.toml")})
     async with open_fleet(settings) as fleet:
-        await fleet.create_server("survivor")
-        result = await fleet.run("survivor", command, background=True)
-        print(result.job_id, flush=True)
+        if mode == "create":
+            fleet.providers["local"] = HangingProvider(settings.local_boxes_dir)
+            await fleet.create_server("halfmade")
+        else:
+            await fleet.create_server("survivor")
+            result = await fleet.run("survivor", command, background=True)
+            print(result.job_id, flush=True)
         await anyio.sleep_forever()
 
 
 if __name__ == "__main__":
-    anyio.run(main, *sys.argv[1:4])
+    anyio.run(main, *sys.argv[1:])
