@@ -59,14 +59,19 @@ def _dump(data: BaseModel | list[BaseModel] | dict[str, Any]) -> None:
 
 def _servers_table(servers: Sequence[ServerInfo], title: str | None = None) -> Table:
     table = Table(title=title)
-    for col in ("name", "state", "address", "branch", "time left", "project dir"):
+    priced = any(s.price_per_hour is not None for s in servers)  # cloud boxes: show what they cost
+    for col in ("name", "state", "address", "branch", "time left", "project dir", *(("€/h", "cost") if priced else ())):
         table.add_column(col)
     for s in servers:
         left = s.time_left or "-"
         if s.warning and s.state == "ready":
             left = f"[yellow]{left}[/]"
         state = s.state if not s.error else f"{s.state}: {s.error[:60]}"
-        table.add_row(s.name, state, s.address or "-", s.branch or "-", left, s.project_dir or "-")
+        row = [s.name, state, s.address or "-", s.branch or "-", left, s.project_dir or "-"]
+        if priced:
+            row += [f"{s.price_per_hour:.4f}" if s.price_per_hour is not None else "-",
+                    f"{s.cost_so_far:.4f}" if s.cost_so_far is not None else "-"]
+        table.add_row(*row)
     return table
 
 
