@@ -7,6 +7,7 @@ Each fault test ends with no server of ours left in the fake and a clear error m
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import secrets
@@ -18,13 +19,15 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
+from rich.console import Console
 
 from providers.base import LABEL_EXPIRES_AT, LABEL_NAME, LABEL_OWNER, owner_labels
 from providers.localbox import current_user
 from server.app import build_server
-from server.cli import build_parser, cmd_up
+from server.cli import _servers_table, build_parser, cmd_up
 from server.config import Settings, load_settings
 from server.fleet import open_fleet
+from server.schemas import ServerInfo
 from tests.fakes.hetzner_api import FakeHetzner, running_fake
 from tests.support import eventually, make_repo
 
@@ -175,6 +178,10 @@ async def test_parallel_up_of_ten_boxes_runs_under_max_parallel_creates(
         assert {s["branch"] for s in report["servers"]} == set(branches)
         assert len(ours(fake, settings)) == 10
         assert 2 <= fake.peak_booting <= 3
+        console = Console(file=io.StringIO(), width=300)
+        console.print(_servers_table([ServerInfo(**s) for s in report["servers"]]))
+        table = console.file.getvalue()
+        assert "€/h" in table and table.count("0.0071") == 20  # price and first-hour cost of each box
         async with anyio.create_task_group() as tg:
             for server in report["servers"]:
                 tg.start_soon(fleet.destroy_server, server["name"])
