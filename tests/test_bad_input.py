@@ -40,6 +40,34 @@ BAD_CALLS: list[tuple[str, str, dict[str, Any], str]] = [
     ("unknown signal", "vm_job_cancel", {"job_id": "j-000000000000", "signal": "HUP"}, "signal"),
     ("extend unknown server", "extend_server", {"name": "nope", "ttl": "1h"}, "unknown server"),
     ("extend with bad ttl", "extend_server", {"name": "ok-box", "ttl": "soon"}, "invalid ttl"),
+    ("unicode name", "create_server", {"name": "bøx"}, "invalid server name"),
+    ("newline in name", "create_server", {"name": "a\n"}, "invalid server name"),
+    ("control char in name", "create_server", {"name": "a\x07b"}, "invalid server name"),
+    ("1 MB name", "create_server", {"name": "a" * 1_000_000}, "name"),
+    ("number as name", "create_server", {"name": 42}, "name"),
+    ("list as ttl", "create_server", {"name": "x1", "ttl": []}, "ttl"),
+    ("fractional ttl", "create_server", {"name": "x1", "ttl": "1.5h"}, "invalid ttl"),
+    ("1 MB env value", "create_server", {"name": "x1", "env": {"BIG": "v" * 1_000_000}}, "at most 64 KiB"),
+    ("env as a list", "create_server", {"name": "x1", "env": ["A=1"]}, "env"),
+    ("env value not a string", "create_server", {"name": "x1", "env": {"A": 1}}, "env"),
+    ("newline in repo", "create_server", {"name": "x1", "repo": "/tmp\nrm -rf /"}, "control characters"),
+    ("ftp repo", "create_server", {"name": "x1", "repo": "ftp://example.com/r.git"}, "scheme"),
+    ("branch traversal", "create_server", {"name": "x1", "repo": "/tmp", "branch": "../../etc"}, "invalid branch"),
+    ("branch like an option", "create_server", {"name": "x1", "repo": "/tmp", "branch": "-rf"}, "invalid branch"),
+    ("oversized size", "create_server", {"name": "x1", "size": "s" * 65}, "size"),
+    ("1 MB command", "vm_bash", {"server": "ok-box", "command": "x" * 1_000_000}, "command"),
+    ("missing command", "vm_bash", {"server": "ok-box"}, "command"),
+    ("NUL in cwd", "vm_bash", {"server": "ok-box", "command": "true", "cwd": "a\x00b"}, "NUL"),
+    ("idempotency key with spaces", "vm_bash", {"server": "ok-box", "command": "true", "idempotency_key": "a b"},
+     "idempotency_key"),
+    ("timeout as text", "vm_bash", {"server": "ok-box", "command": "true", "timeout_s": "soon"}, "timeout_s"),
+    ("huge wait", "vm_job_status", {"job_id": "j-000000000000", "wait_s": 1e9}, "wait_s"),
+    ("unicode job id", "vm_job_status", {"job_id": "j-00000000000é"}, "invalid job id"),
+    ("cancel unknown job", "vm_job_cancel", {"job_id": "j-000000000000"}, "unknown job"),
+    ("list jobs of a bad name", "vm_job_list", {"server": "Bad!"}, "invalid server name"),
+    ("destroy a traversal name", "destroy_server", {"name": "../x"}, "invalid server name"),
+    ("extend too short", "extend_server", {"name": "ok-box", "ttl": "0"}, "too short"),
+    ("extend too long", "extend_server", {"name": "ok-box", "ttl": "9999d"}, "exceeds the maximum"),
 ]
 
 
@@ -67,7 +95,7 @@ async def test_bad_calls_get_clear_errors_and_the_server_keeps_serving(tmp_path:
         assert [s["name"] for s in listed.structured_content["servers"]] == ["ok-box"]
         ok = await client.call_tool("vm_bash", {"server": "ok-box", "command": "echo still serving"})
         assert ok.structured_content["stdout"] == "still serving\n"
-        assert len(BAD_CALLS) >= 15
+        assert len(BAD_CALLS) >= 40
 
 
 async def test_binary_output_comes_back_as_text_with_replacements(tmp_path: Path) -> None:
@@ -130,3 +158,22 @@ async def test_idempotency_key_starts_the_job_once(tmp_path: Path) -> None:
         await client.call_tool("vm_job_status", {"job_id": first["job_id"], "wait_s": 10})
         count = await client.call_tool("vm_bash", {"server": "ok-box", "command": "wc -l < runs.log"})
         assert count.structured_content["stdout"].strip() == "1"
+
+
+async def test_calls_on_a_destroyed_box_and_finished_jobs_are_clear(tmp_path: Path) -> None:
+    async with serving(tmp_path) as client:
+        job = await client.call_tool("vm_bash", {"server": "ok-box", "command": "echo hi"})
+        job_id = job.structured_content["job_id"]
+        finished = await client.call_tool("vm_job_cancel", {"job_id": job_id})
+        assert finished.structured_content["state"] == "succeeded"
+        assert "nothing to cancel" in finished.structured_content["message"]
+        await client.call_tool("destroy_server", {"name": "ok-box"})
+        for tool, args in [("vm_bash", {"server": "ok-box", "command": "true"}),
+                           ("extend_server", {"name": "ok-box", "ttl": "1h"}),
+                           ("vm_job_list", {"server": "ok-box"})]:
+            result = await client.call_tool(tool, args)
+            assert result.is_error and "unknown server 'ok-box'" in result.content[0].text, tool
+        gone = await client.call_tool("vm_job_status", {"job_id": job_id})
+        assert gone.structured_content["state"] == "succeeded"
+        assert "is gone" in gone.structured_content["hint"]
+        await client.call_tool("create_server", {"name": "ok-box"})  # for the context's own destroy

@@ -62,10 +62,27 @@ def test_up_two_boxes_run_jobs_and_burn_all(settings: Settings, tmp_path: Path) 
     assert not list(settings.local_boxes_dir.glob("lb-*"))
 
 
+BAD_CLI: list[tuple[list[str], int, str]] = [
+    (["run", "Not-A-Name!", "true"], 1, "invalid server name"),
+    (["run", "nobox", "true"], 1, "unknown server 'nobox'"),
+    (["up", "--name", "x", "--ttl", "abc"], 1, "invalid ttl"),
+    (["up", "--name", "x", "--ttl", "9999d"], 1, "exceeds the maximum"),
+    (["up"], 1, "give one or more branches"),
+    (["up", "a/b", "a-b"], 1, "same box name"),
+    (["job", "j-000000000000"], 1, "unknown job"),
+    (["job", "../../etc/passwd"], 1, "invalid job id"),
+    (["extend", "nobox", "soon"], 1, "invalid ttl"),
+    (["burn"], 1, "give box names"),
+    (["burn", "--all"], 1, "--yes"),
+    (["frobnicate"], 2, "invalid choice"),
+    (["run", "onlyname"], 2, "required"),
+    (["demo", "--boxes", "99"], 2, "invalid choice"),
+]
+
+
 def test_bad_cli_input_exits_with_a_clear_message(settings: Settings) -> None:
-    bad = boxforge(settings, "run", "Not-A-Name!", "true")
-    assert bad.returncode == 1 and "invalid server name" in bad.stderr
-    ttl = boxforge(settings, "up", "--name", "x", "--ttl", "abc")
-    assert ttl.returncode == 1 and "invalid ttl" in ttl.stderr
-    unknown = boxforge(settings, "job", "j-000000000000")
-    assert unknown.returncode == 1 and "unknown job" in unknown.stderr
+    for args, code, message in BAD_CLI:
+        result = boxforge(settings, *args)
+        assert result.returncode == code, (args, result.returncode, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr, args
