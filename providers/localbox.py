@@ -551,12 +551,17 @@ async def _start_server(box_dir: Path) -> _OpenSSHServer | _EmbeddedServer:
 # --- the supervisor -----------------------------------------------------------------
 
 
+# The watchdog is the backstop, as the poweroff timer is on a cloud box: it fires a little after
+# expiry so the orchestrator's reaper, which burns within a second, gets the first go.
+WATCHDOG_GRACE_S = 5.0
+
+
 def _expired(box_dir: Path) -> bool:
     labels = read_labels(box_dir)
     if labels is None:
         return False
     expires_at = expires_at_from_labels(labels)
-    return expires_at is not None and expires_at <= time.time()
+    return expires_at is not None and expires_at + WATCHDOG_GRACE_S <= time.time()
 
 
 async def _watch(box_dir: Path, server: _OpenSSHServer | _EmbeddedServer) -> str:

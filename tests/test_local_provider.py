@@ -184,7 +184,7 @@ async def test_watchdog_burns_expired_box_without_provider(ssh_server_kind: str,
     async def dir_gone() -> bool:
         return not box_dir.exists()
 
-    await wait_for(dir_gone, 10, "the watchdog to burn the box")
+    await wait_for(dir_gone, 20, "the watchdog to burn the box (at expiry + its grace)")
     await assert_burned(handle.box)
 
 
