@@ -18,8 +18,10 @@ from server.reaper import Reaper
 from server.tools import register_tools
 
 INSTRUCTIONS = """boxforge forges remote boxes for coding agents.
-Typical flow: create_server(name, repo, branch, ttl) -> vm_bash(server, command) for quick commands,
+Typical flow: create_server(name, repo, branch, agent, ttl) -> vm_bash(server, command) for quick commands,
 vm_bash(..., background=true) -> vm_job_status(job_id, wait_s=30) for long ones -> destroy_server(name).
+Agents: run_agent(server, prompt) -> vm_job_status(job_id, wait_s=60) -> vm_diff(server) to review.
+Files: vm_read, vm_write, vm_ls, vm_grep on the box; vm_upload / vm_download to and from this machine.
 Boxes are burned at their TTL; extend_server pushes it. Output offsets let you read only new output."""
 
 
@@ -39,9 +41,11 @@ def build_server(settings: Settings | None = None) -> MCPServer[AppContext]:
         async with open_fleet(active) as fleet, anyio.create_task_group() as tg:
             reaper = Reaper(fleet, max_sleep_s=active.reaper_max_sleep_s)
             tg.start_soon(reaper.run_forever)
+            fleet.background = tg  # creates with wait=false finish here, or are burned when the server stops
             try:
                 yield AppContext(fleet=fleet, reaper=reaper, settings=active)
             finally:
+                fleet.background = None
                 tg.cancel_scope.cancel()
 
     mcp: MCPServer[AppContext] = MCPServer(

@@ -1,9 +1,11 @@
-"""Box setup over SSH, as a bootstrap job: project checkout at a branch, agent install,
-ready marker. The script runs on the box (POSIX sh) and is sent over the job protocol's
-stdin, so nothing in it shows on a command line; repo credentials travel as job env
-values and reach git through GIT_ASKPASS, so they never land in .git/config.
+"""Box setup over SSH, as a bootstrap job: project checkout at a branch (the base commit
+recorded), agent install, ready marker. The script runs on the box (POSIX sh) and is sent
+over the job protocol's stdin, so nothing in it shows on a command line; repo credentials
+travel as job env values and reach git through GIT_ASKPASS, so they never land in
+.git/config, a command line or the log.
 
-The last stdout line of a successful bootstrap is ``BOXFORGE_BASE=<commit>``.
+Each step announces itself with a ``BOXFORGE_STEP=<step>`` stdout line; the last stdout
+line of a successful bootstrap is ``BOXFORGE_BASE=<commit>``.
 """
 
 from __future__ import annotations
@@ -14,15 +16,11 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from providers.base import CLOUD_INIT_FLAG_FILE, CLOUD_INIT_READY_FILE
+from server.agents import AGENT_RUN_FILE, AgentPlan, agent_run_script, plan_agent
 from server.errors import InvalidInput
 
-AGENT_PRESETS: dict[str, str | None] = {
-    "none": None,
-    "claude": "@anthropic-ai/claude-code",
-    "codex": "@openai/codex",
-}
-AGENT_BINARIES = {"claude": "claude", "codex": "codex"}
 BASE_MARKER = "BOXFORGE_BASE="
+STEP_MARKER = "BOXFORGE_STEP="  # a line "BOXFORGE_STEP=clone" on stdout: the bootstrap reached that step
 
 ASKPASS = """#!/bin/sh
 case "$1" in
@@ -39,6 +37,11 @@ class RepoSource:
     url: str
     is_local_path: bool
     secret_env: dict[str, str]
+
+    @property
+    def is_ssh(self) -> bool:
+        """Cloned over SSH: ``ssh://`` or scp-like ``git@host:org/repo``."""
+        return self.url.startswith("ssh://") or ("://" not in self.url and not self.is_local_path)
 
 
 def parse_repo(repo: str) -> RepoSource:
@@ -88,59 +91,144 @@ def cloud_init_wait_lines() -> list[str]:
     ]
 
 
-def bootstrap_script(*, project_dir: str, repo: RepoSource | None, branch: str | None, agent: str) -> str:
+def bootstrap_script(*, project_dir: str, repo: RepoSource | None, branch: str | None,
+                     agent: AgentPlan | str = "none") -> str:
+    """The bootstrap job's script: clone and check out, then install the agent. Every step is
+    idempotent (a rerun on the same box skips what is done) and announces itself on stdout
+    with a ``BOXFORGE_STEP=<step>`` line, which the orchestrator turns into progress."""
     q = shlex.quote
+    plan = plan_agent(agent) if isinstance(agent, str) else agent
     lines = [
         "set -eu",
         *cloud_init_wait_lines(),
         'mkdir -p "$HOME/.boxforge"',
         f"project={q(project_dir)}",
+        'run_user() { if command -v bash >/dev/null 2>&1; then bash -c "$1"; else sh -c "$1"; fi; }',
+        f"echo {STEP_MARKER}clone",
     ]
     if repo is None:
         lines += ['mkdir -p "$project"', 'cd "$project"', "base="]
     else:
-        if repo.secret_env:
-            lines += [
-                f"cat > \"$HOME/.boxforge/askpass\" <<'EOF'\n{ASKPASS}EOF",
-                'chmod 700 "$HOME/.boxforge/askpass"',
-                'export GIT_ASKPASS="$HOME/.boxforge/askpass" GIT_TERMINAL_PROMPT=0',
-            ]
-        lines += [
-            "echo '[boxforge] clone'",
-            'if [ ! -d "$project/.git" ]; then',
-            f'  git clone --quiet -c credential.helper= -- {q(repo.url)} "$project"',
-            "fi",
-            'cd "$project"',
-        ]
-        if branch:
-            lines += [
-                f"branch={q(branch)}",
-                'if git rev-parse --verify --quiet "refs/heads/$branch" >/dev/null; then',
-                '  git checkout --quiet "$branch"',
-                'elif git rev-parse --verify --quiet "refs/remotes/origin/$branch" >/dev/null; then',
-                '  git checkout --quiet -b "$branch" --track "origin/$branch"',
-                "else",
-                "  echo \"[boxforge] branch $branch does not exist yet: creating it from the default branch\"",
-                '  git checkout --quiet -b "$branch"',
-                "fi",
-            ]
-        lines.append("base=$(git rev-parse HEAD 2>/dev/null || true)")
-    package = AGENT_PRESETS.get(agent)
-    if package is not None:
-        binary = AGENT_BINARIES[agent]
-        lines += [
-            f"echo '[boxforge] agent {agent}'",
-            f'if ! command -v {binary} >/dev/null 2>&1 && [ ! -x "$HOME/.local/bin/{binary}" ]; then',
-            '  command -v npm >/dev/null 2>&1 || { echo "npm is needed to install the agent" >&2; exit 3; }',
-            f'  npm install --silent --global --prefix "$HOME/.local" {q(package)}',
-            "fi",
-        ]
+        lines += _clone_lines(repo, branch)
+    lines += [f"echo {STEP_MARKER}agent", *_agent_lines(plan)]
     lines += [
         'printf "%s\\n" "$base" > "$HOME/.boxforge/base"',
         'date +%s > "$HOME/.boxforge/ready"',
         f'echo "{BASE_MARKER}$base"',
     ]
     return "\n".join(lines) + "\n"
+
+
+def _clone_lines(repo: RepoSource, branch: str | None) -> list[str]:
+    q = shlex.quote
+    lines: list[str] = []
+    if repo.secret_env:
+        # The token reaches git only through this helper reading the job's env (a 0600 file on the
+        # box, deleted once sourced): never the URL, .git/config, a command line or the log.
+        lines += [
+            f"cat > \"$HOME/.boxforge/askpass\" <<'EOF'\n{ASKPASS}EOF",
+            'chmod 700 "$HOME/.boxforge/askpass"',
+            'export GIT_ASKPASS="$HOME/.boxforge/askpass" GIT_TERMINAL_PROMPT=0',
+        ]
+    if repo.is_ssh:
+        # No prompt can be answered in a job: fail instead of asking, and learn the git host's key.
+        lines += [': "${GIT_SSH_COMMAND:=ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new}"',
+                  "export GIT_SSH_COMMAND"]
+    lines += [
+        'if [ ! -d "$project/.git" ]; then',
+        f"  echo {q('[boxforge] cloning ' + repo.url)}",
+        f'  git clone --quiet -c credential.helper= -- {q(repo.url)} "$project"',
+        "else",
+        "  echo '[boxforge] already cloned'",
+        "fi",
+        'cd "$project"',
+    ]
+    if branch:
+        lines += [
+            f"branch={q(branch)}",
+            'if [ "$(git branch --show-current 2>/dev/null)" = "$branch" ]; then',
+            "  :",
+            'elif git rev-parse --verify --quiet "refs/heads/$branch" >/dev/null; then',
+            '  git checkout --quiet "$branch"',
+            'elif git rev-parse --verify --quiet "refs/remotes/origin/$branch" >/dev/null; then',
+            '  git checkout --quiet -b "$branch" --track "origin/$branch"',
+            "else",
+            "  echo \"[boxforge] branch $branch does not exist yet: creating it from the default branch\"",
+            '  git checkout --quiet -b "$branch"',
+            "fi",
+        ]
+    # The base is recorded once: a rerun must not move it past the agent's own commits.
+    lines += [
+        'if [ -s "$HOME/.boxforge/base" ]; then read -r base < "$HOME/.boxforge/base"; '
+        "else base=$(git rev-parse HEAD 2>/dev/null || true); fi",
+    ]
+    return lines
+
+
+def _agent_lines(plan: AgentPlan) -> list[str]:
+    q = shlex.quote
+    lines = ['export PATH="$HOME/.local/bin:$PATH"']
+    if plan.package is not None:
+        assert plan.binary is not None
+        lines += [
+            f"if command -v {plan.binary} >/dev/null 2>&1; then",
+            f"  echo \"[boxforge] agent {plan.name}: already installed at $(command -v {plan.binary})\"",
+            "else",
+            *("  " + line for line in _node_lines(plan.name)),
+            f"  echo '[boxforge] agent {plan.name}: npm install {plan.package}'",
+            '  npm install --global --prefix "$HOME/.local" --no-fund --no-audit --loglevel=error '
+            f"{q(plan.package)}",
+            f"  command -v {plan.binary} >/dev/null 2>&1 || "
+            f"{{ echo '{plan.binary} is not on PATH after npm install' >&2; exit 3; }}",
+            "fi",
+        ]
+    elif plan.install is not None:
+        lines += [
+            f"agent_install={q(plan.install)}",
+            'stamp=$(printf "%s" "$agent_install" | cksum)',
+            'if [ -f "$HOME/.boxforge/agent-installed" ] && [ "$(cat "$HOME/.boxforge/agent-installed")" = "$stamp" ]; '
+            "then",
+            f"  echo '[boxforge] agent {plan.name}: already installed'",
+            "else",
+            f"  echo '[boxforge] agent {plan.name}: running agent_install'",
+            '  (cd "$project" && run_user "$agent_install") || '
+            '{ code=$?; echo "[boxforge] agent_install failed (exit $code)" >&2; exit "$code"; }',
+            '  printf "%s\\n" "$stamp" > "$HOME/.boxforge/agent-installed"',
+            "fi",
+        ]
+    if plan.run is not None:
+        lines += [
+            f'printf "%s" {q(agent_run_script(plan))} > "$HOME/{AGENT_RUN_FILE}"',
+            f'chmod 700 "$HOME/{AGENT_RUN_FILE}"',
+        ]
+    return lines
+
+
+def _node_lines(agent: str) -> list[str]:
+    """Install Node.js and npm from the distribution when a cloud box lacks them. Never on a
+    local box: that is this machine, whose packages are not boxforge's to change."""
+    return [
+        "if ! command -v npm >/dev/null 2>&1; then",
+        f"  if [ -e {CLOUD_INIT_FLAG_FILE} ] && command -v apt-get >/dev/null 2>&1; then",
+        '    if [ "$(id -u)" = 0 ]; then as_root=; elif sudo -n true 2>/dev/null; then as_root="sudo -n"; else',
+        "      echo 'installing Node.js needs root or passwordless sudo on the box' >&2; exit 3",
+        "    fi",
+        "    echo '[boxforge] installing Node.js and npm (apt)'",
+        "    $as_root env DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300 update",
+        "    $as_root env DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=300 "
+        "install nodejs npm",
+        "  else",
+        f"    echo 'npm is needed to install the {agent} agent and this box has none: install Node.js, "
+        "or pass agent_install' >&2",
+        "    exit 3",
+        "  fi",
+        "fi",
+    ]
+
+
+def steps_from(stdout: str) -> list[str]:
+    """The bootstrap steps announced in ``stdout``, in order."""
+    return [line[len(STEP_MARKER):].strip() for line in stdout.splitlines() if line.startswith(STEP_MARKER)]
 
 
 def base_commit_from(stdout: str) -> str | None:

@@ -57,6 +57,7 @@ class Settings:
     keepalive_interval_s: float = 15.0
     redact_min_chars: int = 4
     probe_timeout_s: float = 5.0
+    transfer_roots: str = ""  # extra orchestrator dirs vm_upload/vm_download may use, separated by ':'
 
     @property
     def db_path(self) -> Path:
@@ -107,6 +108,7 @@ _FIELDS: dict[str, Any] = {
     "keepalive_interval_s": float,
     "redact_min_chars": int,
     "probe_timeout_s": float,
+    "transfer_roots": str,
 }
 
 # Env names that differ from BOXFORGE_<FIELD>.

@@ -9,6 +9,8 @@ made before the error leaves this module.
 
 from __future__ import annotations
 
+import base64
+import logging
 import posixpath
 import secrets
 import shlex
@@ -18,10 +20,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
+from anyio.abc import TaskGroup
 
 from providers import provider_class
 from providers.base import (
@@ -38,8 +42,9 @@ from providers.base import (
     is_expired,
     owner_labels,
 )
-from server import jobs
-from server.bootstrap import AGENT_PRESETS, base_commit_from, bootstrap_script, parse_repo
+from server import agents, boxfile, files, jobs
+from server.agents import AgentPlan, plan_agent
+from server.bootstrap import BASE_MARKER, STEP_MARKER, RepoSource, base_commit_from, bootstrap_script, parse_repo
 from server.config import Settings
 from server.errors import (
     BoxUnreachable,
@@ -55,14 +60,21 @@ from server.errors import (
 from server.keys import create_box_keys, delete_box_keys, load_box_keys
 from server.schemas import (
     ENV_NAME_RE,
+    AgentRun,
     CancelResult,
     CommandResult,
     DestroyResult,
+    DiffResult,
+    DownloadResult,
+    FileContent,
+    FileList,
+    GrepResult,
     JobList,
     JobStatusResult,
     JobSummary,
     ServerInfo,
     ServerList,
+    WriteResult,
     cost_so_far,
     format_duration,
     iso,
@@ -71,9 +83,11 @@ from server.schemas import (
 from server.ssh import ExecResult, SSHPool, SSHTarget
 from server.store import BoxRecord, JobRecord, Store
 
+log = logging.getLogger("boxforge.fleet")
 T = TypeVar("T")
 Progress = Callable[[str, int, int], Awaitable[None]]
-CREATE_STEPS = ("provision", "ssh", "bootstrap", "ready")
+CREATE_STEPS = ("provision", "ssh", "clone", "agent", "setup", "ready")
+FAILED_SHOWN_S = 3600.0  # list_servers shows creates that failed this recently
 MAX_COMMAND_BYTES = 256 * 1024
 MAX_ENV_VALUE_BYTES = 64 * 1024
 MAX_WAIT_S = 300.0
@@ -136,6 +150,7 @@ class Fleet:
     _health: dict[str, Health] = field(default_factory=dict)  # box name -> reachability
     _box_secrets: dict[str, dict[str, str]] = field(default_factory=dict)  # request id -> box env
     _job_secrets: dict[str, dict[str, str]] = field(default_factory=dict)  # job id -> per-job env
+    background: TaskGroup | None = None  # owned by the server's lifespan: creates with wait=false run here
 
     # plumbing
 
@@ -238,6 +253,10 @@ class Fleet:
             repo=rec.repo,
             branch=rec.branch,
             base_commit=rec.base_commit,
+            agent=rec.agent,
+            bootstrap_job_id=data.get("bootstrap_job_id"),
+            setup_job_id=data.get("setup_job_id"),
+            services=data.get("services"),
             created_at=iso(rec.created_at),
             expires_at=iso(rec.expires_at),
             time_left=left,
@@ -259,15 +278,23 @@ class Fleet:
         repo: str | None = None,
         branch: str | None = None,
         agent: str = "none",
+        agent_install: str | None = None,
+        agent_command: str | None = None,
         env: Mapping[str, str] | None = None,
         size: str | None = None,
         image: str | None = None,
         location: str | None = None,
         provider: str | None = None,
         ready_timeout_s: float | None = None,
+        wait: bool = True,
         progress: Progress | None = None,
     ) -> ServerInfo:
-        """Forge a box and bootstrap it; on any failure the box is burned and ProvisionFailed raised."""
+        """Forge a box and bootstrap it; on any failure the box is burned and ProvisionFailed raised.
+
+        With ``wait=False`` the create continues in ``self.background`` (the server lifespan's task
+        group) and this returns at once in state ``provisioning``; a failure then shows in
+        list_servers' ``failed``.
+        """
         from server.schemas import parse_ttl
 
         ttl_s = ttl_s if ttl_s is not None else parse_ttl(self.settings.default_ttl)
@@ -276,8 +303,7 @@ class Fleet:
                 f"ttl {format_duration(ttl_s)} exceeds the maximum of {format_duration(self.settings.max_ttl_s)}; "
                 "use a shorter ttl and extend_server later if needed"
             )
-        if agent not in AGENT_PRESETS:
-            raise InvalidInput(f"unknown agent {agent!r}; choose one of: {', '.join(AGENT_PRESETS)}")
+        plan = plan_agent(agent, install=agent_install, command=agent_command)
         env = dict(env or {})
         check_env(env)
         if branch and not repo:
@@ -287,6 +313,8 @@ class Fleet:
         prov = self.provider(provider_name)
         if source is not None and source.is_local_path and provider_name != "local":
             raise InvalidInput("a local repo path only works on local boxes; give a git URL the box can reach")
+        if not wait and self.background is None:
+            raise InvalidInput("wait=false needs a long-running MCP server to finish the create; wait for it instead")
         timeout = ready_timeout_s if ready_timeout_s is not None else self.settings.ready_timeout_s
 
         now = time.time()
@@ -295,7 +323,7 @@ class Fleet:
             name=name, box_id=None, provider=provider_name, state="provisioning", step="provision",
             key_id=f"{name}-{request_id}", request_id=request_id, host=None, ssh_port=None, ssh_user=None,
             home=None, project_dir=None, repo=source.url if source else None, branch=branch, base_commit=None,
-            agent=agent, size=size, location=location, data=None, error=None, created_at=now, ready_at=None,
+            agent=plan.name, size=size, location=location, data=None, error=None, created_at=now, ready_at=None,
             expires_at=now + ttl_s, destroyed_at=None,
         )
         try:
@@ -307,6 +335,29 @@ class Fleet:
         await self._db(self.store.add_event, "create", box_name=name, detail=provider_name)
         self._creating.add(request_id)
         self._changed_schedule()
+        forge = partial(self._forge, rec, prov, source, plan, env, image, timeout)
+        if wait:
+            return await forge(progress)
+        assert self.background is not None
+        self.background.start_soon(self._forge_detached, forge, name=f"create {name}")
+        info = self.info(rec)
+        info.hint = (f"forging in the background: poll list_servers until {name!r} is ready (its step field shows "
+                     "progress; a failure shows under failed); bootstrap_job_id appears once the box answers SSH, "
+                     "and vm_job_status on it follows the bootstrap log")
+        return info
+
+    async def _forge_detached(self, forge: Callable[[Progress | None], Awaitable[ServerInfo]]) -> None:
+        """A create with wait=false: its failure is recorded on the box record, never raised into the lifespan."""
+        try:
+            await forge(None)
+        except (ForgeError, ProviderError):
+            pass  # burned, and the record says why (list_servers shows it under failed)
+        except Exception:
+            log.exception("background create failed unexpectedly")
+
+    async def _forge(self, rec: BoxRecord, prov: Provider, source: RepoSource | None, plan: AgentPlan,
+                     env: dict[str, str], image: str | None, timeout: float, progress: Progress | None) -> ServerInfo:
+        name, request_id = rec.name, rec.request_id
 
         async def step(label: str) -> None:
             await self._db(self.store.update_box, request_id, step=label)
@@ -321,7 +372,7 @@ class Fleet:
                 labels=box_labels(owner=self.settings.owner, name=name, request_id=request_id,
                                   expires_at=rec.expires_at),
                 host_key_private=keys.host_private, host_key_public=keys.host_public,
-                authorized_key=keys.client_public, size=size, image=image, location=location,
+                authorized_key=keys.client_public, size=rec.size, image=image, location=rec.location,
             )
             await step("provision")
             box = await prov.create(spec)
@@ -330,18 +381,18 @@ class Fleet:
             await step("ssh")
             await self._db(self.store.update_box, request_id, host=box.host, ssh_port=box.ssh_port,
                            ssh_user=box.ssh_user, data=dict(box.data))
-            rec = await self._db(self.store.box_by_request, request_id)
-            assert rec is not None
-            ex = self._exec(rec)
+            fresh = await self._db(self.store.box_by_request, request_id)
+            assert fresh is not None
+            ex = self._exec(fresh)
             with anyio.fail_after(timeout):
                 home = await _probe_home(ex)
             project_dir = posixpath.join(home, PROJECT_DIR_NAME)
             await self._db(self.store.update_box, request_id, home=home, project_dir=project_dir)
-            await step("bootstrap")
             if env:
                 await jobs.write_box_env(ex, env)
             self._box_secrets[request_id] = dict(env)
-            base = await self._bootstrap(rec, ex, home, project_dir, source, branch, agent, timeout)
+            base = await self._bootstrap(fresh, ex, home, project_dir, source, plan, timeout, step)
+            await self._setup(fresh, ex, project_dir, step)
             # The ready label is what spares the box from the orphan sweep, in any orchestrator.
             await prov.set_labels(box.id, {**spec.labels, LABEL_READY: "1"})
             await self._db(self.store.update_box, request_id, state="ready", step="ready", base_commit=base,
@@ -359,30 +410,93 @@ class Fleet:
         assert final is not None
         return self.info(final)
 
-    async def _bootstrap(self, rec: BoxRecord, ex: jobs.BoxExec, home: str, project_dir: str, source: Any,
-                         branch: str | None, agent: str, timeout: float) -> str | None:
-        script = bootstrap_script(project_dir=project_dir, repo=source, branch=branch, agent=agent)
+    async def _merge_data(self, request_id: str, **values: Any) -> None:
+        rec = await self._db(self.store.box_by_request, request_id)
+        await self._db(self.store.update_box, request_id, data={**((rec.data if rec else None) or {}), **values})
+
+    async def _start_create_job(self, rec: BoxRecord, ex: jobs.BoxExec, kind: str, label: str, script: str, cwd: str,
+                                env: Mapping[str, str] | None = None) -> str:
         job_id = jobs.new_job_id()
         await self._db(self.store.insert_job, JobRecord(
-            job_id=job_id, box_name=rec.name, request_id=rec.request_id, command="[bootstrap]", cwd=None,
-            kind="bootstrap", idempotency_key=None, state="running", exit_code=None, created_at=time.time(),
+            job_id=job_id, box_name=rec.name, request_id=rec.request_id, command=label[:500], cwd=cwd,
+            kind=kind, idempotency_key=None, state="running", exit_code=None, created_at=time.time(),
             finished_at=None))
-        await jobs.launch(ex, job_id, script, cwd=home, env=source.secret_env if source else {})
+        if env:
+            self._job_secrets[job_id] = dict(env)
+        await jobs.launch(ex, job_id, script, cwd=cwd, env=env or {})
+        return job_id
+
+    async def _await_create_job(self, rec: BoxRecord, ex: jobs.BoxExec, job_id: str, what: str, timeout: float,
+                                step: Callable[[str], Awaitable[None]] | None = None) -> list[str]:
+        """Follow a bootstrap or setup job to its end, turning its step markers into progress.
+
+        Returns the marker lines it printed; a job that fails or outlives ``timeout`` raises
+        with the (redacted) tail of its log.
+        """
         deadline = time.monotonic() + timeout
+        offset, pending, markers = 0, b"", []
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise ForgeError(f"bootstrap did not finish within {timeout:.0f}s")
-            st = await jobs.status(ex, job_id, max_bytes=self.settings.output_cap_bytes, wait_s=min(left, 30.0))
-            if st.state != "running":
+                raise ForgeError(f"{what} did not finish within {format_duration(timeout)}; raise the timeout or "
+                                 "look at the log of the job before it was burned next time (wait=false)")
+            st = await jobs.status(ex, job_id, stdout_offset=offset, stderr_offset=1 << 40,
+                                   max_bytes=self.settings.output_cap_bytes, wait_s=min(left, 1.0 if step else 30.0))
+            offset = st.next_stdout_offset
+            *lines, pending = (pending + st.stdout).split(b"\n")
+            for raw in lines:
+                line = raw.decode(errors="replace")
+                if line.startswith(STEP_MARKER) and step is not None:
+                    label = line[len(STEP_MARKER):].strip()
+                    if label in ("clone", "agent"):
+                        await step(label)
+                elif line.startswith(BASE_MARKER):
+                    markers.append(line)
+            if st.state != "running" and not st.more:
                 break
         await self._db(self.store.update_job, job_id, state=st.state, exit_code=st.exit_code,
                        finished_at=st.finished_at)
-        out, _ = decode_output(st.stdout)
         if st.state != "succeeded":
-            tail = await self._tail(ex, job_id, st, 2000)
-            raise ForgeError(f"bootstrap failed (exit {st.exit_code}); log tail:\n{tail}")
-        return base_commit_from(out)
+            redact = await self._redactor(rec, ex, job_id)
+            tail = redact(await self._tail(ex, job_id, st, 2000))
+            raise ForgeError(f"{what} failed (exit {st.exit_code}); log tail:\n{tail}")
+        return markers
+
+    async def _bootstrap(self, rec: BoxRecord, ex: jobs.BoxExec, home: str, project_dir: str,
+                         source: RepoSource | None, plan: AgentPlan, timeout: float,
+                         step: Callable[[str], Awaitable[None]]) -> str | None:
+        script = bootstrap_script(project_dir=project_dir, repo=source, branch=rec.branch, agent=plan)
+        job_id = await self._start_create_job(rec, ex, "bootstrap", "[bootstrap]", script, home,
+                                              source.secret_env if source else None)
+        await self._merge_data(rec.request_id, bootstrap_job_id=job_id)
+        markers = await self._await_create_job(rec, ex, job_id, "bootstrap", timeout, step)
+        return base_commit_from("\n".join(markers))
+
+    async def _setup(self, rec: BoxRecord, ex: jobs.BoxExec, project_dir: str,
+                     step: Callable[[str], Awaitable[None]]) -> None:
+        """Run the setup commands of the repo's .boxforge.yml, then start its services."""
+        await step("setup")
+        read = await ex(boxfile.read_script(project_dir), None, 30.0)
+        if boxfile.missing(read.exit_status):
+            return
+        if read.exit_status != 0:
+            raise ForgeError(f"could not read {boxfile.BOXFILE_NAME} on the box: "
+                             f"{read.stderr.decode(errors='replace').strip()[-300:]}")
+        if len(read.stdout) > boxfile.MAX_BOXFILE_BYTES:
+            raise InvalidInput(f"{boxfile.BOXFILE_NAME} is larger than 64 KiB; keep long scripts in the repo and "
+                               "call them from it")
+        recipe = boxfile.parse_boxfile(read.stdout.decode(errors="replace"))
+        if recipe.setup:
+            job_id = await self._start_create_job(rec, ex, "setup", f"[setup] {boxfile.BOXFILE_NAME}",
+                                                  boxfile.setup_script(recipe), project_dir)
+            await self._merge_data(rec.request_id, setup_job_id=job_id)
+            await self._await_create_job(rec, ex, job_id, f"setup from {boxfile.BOXFILE_NAME}", recipe.timeout)
+        services: dict[str, str] = {}
+        for service in recipe.services:
+            services[service.name] = await self._start_create_job(
+                rec, ex, "service", f"[service {service.name}] {service.command}", service.command, project_dir)
+        if services:
+            await self._merge_data(rec.request_id, services=services)
 
     async def _tail(self, ex: jobs.BoxExec, job_id: str, st: jobs.JobStatus, limit: int) -> str:
         parts = []
@@ -505,7 +619,8 @@ class Fleet:
                     info.warning = (f"not answering over SSH (last seen {info.last_seen or 'never by this process'});"
                                     " boxforge reconnects when it answers again")
             infos.append(info)
-        return ServerList(servers=infos, count=len(infos))
+        failed = await self._db(self.store.failed_since, now - FAILED_SHOWN_S)
+        return ServerList(servers=infos, count=len(infos), failed=[self.info(r, now) for r in failed])
 
     async def reconcile(self) -> None:
         """Mark ready boxes the provider no longer has (burned by a box-side watchdog, say) as destroyed."""
@@ -680,7 +795,9 @@ class Fleet:
             known = ", ".join(recent) if recent else "none yet"
             raise UnknownJob(f"unknown job {job_id!r}; recent jobs: {known} (vm_job_list shows all)")
         rec = await self._db(self.store.box_by_request, job.request_id)
-        return job, rec if rec is not None and rec.state == "ready" else None
+        # a box still provisioning already answers for its bootstrap and setup jobs
+        readable = rec is not None and (rec.state == "ready" or (rec.state == "provisioning" and rec.host is not None))
+        return job, rec if readable else None
 
     async def job_status(self, job_id: str, *, stdout_offset: int = 0, stderr_offset: int = 0,
                          wait_s: float = 0.0, max_bytes: int | None = None) -> JobStatusResult:
@@ -801,6 +918,105 @@ class Fleet:
             message += f"; it is still running: retry with signal='KILL' (job_id='{job_id}')"
         return CancelResult(job_id=job_id, server=rec.name, state=st.state, exit_code=st.exit_code, message=message)
 
+
+    # files, review and agents
+
+    async def _files(self, server: str) -> files.BoxFiles:
+        rec = await self._ready(server)
+        home = rec.home or "~"
+        return files.BoxFiles(rec.name, self.pool, self._target(rec), self._exec(rec), rec.project_dir or home, home)
+
+    async def server_info(self, server: str) -> ServerInfo:
+        """One live box (ready or still provisioning)."""
+        return self.info(await self._live(server))
+
+    async def ssh_access(self, server: str) -> tuple[SSHTarget, ServerInfo]:
+        """Where and how to reach a ready box with a plain ssh client (its key, its pinned host key)."""
+        rec = await self._ready(server)
+        return self._target(rec), self.info(rec)
+
+    async def read_file(self, server: str, path: str, *, offset: int = 0, limit: int = 2000,
+                        encoding: files.Encoding = "text") -> FileContent:
+        fs = await self._files(server)
+        result = await files.read_file(fs, path, offset=offset, limit=limit, encoding=encoding)
+        rec = await self._ready(server)
+        redact = await self._redactor(rec, fs.run)
+        if encoding == "base64":
+            if redact(base64.b64decode(result.content).decode(errors="replace")) != \
+                    base64.b64decode(result.content).decode(errors="replace"):
+                raise InvalidInput(f"{result.path} holds a secret env value of this box, which boxforge never "
+                                   "returns; read it as text (secrets redacted) or vm_download it")
+        else:
+            result.content = redact(result.content)
+        return result
+
+    async def write_file(self, server: str, path: str, content: str, *, encoding: files.Encoding = "text",
+                         create_dirs: bool = True, mode: int | None = None) -> WriteResult:
+        data = files.decode_content(content, encoding)
+        return await files.write_file(await self._files(server), path, data, create_dirs=create_dirs, mode=mode)
+
+    async def list_files(self, server: str, path: str = ".", pattern: str = "*", *,
+                         max_entries: int = 500) -> FileList:
+        return await files.list_files(await self._files(server), path, pattern, max_entries=max_entries)
+
+    async def grep(self, server: str, pattern: str, path: str = ".", *, glob: str | None = None,
+                   ignore_case: bool = False, max_results: int = 100) -> GrepResult:
+        fs = await self._files(server)
+        result = await files.grep(fs, pattern, path, glob=glob, ignore_case=ignore_case, max_results=max_results)
+        redact = await self._redactor(await self._ready(server), fs.run)
+        for match in result.matches:
+            match.text = redact(match.text)
+        return result
+
+    def _local_path(self, path: str) -> Path:
+        forbidden = [self.settings.home, Path.home() / ".ssh", Path.home() / ".config" / "boxforge"]
+        roots = files.transfer_roots(self.settings.transfer_roots)
+        return files.check_local_path(path, roots=roots, forbidden=forbidden)
+
+    async def upload(self, server: str, local_path: str, remote_path: str, *, create_dirs: bool = True,
+                     overwrite: bool = True) -> WriteResult:
+        local = self._local_path(local_path)
+        return await files.upload(await self._files(server), local, remote_path, create_dirs=create_dirs,
+                                  overwrite=overwrite)
+
+    async def download(self, server: str, remote_path: str, local_path: str, *,
+                       overwrite: bool = False) -> DownloadResult:
+        local = self._local_path(local_path)
+        return await files.download(await self._files(server), remote_path, local, overwrite=overwrite)
+
+    async def diff(self, server: str, *, max_bytes: int = 64 * 1024) -> DiffResult:
+        """The box's work: working tree and commits against the base commit recorded at create."""
+        rec = await self._ready(server)
+        fs = await self._files(server)
+        result = await files.diff(fs, rec.base_commit, max_bytes=min(max_bytes, files.MAX_DIFF_BYTES))
+        redact = await self._redactor(rec, fs.run)
+        result.diff = redact(result.diff)
+        return result
+
+    async def run_agent(self, server: str, prompt: str, *, args: list[str] | None = None,
+                        env: Mapping[str, str] | None = None, cwd: str | None = None,
+                        idempotency_key: str | None = None) -> AgentRun:
+        """Start the box's agent non-interactively as a background job, the prompt on its stdin."""
+        data = agents.check_prompt(prompt)
+        extra = list(args or [])
+        agents.check_agent_args(extra)
+        rec = await self._ready(server)
+        if not rec.agent or rec.agent == "none":
+            raise InvalidInput(f"server {server!r} has no agent (created with agent='none'): create a box with "
+                               "agent='claude', 'codex' or 'custom' (with agent_command), or run it with vm_bash")
+        prompt_id = "p-" + secrets.token_hex(6)
+        stored = await self._exec(rec)("/bin/sh -c " + shlex.quote(agents.write_prompt_script(prompt_id)), data, 60.0)
+        if stored.exit_status != 0:
+            raise ForgeError(f"could not store the prompt on {server!r}: "
+                             f"{stored.stderr.decode(errors='replace').strip()[-300:]}")
+        started = await self.run(server, agents.run_command(prompt_id, extra), background=True, cwd=cwd, env=env,
+                                 idempotency_key=idempotency_key)
+        return AgentRun(
+            server=rec.name, job_id=started.job_id, agent=rec.agent, state=started.state,
+            prompt_path=posixpath.join(rec.home or "~", agents.PROMPTS_DIR, prompt_id),
+            hint=f"the agent works in the background: poll vm_job_status(job_id='{started.job_id}', wait_s=60) "
+                 f"until it ends, then review its work with vm_diff(server='{rec.name}')",
+        )
 
 def _duration(st: jobs.JobStatus) -> float | None:
     if st.started_at is None:

@@ -115,18 +115,27 @@ class ServerInfo(BaseModel):
     name: str = Field(description="Box name; pass it as `server` to vm_bash")
     provider: str = Field(description="Where the box runs (local, hetzner)")
     state: str = Field(description="provisioning | ready | destroyed | failed")
-    step: str | None = Field(None, description="Bootstrap step while provisioning")
+    step: str | None = Field(None, description="Create step while provisioning: provision, ssh, clone, agent, "
+                                                "setup, ready")
     address: str | None = Field(None, description="user@host:port of the box's SSH server")
     project_dir: str | None = Field(None, description="Absolute path of the checkout; vm_bash runs there by default")
     repo: str | None = Field(None, description="Repository the box cloned (credentials stripped)")
     branch: str | None = Field(None, description="Branch checked out")
-    base_commit: str | None = Field(None, description="Commit the branch started from")
+    base_commit: str | None = Field(None, description="Commit the branch started from; vm_diff compares with it")
+    agent: str | None = Field(None, description="Agent installed on the box (none, claude, codex, custom); "
+                                                "run it with run_agent")
+    bootstrap_job_id: str | None = Field(None, description="Job that cloned the repo and installed the agent; "
+                                                           "read its log with vm_job_status")
+    setup_job_id: str | None = Field(None, description="Job that ran the setup commands of the repo's .boxforge.yml")
+    services: dict[str, str] | None = Field(None, description="Services from .boxforge.yml: name -> job_id of the "
+                                                              "background job running it")
     created_at: str | None = Field(None, description="UTC ISO time of creation")
     expires_at: str | None = Field(None, description="UTC ISO time at which the box is burned")
     time_left: str | None = Field(None, description="Time until expiry, e.g. '29m'")
     time_left_s: int | None = Field(None, description="Seconds until expiry")
     warning: str | None = Field(None, description="Something to act on, e.g. expiry is near")
     error: str | None = Field(None, description="Why the box failed, when it did")
+    hint: str | None = Field(None, description="What to do next")
     reachable: bool | None = Field(None, description="Whether the box answered over SSH just now")
     last_seen: str | None = Field(None, description="UTC ISO time the box last answered, when it is unreachable")
     ip: str | None = Field(None, description="Public IP of a cloud box")
@@ -140,6 +149,9 @@ class ServerInfo(BaseModel):
 class ServerList(BaseModel):
     servers: list[ServerInfo] = Field(description="Live boxes of this owner")
     count: int = Field(description="Number of live boxes")
+    failed: list[ServerInfo] = Field(default_factory=list, description="Creates that failed in the last hour (the "
+                                     "boxes were burned), with the error: how a create_server(wait=false) that did "
+                                     "not make it shows")
 
 
 class CommandResult(BaseModel):
@@ -234,3 +246,131 @@ def cost_so_far(price_hourly: float, started_at: float, until: float, price_mont
     hours = max(1, math.ceil(max(0.0, until - started_at) / 3600))
     cost = hours * price_hourly
     return round(min(cost, price_monthly) if price_monthly else cost, 4)
+
+
+# File tools, review and agents
+
+def check_path_text(value: str) -> str:
+    if "\x00" in value or "\n" in value or "\r" in value:
+        raise ValueError("paths must not contain NUL, CR or LF characters")
+    return value
+
+
+BoxPath = Annotated[
+    str,
+    Field(min_length=1, max_length=4096, description="Path on the box: relative paths resolve in the project dir, "
+                                                     "'~/' in the box user's home; absolute paths are used as given"),
+    AfterValidator(check_path_text),
+]
+Encoding = Literal["text", "base64"]
+
+
+class FileContent(BaseModel):
+    """Result of vm_read."""
+
+    server: str
+    path: str = Field(description="Absolute path read")
+    size: int = Field(description="File size in bytes")
+    encoding: Encoding = Field(description="text: UTF-8 lines; base64: the exact bytes of the whole file")
+    content: str = Field(description="The lines read (text) or the file's bytes in base64")
+    offset: int = Field(0, description="Lines skipped before the content (text)")
+    lines: int = Field(0, description="Number of lines in content (text)")
+    total_lines: int | None = Field(None, description="Lines in the whole file (text)")
+    next_offset: int | None = Field(None, description="Pass as offset to read on; null at the end of the file")
+    truncated: bool = Field(False, description="A line longer than the output cap was cut")
+    binary: bool = Field(False, description="The bytes are not clean UTF-8 text (invalid bytes were replaced); use "
+                                            "encoding='base64' for the exact bytes")
+    hint: str | None = Field(None, description="What to do next")
+
+
+class WriteResult(BaseModel):
+    """Result of vm_write and vm_upload."""
+
+    server: str
+    path: str = Field(description="Absolute path written on the box")
+    bytes_written: int
+    created: bool = Field(description="True if the file did not exist before")
+    hint: str | None = None
+
+
+class FileEntry(BaseModel):
+    path: str = Field(description="Path relative to the listed directory")
+    type: Literal["file", "dir", "symlink", "other"]
+    size: int
+    modified: str | None = Field(None, description="UTC ISO modification time")
+
+
+class FileList(BaseModel):
+    """Result of vm_ls."""
+
+    server: str
+    path: str = Field(description="Absolute directory listed")
+    pattern: str
+    entries: list[FileEntry]
+    count: int
+    truncated: bool = Field(False, description="More entries matched than were returned: narrow the pattern")
+    hint: str | None = None
+
+
+class GrepMatch(BaseModel):
+    path: str = Field(description="File, relative to the searched path")
+    line: int = Field(description="1-based line number")
+    text: str = Field(description="The matching line (cut at 500 characters)")
+
+
+class GrepResult(BaseModel):
+    """Result of vm_grep."""
+
+    server: str
+    path: str = Field(description="Absolute path searched")
+    pattern: str
+    regex_flavor: Literal["pcre", "posix-extended"] = Field(description="Regex dialect the box's grep used")
+    matches: list[GrepMatch]
+    count: int
+    truncated: bool = Field(False, description="More matches exist than were returned: narrow the search")
+    hint: str | None = None
+
+
+class DownloadResult(BaseModel):
+    """Result of vm_download."""
+
+    server: str
+    remote_path: str = Field(description="Absolute path read on the box")
+    local_path: str = Field(description="Absolute path written on the orchestrator")
+    bytes: int
+
+
+class DiffFile(BaseModel):
+    path: str
+    status: str = Field(description="A added, M modified, D deleted, T type changed")
+    added: int | None = Field(None, description="Lines added (null for binary files)")
+    deleted: int | None = Field(None, description="Lines deleted (null for binary files)")
+    untracked: bool = Field(False, description="The file is new and not yet added to git")
+
+
+class DiffResult(BaseModel):
+    """Result of vm_diff: the working tree (untracked files included) against the base commit."""
+
+    server: str
+    base_commit: str = Field(description="Commit the box started from")
+    head_commit: str | None = Field(None, description="Current HEAD on the box")
+    branch: str | None = None
+    commits: list[str] = Field(default_factory=list, description="Commits made on the box since the base, newest "
+                                                                 "first (at most 50), as 'sha subject'")
+    files: list[DiffFile] = Field(default_factory=list, description="Changed files")
+    stat: str = Field("", description="git diff --stat of the same comparison")
+    diff: str = Field("", description="The unified diff, cut at max_bytes")
+    diff_bytes: int = Field(0, description="Size of the whole diff")
+    truncated: bool = Field(False, description="The diff was cut: read single files with vm_read, or raise max_bytes")
+    hint: str | None = None
+
+
+class AgentRun(BaseModel):
+    """Result of run_agent."""
+
+    server: str
+    job_id: str = Field(description="The agent's background job: poll it with vm_job_status")
+    agent: str
+    state: str
+    prompt_path: str = Field(description="Where the prompt was stored on the box (0600)")
+    hint: str

@@ -220,6 +220,12 @@ class Store:
     def live_names(self) -> list[str]:
         return [b.name for b in self.live_boxes()]
 
+    def failed_since(self, since: float) -> list[BoxRecord]:
+        """Boxes whose create failed (and that were burned) at or after ``since``."""
+        rows = self._query("SELECT * FROM boxes WHERE state = 'failed' AND destroyed_at >= ? ORDER BY created_at",
+                           (since,))
+        return [_box(r) for r in rows]
+
     # jobs
 
     def insert_job(self, record: JobRecord) -> JobRecord:

@@ -17,7 +17,8 @@ from server.app import build_server
 from tests.support import box_pids, boxforge_cmd, cli_env, eventually, make_repo, make_settings
 
 TOOL_NAMES = {"create_server", "vm_bash", "vm_job_status", "vm_job_list", "vm_job_cancel", "destroy_server",
-              "list_servers", "extend_server"}
+              "list_servers", "extend_server", "vm_read", "vm_write", "vm_ls", "vm_grep", "vm_upload", "vm_download",
+              "vm_diff", "run_agent"}
 
 
 async def call(client: Client, tool: str, **args: Any) -> dict[str, Any]:
@@ -146,7 +147,7 @@ async def test_progress_is_reported_while_forging(tmp_path: Path) -> None:
         result = await client.call_tool("create_server", {"name": "prog"}, progress_callback=on_progress)
         assert not result.is_error
         await call(client, "destroy_server", name="prog")
-    assert [m.split(": ")[1] for m in seen] == ["provision", "ssh", "bootstrap", "ready"]
+    assert [m.split(": ")[1] for m in seen] == ["provision", "ssh", "clone", "agent", "setup", "ready"]
 
 
 @pytest.mark.parametrize("env_value", ["s3cr3t-canary-value"])

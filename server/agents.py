@@ -1,0 +1,134 @@
+"""Coding agents on boxes: the presets, how one is installed, and how `run_agent` runs it.
+
+An agent is two shell commands: how to install it (during the bootstrap job, in the project
+dir) and how to run it non-interactively with the prompt on stdin. The bootstrap writes the
+run command into ``~/.boxforge/agent-run`` on the box, so the box itself knows its agent and
+`run_agent` is the same for every agent: ``~/.boxforge/agent-run [args] < prompt-file``.
+
+The prompt travels over the SSH channel's stdin into a 0600 file; it is never part of a
+command line and never interpolated by a shell.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from server.errors import InvalidInput
+
+AGENT_RUN_FILE = ".boxforge/agent-run"  # relative to the box user's home
+PROMPTS_DIR = ".boxforge/prompts"
+MAX_AGENT_COMMAND_CHARS = 4096
+MAX_PROMPT_BYTES = 1024 * 1024
+MAX_AGENT_ARGS = 64
+
+
+@dataclass(frozen=True)
+class AgentPreset:
+    """A known agent: the npm package that provides ``binary``, and its non-interactive run command."""
+
+    name: str
+    package: str | None
+    binary: str | None
+    run: str | None
+
+
+PRESETS: dict[str, AgentPreset] = {
+    "none": AgentPreset("none", None, None, None),
+    # The box is the sandbox: the agents run without asking for permission.
+    "claude": AgentPreset("claude", "@anthropic-ai/claude-code", "claude",
+                          "claude -p --dangerously-skip-permissions"),
+    "codex": AgentPreset("codex", "@openai/codex", "codex",
+                         "codex exec --dangerously-bypass-approvals-and-sandbox --skip-git-repo-check -"),
+    "custom": AgentPreset("custom", None, None, None),
+}
+AGENT_NAMES = tuple(PRESETS)
+
+
+@dataclass(frozen=True)
+class AgentPlan:
+    """What the bootstrap does for the agent: install it (npm package or a shell command), then
+    write its run command. ``name`` is what the store and ServerInfo show."""
+
+    name: str
+    package: str | None = None
+    binary: str | None = None
+    install: str | None = None
+    run: str | None = None
+
+    @property
+    def runnable(self) -> bool:
+        return self.run is not None
+
+
+def plan_agent(agent: str, *, install: str | None = None, command: str | None = None) -> AgentPlan:
+    """Validate the agent choice. ``install`` replaces a preset's npm install; ``command``
+    replaces its run command. ``custom`` needs ``command`` (``install`` is optional)."""
+    if agent not in PRESETS:
+        raise InvalidInput(f"unknown agent {agent!r}; choose one of: {', '.join(AGENT_NAMES)}")
+    for label, text in (("agent_install", install), ("agent_command", command)):
+        if text is None:
+            continue
+        if not text.strip():
+            raise InvalidInput(f"{label} is empty: give a shell command or leave it out")
+        if "\x00" in text or len(text) > MAX_AGENT_COMMAND_CHARS:
+            raise InvalidInput(f"{label} must be at most {MAX_AGENT_COMMAND_CHARS} characters without NUL bytes")
+    if command is not None and ("\n" in command or "\r" in command):
+        raise InvalidInput("agent_command must be one line: the command that runs the agent with the prompt "
+                           "on stdin, e.g. './tools/agent --yes'")
+    preset = PRESETS[agent]
+    if agent == "none":
+        if install or command:
+            raise InvalidInput("agent_install/agent_command need an agent: use agent='custom' (or a preset)")
+        return AgentPlan("none")
+    if agent == "custom" and command is None:
+        raise InvalidInput("agent='custom' needs agent_command: the command that runs your agent with the prompt "
+                           "on stdin (and agent_install to install it, if the box lacks it)")
+    return AgentPlan(
+        name=agent,
+        package=None if install else preset.package,
+        binary=preset.binary,
+        install=install,
+        run=command or preset.run,
+    )
+
+
+def agent_run_script(plan: AgentPlan) -> str:
+    """The content of ``~/.boxforge/agent-run``: the run command, with extra args appended."""
+    assert plan.run is not None
+    return (
+        "#!/bin/sh\n"
+        "# written by boxforge: runs the agent of this box non-interactively, the prompt on stdin\n"
+        'export PATH="$HOME/.local/bin:$PATH"\n'
+        f'{plan.run} "$@"\n'
+    )
+
+
+def check_agent_args(args: list[str]) -> None:
+    if len(args) > MAX_AGENT_ARGS:
+        raise InvalidInput(f"at most {MAX_AGENT_ARGS} extra agent args")
+    for arg in args:
+        if "\x00" in arg or len(arg) > MAX_AGENT_COMMAND_CHARS:
+            raise InvalidInput("agent args must be at most 4096 characters each, without NUL bytes")
+
+
+def check_prompt(prompt: str) -> bytes:
+    if not prompt.strip():
+        raise InvalidInput("prompt is empty: say what the agent should do")
+    data = prompt.encode()
+    if len(data) > MAX_PROMPT_BYTES:
+        raise InvalidInput("prompt is larger than 1 MiB; put the material in a file on the box (vm_write) "
+                           "and point the prompt at it")
+    return data
+
+
+def write_prompt_script(prompt_id: str) -> str:
+    """A command line that stores stdin as the prompt file ``prompt_id`` (0600)."""
+    return (f'umask 077 && mkdir -p "$HOME/{PROMPTS_DIR}" && '
+            f'cat > "$HOME/{PROMPTS_DIR}/{prompt_id}"')
+
+
+def run_command(prompt_id: str, args: list[str]) -> str:
+    """The job's command: the box's agent-run script with ``args``, the prompt file on stdin."""
+    extra = "".join(" " + shlex.quote(a) for a in args)
+    return f'"$HOME/{AGENT_RUN_FILE}"{extra} < "$HOME/{PROMPTS_DIR}/{prompt_id}"'

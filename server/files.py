@@ -1,0 +1,627 @@
+"""File tools on a box: read, write, list, grep, upload, download, and the reviewer's diff.
+
+Reads and writes go over SFTP on the box's pooled SSH connection (binary safe, no shell);
+listing, grep and diff are one shell round trip each, with every argument shell-quoted.
+
+Paths on the box: relative paths resolve in the project dir, ``~``/``~/...`` in the box user's
+home, absolute paths are used as given, so a tool reaches whatever the box's SSH user can
+(on a local box that is this machine's user: local boxes are for agents you trust). Paths
+must not contain NUL, CR or LF. Paths on the orchestrator (upload/download) must lie inside
+the transfer roots (the working directory, the temp dir and ``BOXFORGE_TRANSFER_ROOTS``) and
+never inside boxforge's own state or config dirs, where the keys and the database live.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import posixpath
+import re
+import secrets
+import shlex
+import stat
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import asyncssh
+
+from server.errors import BoxUnreachable, ForgeError, InvalidInput
+from server.jobs import BoxExec
+from server.schemas import (
+    DiffFile,
+    DiffResult,
+    DownloadResult,
+    Encoding,
+    FileContent,
+    FileEntry,
+    FileList,
+    GrepMatch,
+    GrepResult,
+    WriteResult,
+    iso,
+)
+from server.ssh import SSHPool, SSHTarget
+
+MAX_READ_SCAN_BYTES = 10 * 1024 * 1024  # text reads load the file to count lines
+MAX_READ_OUTPUT_BYTES = 256 * 1024  # text returned by one vm_read
+MAX_READ_BASE64_BYTES = 1024 * 1024
+MAX_WRITE_BYTES = 4 * 1024 * 1024
+MAX_TRANSFER_BYTES = 256 * 1024 * 1024
+MAX_LS_OUTPUT_BYTES = 4 * 1024 * 1024
+MAX_GREP_OUTPUT_BYTES = 2 * 1024 * 1024
+MAX_GREP_LINE_CHARS = 500
+MAX_DIFF_BYTES = 1024 * 1024
+DEFAULT_PRUNED = (".git", "node_modules")
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's empty tree: the base of a box without commits
+_COMMIT_RE = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
+_DROPS = (asyncssh.DisconnectError, asyncssh.ChannelOpenError, asyncssh.ConnectionLost, BrokenPipeError,
+          ConnectionResetError)
+
+
+def check_box_path(path: str, what: str = "path") -> str:
+    if not path or "\x00" in path or "\n" in path or "\r" in path:
+        raise InvalidInput(f"{what} must be a non-empty path without NUL, CR or LF characters")
+    if len(path) > 4096:
+        raise InvalidInput(f"{what} is longer than 4096 characters")
+    return path
+
+
+@dataclass(frozen=True)
+class BoxFiles:
+    """One ready box, as the file tools see it."""
+
+    name: str
+    pool: SSHPool
+    target: SSHTarget
+    run: BoxExec
+    project_dir: str
+    home: str
+
+    def resolve(self, path: str, what: str = "path") -> str:
+        check_box_path(path, what)
+        if path == "~" or path.startswith("~/"):
+            path = self.home + path[1:]
+        return posixpath.normpath(posixpath.join(self.project_dir, path))
+
+    @asynccontextmanager
+    async def sftp(self) -> AsyncIterator[asyncssh.SFTPClient]:
+        """An SFTP session on the pooled connection, reconnecting once if that connection dropped."""
+        for attempt in (1, 2):
+            conn = await self.pool.connection(self.target)
+            try:
+                client = await conn.start_sftp_client()
+                break
+            except _DROPS as exc:
+                await self.pool.drop(self.target.key)
+                if attempt == 2:
+                    raise BoxUnreachable(f"could not open SFTP on {self.target.where}: {exc}; retry") from exc
+            except asyncssh.Error as exc:
+                raise BoxUnreachable(f"the box {self.name!r} refused SFTP ({exc}); use vm_bash instead") from exc
+        try:
+            async with client:
+                yield client
+        except _DROPS as exc:
+            raise BoxUnreachable(f"lost the SSH connection to {self.target.where} during a file transfer; "
+                                 "retry") from exc
+
+    async def shell(self, script: str, timeout: float = 120.0) -> tuple[int | None, bytes, bytes]:
+        result = await self.run("/bin/sh -c " + shlex.quote(script), None, timeout)
+        return result.exit_status, result.stdout, result.stderr
+
+
+def sftp_error(exc: asyncssh.SFTPError, path: str) -> ForgeError:
+    """An SFTP status as an actionable error about ``path``."""
+    if isinstance(exc, asyncssh.SFTPNoSuchFile | asyncssh.SFTPNoSuchPath):
+        return InvalidInput(f"{path} does not exist on the box; list the directory with vm_ls")
+    if isinstance(exc, asyncssh.SFTPPermissionDenied):
+        return InvalidInput(f"permission denied for {path} on the box")
+    if isinstance(exc, asyncssh.SFTPNoSpaceOnFilesystem | asyncssh.SFTPQuotaExceeded):
+        return ForgeError(f"the box's disk is full writing {path}; free space with vm_bash")
+    return ForgeError(f"{path} on the box: {exc.reason or type(exc).__name__}")
+
+
+def _decode(data: bytes) -> tuple[str, bool]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("utf-8", errors="replace"), True
+    return text, "\x00" in text
+
+
+def _lines(data: bytes) -> list[bytes]:
+    """Lines split on LF only, each keeping its LF (the last may lack one)."""
+    parts = data.split(b"\n")
+    lines = [p + b"\n" for p in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])
+    return lines
+
+
+def _utf8_cut(data: bytes, limit: int) -> bytes:
+    """At most ``limit`` bytes of ``data``, never ending inside a UTF-8 character."""
+    cut = data[:limit]
+    for back in range(1, min(4, len(cut)) + 1):
+        byte = cut[-back]
+        if byte & 0xC0 != 0x80:
+            needed = 1 if byte < 0x80 else 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4
+            return cut[:-back] if needed > back else cut
+    return cut
+
+
+# read / write
+
+
+async def read_file(fs: BoxFiles, path: str, *, offset: int = 0, limit: int = 2000,
+                    encoding: Encoding = "text") -> FileContent:
+    full = fs.resolve(path)
+    async with fs.sftp() as sftp:
+        try:
+            attrs = await sftp.stat(full)
+            if attrs.permissions is not None and stat.S_ISDIR(attrs.permissions):
+                raise InvalidInput(f"{full} is a directory; list it with vm_ls(path={path!r})")
+            size = attrs.size or 0
+            cap = MAX_READ_BASE64_BYTES if encoding == "base64" else MAX_READ_SCAN_BYTES
+            if size > cap:
+                raise InvalidInput(
+                    f"{full} is {size} bytes, over the {cap // (1024 * 1024)} MiB limit of vm_read "
+                    f"({encoding}); fetch it with vm_download or read a part with vm_bash (head, sed -n)")
+            async with sftp.open(full, "rb") as f:
+                data = await f.read(cap + 1)
+        except asyncssh.SFTPError as exc:
+            raise sftp_error(exc, full) from exc
+    if len(data) > cap:
+        raise InvalidInput(f"{full} grew past the vm_read limit while being read; use vm_download")
+    if encoding == "base64":
+        return FileContent(server=fs.name, path=full, size=len(data), encoding="base64",
+                           content=base64.b64encode(data).decode(), binary=_decode(data)[1])
+    lines = _lines(data)
+    chosen: list[bytes] = []
+    used = 0
+    truncated = False
+    for line in lines[offset:offset + limit]:
+        if used + len(line) > MAX_READ_OUTPUT_BYTES:
+            if not chosen:  # one huge line: return its head rather than nothing
+                chosen.append(_utf8_cut(line, MAX_READ_OUTPUT_BYTES))
+                truncated = True
+            break
+        chosen.append(line)
+        used += len(line)
+    text, binary = _decode(b"".join(chosen))
+    next_offset = offset + len(chosen) if offset + len(chosen) < len(lines) else None
+    hint = None
+    if next_offset is not None:
+        hint = f"more lines follow: call vm_read again with offset={next_offset}"
+    if binary:
+        hint = "the file is not UTF-8 text; read its exact bytes with encoding='base64' or vm_download"
+    return FileContent(server=fs.name, path=full, size=len(data), encoding="text", content=text, offset=offset,
+                       lines=len(chosen), total_lines=len(lines), next_offset=next_offset, truncated=truncated,
+                       binary=binary, hint=hint)
+
+
+def decode_content(content: str, encoding: Encoding) -> bytes:
+    if encoding == "base64":
+        try:
+            data = base64.b64decode(content, validate=True)
+        except ValueError:
+            raise InvalidInput("content is not valid base64 (encoding='base64'); send the bytes base64-encoded, "
+                               "or plain text with encoding='text'") from None
+    else:
+        data = content.encode()
+    if len(data) > MAX_WRITE_BYTES:
+        raise InvalidInput(f"content is {len(data)} bytes, over the 4 MiB limit of vm_write; "
+                           "use vm_upload for large files")
+    return data
+
+
+async def _replace(sftp: asyncssh.SFTPClient, tmp: str, full: str) -> None:
+    try:
+        await sftp.posix_rename(tmp, full)
+    except asyncssh.SFTPOpUnsupported:
+        if await sftp.exists(full):
+            await sftp.remove(full)
+        await sftp.rename(tmp, full)
+
+
+async def _prepare_target(sftp: asyncssh.SFTPClient, full: str, create_dirs: bool) -> tuple[str, int | None]:
+    """(the path to write, following a symlink, and the mode of the file it replaces, if any)."""
+    parent = posixpath.dirname(full)
+    try:
+        attrs = await sftp.stat(full)
+    except asyncssh.SFTPNoSuchFile:
+        attrs = None
+    if attrs is not None:
+        if attrs.permissions is not None and stat.S_ISDIR(attrs.permissions):
+            raise InvalidInput(f"{full} is a directory on the box; give a file path")
+        return await sftp.realpath(full), stat.S_IMODE(attrs.permissions or 0o644)
+    if create_dirs:
+        await sftp.makedirs(parent, exist_ok=True)
+    elif not await sftp.isdir(parent):
+        raise InvalidInput(f"directory {parent} does not exist on the box; pass create_dirs=true to create it")
+    return full, None
+
+
+async def write_file(fs: BoxFiles, path: str, data: bytes, *, create_dirs: bool = True,
+                     mode: int | None = None) -> WriteResult:
+    """Write ``data`` atomically (a temp file in the same dir, then rename); an existing file keeps its mode."""
+    full = fs.resolve(path)
+    async with fs.sftp() as sftp:
+        try:
+            real, old_mode = await _prepare_target(sftp, full, create_dirs)
+            tmp = f"{posixpath.dirname(real)}/.{posixpath.basename(real)}.boxforge-{secrets.token_hex(4)}"
+            try:
+                async with sftp.open(tmp, "wb", asyncssh.SFTPAttrs(permissions=0o600)) as f:
+                    await f.write(data)
+                await sftp.chmod(tmp, mode if mode is not None else old_mode if old_mode is not None else 0o644)
+                await _replace(sftp, tmp, real)
+            except BaseException:
+                try:
+                    await sftp.remove(tmp)
+                except (asyncssh.SFTPError, OSError, asyncssh.Error):
+                    pass
+                raise
+        except asyncssh.SFTPError as exc:
+            raise sftp_error(exc, full) from exc
+    return WriteResult(server=fs.name, path=full, bytes_written=len(data), created=old_mode is None,
+                       hint=f"read it back with vm_read(path={full!r}) or use it with vm_bash")
+
+
+# list and grep
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """A glob over relative paths: ``*`` and ``?`` stay within a path segment, ``**`` spans segments."""
+    out: list[str] = []
+    segments = pattern.split("/")
+    for i, seg in enumerate(segments):
+        last = i == len(segments) - 1
+        if seg == "**":
+            out.append(".*" if last else "(?:[^/]+/)*")
+            continue
+        j = 0
+        while j < len(seg):
+            ch = seg[j]
+            if ch == "*":
+                out.append("[^/]*")
+            elif ch == "?":
+                out.append("[^/]")
+            elif ch == "[" and (end := _class_end(seg, j)) != -1:
+                body = seg[j + 1:end]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append("[" + body.replace("\\", "\\\\") + "]")
+                j = end
+            else:
+                out.append(re.escape(ch))
+            j += 1
+        if not last:
+            out.append("/")
+    return re.compile("".join(out))
+
+
+def _class_end(seg: str, start: int) -> int:
+    """Index of the ']' closing the character class opened at ``start``, or -1 (then '[' is literal)."""
+    k = start + 1
+    if seg[k:k + 1] in ("!", "^"):
+        k += 1
+    if seg[k:k + 1] == "]":
+        k += 1
+    return seg.find("]", k)
+
+
+def check_pattern(pattern: str) -> str:
+    check_box_path(pattern, "pattern")
+    if pattern.startswith("/"):
+        raise InvalidInput("pattern is relative to path: pass the directory as path and a relative pattern")
+    if ".." in pattern.split("/"):
+        raise InvalidInput("pattern must not contain '..': pass the parent directory as path instead")
+    return pattern
+
+
+_TYPES = {"f": "file", "d": "dir", "l": "symlink"}
+
+
+async def list_files(fs: BoxFiles, path: str = ".", pattern: str = "*", *, max_entries: int = 500) -> FileList:
+    base = fs.resolve(path)
+    check_pattern(pattern)
+    regex = glob_regex(pattern)
+    segments = pattern.split("/")
+    depth = "" if "**" in segments else f"-maxdepth {len(segments)}"
+    name_test = "" if segments[-1] == "**" else f"-name {shlex.quote(segments[-1])}"
+    pruned = [p for p in DEFAULT_PRUNED if p not in pattern]
+    prune = " -o ".join(f"-name {p}" for p in pruned)
+    prune_expr = f"\\( {prune} \\) -prune -o" if pruned else ""
+    q = shlex.quote(base)
+    script = (
+        f"[ -e {q} ] || exit 3\n[ -d {q} ] || exit 4\ncd {q} || exit 5\n"
+        f"find . -mindepth 1 {depth} {prune_expr} {name_test} -printf '%y %s %T@ %P\\0' 2>/dev/null "
+        f"| head -c {MAX_LS_OUTPUT_BYTES}\n"
+    )
+    code, out, err = await fs.shell(script)
+    if code == 3:
+        raise InvalidInput(f"{base} does not exist on the box")
+    if code == 4:
+        raise InvalidInput(f"{base} is a file, not a directory; read it with vm_read")
+    if code not in (0, None) and not out:
+        raise ForgeError(f"listing {base} failed on the box: {err.decode(errors='replace').strip()[-300:]}")
+    entries: list[FileEntry] = []
+    matched = 0
+    records = out.split(b"\0")
+    capped = len(out) >= MAX_LS_OUTPUT_BYTES
+    for record in records[:-1] if records else []:
+        parts = record.decode(errors="replace").split(" ", 3)
+        if len(parts) != 4 or not regex.fullmatch(parts[3]):
+            continue
+        matched += 1
+        if len(entries) < max_entries:
+            kind, size, mtime, rel = parts
+            entries.append(FileEntry(path=rel, type=_TYPES.get(kind, "other"),  # type: ignore[arg-type]
+                                     size=int(size) if size.isdigit() else 0,
+                                     modified=iso(float(mtime)) if mtime.replace(".", "", 1).isdigit() else None))
+    entries.sort(key=lambda e: e.path)
+    truncated = matched > len(entries) or capped
+    hint = None
+    if truncated:
+        hint = "more entries matched than were returned: narrow path or pattern (e.g. 'src/**/*.py')"
+    elif not entries:
+        hint = "nothing matched; '*' lists a directory, '**/*.py' searches every depth"
+    return FileList(server=fs.name, path=base, pattern=pattern, entries=entries, count=len(entries),
+                    truncated=truncated, hint=hint)
+
+
+async def grep(fs: BoxFiles, pattern: str, path: str = ".", *, glob: str | None = None, ignore_case: bool = False,
+               max_results: int = 100) -> GrepResult:
+    if not pattern or "\x00" in pattern or "\n" in pattern or "\r" in pattern:
+        raise InvalidInput("pattern must be a non-empty regex on one line (no NUL, CR or LF)")
+    target = fs.resolve(path)
+    options = ["-rnHIs", "-Z", *(f"--exclude-dir={p}" for p in DEFAULT_PRUNED)]
+    if ignore_case:
+        options.append("-i")
+    if glob is not None:
+        check_pattern(glob)
+        options.append("--include=" + glob)
+    q = shlex.quote(target)
+    script = (
+        f"[ -e {q} ] || exit 3\n"
+        f"if [ -d {q} ]; then cd {q} || exit 5; where=.; else where={q}; fi\n"
+        "grep -P -e x /dev/null >/dev/null 2>&1; if [ $? -eq 1 ]; then flavor=-P; else flavor=-E; fi\n"
+        'echo "flavor $flavor"\n'
+        f"grep {' '.join(shlex.quote(o) for o in options)} \"$flavor\" -e {shlex.quote(pattern)} -- \"$where\" "
+        f"| head -c {MAX_GREP_OUTPUT_BYTES}\n"
+    )
+    code, out, err = await fs.shell(script)
+    if code == 3:
+        raise InvalidInput(f"{target} does not exist on the box")
+    header, _, body = out.partition(b"\n")
+    flavor = "pcre" if header.strip() == b"flavor -P" else "posix-extended"
+    problem = err.decode(errors="replace").strip()
+    if problem and not body:
+        raise InvalidInput(f"grep refused the pattern ({'Perl' if flavor == 'pcre' else 'POSIX extended'} regex): "
+                           f"{problem[-300:]}")
+    matches: list[GrepMatch] = []
+    seen = 0
+    for record in body.split(b"\n"):
+        name, sep, rest = record.partition(b"\0")
+        number, colon, text = rest.partition(b":")
+        if not sep or not colon or not number.isdigit():
+            continue
+        seen += 1
+        if len(matches) < max_results:
+            shown = name.decode(errors="replace").removeprefix("./")
+            matches.append(GrepMatch(path=shown, line=int(number),
+                                     text=text.decode(errors="replace")[:MAX_GREP_LINE_CHARS]))
+    truncated = seen > len(matches) or len(body) + len(header) + 1 >= MAX_GREP_OUTPUT_BYTES
+    hint = None
+    if truncated:
+        hint = "more matches exist: narrow path, add glob (e.g. '*.py'), or raise max_results"
+    elif not matches:
+        hint = "no match; binary files, .git and node_modules are skipped"
+    return GrepResult(server=fs.name, path=target, pattern=pattern, regex_flavor=flavor,  # type: ignore[arg-type]
+                      matches=matches, count=len(matches), truncated=truncated, hint=hint)
+
+
+# upload / download
+
+
+def transfer_roots(extra: str, cwd: Path | None = None) -> list[Path]:
+    roots = [cwd or Path.cwd(), Path(tempfile.gettempdir())]
+    roots += [Path(p).expanduser() for p in extra.split(os.pathsep) if p.strip()]
+    return [r.resolve() for r in roots]
+
+
+def check_local_path(path: str, *, roots: Sequence[Path], forbidden: Sequence[Path]) -> Path:
+    """An absolute, symlink-resolved local path inside ``roots`` and outside ``forbidden``."""
+    if not path or "\x00" in path or "\n" in path or "\r" in path:
+        raise InvalidInput("local_path must be a non-empty path without NUL, CR or LF characters")
+    full = Path(path).expanduser()
+    if not full.is_absolute():
+        full = Path.cwd() / full
+    full = full.resolve()
+    for bad in forbidden:
+        bad = bad.resolve()
+        if full == bad or full.is_relative_to(bad):
+            raise InvalidInput(f"local path {full} is inside boxforge's state or config dir ({bad}), which holds "
+                               "keys and credentials; refusing to transfer it")
+    if not any(full == root or full.is_relative_to(root) for root in roots):
+        shown = ", ".join(str(r) for r in roots)
+        raise InvalidInput(f"local path {full} is outside the directories boxforge transfers files in ({shown}); "
+                           "add its directory to BOXFORGE_TRANSFER_ROOTS (separated by ':') to allow it")
+    return full
+
+
+def _upload_source(local: Path) -> tuple[int, int]:
+    """(size, mode) of the local file to upload."""
+    if not local.is_file():
+        raise InvalidInput(f"local path {local} is not a file (directories: tar them first, upload the archive, "
+                           "and unpack it with vm_bash)")
+    info = local.stat()
+    if info.st_size > MAX_TRANSFER_BYTES:
+        raise InvalidInput(f"{local} is {info.st_size} bytes, over the 256 MiB limit of vm_upload")
+    return info.st_size, stat.S_IMODE(info.st_mode)
+
+
+async def upload(fs: BoxFiles, local: Path, remote_path: str, *, create_dirs: bool = True,
+                 overwrite: bool = True) -> WriteResult:
+    size, local_mode = await anyio.to_thread.run_sync(_upload_source, local)
+    full = fs.resolve(remote_path, "remote_path")
+    async with fs.sftp() as sftp:
+        try:
+            real, old_mode = await _prepare_target(sftp, full, create_dirs)
+            if old_mode is not None and not overwrite:
+                raise InvalidInput(f"{full} already exists on the box; pass overwrite=true to replace it")
+            tmp = f"{posixpath.dirname(real)}/.{posixpath.basename(real)}.boxforge-{secrets.token_hex(4)}"
+            try:
+                await sftp.put(str(local), tmp)
+                await sftp.chmod(tmp, old_mode if old_mode is not None else local_mode)
+                await _replace(sftp, tmp, real)
+            except BaseException:
+                try:
+                    await sftp.remove(tmp)
+                except (asyncssh.SFTPError, OSError, asyncssh.Error):
+                    pass
+                raise
+        except asyncssh.SFTPError as exc:
+            raise sftp_error(exc, full) from exc
+    return WriteResult(server=fs.name, path=full, bytes_written=size, created=old_mode is None)
+
+
+def _download_target(local: Path, name: str, overwrite: bool) -> Path:
+    """The local file to write (inside ``local`` when it is a directory), its parent created."""
+    if local.is_dir():
+        local = local / name
+    if local.exists() and not overwrite:
+        raise InvalidInput(f"local file {local} already exists; pass overwrite=true to replace it")
+    local.parent.mkdir(parents=True, exist_ok=True)
+    return local
+
+
+def _finish_download(tmp: Path, local: Path, remote: str) -> int:
+    size = tmp.stat().st_size
+    if size > MAX_TRANSFER_BYTES:
+        tmp.unlink(missing_ok=True)
+        raise InvalidInput(f"{remote} grew past the 256 MiB limit of vm_download while being read")
+    os.replace(tmp, local)
+    return size
+
+
+async def download(fs: BoxFiles, remote_path: str, local: Path, *, overwrite: bool = False) -> DownloadResult:
+    full = fs.resolve(remote_path, "remote_path")
+    local = await anyio.to_thread.run_sync(_download_target, local, posixpath.basename(full), overwrite)
+    tmp = local.with_name(f".{local.name}.boxforge-{secrets.token_hex(4)}")
+    async with fs.sftp() as sftp:
+        try:
+            attrs = await sftp.stat(full)
+            if attrs.permissions is not None and not stat.S_ISREG(attrs.permissions):
+                raise InvalidInput(f"{full} is not a regular file (directories: tar them with vm_bash first)")
+            if (attrs.size or 0) > MAX_TRANSFER_BYTES:
+                raise InvalidInput(f"{full} is {attrs.size} bytes, over the 256 MiB limit of vm_download")
+            await sftp.get(full, str(tmp))
+        except BaseException as exc:
+            await anyio.Path(tmp).unlink(missing_ok=True)
+            if isinstance(exc, asyncssh.SFTPError):
+                raise sftp_error(exc, full) from exc
+            raise
+    size = await anyio.to_thread.run_sync(_finish_download, tmp, local, full)
+    return DownloadResult(server=fs.name, remote_path=full, local_path=str(local), bytes=size)
+
+
+# review
+
+
+_DIFF_SCRIPT = r"""
+cd "$project" 2>/dev/null || exit 3
+top=$(git rev-parse --show-toplevel 2>/dev/null) || exit 4
+cd "$top" || exit 4
+git cat-file -e "$base^{tree}" 2>/dev/null || exit 5
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/boxforge-diff.XXXXXX") || exit 70
+trap 'rm -rf "$tmp"' EXIT
+g() { git -c core.quotePath=false "$@"; }
+echo "@@boxforge head $(git rev-parse --verify --quiet HEAD || true) $(git branch --show-current 2>/dev/null || true)"
+echo "@@boxforge untracked"
+g ls-files --others --exclude-standard | head -n 1000
+echo "@@boxforge commits"
+if git rev-parse --verify --quiet HEAD >/dev/null; then
+  g log --no-decorate --format='%h %s' -n 50 "$base..HEAD" 2>/dev/null || true
+fi
+idx=$(git rev-parse --git-path index)
+if [ -f "$idx" ]; then cp "$idx" "$tmp/index"; fi
+# a private index holding the whole working tree: the real index (what the agent staged) is left alone
+export GIT_INDEX_FILE="$tmp/index"
+git add -A . >/dev/null 2>"$tmp/add-err" || { cat "$tmp/add-err" >&2; exit 6; }
+echo "@@boxforge numstat"
+g diff --cached --no-renames --numstat "$base"
+echo "@@boxforge status"
+g diff --cached --no-renames --name-status "$base"
+echo "@@boxforge stat"
+g diff --cached --no-renames --stat=120 "$base"
+g diff --cached --no-renames "$base" > "$tmp/patch"
+echo "@@boxforge patch $(wc -c < "$tmp/patch")"
+head -c "$maxb" "$tmp/patch"
+"""
+
+
+async def diff(fs: BoxFiles, base: str | None, *, max_bytes: int = 64 * 1024) -> DiffResult:
+    """The working tree (untracked files included, .gitignore respected) against ``base``."""
+    if base is not None and not _COMMIT_RE.fullmatch(base):
+        raise ForgeError(f"the recorded base commit {base[:20]!r} of {fs.name!r} is not a commit id")
+    script = (f"project={shlex.quote(fs.project_dir)}\nbase={base or EMPTY_TREE}\nmaxb={int(max_bytes)}\n"
+              + _DIFF_SCRIPT)
+    code, out, err = await fs.shell(script)
+    problem = err.decode(errors="replace").strip()[-300:]
+    if code == 3:
+        raise ForgeError(f"the project dir {fs.project_dir} is missing on {fs.name!r}")
+    if code == 4:
+        raise InvalidInput(f"{fs.project_dir} on {fs.name!r} is not a git checkout: vm_diff needs a box created "
+                           "with a repo")
+    if code == 5:
+        raise ForgeError(f"the base commit {base} is not in the box's repository any more (history rewritten?); "
+                         "compare by hand with vm_bash('git diff ...')")
+    if code != 0:
+        raise ForgeError(f"git diff failed on {fs.name!r} (exit {code}): {problem}")
+    head, sep, patch = out.partition(b"\n@@boxforge patch ")
+    if not sep:
+        raise ForgeError(f"git diff on {fs.name!r} answered in an unexpected format; retry")
+    size_text, _, patch = patch.partition(b"\n")
+    sections: dict[str, list[str]] = {}
+    current = ""
+    head_commit = branch = None
+    for line in head.decode(errors="replace").split("\n"):
+        if line.startswith("@@boxforge "):
+            words = line.split(" ")
+            current = words[1]
+            if current == "head":
+                head_commit = words[2] or None if len(words) > 2 else None
+                branch = words[3] or None if len(words) > 3 else None
+            sections.setdefault(current, [])
+        elif line:
+            sections.setdefault(current, []).append(line)
+    untracked = set(sections.get("untracked", []))
+    statuses = {name: status for status, name in
+                (line.split("\t", 1) for line in sections.get("status", []) if "\t" in line)}
+    files = []
+    for line in sections.get("numstat", []):
+        parts = line.split("\t", 2)
+        if len(parts) != 3:
+            continue
+        added, deleted, name = parts
+        files.append(DiffFile(path=name, status=statuses.get(name, "M"),
+                              added=int(added) if added.isdigit() else None,
+                              deleted=int(deleted) if deleted.isdigit() else None,
+                              untracked=name in untracked))
+    total = int(size_text) if size_text.strip().isdigit() else len(patch)
+    text, _ = _decode(_utf8_cut(patch, max_bytes))
+    truncated = total > len(patch)
+    if not files:
+        hint = "no changes against the base commit yet"
+    elif truncated:
+        hint = (f"the diff is {total} bytes and was cut at {max_bytes}: raise max_bytes (up to 1 MiB) or read "
+                "single files with vm_read")
+    else:
+        hint = "download artifacts with vm_download, or push the branch with vm_bash('git push')"
+    return DiffResult(server=fs.name, base_commit=base or EMPTY_TREE, head_commit=head_commit, branch=branch,
+                      commits=sections.get("commits", []), files=files, stat="\n".join(sections.get("stat", [])),
+                      diff=text, diff_bytes=total, truncated=truncated, hint=hint)
