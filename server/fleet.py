@@ -438,8 +438,8 @@ class Fleet:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise ForgeError(f"{what} did not finish within {format_duration(timeout)}; raise the timeout or "
-                                 "look at the log of the job before it was burned next time (wait=false)")
+                raise ForgeError(f"{what} did not finish within {format_duration(timeout)}; a slow setup needs a "
+                                 "larger 'timeout' in .boxforge.yml, a slow bootstrap a larger ready_timeout_s")
             st = await jobs.status(ex, job_id, stdout_offset=offset, stderr_offset=1 << 40,
                                    max_bytes=self.settings.output_cap_bytes, wait_s=min(left, 1.0 if step else 30.0))
             offset = st.next_stdout_offset
@@ -921,10 +921,11 @@ class Fleet:
 
     # files, review and agents
 
-    async def _files(self, server: str) -> files.BoxFiles:
+    async def _files(self, server: str) -> tuple[BoxRecord, files.BoxFiles]:
         rec = await self._ready(server)
         home = rec.home or "~"
-        return files.BoxFiles(rec.name, self.pool, self._target(rec), self._exec(rec), rec.project_dir or home, home)
+        return rec, files.BoxFiles(rec.name, self.pool, self._target(rec), self._exec(rec), rec.project_dir or home,
+                                   home)
 
     async def server_info(self, server: str) -> ServerInfo:
         """One live box (ready or still provisioning)."""
@@ -937,13 +938,12 @@ class Fleet:
 
     async def read_file(self, server: str, path: str, *, offset: int = 0, limit: int = 2000,
                         encoding: files.Encoding = "text") -> FileContent:
-        fs = await self._files(server)
+        rec, fs = await self._files(server)
         result = await files.read_file(fs, path, offset=offset, limit=limit, encoding=encoding)
-        rec = await self._ready(server)
         redact = await self._redactor(rec, fs.run)
         if encoding == "base64":
-            if redact(base64.b64decode(result.content).decode(errors="replace")) != \
-                    base64.b64decode(result.content).decode(errors="replace"):
+            text = base64.b64decode(result.content).decode(errors="replace")
+            if redact(text) != text:
                 raise InvalidInput(f"{result.path} holds a secret env value of this box, which boxforge never "
                                    "returns; read it as text (secrets redacted) or vm_download it")
         else:
@@ -953,17 +953,19 @@ class Fleet:
     async def write_file(self, server: str, path: str, content: str, *, encoding: files.Encoding = "text",
                          create_dirs: bool = True, mode: int | None = None) -> WriteResult:
         data = files.decode_content(content, encoding)
-        return await files.write_file(await self._files(server), path, data, create_dirs=create_dirs, mode=mode)
+        _, fs = await self._files(server)
+        return await files.write_file(fs, path, data, create_dirs=create_dirs, mode=mode)
 
     async def list_files(self, server: str, path: str = ".", pattern: str = "*", *,
                          max_entries: int = 500) -> FileList:
-        return await files.list_files(await self._files(server), path, pattern, max_entries=max_entries)
+        _, fs = await self._files(server)
+        return await files.list_files(fs, path, pattern, max_entries=max_entries)
 
     async def grep(self, server: str, pattern: str, path: str = ".", *, glob: str | None = None,
                    ignore_case: bool = False, max_results: int = 100) -> GrepResult:
-        fs = await self._files(server)
+        rec, fs = await self._files(server)
         result = await files.grep(fs, pattern, path, glob=glob, ignore_case=ignore_case, max_results=max_results)
-        redact = await self._redactor(await self._ready(server), fs.run)
+        redact = await self._redactor(rec, fs.run)
         for match in result.matches:
             match.text = redact(match.text)
         return result
@@ -976,18 +978,18 @@ class Fleet:
     async def upload(self, server: str, local_path: str, remote_path: str, *, create_dirs: bool = True,
                      overwrite: bool = True) -> WriteResult:
         local = self._local_path(local_path)
-        return await files.upload(await self._files(server), local, remote_path, create_dirs=create_dirs,
-                                  overwrite=overwrite)
+        _, fs = await self._files(server)
+        return await files.upload(fs, local, remote_path, create_dirs=create_dirs, overwrite=overwrite)
 
     async def download(self, server: str, remote_path: str, local_path: str, *,
                        overwrite: bool = False) -> DownloadResult:
         local = self._local_path(local_path)
-        return await files.download(await self._files(server), remote_path, local, overwrite=overwrite)
+        _, fs = await self._files(server)
+        return await files.download(fs, remote_path, local, overwrite=overwrite)
 
     async def diff(self, server: str, *, max_bytes: int = 64 * 1024) -> DiffResult:
         """The box's work: working tree and commits against the base commit recorded at create."""
-        rec = await self._ready(server)
-        fs = await self._files(server)
+        rec, fs = await self._files(server)
         result = await files.diff(fs, rec.base_commit, max_bytes=min(max_bytes, files.MAX_DIFF_BYTES))
         redact = await self._redactor(rec, fs.run)
         result.diff = redact(result.diff)
