@@ -9,15 +9,43 @@ Contract:
   keys changed, is replaced.
 - ``run`` is binary safe and retries exactly once when a cached connection turns out to have
   dropped; it never retries after a timeout.
+- ``channel_run`` runs a script over a persistent control channel instead of a new SSH session
+  (see below); it falls back to ``run`` whenever a channel cannot serve the call.
 - Callers only ever see ``ForgeError`` subclasses (``HostKeyMismatch``, ``BoxUnreachable``,
   ``BoxTimeout``), never asyncssh exceptions.
+
+Control channels. A new SSH session costs a channel open, a fork on the server and a shell start
+per call; a control channel is one long-lived session per lane running a small POSIX sh loop on the
+box (``_LOOP``: sh and coreutils only) that reads framed requests from its stdin and writes framed
+responses, so a call costs one channel round trip plus the script itself. Framing (all lengths
+in bytes, every line ASCII):
+
+- request  ``<seq> B <script_len> <stdin_len>\n<script><stdin>``: a command line, run like
+  ``sh -c`` (eval in a subshell), stdout and stderr captured to files;
+  ``<seq> L <library_len> 0\n<library>``: shell function definitions, eval'd in the loop itself
+  once per channel (the answer is an empty response);
+  ``<seq> T 0 <stdin_len>\n<call>\n<stdin>``: one line calling a library function; its stdout
+  must be text without NUL (captured without a file where the shell counts bytes), binary output
+  goes to fd 3 and follows the text.
+- response ``<seq> <exit> <text_len> <bin_len> <err_len>\n<text><bin><stderr>``; stdout is
+  text + bin. An exit status is a number (a signal shows as 128+n, as ``sh`` reports it).
+
+stdin reaches the script through a pipe (``head -c``), never a file or a command line. One request
+is in flight per channel. Each box has two lanes of channels, taken from the session budget
+(``max_sessions``): ``short`` (calls that return at once; a caller waits for a free channel) and
+``long`` (``ShellCall.long``: long-polls, so they never hold up short calls; when all are busy the
+call goes over exec). A channel that breaks mid-call (its loop killed, the connection dropped) is
+closed and the call is retried once over exec (calls marked ``idempotent=False`` raise instead);
+the next call opens a new channel, reconnecting if needed. ``drop``/``aclose`` send EOF to every
+channel, which makes the box-side loop remove its scratch dir and exit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import shlex
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncssh
@@ -29,7 +57,64 @@ log = logging.getLogger(__name__)
 # OpenSSH refuses more than MaxSessions (default 10) channels per connection.
 DEFAULT_MAX_SESSIONS = 8
 
+DEFAULT_SHORT_CHANNELS = 2
+DEFAULT_LONG_CHANNELS = 2
+CHANNEL_OPEN_TIMEOUT_S = 10.0
+CHANNEL_HELLO = b"BOXFORGE-CHANNEL 1 "
+
 _DROP_ERRORS = (asyncssh.DisconnectError, asyncssh.ChannelOpenError, BrokenPipeError, ConnectionResetError)
+_CHANNEL_ERRORS = (asyncssh.Error, OSError, EOFError, asyncio.IncompleteReadError)
+
+# The box side of a control channel. Variables are prefixed __bf so that eval'd scripts see none of
+# theirs clobbered; the scratch dir of a loop that died is swept by the next loop to start.
+_LOOP = r"""exec 2>/dev/null
+__bfd="$HOME/.boxforge/ch"
+__bft="$__bfd/$$"
+mkdir -p -m 700 "$__bft" || exit 70
+for __bfx in "$__bfd"/*; do
+  case ${__bfx##*/} in *[!0-9]*) continue ;; esac
+  [ "$__bfx" = "$__bft" ] || kill -0 "${__bfx##*/}" || rm -rf "$__bfx"
+done
+__bfw=$(printf '\303\251')
+if [ "${#__bfw}" = 2 ]; then __bfw=1; else __bfw=0; fi
+printf 'BOXFORGE-CHANNEL 1 %s\n' "$$"
+while IFS=' ' read -r __bfn __bfk __bfs __bfi __bfz; do
+  case $__bfn.$__bfs.$__bfi in *[!0-9.]*|.*|*..*|*.) break ;; esac
+  case $__bfk in
+    L) __bfc=$(head -c "$__bfs"; echo .); eval "${__bfc%.}"; printf '%s 0 0 0 0\n' "$__bfn"; continue ;;
+    T) IFS= read -r __bfc || break ;;
+    B) __bfc=$(head -c "$__bfs"; echo .); __bfc=${__bfc%.} ;;
+    *) break ;;
+  esac
+  if [ "$__bfk$__bfw" = T1 ]; then
+    if [ "$__bfi" -gt 0 ]; then
+      __bfo=$(head -c "$__bfi" | {
+        (eval "$__bfc") 2>"$__bft/e" 3>"$__bft/b"; __bfr=$?; cat >/dev/null; exit "$__bfr"; }; echo ".$?")
+    else
+      __bfo=$( (eval "$__bfc") </dev/null 2>"$__bft/e" 3>"$__bft/b"; echo ".$?")
+    fi
+    __bfr=${__bfo##*.}; __bfo=${__bfo%.*}; __bfl=${#__bfo}
+  else
+    if [ "$__bfi" -gt 0 ]; then
+      head -c "$__bfi" | { (eval "$__bfc") >"$__bft/b" 2>"$__bft/e" 3>&1; __bfr=$?; cat >/dev/null; exit "$__bfr"; }
+    else
+      (eval "$__bfc") </dev/null >"$__bft/b" 2>"$__bft/e" 3>&1
+    fi
+    __bfr=$?; __bfo=; __bfl=0
+  fi
+  __bfb=0; __bfe=0
+  if [ -s "$__bft/b" ] || [ -s "$__bft/e" ]; then
+    set -- $(stat -c %s "$__bft/b" "$__bft/e")
+    if [ $# -ne 2 ]; then set -- $(wc -c <"$__bft/b") $(wc -c <"$__bft/e"); fi
+    __bfb=$1; __bfe=$2
+  fi
+  printf '%s %s %s %s %s\n%s' "$__bfn" "$__bfr" "$__bfl" "$__bfb" "$__bfe" "$__bfo"
+  [ "$__bfb" = 0 ] || head -c "$__bfb" "$__bft/b"
+  [ "$__bfe" = 0 ] || head -c "$__bfe" "$__bft/e"
+done
+rm -rf "$__bft"
+"""
+_LOOP_COMMAND = "exec /bin/sh -c " + shlex.quote(_LOOP)
 
 
 @dataclass(frozen=True)
@@ -57,11 +142,122 @@ class ExecResult:
     stderr: bytes
 
 
+@dataclass(frozen=True)
+class ShellCall:
+    """A call of a function from a shell ``library`` (definitions only, the same text for many calls).
+
+    ``call`` is one line (assignments, then the function); its stdout must be text without NUL bytes
+    and binary output goes to fd 3, which follows stdout in the result. A channel defines the library
+    once and then sends only the call; over exec the whole is one ``/bin/sh -c`` command line.
+    ``long`` marks a call that may block for a while (a long-poll).
+    """
+
+    library: str
+    call: str
+    long: bool = False
+
+    def command_line(self) -> str:
+        return "/bin/sh -c " + shlex.quote("exec 3>&1\n" + self.library + "\n" + self.call + "\n")
+
+
+class _ChannelBroken(Exception):
+    """The channel died or answered out of step; the call may or may not have run."""
+
+
+class _Channel:
+    """One control channel: a session running ``_LOOP`` on the box, one request at a time."""
+
+    def __init__(self, proc: asyncssh.SSHClientProcess[bytes], pid: int) -> None:
+        self.proc = proc
+        self.pid = pid
+        self._libraries: set[str] = set()
+        self._seq = 0
+
+    @property
+    def usable(self) -> bool:
+        return not self.proc.is_closing() and self.proc.exit_status is None and self.proc.exit_signal is None
+
+    def close(self) -> None:
+        """End the channel; with EOF first, so the box-side loop cleans up and exits by itself."""
+        try:
+            if not self.proc.is_closing():
+                self.proc.stdin.write_eof()
+        except (OSError, asyncssh.Error):
+            pass
+        self.proc.close()
+
+    async def request(self, script: str | ShellCall, stdin: bytes, timeout: float | None, where: str) -> ExecResult:
+        """One call; the channel is closed on any failure (it would be out of step)."""
+        try:
+            sent = []
+            data = bytearray()
+            if isinstance(script, ShellCall):
+                if "\n" in script.call:
+                    raise ValueError("a ShellCall's call must be one line")
+                if script.library not in self._libraries:
+                    library = script.library.encode()
+                    data += self._header("L", len(library), 0) + library
+                    sent.append(self._seq)
+                data += self._header("T", 0, len(stdin)) + script.call.encode() + b"\n" + stdin
+            else:
+                body = script.encode()
+                data += self._header("B", len(body), len(stdin)) + body + stdin
+            sent.append(self._seq)
+            try:
+                self.proc.stdin.write(bytes(data))
+                async with asyncio.timeout(timeout):
+                    await self.proc.stdin.drain()
+                    for seq in sent:
+                        result = await self._response(seq)
+            except TimeoutError as exc:
+                raise BoxTimeout(
+                    f"a command on {where} did not finish within {timeout:g}s; "
+                    "the box may be overloaded or the command stuck"
+                ) from exc
+            except _CHANNEL_ERRORS as exc:
+                raise _ChannelBroken(_reason(exc)) from exc
+            if isinstance(script, ShellCall):
+                self._libraries.add(script.library)
+            return result
+        except BaseException:
+            self.close()
+            raise
+
+    def _header(self, kind: str, script_len: int, stdin_len: int) -> bytes:
+        self._seq += 1
+        return f"{self._seq} {kind} {script_len} {stdin_len}\n".encode()
+
+    async def _response(self, seq: int) -> ExecResult:
+        line = await self.proc.stdout.readline()
+        fields = line.split()
+        if not line.endswith(b"\n") or len(fields) != 5 or not all(f.isdigit() for f in fields):
+            raise _ChannelBroken("the channel ended" if not line else "the channel answered out of step")
+        got, status, text_len, bin_len, err_len = (int(f) for f in fields)
+        if got != seq:
+            raise _ChannelBroken("the channel answered out of step")
+        size = text_len + bin_len + err_len
+        payload = await self.proc.stdout.readexactly(size) if size else b""
+        out = text_len + bin_len
+        return ExecResult(status, payload[:out], payload[out:])
+
+
+@dataclass
+class _Lane:
+    """Channels for one kind of call: at most ``permits`` at once, idle ones kept for reuse."""
+
+    permits: asyncio.Semaphore
+    idle: list[_Channel] = field(default_factory=list)
+
+
 @dataclass
 class _Entry:
     target: SSHTarget
     conn: asyncssh.SSHClientConnection
     sessions: asyncio.Semaphore
+    short: _Lane
+    long: _Lane
+    channels: set[_Channel] = field(default_factory=set)
+    channels_off: bool = False  # the box could not start a channel loop: exec only, on this connection
 
 
 class SSHPool:
@@ -74,11 +270,17 @@ class SSHPool:
         keepalive_interval: float = 15.0,
         keepalive_count_max: int = 3,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
+        short_channels: int = DEFAULT_SHORT_CHANNELS,
+        long_channels: int = DEFAULT_LONG_CHANNELS,
     ) -> None:
+        if short_channels < 0 or long_channels < 0 or max_sessions - short_channels - long_channels < 1:
+            raise ValueError("channels must leave at least one of max_sessions for exec")
         self._connect_timeout = connect_timeout
         self._keepalive_interval = keepalive_interval
         self._keepalive_count_max = keepalive_count_max
         self._max_sessions = max_sessions
+        self._short_channels = short_channels
+        self._long_channels = long_channels
         self._entries: dict[str, _Entry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._closed = False
@@ -122,17 +324,98 @@ class SSHPool:
             except (asyncssh.Error, OSError) as exc:
                 raise BoxUnreachable(f"SSH to {target.where} failed ({_reason(exc)}); retry") from exc
 
+    async def channel_run(
+        self,
+        target: SSHTarget,
+        script: str | ShellCall,
+        *,
+        stdin: bytes | None = None,
+        timeout: float | None = None,
+        idempotent: bool = True,
+    ) -> ExecResult:
+        """Like ``run``, over one of the box's control channels when one can serve the call.
+
+        A command line runs under /bin/sh (not the login shell). When the channel breaks mid-call,
+        the call is retried once over exec if ``idempotent`` (else ``BoxUnreachable``: it may have
+        run); a timeout is never retried. Without a usable channel the call simply goes over exec.
+        """
+        command = script.command_line() if isinstance(script, ShellCall) else script
+        entry, _fresh = await self._entry(target)
+        lane = entry.long if isinstance(script, ShellCall) and script.long else entry.short
+        # all long channels busy: exec, so that neither short calls nor this one wait on long-polls
+        busy_long = lane is entry.long and lane.permits.locked()
+        if not entry.channels_off and not busy_long:
+            async with lane.permits:
+                channel = await self._take_channel(entry, lane)
+                if channel is not None:
+                    try:
+                        result = await channel.request(script, stdin or b"", timeout, target.where)
+                    except _ChannelBroken as exc:
+                        entry.channels.discard(channel)
+                        if entry.conn.is_closed():
+                            await self._discard(target.key, entry)
+                        if not idempotent:
+                            raise BoxUnreachable(
+                                f"the control channel to {target.where} broke mid-call ({exc}); the command "
+                                "may or may not have run — check before retrying"
+                            ) from exc
+                        log.info("control channel to %s broke (%s); retrying over exec", target.where, exc)
+                    except BaseException:
+                        entry.channels.discard(channel)
+                        raise
+                    else:
+                        lane.idle.append(channel)
+                        return result
+        return await self.run(target, command, stdin=stdin, timeout=timeout)
+
+    def channel_pids(self, key: str) -> list[int]:
+        """Box-side pids of the open control channels of ``key`` (for tests and diagnostics)."""
+        entry = self._entries.get(key)
+        return sorted(ch.pid for ch in entry.channels if ch.usable) if entry else []
+
     async def drop(self, key: str) -> None:
         """Close and forget the connection for ``key`` (the next use reconnects)."""
         entry = self._entries.pop(key, None)
         if entry is not None:
-            await _close(entry.conn)
+            await _close_entry(entry)
 
     async def aclose(self) -> None:
         """Close every connection; the pool cannot be used afterwards."""
         self._closed = True
         entries, self._entries = list(self._entries.values()), {}
-        await asyncio.gather(*(_close(entry.conn) for entry in entries))
+        await asyncio.gather(*(_close_entry(entry) for entry in entries))
+
+    async def _take_channel(self, entry: _Entry, lane: _Lane) -> _Channel | None:
+        """An idle channel of ``lane``, else a new one; None when none can be opened (use exec)."""
+        while lane.idle:
+            channel = lane.idle.pop()
+            if channel.usable:
+                return channel
+            entry.channels.discard(channel)
+            channel.close()
+        if entry.conn.is_closed():
+            return None
+        try:
+            proc = await entry.conn.create_process(_LOOP_COMMAND, encoding=None)
+        except (asyncssh.Error, OSError) as exc:
+            log.info("cannot open a control channel to %s (%s); using exec", entry.target.where, _reason(exc))
+            return None
+        try:
+            async with asyncio.timeout(CHANNEL_OPEN_TIMEOUT_S):
+                pid = await _read_hello(proc)
+        except (TimeoutError, *_CHANNEL_ERRORS) as exc:
+            proc.close()
+            if not entry.conn.is_closed():
+                entry.channels_off = True
+                log.warning("%s cannot run a control channel (%s); using exec for it", entry.target.where,
+                            _reason(exc) or type(exc).__name__)
+            return None
+        except BaseException:
+            proc.close()
+            raise
+        channel = _Channel(proc, pid)
+        entry.channels.add(channel)
+        return channel
 
     async def _entry(self, target: SSHTarget) -> tuple[_Entry, bool]:
         if self._closed:
@@ -144,19 +427,26 @@ class SSHPool:
                 return entry, False
             if entry is not None:
                 del self._entries[target.key]
-                await _close(entry.conn)
+                await _close_entry(entry)
             conn = await self._connect(target)
             if self._closed:
                 await _close(conn)
                 raise RuntimeError("SSHPool is closed")
-            entry = _Entry(target, conn, asyncio.Semaphore(self._max_sessions))
+            entry = _Entry(
+                target,
+                conn,
+                asyncio.Semaphore(self._max_sessions - self._short_channels - self._long_channels),
+                _Lane(asyncio.Semaphore(self._short_channels)),
+                _Lane(asyncio.Semaphore(self._long_channels)),
+                channels_off=self._short_channels == 0,
+            )
             self._entries[target.key] = entry
             return entry, True
 
     async def _discard(self, key: str, entry: _Entry) -> None:
         if self._entries.get(key) is entry:
             del self._entries[key]
-        await _close(entry.conn)
+        await _close_entry(entry)
 
     async def _exec(self, entry: _Entry, command: str, stdin: bytes | None, timeout: float | None) -> ExecResult:
         async with entry.sessions:
@@ -251,6 +541,24 @@ def _is_drop(conn: asyncssh.SSHClientConnection, exc: BaseException) -> bool:
 def _reason(exc: BaseException) -> str:
     text = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
     return str(text).strip()
+
+
+async def _read_hello(proc: asyncssh.SSHClientProcess[bytes]) -> int:
+    """The pid in the loop's hello line, skipping anything a login shell printed before it."""
+    for _ in range(100):
+        line = await proc.stdout.readline()
+        if not line.endswith(b"\n"):
+            raise EOFError("the channel loop ended before saying hello")
+        if line.startswith(CHANNEL_HELLO) and line[len(CHANNEL_HELLO):].strip().isdigit():
+            return int(line[len(CHANNEL_HELLO):])
+    raise EOFError("no hello from the channel loop")
+
+
+async def _close_entry(entry: _Entry) -> None:
+    for channel in entry.channels:
+        channel.close()
+    entry.channels.clear()
+    await _close(entry.conn)
 
 
 async def _close(conn: asyncssh.SSHClientConnection) -> None:
