@@ -2,8 +2,10 @@
 long-poll it, cancel it, list jobs. The box needs POSIX sh and coreutils/util-linux, no python.
 
 Each call is ONE round trip through a ``BoxExec`` (``async (script, stdin, timeout) ->
-ExecResult``; ``script`` is a shell command line), so the transport can later be swapped for a
-persistent control channel; ``box_exec(pool, target)`` builds one over an ``SSHPool``.
+ExecResult``; ``script`` is a shell command line). ``box_exec(pool, target)`` builds one over an
+``SSHPool`` that sends each call over the box's persistent control channel (plain exec as the
+fallback): the scripts here are one shell library (``_LIBRARY``, defined once per channel) plus a
+one-line call, and a ``BoxScript`` is the command line that also carries that split.
 
 On the box, ``~/.boxforge/jobs/<job_id>/`` holds:
 
@@ -16,7 +18,10 @@ On the box, ``~/.boxforge/jobs/<job_id>/`` holds:
 - ``exit``     ``"<code> <finished unix time>"``, written atomically (tmp + mv) on finish;
                a signal the command died of shows as 128+n (TERM -> 143)
 - ``killed``   ``"<SIGNAL> <unix time>"``, written by ``cancel`` before it signals
-- ``run``      the wrapper script; ``env`` (0600) lives only until the wrapper has sourced it
+- ``run``      the wrapper script; ``env`` (0600) lives only until the wrapper has sourced it.
+               The wrapper holds an exclusive ``flock`` on ``run`` while it lives, so a long-poll
+               waits on that lock and answers the moment the job ends (polling every 50 ms
+               where ``flock`` is missing or for jobs launched without the lock)
 
 States: ``running`` (no exit file, wrapper alive), ``succeeded`` (exit 0), ``failed``
 (exit != 0), ``killed`` (killed marker and the process is gone; ``exit_code`` is set when the
@@ -39,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from server.errors import InvalidInput, JobError, UnknownJob
-from server.ssh import ExecResult, SSHPool, SSHTarget
+from server.ssh import ExecResult, ShellCall, SSHPool, SSHTarget
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +75,25 @@ def new_job_id() -> str:
     return "j-" + secrets.token_hex(6)
 
 
+class BoxScript(str):
+    """A job-protocol call: the full ``/bin/sh -c`` command line (what any ``BoxExec`` runs), which
+    also carries its ``ShellCall`` form so that a control channel sends only the one-line call."""
+
+    shell_call: ShellCall
+
+    def __new__(cls, call: ShellCall) -> BoxScript:
+        script = super().__new__(cls, call.command_line())
+        script.shell_call = call
+        return script
+
+
 def box_exec(pool: SSHPool, target: SSHTarget) -> BoxExec:
-    """A ``BoxExec`` that runs each script as one SSH exec on ``target``'s pooled connection."""
+    """A ``BoxExec`` on ``target``'s pooled connection: each script goes over one of the box's
+    control channels, or one SSH exec when no channel can serve it (see ``SSHPool.channel_run``)."""
 
     async def run(script: str, stdin: bytes | None = None, timeout: float | None = None) -> ExecResult:
-        return await pool.run(target, script, stdin=stdin, timeout=timeout)
+        call = script.shell_call if isinstance(script, BoxScript) else script
+        return await pool.channel_run(target, call, stdin=stdin, timeout=timeout)
 
     return run
 
@@ -164,16 +183,18 @@ job_state() {
 }
 """
 
-# The wrapper: leader of the job's session. It records its pid, sources the env files (deleting
-# the per-job one), runs the command in the foreground and records the exit code. The trap keeps
-# it alive through TERM/INT sent to the group (a handler, not '', so the command keeps the
-# default dispositions).
+# The wrapper: leader of the job's session. It locks fd 9 (``run``, opened by launch) for as long
+# as it lives, records its pid, sources the env files (deleting the per-job one), runs the command
+# in the foreground (without fd 9, so nothing the job leaves behind holds the lock) and records the
+# exit code. The trap keeps it alive through TERM/INT sent to the group (a handler, not '', so the
+# command keeps the default dispositions).
 _WRAPPER = r"""d=$1
 trap : TERM INT
+if command -v flock >/dev/null 2>&1; then flock -n 9 2>/dev/null || :; fi
 echo $$ > "$d/pid.tmp" && mv -f "$d/pid.tmp" "$d/pid"
 if [ -r "$HOME/.boxforge/env" ]; then . "$HOME/.boxforge/env"; fi
 if [ -e "$d/env" ]; then . "$d/env"; rm -f "$d/env"; fi
-if command -v bash >/dev/null 2>&1; then bash "$d/cmd"; else sh "$d/cmd"; fi
+if command -v bash >/dev/null 2>&1; then bash "$d/cmd" 9<&-; else sh "$d/cmd" 9<&-; fi
 code=$?
 t=$(date +%s.%N 2>/dev/null); case $t in ""|*[!0-9.]*|*.|.*) t=$(date +%s) ;; esac
 printf '%s %s\n' "$code" "$t" > "$d/exit.tmp" && mv -f "$d/exit.tmp" "$d/exit"
@@ -195,7 +216,7 @@ esac
 cd "$cwd" 2>/dev/null || exit __CWD_DENIED__
 command -v setsid >/dev/null 2>&1 || exit __NO_SETSID__
 d=$J/$job
-mkdir -p "$J" || exit 70
+[ -d "$J" ] || mkdir -p "$J" || exit 70
 if ! mkdir "$d" 2>/dev/null; then
   # the same launch retried after a dropped connection: done once the first attempt's pid exists
   [ -d "$d" ] || exit 70
@@ -215,12 +236,13 @@ printf '%s\n' "$_boot" > "$d/boot" || fail
 now
 printf '%s\n' "$_t" > "$d/started" || fail
 umask "$um"
-setsid -f nohup /bin/sh "$d/run" "$d" < /dev/null > "$d/out" 2> "$d/err" || fail
+setsid -f nohup /bin/sh "$d/run" "$d" < /dev/null > "$d/out" 2> "$d/err" 9< "$d/run" || fail
+# the wrapper writes its pid once it holds its lock: poll briskly at first, it takes milliseconds
 i=0
 while [ ! -s "$d/pid" ]; do
   i=$((i + 1))
   [ "$i" -gt 1000 ] && exit __NOT_STARTED__
-  sleep 0.01
+  if [ "$i" -le 50 ]; then sleep 0.002; else sleep 0.01; fi
 done
 exit 0
 """
@@ -236,26 +258,41 @@ cs() {
 }
 job_state "$d"
 if [ "$st" = running ] && [ "$wait_cs" -gt 0 ]; then
-  cs; t0=$_c
+  cs; t0=$_c; lk=0
+  command -v flock >/dev/null 2>&1 && lk=1
   while :; do
-    sleep 0.05
+    if [ "$lk" = 1 ]; then
+      # returns when the wrapper's lock is released (the job ended) or the wait is over
+      left=$((wait_cs - (_c - t0)))
+      flock -s -w "$((left / 100)).$((left / 10 % 10))$((left % 10))" 8 8< "$d/run" 2>/dev/null
+    else
+      sleep 0.05
+    fi
     job_state "$d"
     [ "$st" = running ] || break
     cs
     [ $((_c - t0)) -ge "$wait_cs" ] && break
+    lk=0  # the lock was free (or unusable) while the job runs: poll instead
   done
 fi
 osz=0; esz=0
-if [ -f "$d/out" ]; then osz=$(wc -c < "$d/out"); set -- $osz; osz=${1:-0}; fi
-if [ -f "$d/err" ]; then esz=$(wc -c < "$d/err"); set -- $esz; esz=${1:-0}; fi
+if [ -s "$d/out" ] || [ -s "$d/err" ]; then
+  set -- $(stat -c %s "$d/out" "$d/err" 2>/dev/null)
+  if [ $# -eq 2 ]; then
+    osz=$1; esz=$2
+  else
+    if [ -f "$d/out" ]; then osz=$(wc -c < "$d/out"); set -- $osz; osz=${1:-0}; fi
+    if [ -f "$d/err" ]; then esz=$(wc -c < "$d/err"); set -- $esz; esz=${1:-0}; fi
+  fi
+fi
 oo=$ooff; [ "$oo" -gt "$osz" ] && oo=$osz
 eo=$eoff; [ "$eo" -gt "$esz" ] && eo=$esz
 on=$((osz - oo)); [ "$on" -gt "$maxb" ] && on=$maxb
 en=$((esz - eo)); [ "$en" -gt "$maxb" ] && en=$maxb
 printf '__MAGIC__ %s %s %s %s %s %s %s %s %s %s\n' \
   "$st" "${code:--}" "${started:--}" "${fin:--}" "$osz" "$esz" "$oo" "$on" "$eo" "$en"
-if [ "$on" -gt 0 ]; then tail -c +$((oo + 1)) "$d/out" | head -c "$on"; fi
-if [ "$en" -gt 0 ]; then tail -c +$((eo + 1)) "$d/err" | head -c "$en"; fi
+if [ "$on" -gt 0 ]; then tail -c +$((oo + 1)) "$d/out" | head -c "$on" >&3; fi
+if [ "$en" -gt 0 ]; then tail -c +$((eo + 1)) "$d/err" | head -c "$en" >&3; fi
 exit 0
 """
 
@@ -263,7 +300,7 @@ _READ_RANGE = r"""
 d=$J/$job
 [ -d "$d" ] || exit __NO_JOB__
 [ -f "$d/$stream" ] || exit 0
-tail -c +$((off + 1)) "$d/$stream" | head -c "$length"
+tail -c +$((off + 1)) "$d/$stream" | head -c "$length" >&3
 """
 
 _CANCEL = r"""
@@ -311,24 +348,36 @@ def _fill(template: str) -> str:
     )
 
 
-def _script(body: str, **params: str | int) -> str:
-    """A command line running ``body`` under /bin/sh (whatever the login shell) with ``params``
-    set first. Params are only ever validated job ids, numbers and fixed words."""
-    assigns = "".join(f"{name}={value}\n" for name, value in params.items())
-    return "/bin/sh -c " + shlex.quote(assigns + _PRELUDE + _fill(body))
+# Every operation as a function of one library: stdout carries text only, output bytes go to fd 3.
+_OPERATIONS = {
+    "launch": _LAUNCH,
+    "status": _STATUS,
+    "read_range": _READ_RANGE,
+    "cancel": _CANCEL,
+    "list": _LIST,
+    "write_box_env": _WRITE_BOX_ENV,
+}
+_LIBRARY = _PRELUDE + "".join(f"bf_{name}() {{\n{_fill(body).strip()}\n}}\n" for name, body in _OPERATIONS.items())
+
+
+def _script(operation: str, *, long: bool = False, **params: str | int) -> BoxScript:
+    """The call of ``operation`` with ``params`` set first, as a command line running under /bin/sh
+    (whatever the login shell). Params are only ever validated job ids, numbers and fixed words."""
+    assigns = "".join(f"{name}={shlex.quote(str(value))}; " for name, value in params.items())
+    return BoxScript(ShellCall(_LIBRARY, f"{assigns}bf_{operation}", long=long))
 
 
 async def _call(
     ex: BoxExec,
-    what: str,
-    body: str,
+    operation: str,
     *,
     stdin: bytes | None = None,
     timeout: float | None = CALL_TIMEOUT_S,
+    long: bool = False,
     **params: str | int,
 ) -> ExecResult:
-    log.debug("jobs: %s %s", what, params.get("job", ""))
-    return await ex(_script(body, **params), stdin, timeout)
+    log.debug("jobs: %s %s", operation, params.get("job", ""))
+    return await ex(_script(operation, long=long, **params), stdin, timeout)
 
 
 def _check_job_id(job_id: str) -> None:
@@ -381,7 +430,7 @@ async def launch(ex: BoxExec, job_id: str, command: str, *, cwd: str, env: Mappi
         f"{name}={shlex.quote(value)}\n"
         for name, value in (("cmd", command), ("cwd", cwd), ("envfile", _env_file(env)), ("wrapper", _WRAPPER))
     )
-    result = await _call(ex, "launch", _LAUNCH, stdin=payload.encode(), job=job_id)
+    result = await _call(ex, "launch", stdin=payload.encode(), job=job_id)
     if result.exit_status == 0:
         return
     if result.exit_status == _EXIT_NO_CWD:
@@ -414,8 +463,8 @@ async def status(
     result = await _call(
         ex,
         "status",
-        _STATUS,
         timeout=CALL_TIMEOUT_S + wait_s,
+        long=wait_s > 0,
         job=job_id,
         ooff=int(stdout_offset),
         eoff=int(stderr_offset),
@@ -473,7 +522,7 @@ async def read_range(ex: BoxExec, job_id: str, stream: Stream, offset: int, leng
         raise InvalidInput("offset and length must not be negative")
     if length == 0:
         return b""
-    result = await _call(ex, "read_range", _READ_RANGE, job=job_id, stream=stream, off=int(offset), length=int(length))
+    result = await _call(ex, "read_range", job=job_id, stream=stream, off=int(offset), length=int(length))
     if result.exit_status == _EXIT_NO_JOB:
         raise UnknownJob(f"job {job_id} does not exist on the box")
     if result.exit_status != 0:
@@ -487,7 +536,7 @@ async def cancel(ex: BoxExec, job_id: str, signal: Signal = "TERM") -> None:
     _check_job_id(job_id)
     if signal not in SIGNALS:
         raise InvalidInput(f"signal must be one of {', '.join(SIGNALS)}, not {str(signal)[:20]!r}")
-    result = await _call(ex, "cancel", _CANCEL, job=job_id, sig=signal)
+    result = await _call(ex, "cancel", job=job_id, sig=signal)
     if result.exit_status == _EXIT_NO_JOB:
         raise UnknownJob(f"job {job_id} does not exist on the box")
     if result.exit_status == _EXIT_NOT_STARTED:
@@ -498,7 +547,7 @@ async def cancel(ex: BoxExec, job_id: str, signal: Signal = "TERM") -> None:
 
 async def list_jobs(ex: BoxExec) -> list[JobSummary]:
     """Every job on the box, oldest first, with the first line of its command."""
-    result = await _call(ex, "list", _LIST)
+    result = await _call(ex, "list")
     if result.exit_status != 0:
         raise _failure("listing jobs", result)
     jobs = []
@@ -524,6 +573,6 @@ async def list_jobs(ex: BoxExec) -> list[JobSummary]:
 async def write_box_env(ex: BoxExec, env: Mapping[str, str]) -> None:
     """Replace the box-wide env file ``~/.boxforge/env`` (0600) that every job sources first."""
     content = _env_file(env)
-    result = await _call(ex, "write_box_env", _WRITE_BOX_ENV, stdin=content.encode())
+    result = await _call(ex, "write_box_env", stdin=content.encode())
     if result.exit_status != 0:
         raise _failure("writing the box env file", result, env)
