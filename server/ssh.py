@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shlex
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -502,6 +503,7 @@ class SSHPool:
                     connect_timeout=self._connect_timeout,
                     keepalive_interval=self._keepalive_interval,
                     keepalive_count_max=self._keepalive_count_max,
+                    client_factory=_PromptAcks,
                 )
         except asyncssh.HostKeyNotVerifiable as exc:
             raise HostKeyMismatch(
@@ -528,6 +530,36 @@ class SSHPool:
                 f"could not connect to {target.where} ({_reason(exc)}); check that the box is "
                 "running (list_servers) and retry"
             ) from exc
+
+
+class _PromptAcks(asyncssh.SSHClient):
+    """Acknowledge the server's post-auth messages at once.
+
+    OpenSSH answers auth with small packets (success, debug notes, then its host keys) while
+    Nagle is still on for the connection; left to the delayed-ACK timer, the held packets and the
+    first session's confirmation wait ~40 ms. Setting TCP_QUICKACK sends the pending ACK now.
+    """
+
+    def __init__(self) -> None:
+        self._conn: asyncssh.SSHClientConnection | None = None
+
+    def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
+        self._conn = conn
+
+    def auth_completed(self) -> None:
+        self._ack_now()
+
+    def debug_msg_received(self, msg: str, lang: str, always_display: bool) -> None:
+        self._ack_now()
+
+    def _ack_now(self) -> None:
+        sock = self._conn.get_extra_info("socket") if self._conn is not None else None
+        quickack = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+        if sock is not None and quickack is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+            except OSError:
+                pass
 
 
 def _is_drop(conn: asyncssh.SSHClientConnection, exc: BaseException) -> bool:
