@@ -26,6 +26,9 @@ from providers.base import Box, BoxSpec, BoxState, NotFound, ProviderError, Read
 ServerChoice = Literal["auto", "openssh", "embedded"]
 
 DESTROY_TIMEOUT_S = 10.0
+READY_POLL_S = 0.01
+READY_BRISK_S = 2.0
+READY_SLOW_POLL_S = 0.2
 LOCK_FILE = ".create.lock"
 
 
@@ -147,8 +150,8 @@ class LocalProvider:
     async def wait_ready(self, box_id: str, *, timeout: float) -> Box:
         """Poll until the box's server greets with an SSH banner; RUNNING box or ReadyTimeout."""
         box_dir = self._box_dir(box_id)
-        deadline = time.monotonic() + timeout
-        delay = 0.02
+        started = time.monotonic()
+        deadline = started + timeout
         while True:
             box = box_from_dir(box_dir) if box_dir else None
             if box is None:
@@ -163,8 +166,9 @@ class LocalProvider:
                 )
             if time.monotonic() >= deadline:
                 raise ReadyTimeout(f"local box {box_id} did not answer SSH within {timeout:g}s")
+            # a box normally answers within ~150 ms: poll briskly (cheap local checks), then back off
+            delay = READY_POLL_S if time.monotonic() - started < READY_BRISK_S else READY_SLOW_POLL_S
             await anyio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, 0.2)
 
     async def get(self, box_id: str) -> Box | None:
         box_dir = self._box_dir(box_id)
