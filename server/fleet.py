@@ -789,12 +789,15 @@ class Fleet:
                            finished_at=st.finished_at)
 
     async def _job_box(self, job_id: str) -> tuple[JobRecord, BoxRecord | None]:
-        job = await self._db(self.store.job, job_id)
+        def lookup() -> tuple[JobRecord | None, BoxRecord | None]:  # one trip to the store thread
+            job = self.store.job(job_id)
+            return job, self.store.box_by_request(job.request_id) if job is not None else None
+
+        job, rec = await self._db(lookup)
         if job is None:
             recent = await self._db(self.store.recent_job_ids)
             known = ", ".join(recent) if recent else "none yet"
             raise UnknownJob(f"unknown job {job_id!r}; recent jobs: {known} (vm_job_list shows all)")
-        rec = await self._db(self.store.box_by_request, job.request_id)
         # a box still provisioning already answers for its bootstrap and setup jobs
         readable = rec is not None and (rec.state == "ready" or (rec.state == "provisioning" and rec.host is not None))
         return job, rec if readable else None
