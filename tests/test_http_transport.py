@@ -12,7 +12,6 @@ import httpx2
 import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 
 from server.app import build_server
 from server.httpserve import choose_token, http_app, is_loopback
@@ -52,7 +51,7 @@ async def test_with_a_token_requests_without_it_get_401(tmp_path: Path) -> None:
 
 async def test_the_mcp_client_works_over_http_with_the_token(tmp_path: Path) -> None:
     async with serving(tmp_path, "s3cret-token") as url:
-        http = create_mcp_http_client(headers={"Authorization": "Bearer s3cret-token"})
+        http = httpx2.AsyncClient(headers={"Authorization": "Bearer s3cret-token"}, timeout=30)
         async with http, Client(streamable_http_client(url, http_client=http)) as client:
             tools = {t.name for t in (await client.list_tools()).tools}
             assert {"create_server", "vm_read", "vm_diff", "run_agent"} <= tools
