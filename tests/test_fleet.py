@@ -4,24 +4,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from mcp import Client
 
 from server.app import build_server
-from server.keys import HOST_PUB_FILE, generate_keypair
+from server.errors import HostKeyMismatch
+from server.fleet import open_fleet
+from server.keys import generate_keypair
 from tests.support import box_pids, make_repo, make_settings
 
 
 async def test_a_box_presenting_another_host_key_is_refused(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "state")
-    async with Client(build_server(settings)) as client:
-        assert not (await client.call_tool("create_server", {"name": "pinned"})).is_error
-        # The orchestrator now expects another key, as if the box at that address had been replaced.
-        (key_dir,) = settings.keys_dir.iterdir()
-        (key_dir / HOST_PUB_FILE).write_text(generate_keypair("impostor")[1] + "\n")
-        result = await client.call_tool("vm_bash", {"server": "pinned", "command": "true"})
-        assert result.is_error
-        assert "host key" in result.content[0].text
-        assert not (await client.call_tool("destroy_server", {"name": "pinned"})).is_error
+    settings = make_settings(tmp_path / "state", local_sshd="openssh")
+    async with open_fleet(settings) as fleet:
+        await fleet.create_server("pinned")
+        # Another machine now answers at the box's address: OpenSSH rereads its host key for every
+        # new connection, so swapping the key file makes the box present a different key.
+        (box_dir,) = settings.local_boxes_dir.glob("lb-*")
+        (box_dir / "ssh_host_ed25519_key").write_text(generate_keypair("impostor")[0])
+        await fleet.pool.drop("pinned")
+        with pytest.raises(HostKeyMismatch, match="pinned"):
+            await fleet.run("pinned", "true")
+        await fleet.destroy_server("pinned")
 
 
 async def test_a_failing_clone_burns_the_box_and_says_why(tmp_path: Path) -> None:
