@@ -1,0 +1,63 @@
+"""``python -m tests.benchmarks``: measure every target of the performance issue on local OpenSSH
+boxes, print the table and write it, with the raw comparisons and the design notes, into
+docs/performance.md (or ``--out``). ``--quick`` runs tiny sizes, only to prove the code works."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import anyio
+
+from tests.benchmarks import figures
+from tests.benchmarks.report import Report, write
+from tests.support import REPO_ROOT
+
+Measure = Callable[[Path, figures.Sizes, Report], Awaitable[None]]
+MEASURES: list[tuple[str, Measure]] = [
+    ("status poll and foreground vm_bash", figures.measure_status_and_bash),
+    ("create_server", figures.measure_create),
+    ("boxes x background jobs", figures.measure_load),
+    ("long-poll", figures.measure_long_poll),
+    ("memory", figures.measure_memory),
+    ("Hetzner against the fake", figures.measure_hetzner),
+]
+
+
+async def run(sizes: figures.Sizes, report: Report) -> None:
+    for title, measure in MEASURES:
+        started = time.monotonic()
+        print(f"measuring {title} ...", file=sys.stderr, flush=True)
+        home = Path(tempfile.mkdtemp(prefix="boxforge-bench-"))
+        try:
+            await measure(home, sizes, report)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+        print(f"  done in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run, not figures of record)")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "performance.md",
+                        help="where to write the report (default: docs/performance.md)")
+    args = parser.parse_args(argv)
+    figures.ensure_openssh()
+    sizes = figures.Sizes.quick() if args.quick else figures.Sizes()
+    report = Report(quick=args.quick)
+    anyio.run(run, sizes, report)
+    print(report.table())
+    print()
+    print(report.samples_table())
+    write(report, args.out)
+    print(f"\nwritten to {args.out}")
+    return 0 if all(f.met for f in report.figures) or args.quick else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
