@@ -336,9 +336,11 @@ class SSHPool:
     ) -> ExecResult:
         """Like ``run``, over one of the box's control channels when one can serve the call.
 
-        A command line runs under /bin/sh (not the login shell). When the channel breaks mid-call,
-        the call is retried once over exec if ``idempotent`` (else ``BoxUnreachable``: it may have
-        run); a timeout is never retried. Without a usable channel the call simply goes over exec.
+        A command line runs under /bin/sh (not the login shell), and must not leave a background
+        process writing to its stdout or stderr (an exec session would wait for it; the channel
+        answers when the script ends). When the channel breaks mid-call, the call is retried once
+        over exec if ``idempotent`` (else ``BoxUnreachable``: it may have run); a timeout is never
+        retried. Without a usable channel the call simply goes over exec.
         """
         command = script.command_line() if isinstance(script, ShellCall) else script
         entry, _fresh = await self._entry(target)
