@@ -104,6 +104,7 @@ class LocalProvider:
         server: ServerChoice = "auto",
         host: str = "127.0.0.1",
         port: int = 0,
+        watchdog_grace_s: float = localbox.WATCHDOG_GRACE_S,
     ) -> None:
         if server not in ("auto", "openssh", "embedded"):
             raise ProviderError(f"unknown local SSH server {server!r}; use auto, openssh or embedded")
@@ -111,6 +112,7 @@ class LocalProvider:
         self.server = server
         self.host = host
         self.port = port
+        self.watchdog_grace_s = watchdog_grace_s
 
     def _box_dir(self, box_id: str) -> Path | None:
         return self.root / box_id if localbox.BOX_ID_RE.match(box_id) else None
@@ -143,7 +145,8 @@ class LocalProvider:
                 info = localbox.read_box_info(box_dir)
                 if info is not None and info.get("request_id") == spec.request_id:
                     return box_dir
-            box_dir = localbox.prepare_box_dir(self.root, spec, server=server, host=self.host, port=self.port)
+            box_dir = localbox.prepare_box_dir(self.root, spec, server=server, host=self.host, port=self.port,
+                                               watchdog_grace_s=self.watchdog_grace_s)
         localbox.start_supervisor(box_dir)
         return box_dir
 

@@ -81,6 +81,11 @@ class BoxStartError(Exception):
 # --- small file helpers -------------------------------------------------------------
 
 
+
+# The watchdog is the backstop, as the poweroff timer is on a cloud box: it fires a little after
+# expiry so the orchestrator's reaper, which burns within a second, gets the first go.
+WATCHDOG_GRACE_S = 5.0
+
 def new_box_id() -> str:
     return BOX_ID_PREFIX + secrets.token_hex(6)
 
@@ -319,6 +324,7 @@ def prepare_box_dir(
     host: str = "127.0.0.1",
     port: int = 0,
     box_id: str | None = None,
+    watchdog_grace_s: float = WATCHDOG_GRACE_S,
 ) -> Path:
     """Write a complete box directory (built aside, then renamed into place) and return it."""
     root = Path(root).resolve()
@@ -342,6 +348,7 @@ def prepare_box_dir(
                 "host": host,
                 "port": port or free_port(host),
                 "port_auto": port == 0,
+                "watchdog_grace_s": watchdog_grace_s,
                 "user": current_user(),
                 "server": server,
                 "sshd": find_sshd() if server == "openssh" else None,
@@ -551,17 +558,13 @@ async def _start_server(box_dir: Path) -> _OpenSSHServer | _EmbeddedServer:
 # --- the supervisor -----------------------------------------------------------------
 
 
-# The watchdog is the backstop, as the poweroff timer is on a cloud box: it fires a little after
-# expiry so the orchestrator's reaper, which burns within a second, gets the first go.
-WATCHDOG_GRACE_S = 5.0
-
-
 def _expired(box_dir: Path) -> bool:
     labels = read_labels(box_dir)
     if labels is None:
         return False
     expires_at = expires_at_from_labels(labels)
-    return expires_at is not None and expires_at + WATCHDOG_GRACE_S <= time.time()
+    grace = float((read_box_info(box_dir) or {}).get("watchdog_grace_s", WATCHDOG_GRACE_S))
+    return expires_at is not None and expires_at + grace <= time.time()
 
 
 async def _watch(box_dir: Path, server: _OpenSSHServer | _EmbeddedServer) -> str:

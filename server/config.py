@@ -57,6 +57,7 @@ class Settings:
     keepalive_interval_s: float = 15.0
     redact_min_chars: int = 4
     probe_timeout_s: float = 5.0
+    local_watchdog_grace_s: float = 5.0
     transfer_roots: str = ""  # extra orchestrator dirs vm_upload/vm_download may use, separated by ':'
 
     @property
@@ -108,6 +109,7 @@ _FIELDS: dict[str, Any] = {
     "keepalive_interval_s": float,
     "redact_min_chars": int,
     "probe_timeout_s": float,
+    "local_watchdog_grace_s": float,
     "transfer_roots": str,
 }
 

@@ -164,7 +164,8 @@ class Fleet:
             except ProviderError as exc:
                 raise InvalidInput(str(exc)) from exc
             if name == "local":
-                self.providers[name] = cls(self.settings.local_boxes_dir, server=self.settings.local_sshd)
+                self.providers[name] = cls(self.settings.local_boxes_dir, server=self.settings.local_sshd,
+                                           watchdog_grace_s=self.settings.local_watchdog_grace_s)
             else:
                 self.providers[name] = cls.from_settings(self.settings)
         return self.providers[name]

@@ -23,7 +23,7 @@ async def expire_soon(fleet, name: str, seconds: float) -> None:
 
 
 async def test_reaper_in_the_server_burns_an_expired_box(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "state", reaper_max_sleep_s=1.0)
+    settings = make_settings(tmp_path / "state", reaper_max_sleep_s=1.0, local_watchdog_grace_s=600)
     async with Client(build_server(settings)) as client:
         await client.call_tool("create_server", {"name": "short"})
         keep = await client.call_tool("create_server", {"name": "keep"})
@@ -40,7 +40,8 @@ async def test_reaper_in_the_server_burns_an_expired_box(tmp_path: Path) -> None
 
 
 async def test_reap_works_with_an_empty_store_and_spares_other_owners(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "state")
+    # The boxes' own watchdogs wait long enough that only the reaper can act here.
+    settings = make_settings(tmp_path / "state", local_watchdog_grace_s=600)
     async with open_fleet(settings) as fleet:
         await fleet.create_server("mine")
         await fleet.create_server("theirs")
