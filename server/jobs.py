@@ -236,7 +236,9 @@ printf '%s\n' "$_boot" > "$d/boot" || fail
 now
 printf '%s\n' "$_t" > "$d/started" || fail
 umask "$um"
-setsid -f nohup /bin/sh "$d/run" "$d" < /dev/null > "$d/out" 2> "$d/err" 9< "$d/run" || fail
+# fd 3 (where the caller reads output) must not leak into the job, or the caller waits for it.
+# setsid -f, not &: an asynchronous command would start with SIGINT and SIGQUIT ignored.
+setsid -f nohup /bin/sh "$d/run" "$d" < /dev/null > "$d/out" 2> "$d/err" 3>&- 9< "$d/run" || fail
 # the wrapper writes its pid once it holds its lock: poll briskly at first, it takes milliseconds
 i=0
 while [ ! -s "$d/pid" ]; do

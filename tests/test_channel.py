@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from server import jobs
 from server.errors import BoxTimeout, BoxUnreachable
-from server.ssh import ShellCall, SSHPool, SSHTarget
+from server.ssh import ExecResult, ShellCall, SSHPool, SSHTarget
 from tests.conftest import BoxHandle, MakeBox
 from tests.ssh_helpers import target_for
 from tests.support import eventually
@@ -216,3 +218,29 @@ async def test_a_scratch_dir_left_by_a_killed_loop_is_swept_by_the_next(pool: SS
     for _ in range(2):  # the first call may find the dead channel and go over exec; the next opens one
         await pool.channel_run(target, "true")
     assert str(old) not in scratch_dirs(box)
+
+
+def exec_only(pool: SSHPool, target: SSHTarget) -> jobs.BoxExec:
+    async def run(script: str, stdin: bytes | None = None, timeout: float | None = None) -> ExecResult:
+        return await pool.run(target, script, stdin=stdin, timeout=timeout)
+
+    return run
+
+
+@pytest.mark.parametrize("transport", ["channel", "exec"])
+async def test_a_job_holds_nothing_of_the_call_that_launched_it(
+    pool: SSHPool, target: SSHTarget, box: BoxHandle, transport: str
+) -> None:
+    ex = jobs.box_exec(pool, target) if transport == "channel" else exec_only(pool, target)
+    gate = Path(box.box.data["home"]) / f"gate-{transport}"
+    command = (f'for f in 3 8 9; do [ -e /proc/$$/fd/$f ] && echo "fd $f open"; done\n'
+               f'while [ ! -e "{gate}" ]; do sleep 0.02; done; echo done')
+    job_id = jobs.new_job_id()
+    async with asyncio.timeout(30):  # a launch waiting for its job would never return: the job waits for us
+        await jobs.launch(ex, job_id, command, cwd="~")
+        assert (await jobs.status(ex, job_id)).state == "running"
+    gate.touch()
+    deadline = time.monotonic() + 30
+    while (st := await jobs.status(ex, job_id, wait_s=5.0)).state == "running":
+        assert time.monotonic() < deadline
+    assert (st.state, st.stdout) == ("succeeded", b"done\n")
