@@ -1,0 +1,1 @@
+"""boxforge: the orchestrator (MCP server, CLI, fleet service, SSH and job protocol)."""
