@@ -6,8 +6,10 @@ it is created 0700 because it holds private keys.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import tempfile
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -124,18 +126,19 @@ def ensure_private_dir(path: Path) -> Path:
 
 
 def _owner_id(home: Path) -> str:
+    """The owner id kept in the state dir; created once, race-free when processes start together."""
     owner_file = home / "owner"
-    if owner_file.exists():
-        return owner_file.read_text().strip()
-    owner = "o" + secrets.token_hex(5)
-    tmp = owner_file.with_suffix(".tmp")
-    tmp.write_text(owner + "\n")
-    try:
-        os.link(tmp, owner_file)  # first writer wins when two processes start at once
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink(missing_ok=True)
+    if not owner_file.exists():
+        fd, tmp = tempfile.mkstemp(dir=home, prefix=".owner-")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write("o" + secrets.token_hex(5) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            with contextlib.suppress(FileExistsError):  # another process won: use its id
+                os.link(tmp, owner_file)
+        finally:
+            os.unlink(tmp)
     return owner_file.read_text().strip()
 
 
