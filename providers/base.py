@@ -22,6 +22,7 @@ LABEL_EXPIRES_AT = "boxforge-expires-at"
 LABEL_REQUEST = "boxforge-request"
 LABEL_NAME = "boxforge-name"
 LABEL_READY = "boxforge-ready"  # set once bootstrap succeeded; boxes without it past a grace period are orphans
+LABEL_CREATE_DEADLINE = "boxforge-create-deadline"  # unix seconds by which a create must have finished
 MANAGED_BY_VALUE = "boxforge"
 
 # Box-side files shared by a cloud provider's cloud-init and the fleet (bootstrap, extend).
@@ -90,6 +91,13 @@ class Box:
     @property
     def ready(self) -> bool:
         return self.labels.get(LABEL_READY) == "1"
+
+    def orphan_at(self, grace_s: float) -> float:
+        """When a box that never became ready counts as abandoned: after its creator's deadline
+        (which any orchestrator of the owner can read) and never before ``grace_s`` after creation."""
+        raw = self.labels.get(LABEL_CREATE_DEADLINE, "")
+        deadline = int(raw) if raw.isdigit() else 0
+        return max(self.created_at + grace_s, deadline)
 
 
 def expires_at_from_labels(labels: Mapping[str, str]) -> int | None:

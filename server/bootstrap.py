@@ -157,6 +157,8 @@ def _clone_lines(repo: RepoSource, branch: str | None) -> list[str]:
             '  git checkout --quiet -b "$branch"',
             "fi",
         ]
+    if repo.secret_env:  # the agent install and setup run third-party code: the token ends here
+        lines.append("unset BOXFORGE_GIT_USER BOXFORGE_GIT_PASSWORD GIT_ASKPASS")
     # The base is recorded once: a rerun must not move it past the agent's own commits.
     lines += [
         'if [ -s "$HOME/.boxforge/base" ]; then read -r base < "$HOME/.boxforge/base"; '
@@ -224,11 +226,6 @@ def _node_lines(agent: str) -> list[str]:
         "  fi",
         "fi",
     ]
-
-
-def steps_from(stdout: str) -> list[str]:
-    """The bootstrap steps announced in ``stdout``, in order."""
-    return [line[len(STEP_MARKER):].strip() for line in stdout.splitlines() if line.startswith(STEP_MARKER)]
 
 
 def base_commit_from(stdout: str) -> str | None:

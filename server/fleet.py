@@ -30,6 +30,7 @@ from anyio.abc import TaskGroup
 from providers import provider_class
 from providers.base import (
     BACKSTOP_EXPIRES_FILE,
+    LABEL_CREATE_DEADLINE,
     LABEL_EXPIRES_AT,
     LABEL_READY,
     LABEL_REQUEST,
@@ -91,6 +92,7 @@ FAILED_SHOWN_S = 3600.0  # list_servers shows creates that failed this recently
 MAX_COMMAND_BYTES = 256 * 1024
 MAX_ENV_VALUE_BYTES = 64 * 1024
 MAX_WAIT_S = 300.0
+CREATE_SLACK_S = 300.0
 PROJECT_DIR_NAME = "project"
 DROPPED_MARKER = "\n[... {n} bytes dropped ...]\n"
 
@@ -368,10 +370,12 @@ class Fleet:
         box: Box | None = None
         try:
             keys = await anyio.to_thread.run_sync(create_box_keys, self.settings.keys_dir, rec.key_id)
+            # Readiness, bootstrap and setup each have their own timeout; past all of them the create is dead.
+            deadline = time.time() + 2 * timeout + boxfile.DEFAULT_SETUP_TIMEOUT_S + CREATE_SLACK_S
             spec = BoxSpec(
                 name=name, request_id=request_id,
-                labels=box_labels(owner=self.settings.owner, name=name, request_id=request_id,
-                                  expires_at=rec.expires_at),
+                labels={**box_labels(owner=self.settings.owner, name=name, request_id=request_id,
+                                     expires_at=rec.expires_at), LABEL_CREATE_DEADLINE: str(int(deadline))},
                 host_key_private=keys.host_private, host_key_public=keys.host_public,
                 authorized_key=keys.client_public, size=rec.size, image=image, location=rec.location,
             )
@@ -393,7 +397,7 @@ class Fleet:
                 await jobs.write_box_env(ex, env)
             self._box_secrets[request_id] = dict(env)
             base = await self._bootstrap(fresh, ex, home, project_dir, source, plan, timeout, step)
-            await self._setup(fresh, ex, project_dir, step)
+            await self._setup(fresh, ex, project_dir, step, partial(self._push_deadline, prov, box.id))
             # The ready label is what spares the box from the orphan sweep, in any orchestrator.
             await prov.set_labels(box.id, {**spec.labels, LABEL_READY: "1"})
             await self._db(self.store.update_box, request_id, state="ready", step="ready", base_commit=base,
@@ -473,8 +477,16 @@ class Fleet:
         markers = await self._await_create_job(rec, ex, job_id, "bootstrap", timeout, step)
         return base_commit_from("\n".join(markers))
 
+    async def _push_deadline(self, prov: Provider, box_id: str, seconds: float) -> None:
+        """Move the box's create deadline so no orchestrator's sweep takes a long setup for an orphan."""
+        box = await prov.get(box_id)
+        if box is not None:
+            await prov.set_labels(box_id, {**box.labels,
+                                           LABEL_CREATE_DEADLINE: str(int(time.time() + seconds + CREATE_SLACK_S))})
+
     async def _setup(self, rec: BoxRecord, ex: jobs.BoxExec, project_dir: str,
-                     step: Callable[[str], Awaitable[None]]) -> None:
+                     step: Callable[[str], Awaitable[None]],
+                     push_deadline: Callable[[float], Awaitable[None]]) -> None:
         """Run the setup commands of the repo's .boxforge.yml, then start its services."""
         await step("setup")
         read = await ex(boxfile.read_script(project_dir), None, 30.0)
@@ -488,6 +500,8 @@ class Fleet:
                                "call them from it")
         recipe = boxfile.parse_boxfile(read.stdout.decode(errors="replace"))
         if recipe.setup:
+            if recipe.timeout > boxfile.DEFAULT_SETUP_TIMEOUT_S:
+                await push_deadline(recipe.timeout)
             job_id = await self._start_create_job(rec, ex, "setup", f"[setup] {boxfile.BOXFILE_NAME}",
                                                   boxfile.setup_script(recipe), project_dir)
             await self._merge_data(rec.request_id, setup_job_id=job_id)
@@ -511,10 +525,11 @@ class Fleet:
         rec = await self._db(self.store.box_by_request, request_id)
         try:
             await self._destroy_box(prov, rec, box.id if box else None)
-        except ForgeError:
-            pass  # the reaper's sweep retries boxes that carry our labels
-        await self._db(self.store.update_box, request_id, state="failed", step=None,
-                       error=reason(exc)[:2000], destroyed_at=time.time())
+        except (ForgeError, ProviderError):
+            pass  # the reaper's orphan sweep retries boxes that carry our labels
+        finally:
+            await self._db(self.store.update_box, request_id, state="failed", step=None,
+                           error=reason(exc)[:2000], destroyed_at=time.time())
         if rec is not None:
             await self._db(self.store.add_event, "create-failed", box_name=rec.name, detail=type(exc).__name__)
 
@@ -627,7 +642,10 @@ class Fleet:
         """Mark ready boxes the provider no longer has (burned by a box-side watchdog, say) as destroyed."""
         recs = await self._db(self.store.live_boxes)
         for provider_name in {r.provider for r in recs}:
-            alive = {b.id for b in await self.provider(provider_name).list(owner_labels(self.settings.owner))}
+            try:
+                alive = {b.id for b in await self.provider(provider_name).list(owner_labels(self.settings.owner))}
+            except (ProviderError, ForgeError):
+                continue  # a provider that cannot answer now tells nothing about its boxes
             for rec in recs:
                 if rec.provider != provider_name or rec.box_id in alive:
                     continue
@@ -647,6 +665,14 @@ class Fleet:
                 and time.time() - rec.created_at > self.settings.orphan_grace_s)
 
     # reaper
+
+    def _doomed(self, box: Box, now: float) -> bool:
+        """Expired, or never ready and past its create deadline (unless this process is still creating it)."""
+        if box.owner != self.settings.owner:
+            return False
+        orphan = not box.ready and box.request_id not in self._creating and now > box.orphan_at(
+            self.settings.orphan_grace_s)
+        return is_expired(box, now) or orphan
 
     def _reaped_providers(self, recs: list[BoxRecord]) -> set[str]:
         names = {r.provider for r in recs} | {"local", self.settings.provider}
@@ -672,22 +698,24 @@ class Fleet:
             for box in boxes:
                 if box.owner != self.settings.owner:
                     continue  # never touch a machine that is not ours
-                orphan = (not box.ready and box.request_id not in self._creating
-                          and now - box.created_at > self.settings.orphan_grace_s)
-                if not is_expired(box, now) and not orphan:
+                if not self._doomed(box, now):
                     if box.expires_at is not None:
                         next_expiry = box.expires_at if next_expiry is None else min(next_expiry, box.expires_at)
                     if not box.ready:  # look again when it would become an orphan
-                        orphan_at = box.created_at + self.settings.orphan_grace_s
+                        orphan_at = box.orphan_at(self.settings.orphan_grace_s)
                         next_expiry = orphan_at if next_expiry is None else min(next_expiry, orphan_at)
                     continue
                 rec = await self._db(self.store.box_by_request, box.request_id) if box.request_id else None
                 try:
                     async with self._lock(box.name):
+                        # Look again under the lock: an extend that held it may just have saved the box.
+                        current = await prov.get(box.id)
+                        if current is None or not self._doomed(current, time.time()):
+                            continue
                         await self._destroy_box(prov, rec, box.id)
-                except ForgeError:
+                except (ForgeError, ProviderError):
                     continue
-                why = "expired" if is_expired(box, now) else "orphan: creation never finished"
+                why = "expired" if is_expired(current, now) else "orphan: creation never finished"
                 if rec is not None:
                     await self._db(self.store.update_box, rec.request_id, state="destroyed", step=None,
                                    destroyed_at=time.time(), error=why)

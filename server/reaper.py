@@ -24,7 +24,6 @@ class Reaper:
         self.max_sleep_s = max_sleep_s
         self.min_sleep_s = min_sleep_s
         self._wake = anyio.Event()
-        self.passes = 0
         fleet.on_schedule_change = self.wake
 
     def wake(self) -> None:
@@ -36,17 +35,16 @@ class Reaper:
 
     async def run_forever(self) -> None:
         while True:
+            self._wake = anyio.Event()  # before the pass, so a wake() during it is not lost
             try:
                 burned, next_expiry = await self.fleet.reap_once()
             except Exception:  # the reaper must outlive any one bad pass
                 log.exception("reaper pass failed")
                 burned, next_expiry = [], None
-            self.passes += 1
             for name in burned:
                 log.info("reaped expired box %s", name)
             sleep = self.max_sleep_s
             if next_expiry is not None:
                 sleep = min(sleep, max(self.min_sleep_s, next_expiry - time.time() + 0.05))
-            self._wake = anyio.Event()
             with anyio.move_on_after(sleep):
                 await self._wake.wait()

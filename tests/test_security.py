@@ -12,6 +12,7 @@ import anyio
 from mcp import Client, StdioServerParameters
 
 from tests.support import boxforge_cmd, cli_env, make_repo, make_settings
+from tests.workflow_support import token_git_server
 
 CANARIES = {
     "create_env": "canary-create-7f3a9c51",
@@ -39,6 +40,15 @@ def scan_tree(root: Path, allowed: set[Path]) -> dict[str, set[str]]:
     return found
 
 
+class Witness:
+    """Everything a user or another process could see during the run."""
+
+    def __init__(self) -> None:
+        self.shown: list[str] = []
+        self.ps_listings: list[str] = []
+        self.files_during: dict[str, set[str]] = {}
+
+
 async def test_secret_canaries_appear_nowhere_but_the_box_env_file(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "state")
     repo = make_repo(tmp_path / "repo")
@@ -46,44 +56,51 @@ async def test_secret_canaries_appear_nowhere_but_the_box_env_file(tmp_path: Pat
     # A token is configured; the cloud is out of reach (a closed port), so the reaper's calls fail fast.
     env.update(HCLOUD_TOKEN=CANARIES["hcloud"], HCLOUD_ENDPOINT="http://127.0.0.1:9/v1", BOXFORGE_PROVIDER="local")
     cmd = boxforge_cmd()
-    shown: list[str] = []
-    ps_listings: list[str] = []
-    async with Client(StdioServerParameters(command=cmd[0], args=[*cmd[1:], "mcp"], env=env)) as client:
-        async def call(tool: str, **args: object) -> dict:
-            result = await client.call_tool(tool, args)
-            shown.append(json.dumps([c.model_dump() for c in result.content]))
-            shown.append(json.dumps(result.structured_content))
-            assert not result.is_error, result.content
-            return result.structured_content
+    witness = Witness()
+    with token_git_server(repo, CANARIES["repo_token"]) as url:  # the repo demands the token
+        async with Client(StdioServerParameters(command=cmd[0], args=[*cmd[1:], "mcp"], env=env)) as client:
+            await use_secrets_every_way(client, cmd, env, url, settings, witness)
 
-        await call("create_server", name="vault", repo=f"file://{CANARIES['repo_token']}@{repo}",
-                   env={"API_KEY": CANARIES["create_env"]})
-        job = await call("vm_bash", server="vault", background=True, env={"DB_PASSWORD": CANARIES["bash_env"]},
-                         command='test -n "$API_KEY" && test -n "$DB_PASSWORD" && sleep 2 && echo checked')
-        for _ in range(5):  # ps on both sides while the job runs (local boxes share this machine)
-            ps = subprocess.run(["ps", "-eww", "-o", "pid=,args="], capture_output=True, text=True)
-            ps_listings.append(ps.stdout)
-            await anyio.sleep(0.1)
-        status = await call("vm_job_status", job_id=job["job_id"], wait_s=20)
-        assert status["state"] == "succeeded" and status["stdout"] == "checked\n"
-        await call("vm_job_list")
-        await call("list_servers")
-        cli_outputs = [
-            subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=60)
-            for args in (["ls", "--json"], ["jobs", "--json"], ["job", job["job_id"]], ["run", "vault", "env | wc -l"])
-        ]
-        shown += [o.stdout + o.stderr for o in cli_outputs]
-        (box_dir,) = settings.local_boxes_dir.glob("lb-*")
-        box_env_file = box_dir / "home" / ".boxforge" / "env"
-        assert box_env_file.stat().st_mode & 0o777 == 0o600
-        assert CANARIES["create_env"] in box_env_file.read_text()
-        leaks = scan_tree(settings.home, allowed={box_env_file})
-        await call("destroy_server", name="vault")
-
-    assert hits("\n".join(shown)) == set(), "a tool result or CLI output shows a secret"
-    assert hits("\n".join(ps_listings)) == set(), "a command line shows a secret"
-    assert leaks == {}, f"secrets written to disk: {leaks}"
+    assert hits("\n".join(witness.shown)) == set(), "a tool result or CLI output shows a secret"
+    assert hits("\n".join(witness.ps_listings)) == set(), "a command line shows a secret"
+    assert witness.files_during == {}, f"secrets written to disk: {witness.files_during}"
     assert scan_tree(settings.home, allowed=set()) == {}, "secrets left after destroy"
+
+
+async def use_secrets_every_way(client: Client, cmd: list[str], env: dict[str, str], url: str, settings,
+                                witness: Witness) -> None:
+    async def call(tool: str, **args: object) -> dict:
+        result = await client.call_tool(tool, args)
+        witness.shown.append(json.dumps([c.model_dump() for c in result.content]))
+        witness.shown.append(json.dumps(result.structured_content))
+        assert not result.is_error, result.content
+        return result.structured_content
+
+    # A custom agent install records the environment it sees: the repo token must be gone by then.
+    await call("create_server", name="vault", repo=url.replace("//", f"//{CANARIES['repo_token']}@", 1),
+               env={"API_KEY": CANARIES["create_env"]}, agent="custom",
+               agent_install='env > "$HOME/install-env"', agent_command="cat")
+    job = await call("vm_bash", server="vault", background=True, env={"DB_PASSWORD": CANARIES["bash_env"]},
+                     command='test -n "$API_KEY" && test -n "$DB_PASSWORD" && sleep 2 && echo checked')
+    for _ in range(5):  # ps on both sides while the job runs (local boxes share this machine)
+        ps = subprocess.run(["ps", "-eww", "-o", "pid=,args="], capture_output=True, text=True)
+        witness.ps_listings.append(ps.stdout)
+        await anyio.sleep(0.1)
+    status = await call("vm_job_status", job_id=job["job_id"], wait_s=20)
+    assert status["state"] == "succeeded" and status["stdout"] == "checked\n"
+    await call("vm_job_list")
+    await call("list_servers")
+    for args in (["ls", "--json"], ["jobs", "--json"], ["job", job["job_id"]], ["run", "vault", "env | wc -l"]):
+        done = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=60)
+        witness.shown.append(done.stdout + done.stderr)
+    (box_dir,) = settings.local_boxes_dir.glob("lb-*")
+    box_env_file = box_dir / "home" / ".boxforge" / "env"
+    assert box_env_file.stat().st_mode & 0o777 == 0o600
+    assert CANARIES["create_env"] in box_env_file.read_text(), "the scan looks where the secret is"
+    install_env = (box_dir / "home" / "install-env").read_text()
+    assert CANARIES["create_env"] in install_env and CANARIES["repo_token"] not in install_env
+    witness.files_during = scan_tree(settings.home, allowed={box_env_file, box_dir / "home" / "install-env"})
+    await call("destroy_server", name="vault")
 
 
 async def test_output_that_prints_a_secret_comes_back_redacted(tmp_path: Path) -> None:
