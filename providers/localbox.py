@@ -72,6 +72,8 @@ SUPERVISOR_MODULE = "providers.localbox"
 WATCH_INTERVAL_S = 0.25
 SERVER_START_TIMEOUT_S = 10.0
 PORT_ATTEMPTS = 5
+# How far a process's start (boot-relative ticks) and a file's mtime may disagree on one instant.
+CLOCK_SLACK_S = 0.1
 
 
 class BoxStartError(Exception):
@@ -198,10 +200,8 @@ def _all_pids() -> list[int]:
 
 
 def _boot_time() -> float:
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("btime "):
-            return float(line.split()[1])
-    return 0.0
+    """The wall-clock time of boot, to 10 ms (``btime`` in /proc/stat is truncated to the second)."""
+    return time.time() - float(Path("/proc/uptime").read_text().split()[0])
 
 
 def pid_alive(pid: int | None, marker: str | None = None) -> bool:
@@ -236,36 +236,50 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def _box_processes(box_id: str, job_groups: set[int], roots: set[int], not_before: float) -> set[int]:
-    """Live processes of the box: the roots and their descendants, members of the job process
-    groups, and anything carrying ``BOXFORGE_BOX=<box_id>`` in its environment."""
+def _box_processes(box_id: str, job_groups: Mapping[int, float], roots: set[int], not_before: float) -> set[int]:
+    """Live processes of the box: the roots, the members of its running jobs' process groups, all
+    their descendants, and anything carrying ``BOXFORGE_BOX=<box_id>`` in its environment.
+
+    Pids from files may have been reused, and a job's pgid too once the job's group died. So a
+    process older than the box is never the box's, and a job group (``job_groups``: pgid -> mtime
+    of the job's pid file) counts only when one of its members already lived when the job's leader
+    wrote its pid (a group that has had members ever since cannot have been reused), or when its
+    leader is a root (found in an earlier pass of ``burn_box``).
+    """
     needle = f"{BOX_ENV_VAR}={box_id}".encode()
     spare = _ancestors(os.getpid())
     stats = {pid: stat for pid in _all_pids() if (stat := _proc_stat(pid)) is not None}
     children: dict[int, list[int]] = {}
     for pid, (_, ppid, _, _) in stats.items():
         children.setdefault(ppid, []).append(pid)
-    # Pids from files may have been reused: a process older than the box is not the box's.
     boot, ticks = _boot_time(), os.sysconf("SC_CLK_TCK")
-    fresh = {pid for pid, stat in stats.items() if boot + stat[3] / ticks >= not_before}
+    born = {pid: boot + stat[3] / ticks for pid, stat in stats.items()}
+    fresh = {pid for pid in stats if born[pid] >= not_before}
+    job_members = {pid for pid in fresh if stats[pid][2] in job_groups}
+    proven = {stats[pid][2] for pid in job_members if born[pid] <= job_groups[stats[pid][2]] + CLOCK_SLACK_S}
+    proven |= roots & set(job_groups)
     found: set[int] = set()
-    todo = [pid for pid in roots if pid in fresh]
+    todo = [pid for pid in roots if pid in fresh] + [pid for pid in job_members if stats[pid][2] in proven]
     while todo:
         pid = todo.pop()
         if pid not in found:
             found.add(pid)
             todo.extend(children.get(pid, []))
-    found |= {pid for pid in fresh if stats[pid][2] in job_groups}
     found |= {pid for pid in stats if _proc_has_env(pid, needle)}
     return {pid for pid in found if pid not in spare and stats[pid][0] not in ("Z", "X")}
 
 
-def _job_groups(home: Path) -> set[int]:
-    groups = set()
+def _running_job_groups(home: Path) -> dict[int, float]:
+    """pgid -> mtime of the pid file, for the jobs without an ``exit`` file: a finished job's pid
+    may belong to anyone by now."""
+    groups = {}
     for pid_file in (home / ".boxforge" / "jobs").glob("*/pid"):
+        if (pid_file.parent / "exit").exists():
+            continue
         pid = read_pid(pid_file)
-        if pid and pid > 1:
-            groups.add(pid)
+        with contextlib.suppress(OSError):
+            if pid and pid > 1:
+                groups[pid] = pid_file.stat().st_mtime
     return groups
 
 
@@ -289,7 +303,7 @@ def burn_box(box_dir: Path, *, timeout: float = 5.0) -> None:
         pid = read_pid(box_dir / name)
         if pid is not None:
             roots.add(pid)
-    job_groups = _job_groups(box_dir / HOME_DIR)
+    job_groups = _running_job_groups(box_dir / HOME_DIR)
     deadline = time.monotonic() + timeout
     while True:
         victims = _box_processes(box_id, job_groups, roots, not_before)

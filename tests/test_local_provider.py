@@ -166,6 +166,48 @@ async def test_destroy_kills_job_process_groups_even_without_the_box_env(
     await assert_burned(handle.box)
 
 
+def start_stranger() -> subprocess.Popen[bytes]:
+    """A process outside any box, leading its own process group (its pgid is its pid)."""
+    env = {k: v for k, v in os.environ.items() if k != "BOXFORGE_BOX"}
+    return subprocess.Popen(["sleep", "1000"], env=env, start_new_session=True, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def write_job_pid(handle: BoxHandle, pid: int) -> Path:
+    """A job dir of the box whose pid file names ``pid``, as if the job's wrapper had written it."""
+    job_dir = Path(handle.box.data["home"]) / ".boxforge" / "jobs" / "j-00000000000f"
+    job_dir.mkdir(parents=True)
+    (job_dir / "pid").write_text(f"{pid}\n")
+    return job_dir
+
+
+async def test_destroy_spares_a_process_group_that_took_the_pid_of_a_finished_job(make_box: MakeBox) -> None:
+    handle = await make_box(server="embedded")
+    stranger = start_stranger()  # started after the box, as a process that reused the pid would be
+    try:
+        job_dir = write_job_pid(handle, stranger.pid)
+        (job_dir / "exit").write_text(f"0 {time.time()}\n")
+        await handle.provider.destroy(handle.box.id)
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+async def test_destroy_spares_a_process_group_that_took_the_pid_of_a_lost_job(make_box: MakeBox) -> None:
+    handle = await make_box(server="embedded")
+    pid_written_at = time.time() - 1.0  # by the job's leader, which died (no exit file) before the stranger started
+    stranger = start_stranger()
+    try:
+        pid_file = write_job_pid(handle, stranger.pid) / "pid"
+        os.utime(pid_file, (pid_written_at, pid_written_at))
+        await handle.provider.destroy(handle.box.id)
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
 async def test_destroy_twice_and_destroy_unknown_are_silent(make_box: MakeBox) -> None:
     handle = await make_box(server="embedded")
     await handle.provider.destroy(handle.box.id)
