@@ -93,11 +93,10 @@ class Box:
         return self.labels.get(LABEL_READY) == "1"
 
     def orphan_at(self, grace_s: float) -> float:
-        """When a box that never became ready counts as abandoned: after its creator's deadline
-        (which any orchestrator of the owner can read) and never before ``grace_s`` after creation."""
+        """When a box that never became ready counts as abandoned: ``grace_s`` after its creator's
+        deadline (a label any orchestrator of the owner can read), or after its creation without one."""
         raw = self.labels.get(LABEL_CREATE_DEADLINE, "")
-        deadline = int(raw) if raw.isdigit() else 0
-        return max(self.created_at + grace_s, deadline)
+        return (int(raw) if raw.isdigit() else self.created_at) + grace_s
 
 
 def expires_at_from_labels(labels: Mapping[str, str]) -> int | None:

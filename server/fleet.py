@@ -92,7 +92,6 @@ FAILED_SHOWN_S = 3600.0  # list_servers shows creates that failed this recently
 MAX_COMMAND_BYTES = 256 * 1024
 MAX_ENV_VALUE_BYTES = 64 * 1024
 MAX_WAIT_S = 300.0
-CREATE_SLACK_S = 300.0
 PROJECT_DIR_NAME = "project"
 DROPPED_MARKER = "\n[... {n} bytes dropped ...]\n"
 
@@ -370,8 +369,8 @@ class Fleet:
         box: Box | None = None
         try:
             keys = await anyio.to_thread.run_sync(create_box_keys, self.settings.keys_dir, rec.key_id)
-            # Readiness, bootstrap and setup each have their own timeout; past all of them the create is dead.
-            deadline = time.time() + 2 * timeout + boxfile.DEFAULT_SETUP_TIMEOUT_S + CREATE_SLACK_S
+            # Readiness and bootstrap each get `timeout`; a setup pushes the deadline when it starts.
+            deadline = time.time() + 2 * timeout
             spec = BoxSpec(
                 name=name, request_id=request_id,
                 labels={**box_labels(owner=self.settings.owner, name=name, request_id=request_id,
@@ -481,8 +480,7 @@ class Fleet:
         """Move the box's create deadline so no orchestrator's sweep takes a long setup for an orphan."""
         box = await prov.get(box_id)
         if box is not None:
-            await prov.set_labels(box_id, {**box.labels,
-                                           LABEL_CREATE_DEADLINE: str(int(time.time() + seconds + CREATE_SLACK_S))})
+            await prov.set_labels(box_id, {**box.labels, LABEL_CREATE_DEADLINE: str(int(time.time() + seconds))})
 
     async def _setup(self, rec: BoxRecord, ex: jobs.BoxExec, project_dir: str,
                      step: Callable[[str], Awaitable[None]],
@@ -500,8 +498,7 @@ class Fleet:
                                "call them from it")
         recipe = boxfile.parse_boxfile(read.stdout.decode(errors="replace"))
         if recipe.setup:
-            if recipe.timeout > boxfile.DEFAULT_SETUP_TIMEOUT_S:
-                await push_deadline(recipe.timeout)
+            await push_deadline(recipe.timeout)
             job_id = await self._start_create_job(rec, ex, "setup", f"[setup] {boxfile.BOXFILE_NAME}",
                                                   boxfile.setup_script(recipe), project_dir)
             await self._merge_data(rec.request_id, setup_job_id=job_id)

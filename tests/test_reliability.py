@@ -107,6 +107,28 @@ async def test_orchestrator_killed_mid_create_leaves_an_orphan_the_sweep_burns(t
         await fleet.destroy_server("halfmade")
 
 
+async def test_a_create_still_running_in_another_process_is_not_taken_for_an_orphan(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "state", orphan_grace_s=0.0)
+    proc = subprocess.Popen(  # its create deadline is 2 x 60 s away
+        [sys.executable, "-m", "tests.drivers.orchestrator", "create", str(settings.home), settings.owner, "", "60"],
+        env=cli_env(settings), cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "creating"
+        (box_dir,) = settings.local_boxes_dir.glob("lb-*")
+        async with open_fleet(settings) as fleet:
+            burned, _ = await fleet.reap_once()
+            await fleet.list_servers()  # reconcile must not fail the other process's record either
+            rec = fleet.store.live_box("halfmade")
+        assert burned == [] and box_dir.exists()
+        assert rec is not None and rec.state == "provisioning"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        for leftover in settings.local_boxes_dir.glob("lb-*"):
+            await LocalProvider(settings.local_boxes_dir).destroy(leftover.name)
+
+
 async def test_the_sweep_spares_ready_boxes_and_boxes_without_our_owner_label(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "state", orphan_grace_s=0.0)
     async with open_fleet(settings) as fleet:

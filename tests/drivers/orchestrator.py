@@ -26,8 +26,8 @@ class HangingProvider(LocalProvider):
         return box
 
 
-async def main(mode: str, home: str, owner: str, command: str = "") -> None:
-    settings = load_settings({"BOXFORGE_HOME": home, "BOXFORGE_OWNER": owner,
+async def main(mode: str, home: str, owner: str, command: str = "", ready_timeout: str = "2") -> None:
+    settings = load_settings({"BOXFORGE_HOME": home, "BOXFORGE_OWNER": owner, "BOXFORGE_READY_TIMEOUT": ready_timeout,
                               "BOXFORGE_CONFIG": str(Path(home) / "no-config.toml")})
     async with open_fleet(settings) as fleet:
         if mode == "create":
