@@ -56,10 +56,6 @@ class AgentPlan:
     install: str | None = None
     run: str | None = None
 
-    @property
-    def runnable(self) -> bool:
-        return self.run is not None
-
 
 def plan_agent(agent: str, *, install: str | None = None, command: str | None = None) -> AgentPlan:
     """Validate the agent choice. ``install`` replaces a preset's npm install; ``command``

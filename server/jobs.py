@@ -36,7 +36,6 @@ starts. Nothing here logs them or puts them in an exception message.
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 import shlex
 from collections.abc import Awaitable, Callable, Mapping
@@ -44,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from server.errors import InvalidInput, JobError, UnknownJob
+from server.schemas import ENV_NAME_RE, JOB_ID_RE
 from server.ssh import ExecResult, ShellCall, SSHPool, SSHTarget
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,6 @@ JOB_STATES: tuple[JobState, ...] = ("running", "succeeded", "failed", "killed", 
 SIGNALS: tuple[Signal, ...] = ("TERM", "KILL", "INT")
 CALL_TIMEOUT_S = 60.0
 COMMAND_HEAD_CHARS = 200
-
-_JOB_ID_RE = re.compile(r"j-[0-9a-f]{12}")
-_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 # Exit codes of the box-side scripts.
 _EXIT_NO_JOB = 44
@@ -128,10 +125,6 @@ class JobStatus:
         """Output remains beyond the returned chunks (call again from the next offsets)."""
         return self.next_stdout_offset < self.stdout_size or self.next_stderr_offset < self.stderr_size
 
-    @property
-    def finished(self) -> bool:
-        return self.state != "running"
-
 
 @dataclass(frozen=True)
 class JobSummary:
@@ -184,7 +177,8 @@ job_state() {
 """
 
 # The wrapper: leader of the job's session. It locks fd 9 (``run``, opened by launch) for as long
-# as it lives, records its pid, sources the env files (deleting the per-job one), runs the command
+# as it lives, records its pid, sources the env files (the per-job one then becomes `secrets`, kept 0600
+# only so any orchestrator can redact those values from the output), runs the command
 # in the foreground (without fd 9, so nothing the job leaves behind holds the lock) and records the
 # exit code. The trap keeps it alive through TERM/INT sent to the group (a handler, not '', so the
 # command keeps the default dispositions).
@@ -193,7 +187,7 @@ trap : TERM INT
 if command -v flock >/dev/null 2>&1; then flock -n 9 2>/dev/null || :; fi
 echo $$ > "$d/pid.tmp" && mv -f "$d/pid.tmp" "$d/pid"
 if [ -r "$HOME/.boxforge/env" ]; then . "$HOME/.boxforge/env"; fi
-if [ -e "$d/env" ]; then . "$d/env"; rm -f "$d/env"; fi
+if [ -e "$d/env" ]; then . "$d/env"; mv -f "$d/env" "$d/secrets"; fi
 if command -v bash >/dev/null 2>&1; then bash "$d/cmd" 9<&-; else sh "$d/cmd" 9<&-; fi
 code=$?
 t=$(date +%s.%N 2>/dev/null); case $t in ""|*[!0-9.]*|*.|.*) t=$(date +%s) ;; esac
@@ -383,16 +377,16 @@ async def _call(
 
 
 def _check_job_id(job_id: str) -> None:
-    if not isinstance(job_id, str) or not _JOB_ID_RE.fullmatch(job_id):
+    if not isinstance(job_id, str) or not JOB_ID_RE.fullmatch(job_id):
         raise UnknownJob(f"unknown job {str(job_id)[:40]!r}: job ids look like 'j-' followed by 12 hex digits")
 
 
 def _env_file(env: Mapping[str, str]) -> str:
     lines = []
     for name, value in env.items():
-        if not isinstance(name, str) or not _ENV_NAME_RE.fullmatch(name):
+        if not isinstance(name, str) or not ENV_NAME_RE.fullmatch(name):
             raise InvalidInput(
-                f"invalid env name {str(name)[:40]!r}: use letters, digits and '_', not starting with a digit"
+                f"invalid env name {str(name)[:40]!r}: use up to 128 letters, digits and '_', not starting with a digit"
             )
         if not isinstance(value, str) or "\x00" in value:
             raise InvalidInput(f"env {name} must be a string without NUL bytes")
@@ -422,7 +416,7 @@ async def launch(ex: BoxExec, job_id: str, command: str, *, cwd: str, env: Mappi
     ``cwd`` may be absolute, ``~``-relative or relative to the box's home; a missing one raises
     ``InvalidInput`` and leaves no job behind.
     """
-    if not isinstance(job_id, str) or not _JOB_ID_RE.fullmatch(job_id):
+    if not isinstance(job_id, str) or not JOB_ID_RE.fullmatch(job_id):
         raise InvalidInput(f"invalid job id {str(job_id)[:40]!r}: use new_job_id()")
     if "\x00" in command:
         raise InvalidInput("the command must not contain NUL bytes")
@@ -456,8 +450,11 @@ async def status(
     wait_s: float = 0.0,
 ) -> JobStatus:
     """State, exit code, times, stream sizes and up to ``max_bytes`` of each stream after the
-    given offsets, in one round trip. With ``wait_s > 0`` the box polls (every 50 ms) until the
-    job is no longer running or ``wait_s`` passed. A job dir that is missing reads as ``lost``.
+    given offsets, in one round trip. With ``wait_s > 0`` and a running job, the box waits up to
+    ``wait_s`` for the job to end: it blocks on a shared ``flock`` of the job's ``run`` file, which
+    the wrapper holds exclusively while it lives, so the answer comes as soon as the job ends.
+    Where ``flock`` is missing, or the lock is free while the job still runs (a job launched
+    without it), it re-checks every 50 ms instead. A job dir that is missing reads as ``lost``.
     """
     _check_job_id(job_id)
     if min(stdout_offset, stderr_offset, max_bytes) < 0 or wait_s < 0:
@@ -555,7 +552,7 @@ async def list_jobs(ex: BoxExec) -> list[JobSummary]:
     jobs = []
     for line in result.stdout.decode(errors="replace").splitlines():
         parts = line.split(" ", 5)
-        if len(parts) < 5 or not _JOB_ID_RE.fullmatch(parts[0]) or parts[1] not in JOB_STATES:
+        if len(parts) < 5 or not JOB_ID_RE.fullmatch(parts[0]) or parts[1] not in JOB_STATES:
             continue
         head = parts[5] if len(parts) == 6 else ""
         jobs.append(
@@ -570,6 +567,13 @@ async def list_jobs(ex: BoxExec) -> list[JobSummary]:
         )
     jobs.sort(key=lambda job: (job.started_at or 0.0, job.job_id))
     return jobs
+
+
+async def read_secrets(ex: BoxExec, job_id: str) -> str:
+    """The job's per-job env file (``export NAME='value'`` lines), kept 0600 for redaction; "" if none."""
+    _check_job_id(job_id)
+    result = await ex(f'cat "$HOME/.boxforge/jobs/{job_id}/secrets" 2>/dev/null || true', None, CALL_TIMEOUT_S)
+    return result.stdout.decode(errors="replace")
 
 
 async def write_box_env(ex: BoxExec, env: Mapping[str, str]) -> None:

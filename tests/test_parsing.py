@@ -1,14 +1,16 @@
-"""The pure pieces: TTLs, names, UTF-8 chunking, repo credentials, branch-derived names."""
+"""The pure pieces: TTLs, names, env names, UTF-8 chunking, repo credentials, branch-derived names."""
 
 from __future__ import annotations
 
 import pytest
 
+from server import jobs
 from server.bootstrap import parse_repo
 from server.cli import name_from_branch
 from server.errors import InvalidInput
-from server.fleet import complete_utf8_prefix, decode_output
+from server.fleet import check_env, complete_utf8_prefix, decode_output
 from server.schemas import check_name, format_duration, parse_ttl
+from server.ssh import ExecResult
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
@@ -33,6 +35,18 @@ def test_valid_names(name: str) -> None:
 def test_invalid_names(name: str) -> None:
     with pytest.raises(ValueError, match="invalid server name"):
         check_name(name)
+
+
+async def no_box(script: str, stdin: bytes | None, timeout: float | None) -> ExecResult:
+    raise AssertionError("the input should have been refused before reaching a box")
+
+
+@pytest.mark.parametrize("name", ["A" * 129, "1A", "BAD-NAME", "A\n", ""])
+async def test_the_job_protocol_refuses_the_env_names_create_server_refuses(name: str) -> None:
+    with pytest.raises(InvalidInput, match="invalid env name"):
+        check_env({name: "v"})
+    with pytest.raises(InvalidInput, match="invalid env name"):
+        await jobs.write_box_env(no_box, {name: "v"})
 
 
 def test_utf8_prefix_never_splits_a_character() -> None:
