@@ -177,8 +177,7 @@ job_state() {
 """
 
 # The wrapper: leader of the job's session. It locks fd 9 (``run``, opened by launch) for as long
-# as it lives, records its pid, sources the env files (the per-job one then becomes `secrets`, kept 0600
-# only so any orchestrator can redact those values from the output), runs the command
+# as it lives, records its pid, sources the env files (deleting the per-job one), runs the command
 # in the foreground (without fd 9, so nothing the job leaves behind holds the lock) and records the
 # exit code. The trap keeps it alive through TERM/INT sent to the group (a handler, not '', so the
 # command keeps the default dispositions).
@@ -187,7 +186,7 @@ trap : TERM INT
 if command -v flock >/dev/null 2>&1; then flock -n 9 2>/dev/null || :; fi
 echo $$ > "$d/pid.tmp" && mv -f "$d/pid.tmp" "$d/pid"
 if [ -r "$HOME/.boxforge/env" ]; then . "$HOME/.boxforge/env"; fi
-if [ -e "$d/env" ]; then . "$d/env"; mv -f "$d/env" "$d/secrets"; fi
+if [ -e "$d/env" ]; then . "$d/env"; rm -f "$d/env"; fi
 if command -v bash >/dev/null 2>&1; then bash "$d/cmd" 9<&-; else sh "$d/cmd" 9<&-; fi
 code=$?
 t=$(date +%s.%N 2>/dev/null); case $t in ""|*[!0-9.]*|*.|.*) t=$(date +%s) ;; esac
@@ -567,13 +566,6 @@ async def list_jobs(ex: BoxExec) -> list[JobSummary]:
         )
     jobs.sort(key=lambda job: (job.started_at or 0.0, job.job_id))
     return jobs
-
-
-async def read_secrets(ex: BoxExec, job_id: str) -> str:
-    """The job's per-job env file (``export NAME='value'`` lines), kept 0600 for redaction; "" if none."""
-    _check_job_id(job_id)
-    result = await ex(f'cat "$HOME/.boxforge/jobs/{job_id}/secrets" 2>/dev/null || true', None, CALL_TIMEOUT_S)
-    return result.stdout.decode(errors="replace")
 
 
 async def write_box_env(ex: BoxExec, env: Mapping[str, str]) -> None:
