@@ -7,6 +7,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 
+import anyio
 import pytest
 
 from server import jobs
@@ -14,8 +15,13 @@ from server.errors import InvalidInput, UnknownJob
 from server.ssh import SSHPool, SSHTarget
 from tests.conftest import BoxHandle, MakeBox
 from tests.ssh_helpers import target_for
+from tests.support import eventually
 
 DEADLINE_S = 30.0
+# Outlasts any test (pytest-timeout ends one long before): a long-poll with this wait that answers
+# "finished" was answered by the job's end, not by its wait running out.
+UNENDING_WAIT_S = 3600.0
+GATED = 'while [ ! -e "$HOME/gate" ]; do sleep 0.05; done; echo released'
 
 
 @pytest.fixture
@@ -150,21 +156,38 @@ async def test_cancel_of_a_finished_job_changes_nothing(ex: jobs.BoxExec) -> Non
     assert (st.state, st.exit_code, st.stdout) == ("succeeded", 0, b"done\n")
 
 
-async def test_long_poll_returns_promptly_after_the_job_finishes(ex: jobs.BoxExec) -> None:
-    job_id = await start(ex, "sleep 0.5; date +%s.%N")
-    st = await jobs.status(ex, job_id, wait_s=20.0)
-    answered_at = time.time()
-    assert st.state == "succeeded"
-    assert answered_at - float(st.stdout) < 0.3
+async def long_poll_waiting_on(ex: jobs.BoxExec, job_id: str) -> bool:
+    """A status long-poll is waiting on the box for the job: a process holds the job's ``run`` file
+    on fd 8, where the status script waits for the wrapper's lock."""
+    script = (f'run=$(readlink -f "$HOME/.boxforge/jobs/{job_id}/run"); '
+              'ls -l /proc/[0-9]*/fd/8 2>/dev/null | grep -cF -- "-> $run" || true')
+    return int(await sh(ex, script)) > 0
 
 
-async def test_long_poll_waits_while_the_job_runs(ex: jobs.BoxExec) -> None:
-    job_id = await start(ex, "sleep 300")
-    started = time.monotonic()
-    st = await jobs.status(ex, job_id, wait_s=1.0)
-    waited = time.monotonic() - started
+async def test_long_poll_returns_with_the_job_finished(ex: jobs.BoxExec) -> None:
+    job_id = await start(ex, "echo done")
+    st = await jobs.status(ex, job_id, wait_s=UNENDING_WAIT_S)
+    assert (st.state, st.exit_code, st.stdout) == ("succeeded", 0, b"done\n")
+
+
+async def test_long_poll_on_a_running_job_answers_once_a_gate_ends_the_job(ex: jobs.BoxExec) -> None:
+    job_id = await start(ex, GATED)
+    answers: list[jobs.JobStatus] = []
+
+    async def long_poll() -> None:
+        answers.append(await jobs.status(ex, job_id, wait_s=UNENDING_WAIT_S))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(long_poll)
+        await eventually(lambda: long_poll_waiting_on(ex, job_id), what="the long-poll to wait on the box")
+        await sh(ex, 'touch "$HOME/gate"')
+    assert [(st.state, st.stdout) for st in answers] == [("succeeded", b"released\n")]
+
+
+async def test_long_poll_whose_wait_runs_out_answers_running(ex: jobs.BoxExec) -> None:
+    job_id = await start(ex, GATED)
+    st = await jobs.status(ex, job_id, wait_s=0.2)
     assert st.state == "running"
-    assert 0.95 <= waited < 3.0
     await jobs.cancel(ex, job_id, "KILL")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -73,13 +72,11 @@ async def test_client_key_the_box_does_not_trust_raises_box_unreachable(
         await pool.run(target_for(box, client_key_path=stranger.client_key_path), "true")
 
 
-async def test_refused_port_raises_box_unreachable_fast(pool: SSHPool, tmp_path: Path) -> None:
+async def test_refused_port_raises_box_unreachable(pool: SSHPool, tmp_path: Path) -> None:
     keys = create_box_keys(tmp_path / "keys", "nobody")
     target = SSHTarget("ghost", "127.0.0.1", free_port(), "root", keys.client_key_path, keys.host_public)
-    started = time.monotonic()
     with pytest.raises(BoxUnreachable, match="refused the SSH connection") as err:
         await pool.run(target, "true")
-    assert time.monotonic() - started < 2.0
     assert not isinstance(err.value, HostKeyMismatch)
 
 
@@ -121,10 +118,8 @@ async def test_concurrent_first_connects_share_one_connect(pool: SSHPool, box: B
 async def test_timeout_raises_box_timeout_and_keeps_the_connection(pool: SSHPool, box: BoxHandle) -> None:
     target = target_for(box)
     conn = await pool.connection(target)
-    started = time.monotonic()
-    with pytest.raises(BoxTimeout, match=r"did not finish within 0\.3s"):
+    with pytest.raises(BoxTimeout, match=r"did not finish within 0\.3s"):  # long before the command would end
         await pool.run(target, "sleep 20", timeout=0.3)
-    assert time.monotonic() - started < 2.0
     assert (await pool.run(target, "echo alive")).stdout == b"alive\n"
     assert await pool.connection(target) is conn
 
