@@ -1,5 +1,6 @@
 """Helpers for the fleet, MCP and CLI tests: settings on a temp state dir, a git repo to
-clone, a scan for a box's processes, and polling with a deadline (never a bare sleep)."""
+clone, a scan for a box's processes, polling with a deadline (never a bare sleep), and reading a
+driver process's output with a deadline."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -76,6 +78,20 @@ def box_pids(box_id: str) -> list[int]:
         if marker in environ.split(b"\0"):
             found.append(int(entry.name))
     return found
+
+
+def readline_with_deadline(proc: subprocess.Popen[str], timeout: float = 60.0) -> str:
+    """The next line of ``proc``'s stdout (a text pipe); fails after ``timeout`` instead of hanging
+    on a stuck process. The reader thread ends when the caller kills the process."""
+    stream = proc.stdout
+    assert stream is not None, "start the process with stdout=subprocess.PIPE"
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if reader.is_alive():
+        raise AssertionError(f"process {proc.pid} ({proc.args!r}) printed no line within {timeout}s")
+    return lines[0]
 
 
 async def eventually(check: Callable[[], Awaitable[Any] | Any], *, timeout: float = 20.0,

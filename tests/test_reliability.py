@@ -24,7 +24,7 @@ from providers.localbox import supervisor_pid
 from server.errors import NotOwned, ProvisionFailed
 from server.fleet import Fleet, open_fleet
 from server.keys import create_box_keys, generate_keypair
-from tests.support import REPO_ROOT, box_pids, cli_env, eventually, make_settings
+from tests.support import REPO_ROOT, box_pids, cli_env, eventually, make_repo, make_settings, readline_with_deadline
 
 
 def live_box_dirs(fleet: Fleet) -> list[Path]:
@@ -75,10 +75,24 @@ async def test_a_ready_timeout_burns_the_box(tmp_path: Path) -> None:
 
 async def test_a_create_cancelled_midway_burns_the_box(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "state")
+    repo = make_repo(tmp_path / "repo")
     async with open_fleet(settings) as fleet:
-        with anyio.move_on_after(0.3):
-            await fleet.create_server("cancelled", repo=str(REPO_ROOT))  # cloning this repo takes a while
+        boxes_at_cancel: list[Path] = []
+        keys_at_cancel: list[Path] = []
+        with anyio.CancelScope() as scope:
+
+            async def cancel_once_cloning(step: str, index: int, total: int) -> None:
+                if step == "clone":  # the box is up and its bootstrap job is running
+                    boxes_at_cancel.extend(live_box_dirs(fleet))
+                    keys_at_cancel.extend(settings.keys_dir.iterdir())
+                    scope.cancel()
+
+            await fleet.create_server("cancelled", repo=str(repo), progress=cancel_once_cloning)
+        assert scope.cancelled_caught
+        assert len(boxes_at_cancel) == 1 and len(keys_at_cancel) == 1
         assert live_box_dirs(fleet) == []
+        assert box_pids(boxes_at_cancel[0].name) == []
+        assert list(settings.keys_dir.iterdir()) == []
         assert (await fleet.list_servers()).count == 0
 
 
@@ -89,7 +103,7 @@ async def test_orchestrator_killed_mid_create_leaves_an_orphan_the_sweep_burns(t
         env=cli_env(settings), cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
     )
     try:
-        assert proc.stdout.readline().strip() == "creating"
+        assert readline_with_deadline(proc).strip() == "creating"
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
@@ -114,7 +128,7 @@ async def test_a_create_still_running_in_another_process_is_not_taken_for_an_orp
         env=cli_env(settings), cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
     )
     try:
-        assert proc.stdout.readline().strip() == "creating"
+        assert readline_with_deadline(proc).strip() == "creating"
         (box_dir,) = settings.local_boxes_dir.glob("lb-*")
         async with open_fleet(settings) as fleet:
             burned, _ = await fleet.reap_once()

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from server.fleet import open_fleet
-from tests.support import REPO_ROOT, cli_env, make_settings
+from tests.support import REPO_ROOT, cli_env, make_settings, readline_with_deadline
 
 
 async def test_job_survives_orchestrator_sigkill(tmp_path: Path) -> None:
@@ -20,7 +20,7 @@ async def test_job_survives_orchestrator_sigkill(tmp_path: Path) -> None:
         env=cli_env(settings), cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
     )
     try:
-        job_id = proc.stdout.readline().strip()
+        job_id = readline_with_deadline(proc).strip()
         assert job_id.startswith("j-"), "the driver printed no job id"
     finally:
         os.kill(proc.pid, signal.SIGKILL)
