@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import posixpath
 import secrets
 import shlex
@@ -46,7 +47,7 @@ from providers.base import (
 from server import agents, boxfile, files, jobs
 from server.agents import AgentPlan, plan_agent
 from server.bootstrap import BASE_MARKER, STEP_MARKER, RepoSource, base_commit_from, bootstrap_script, parse_repo
-from server.config import Settings
+from server.config import Settings, _config_path
 from server.errors import (
     BoxUnreachable,
     ForgeError,
@@ -83,6 +84,7 @@ from server.schemas import (
 )
 from server.ssh import ExecResult, SSHPool, SSHTarget
 from server.store import BoxRecord, JobRecord, Store
+from server.text import complete_utf8_prefix, decode_output
 
 log = logging.getLogger("boxforge.fleet")
 T = TypeVar("T")
@@ -92,27 +94,51 @@ FAILED_SHOWN_S = 3600.0  # list_servers shows creates that failed this recently
 MAX_COMMAND_BYTES = 256 * 1024
 MAX_ENV_VALUE_BYTES = 64 * 1024
 MAX_WAIT_S = 300.0
+JOB_SECRETS_KEPT = 1000
 PROJECT_DIR_NAME = "project"
 DROPPED_MARKER = "\n[... {n} bytes dropped ...]\n"
 
 
-def decode_output(data: bytes) -> tuple[str, bool]:
-    """UTF-8 text with invalid bytes replaced, and whether the bytes were not clean text."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("utf-8", errors="replace"), True
-    return text, "\x00" in text
+@dataclass(frozen=True)
+class Redactor:
+    """Secret values to hide in output, longest first."""
 
+    secrets: tuple[tuple[str, str], ...]  # (value, name)
 
-def complete_utf8_prefix(data: bytes) -> int:
-    """Length of ``data`` without a trailing incomplete UTF-8 sequence (so chunks split on characters)."""
-    for back in range(1, min(4, len(data)) + 1):
-        byte = data[-back]
-        if byte & 0xC0 != 0x80:  # a lead byte or ASCII
-            needed = 1 if byte < 0x80 else 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4
-            return len(data) - back if needed > back else len(data)
-    return len(data)
+    @classmethod
+    def of(cls, env: Mapping[str, str], min_chars: int) -> Redactor:
+        pairs = sorted(((v, k) for k, v in env.items() if len(v) >= min_chars), key=lambda vk: -len(vk[0]))
+        return cls(tuple(pairs))
+
+    def text(self, text: str) -> str:
+        for value, name in self.secrets:
+            if value in text:
+                text = text.replace(value, f"[redacted:{name}]")
+        return text
+
+    __call__ = text
+
+    def safe_end(self, data: bytes) -> int:
+        """Length of ``data`` without a tail that could be the start of a secret cut off by the chunk."""
+        cut = 0
+        for value, _ in self.secrets:
+            raw = value.encode()
+            for k in range(min(len(raw) - 1, len(data)), cut, -1):
+                if data.endswith(raw[:k]):
+                    cut = k
+                    break
+        return len(data) - cut
+
+    def safe_start(self, data: bytes) -> int:
+        """Bytes at the start of ``data`` that could be the end of a secret cut off before it."""
+        skip = 0
+        for value, _ in self.secrets:
+            raw = value.encode()
+            for k in range(min(len(raw) - 1, len(data)), skip, -1):
+                if data.startswith(raw[-k:]):
+                    skip = k
+                    break
+        return skip
 
 
 @dataclass
@@ -180,14 +206,20 @@ class Fleet:
         keys = load_box_keys(self.settings.keys_dir, rec.key_id)
         return SSHTarget(rec.name, rec.host, rec.ssh_port, rec.ssh_user, keys.client_key_path, keys.host_public)
 
-    def _exec(self, rec: BoxRecord) -> jobs.BoxExec:
-        """The box's exec, recording when it last answered and since when it has not."""
-        inner = jobs.box_exec(self.pool, self._target(rec))
+    def _exec(self, rec: BoxRecord, *, long: bool = False) -> jobs.BoxExec:
+        """The box's exec, recording when it last answered and since when it has not. ``long``: for
+        scripts that may run for minutes (grep, diff), which take the pool's long lane so that they
+        never hold up short calls (status, launch, cancel) to the same box."""
+        target = self._target(rec)
+        inner = jobs.box_exec(self.pool, target)
         health = self._health.setdefault(rec.name, Health())
 
         async def run(script: str, stdin: bytes | None = None, timeout: float | None = None) -> ExecResult:
             try:
-                result = await inner(script, stdin, timeout)
+                if long:
+                    result = await self.pool.channel_run(target, script, stdin=stdin, timeout=timeout, long=True)
+                else:
+                    result = await inner(script, stdin, timeout)
             except BoxUnreachable as exc:
                 health.unreachable_since = health.unreachable_since or time.time()
                 health.error = str(exc)
@@ -197,22 +229,29 @@ class Fleet:
 
         return run
 
-    async def _redactor(self, rec: BoxRecord, ex: jobs.BoxExec, job_id: str | None = None) -> Callable[[str], str]:
-        """Replace secret env values (the box's and the job's) in output with [redacted:NAME]."""
+    async def _redactor(self, rec: BoxRecord, ex: jobs.BoxExec, job: JobRecord | str | None = None) -> Redactor:
+        """The secret env values (the box's and the job's) to hide in output as [redacted:NAME].
+
+        Values this process does not hold (another process launched the job, or this one restarted)
+        are read back from the box's 0600 files, once per box and job.
+        """
         if rec.request_id not in self._box_secrets:
             result = await ex('cat "$HOME/.boxforge/env" 2>/dev/null || true', None, 30.0)
             self._box_secrets[rec.request_id] = parse_env_file(result.stdout.decode(errors="replace"))
-        pairs = {**self._box_secrets[rec.request_id], **self._job_secrets.get(job_id or "", {})}
-        values = sorted(((v, k) for k, v in pairs.items() if len(v) >= self.settings.redact_min_chars),
-                        key=lambda vk: -len(vk[0]))
+        pairs = dict(self._box_secrets[rec.request_id])
+        job_id = job.job_id if isinstance(job, JobRecord) else job
+        if job_id is not None:
+            known = self._job_secrets.get(job_id)
+            if known is None and isinstance(job, JobRecord) and job.secret_names:
+                known = parse_env_file(await jobs.read_secrets(ex, job_id))
+                self._remember_job_secrets(job_id, known)
+            pairs.update(known or {})
+        return Redactor.of(pairs, self.settings.redact_min_chars)
 
-        def redact(text: str) -> str:
-            for value, name in values:
-                if value in text:
-                    text = text.replace(value, f"[redacted:{name}]")
-            return text
-
-        return redact
+    def _remember_job_secrets(self, job_id: str, env: Mapping[str, str]) -> None:
+        self._job_secrets[job_id] = dict(env)
+        while len(self._job_secrets) > JOB_SECRETS_KEPT:  # oldest first: a long-lived server stays small
+            del self._job_secrets[next(iter(self._job_secrets))]
 
     def _changed_schedule(self) -> None:
         if self.on_schedule_change is not None:
@@ -420,14 +459,16 @@ class Fleet:
 
     async def _start_create_job(self, rec: BoxRecord, ex: jobs.BoxExec, kind: str, label: str, script: str, cwd: str,
                                 env: Mapping[str, str] | None = None) -> str:
+        """Launch a bootstrap, setup or service job. Its env (a repo token) is deleted on the box once
+        sourced: the agent that runs there later must not find it."""
         job_id = jobs.new_job_id()
         await self._db(self.store.insert_job, JobRecord(
             job_id=job_id, box_name=rec.name, request_id=rec.request_id, command=label[:500], cwd=cwd,
             kind=kind, idempotency_key=None, state="running", exit_code=None, created_at=time.time(),
             finished_at=None))
         if env:
-            self._job_secrets[job_id] = dict(env)
-        await jobs.launch(ex, job_id, script, cwd=cwd, env=env or {})
+            self._remember_job_secrets(job_id, env)
+        await jobs.launch(ex, job_id, script, cwd=cwd, env=env or {}, keep_secrets=False)
         return job_id
 
     async def _await_create_job(self, rec: BoxRecord, ex: jobs.BoxExec, job_id: str, what: str, timeout: float,
@@ -745,10 +786,10 @@ class Fleet:
         job = await self._db(self.store.insert_job, JobRecord(
             job_id=new_id, box_name=rec.name, request_id=rec.request_id, command=command[:500],
             cwd=workdir, kind="command", idempotency_key=idempotency_key, state="running", exit_code=None,
-            created_at=time.time(), finished_at=None))
+            created_at=time.time(), finished_at=None, secret_names=",".join(sorted(env)) if env else None))
         reused = job.job_id != new_id  # the idempotency key was used before: never run the task twice
-        if env:
-            self._job_secrets[job.job_id] = env
+        if env and not reused:
+            self._remember_job_secrets(job.job_id, env)
         if not reused:
             try:
                 await jobs.launch(ex, job.job_id, command, cwd=workdir, env=env)
@@ -773,11 +814,15 @@ class Fleet:
         return await self._command_result(rec, ex, st, wait)
 
     async def _command_result(self, rec: BoxRecord, ex: jobs.BoxExec, st: jobs.JobStatus, wait: float) -> CommandResult:
-        redact = await self._redactor(rec, ex, st.job_id)
+        redactor = await self._redactor(rec, ex, st.job_id)
         cap = self.settings.output_cap_bytes
         texts: dict[str, str] = {}
         dropped: dict[str, int] = {}
+        next_offset = {"out": st.stdout_size, "err": st.stderr_size}
         for stream, data, size in (("out", st.stdout, st.stdout_size), ("err", st.stderr, st.stderr_size)):
+            if st.state == "running":  # what follows is read from this offset on: cut clean
+                data = data[:redactor.safe_end(data[:complete_utf8_prefix(data)])]
+                next_offset[stream] = (st.stdout_offset if stream == "out" else st.stderr_offset) + len(data)
             if size <= cap or st.state == "running":
                 texts[stream] = decode_output(data)[0]
                 dropped[stream] = 0
@@ -785,17 +830,18 @@ class Fleet:
             half = cap // 2
             head = data[:half]
             tail = await jobs.read_range(ex, st.job_id, stream, size - half, half)
-            head = head[:complete_utf8_prefix(head)]
+            head = head[:redactor.safe_end(head[:complete_utf8_prefix(head)])]
+            tail = tail[redactor.safe_start(tail):]  # never show the end of a secret cut in half
             dropped[stream] = size - len(head) - len(tail)
             texts[stream] = decode_output(head)[0] + DROPPED_MARKER.format(n=dropped[stream]) + \
                 decode_output(tail)[0]
-        texts = {stream: redact(text) for stream, text in texts.items()}
+        texts = {stream: redactor.text(text) for stream, text in texts.items()}
         await self._db(self.store.append_output, st.job_id, texts["out"], texts["err"])
         _, _, warning = time_left(rec.expires_at)
         if st.state == "running":
             hint = (f"still running after {wait:.0f}s; it continues in the background: poll "
-                    f"vm_job_status(job_id='{st.job_id}', stdout_offset={st.stdout_offset + len(st.stdout)}, "
-                    f"stderr_offset={st.stderr_offset + len(st.stderr)}, wait_s=30) or vm_job_cancel it")
+                    f"vm_job_status(job_id='{st.job_id}', stdout_offset={next_offset['out']}, "
+                    f"stderr_offset={next_offset['err']}, wait_s=30) or vm_job_cancel it")
         elif st.state == "killed":
             hint = "the command was killed"
         else:
@@ -804,8 +850,7 @@ class Fleet:
             server=rec.name, job_id=st.job_id, state=st.state, exit_code=st.exit_code,
             stdout=texts["out"], stderr=texts["err"],
             stdout_dropped_bytes=dropped["out"], stderr_dropped_bytes=dropped["err"],
-            stdout_offset=st.stdout_offset + len(st.stdout) if st.state == "running" else st.stdout_size,
-            stderr_offset=st.stderr_offset + len(st.stderr) if st.state == "running" else st.stderr_size,
+            stdout_offset=next_offset["out"], stderr_offset=next_offset["err"],
             duration_s=_duration(st), hint=hint, warning=warning,
         )
 
@@ -846,11 +891,17 @@ class Fleet:
             else st.stdout
         err = st.stderr[:complete_utf8_prefix(st.stderr)] if st.stderr_offset + len(st.stderr) < st.stderr_size \
             else st.stderr
+        if out or err:
+            redactor = await self._redactor(rec, ex, job)
+            # A chunk that ends where a secret could begin waits for the rest: never half a secret.
+            if st.state == "running" or st.stdout_offset + len(out) < st.stdout_size:
+                out = out[:redactor.safe_end(out)]
+            if st.state == "running" or st.stderr_offset + len(err) < st.stderr_size:
+                err = err[:redactor.safe_end(err)]
         out_text, out_binary = decode_output(out)
         err_text, err_binary = decode_output(err)
         if out_text or err_text:
-            redact = await self._redactor(rec, ex, job_id)
-            out_text, err_text = redact(out_text), redact(err_text)
+            out_text, err_text = redactor.text(out_text), redactor.text(err_text)
             await self._db(self.store.append_output, job_id, out_text, err_text)
         next_out, next_err = st.stdout_offset + len(out), st.stderr_offset + len(err)
         more = next_out < st.stdout_size or next_err < st.stderr_size
@@ -953,8 +1004,8 @@ class Fleet:
     async def _files(self, server: str) -> tuple[BoxRecord, files.BoxFiles]:
         rec = await self._ready(server)
         home = rec.home or "~"
-        return rec, files.BoxFiles(rec.name, self.pool, self._target(rec), self._exec(rec), rec.project_dir or home,
-                                   home)
+        return rec, files.BoxFiles(rec.name, self.pool, self._target(rec), self._exec(rec, long=True),
+                                   rec.project_dir or home, home, timeout_s=self.settings.sftp_timeout_s)
 
     async def server_info(self, server: str) -> ServerInfo:
         """One live box (ready or still provisioning)."""
@@ -969,7 +1020,7 @@ class Fleet:
                         encoding: files.Encoding = "text") -> FileContent:
         rec, fs = await self._files(server)
         result = await files.read_file(fs, path, offset=offset, limit=limit, encoding=encoding)
-        redact = await self._redactor(rec, fs.run)
+        redact = await self._redactor(rec, self._exec(rec))
         if encoding == "base64":
             text = base64.b64decode(result.content).decode(errors="replace")
             if redact(text) != text:
@@ -994,15 +1045,14 @@ class Fleet:
                    ignore_case: bool = False, max_results: int = 100) -> GrepResult:
         rec, fs = await self._files(server)
         result = await files.grep(fs, pattern, path, glob=glob, ignore_case=ignore_case, max_results=max_results)
-        redact = await self._redactor(rec, fs.run)
+        redact = await self._redactor(rec, self._exec(rec))
         for match in result.matches:
             match.text = redact(match.text)
         return result
 
     def _local_path(self, path: str) -> Path:
-        forbidden = [self.settings.home, Path.home() / ".ssh", Path.home() / ".config" / "boxforge"]
         roots = files.transfer_roots(self.settings.transfer_roots)
-        return files.check_local_path(path, roots=roots, forbidden=forbidden)
+        return files.check_local_path(path, roots=roots, forbidden=credential_paths(self.settings, roots))
 
     async def upload(self, server: str, local_path: str, remote_path: str, *, create_dirs: bool = True,
                      overwrite: bool = True) -> WriteResult:
@@ -1020,7 +1070,7 @@ class Fleet:
         """The box's work: working tree and commits against the base commit recorded at create."""
         rec, fs = await self._files(server)
         result = await files.diff(fs, rec.base_commit, max_bytes=min(max_bytes, files.MAX_DIFF_BYTES))
-        redact = await self._redactor(rec, fs.run)
+        redact = await self._redactor(rec, self._exec(rec))
         result.diff = redact(result.diff)
         return result
 
@@ -1048,6 +1098,20 @@ class Fleet:
             hint=f"the agent works in the background: poll vm_job_status(job_id='{started.job_id}', wait_s=60) "
                  f"until it ends, then review its work with vm_diff(server='{rec.name}')",
         )
+
+def credential_paths(settings: Settings, roots: list[Path]) -> list[Path]:
+    """Local paths vm_upload/vm_download never touch: boxforge's state dir and config (the file
+    ``load_settings`` actually reads, and its dir), SSH keys, and the credentials of the cloud CLIs."""
+    home = Path.home()
+    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
+    config = _config_path(os.environ).expanduser().resolve()
+    paths = [settings.home, config, home / ".ssh", home / ".config" / "hcloud", config_home / "hcloud",
+             home / ".aws", home / ".netrc"]
+    # the config's dir too, unless that would shut the home dir or a transfer root (a config kept in a project)
+    if not any(place.resolve().is_relative_to(config.parent) for place in [home, *roots]):
+        paths.append(config.parent)
+    return paths
+
 
 def _duration(st: jobs.JobStatus) -> float | None:
     if st.started_at is None:

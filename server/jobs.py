@@ -177,7 +177,8 @@ job_state() {
 """
 
 # The wrapper: leader of the job's session. It locks fd 9 (``run``, opened by launch) for as long
-# as it lives, records its pid, sources the env files (deleting the per-job one), runs the command
+# as it lives, records its pid, sources the env files (the per-job one then becomes `secrets`, kept 0600
+# only so any orchestrator can redact those values from the output), runs the command
 # in the foreground (without fd 9, so nothing the job leaves behind holds the lock) and records the
 # exit code. The trap keeps it alive through TERM/INT sent to the group (a handler, not '', so the
 # command keeps the default dispositions).
@@ -186,12 +187,15 @@ trap : TERM INT
 if command -v flock >/dev/null 2>&1; then flock -n 9 2>/dev/null || :; fi
 echo $$ > "$d/pid.tmp" && mv -f "$d/pid.tmp" "$d/pid"
 if [ -r "$HOME/.boxforge/env" ]; then . "$HOME/.boxforge/env"; fi
-if [ -e "$d/env" ]; then . "$d/env"; rm -f "$d/env"; fi
+if [ -e "$d/env" ]; then . "$d/env"; __AFTER_ENV__; fi
 if command -v bash >/dev/null 2>&1; then bash "$d/cmd" 9<&-; else sh "$d/cmd" 9<&-; fi
 code=$?
 t=$(date +%s.%N 2>/dev/null); case $t in ""|*[!0-9.]*|*.|.*) t=$(date +%s) ;; esac
 printf '%s %s\n' "$code" "$t" > "$d/exit.tmp" && mv -f "$d/exit.tmp" "$d/exit"
 """
+
+_KEEP = 'mv -f "$d/env" "$d/secrets"'
+_FORGET = 'rm -f "$d/env"'
 
 # stdin carries shell assignments of cmd, cwd and envfile (eval'd: no value is ever an argv).
 _LAUNCH = r"""
@@ -407,10 +411,15 @@ def _failure(what: str, result: ExecResult, env: Mapping[str, str] | None = None
     return JobError(f"{what} failed on the box ({status}){': ' + detail if detail else ''}")
 
 
-async def launch(ex: BoxExec, job_id: str, command: str, *, cwd: str, env: Mapping[str, str] = {}) -> None:
+async def launch(ex: BoxExec, job_id: str, command: str, *, cwd: str, env: Mapping[str, str] = {},
+                 keep_secrets: bool = True) -> None:
     """Start ``command`` detached in ``cwd`` with ``env`` on top of the box env; returns once the
     job's pid file exists. One round trip. Launching an already-launched ``job_id`` again is a
     no-op, so a launch retried after a dropped connection never runs the command twice.
+
+    The per-job env file becomes the job's 0600 ``secrets`` file once sourced, so any orchestrator
+    can redact those values from the output; ``keep_secrets=False`` deletes it instead (for values
+    that must not outlive their use on the box, such as a repo token).
 
     ``cwd`` may be absolute, ``~``-relative or relative to the box's home; a missing one raises
     ``InvalidInput`` and leaves no job behind.
@@ -423,7 +432,8 @@ async def launch(ex: BoxExec, job_id: str, command: str, *, cwd: str, env: Mappi
         raise InvalidInput("cwd must be a non-empty path without NUL bytes")
     payload = "".join(
         f"{name}={shlex.quote(value)}\n"
-        for name, value in (("cmd", command), ("cwd", cwd), ("envfile", _env_file(env)), ("wrapper", _WRAPPER))
+        for name, value in (("cmd", command), ("cwd", cwd), ("envfile", _env_file(env)),
+                            ("wrapper", _WRAPPER.replace("__AFTER_ENV__", _KEEP if keep_secrets else _FORGET)))
     )
     result = await _call(ex, "launch", stdin=payload.encode(), job=job_id)
     if result.exit_status == 0:
@@ -566,6 +576,13 @@ async def list_jobs(ex: BoxExec) -> list[JobSummary]:
         )
     jobs.sort(key=lambda job: (job.started_at or 0.0, job.job_id))
     return jobs
+
+
+async def read_secrets(ex: BoxExec, job_id: str) -> str:
+    """The job's per-job env file (``export NAME='value'`` lines), kept 0600 for redaction; "" if none."""
+    _check_job_id(job_id)
+    result = await ex(f'cat "$HOME/.boxforge/jobs/{job_id}/secrets" 2>/dev/null || true', None, CALL_TIMEOUT_S)
+    return result.stdout.decode(errors="replace")
 
 
 async def write_box_env(ex: BoxExec, env: Mapping[str, str]) -> None:

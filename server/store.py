@@ -64,7 +64,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at REAL NOT NULL,
     finished_at REAL,
     out_tail TEXT,
-    err_tail TEXT
+    err_tail TEXT,
+    secret_names TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs(request_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -129,10 +130,11 @@ class JobRecord:
     finished_at: float | None
     out_tail: str | None = None
     err_tail: str | None = None
+    secret_names: str | None = None  # names of the job's secret env (never values): redaction must fetch them
 
 
 # Columns added after the first release, with their types: added to older databases on open.
-_MIGRATIONS = {"jobs": {"out_tail": "TEXT", "err_tail": "TEXT"}}
+_MIGRATIONS = {"jobs": {"out_tail": "TEXT", "err_tail": "TEXT", "secret_names": "TEXT"}}
 TAIL_CHARS = 8192
 
 _BOX_FIELDS = [f.name for f in fields(BoxRecord)]

@@ -240,7 +240,7 @@ async def test_env_values_with_hostile_characters_reach_the_job_exactly(ex: jobs
     assert out.split(b"\0")[:-1] == [env[name].encode() for name in names]
 
 
-async def test_job_env_values_never_show_in_ps_and_the_env_file_is_deleted(ex: jobs.BoxExec) -> None:
+async def test_job_env_values_never_show_in_ps_and_stay_only_in_the_private_secrets_file(ex: jobs.BoxExec) -> None:
     secret = "s3cr3t-" + secrets.token_hex(8)
     sampler = await start(ex, "end=$((SECONDS + 2)); while [ $SECONDS -lt $end ]; do ps -eo args; done")
     job_id = await start(ex, "sleep 1", env={"TOKEN": secret})
@@ -250,9 +250,12 @@ async def test_job_env_values_never_show_in_ps_and_the_env_file_is_deleted(ex: j
     assert secret.encode() not in samples
     await wait_finished(ex, job_id)
     job_dir = f'"$HOME/.boxforge/jobs/{job_id}"'
-    assert await sh(ex, f"ls -A {job_dir}; grep -rlF {secret} {job_dir} || true") == b"".join(
-        name + b"\n" for name in sorted([b"boot", b"cmd", b"cwd", b"err", b"exit", b"out", b"pid", b"run", b"started"])
-    )
+    assert await sh(ex, f"ls -A {job_dir}; cd {job_dir} && grep -rlF {secret} . || true") == b"".join(
+        name + b"\n" for name in sorted([b"boot", b"cmd", b"cwd", b"err", b"exit", b"out", b"pid", b"run", b"secrets",
+                                          b"started"])
+    ) + b"./secrets\n"
+    assert await sh(ex, f"stat -c %a {job_dir}/secrets") == b"600\n"
+    assert secret in await jobs.read_secrets(ex, job_id)
 
 
 async def test_job_env_reaches_the_job_process_environment(ex: jobs.BoxExec) -> None:

@@ -99,7 +99,12 @@ async def use_secrets_every_way(client: Client, cmd: list[str], env: dict[str, s
     assert CANARIES["create_env"] in box_env_file.read_text(), "the scan looks where the secret is"
     install_env = (box_dir / "home" / "install-env").read_text()
     assert CANARIES["create_env"] in install_env and CANARIES["repo_token"] not in install_env
-    witness.files_during = scan_tree(settings.home, allowed={box_env_file, box_dir / "home" / "install-env"})
+    # Per-job secrets stay (0600) where the job ran, for redaction; the bootstrap's repo token does not.
+    job_secrets = set((box_dir / "home" / ".boxforge" / "jobs").glob("*/secrets"))
+    assert {oct(p.stat().st_mode & 0o777) for p in job_secrets} == {"0o600"}
+    witness.files_during = scan_tree(settings.home,
+                                     allowed={box_env_file, box_dir / "home" / "install-env", *job_secrets})
+    assert {w for p in job_secrets for w in hits(p.read_bytes())} == {"bash_env"}
     await call("destroy_server", name="vault")
 
 
@@ -120,3 +125,42 @@ async def test_output_that_prints_a_secret_comes_back_redacted(tmp_path: Path) -
         assert polled.structured_content["stdout"] == "[redacted:API_KEY]\n"
         await client.call_tool("destroy_server", {"name": "leaky"})
     assert hits(settings.db_path.read_bytes()) == set()
+
+
+async def test_another_process_redacts_a_jobs_secrets_and_keeps_them_out_of_the_store(tmp_path: Path) -> None:
+    from server.fleet import open_fleet
+
+    settings = make_settings(tmp_path / "state")
+    async with open_fleet(settings) as launcher:
+        await launcher.create_server("twoprocs")
+        job = await launcher.run("twoprocs", 'echo "pw=$DB_PASSWORD"', background=True,
+                                 env={"DB_PASSWORD": CANARIES["bash_env"]})
+    async with open_fleet(settings) as other:  # the CLI, or the server after a restart
+        status = await other.job_status(job.job_id, wait_s=20)
+        assert status.stdout == "pw=[redacted:DB_PASSWORD]\n"
+        await other.destroy_server("twoprocs")
+    for path in settings.home.glob("state.db*"):
+        assert hits(path.read_bytes()) == set(), path
+
+
+async def test_a_secret_split_across_output_chunks_is_never_shown(tmp_path: Path) -> None:
+    from server.fleet import open_fleet
+
+    settings = make_settings(tmp_path / "state")
+    secret = CANARIES["create_env"]
+    async with open_fleet(settings) as fleet:
+        await fleet.create_server("chunks", env={"API_KEY": secret})
+        # The secret starts 10 bytes before the first 64 KiB chunk ends.
+        job = await fleet.run("chunks", f'head -c {64 * 1024 - 10} /dev/zero | tr "\\0" a; echo "$API_KEY"; echo end',
+                              background=True)
+        await fleet.job_status(job.job_id, wait_s=20)
+        seen, offset = "", 0
+        for _ in range(10):
+            status = await fleet.job_status(job.job_id, stdout_offset=offset)
+            seen += status.stdout
+            offset = status.stdout_offset
+            if not status.more:
+                break
+        assert secret[:10] not in seen and secret[10:] not in seen
+        assert seen.endswith("[redacted:API_KEY]\nend\n")
+        await fleet.destroy_server("chunks")
