@@ -61,6 +61,7 @@ class Settings:
     probe_timeout_s: float = 5.0
     local_watchdog_grace_s: float = 5.0
     transfer_roots: str = ""  # extra orchestrator dirs vm_upload/vm_download may use, separated by ':'
+    sftp_timeout_s: float = 30.0  # one SFTP file operation; transfers get 1 s more per MiB
 
     @property
     def db_path(self) -> Path:
@@ -113,6 +114,7 @@ _FIELDS: dict[str, Any] = {
     "probe_timeout_s": float,
     "local_watchdog_grace_s": float,
     "transfer_roots": str,
+    "sftp_timeout_s": float,
 }
 
 # Env names that differ from BOXFORGE_<FIELD>.

@@ -1,14 +1,17 @@
 """File tools on a box: read, write, list, grep, upload, download, and the reviewer's diff.
 
-Reads and writes go over SFTP on the box's pooled SSH connection (binary safe, no shell);
-listing, grep and diff are one shell round trip each, with every argument shell-quoted.
+Reads and writes go over SFTP on the box's pooled SSH connection (binary safe, no shell), each
+operation within a time limit (``BoxFiles.deadline``); a cancelled or failed write or transfer
+removes its temp file. Listing, grep and diff are one shell round trip each, with every argument
+shell-quoted, on the pool's long lane (a grep may run for minutes).
 
 Paths on the box: relative paths resolve in the project dir, ``~``/``~/...`` in the box user's
 home, absolute paths are used as given, so a tool reaches whatever the box's SSH user can
 (on a local box that is this machine's user: local boxes are for agents you trust). Paths
 must not contain NUL, CR or LF. Paths on the orchestrator (upload/download) must lie inside
-the transfer roots (the working directory, the temp dir and ``BOXFORGE_TRANSFER_ROOTS``) and
-never inside boxforge's own state or config dirs, where the keys and the database live.
+the transfer roots (the working directory unless it is $HOME or above it, the temp dir and
+``BOXFORGE_TRANSFER_ROOTS``) and never inside the forbidden paths the caller gives (boxforge's
+state and config, SSH and cloud credentials); a download never writes a dotfile directly in $HOME.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ import secrets
 import shlex
 import stat
 import tempfile
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +49,7 @@ from server.schemas import (
     iso,
 )
 from server.ssh import SSHPool, SSHTarget
+from server.text import decode_output, utf8_head
 
 MAX_READ_SCAN_BYTES = 10 * 1024 * 1024  # text reads load the file to count lines
 MAX_READ_OUTPUT_BYTES = 256 * 1024  # text returned by one vm_read
@@ -57,6 +61,8 @@ MAX_GREP_OUTPUT_BYTES = 2 * 1024 * 1024
 MAX_GREP_LINE_CHARS = 500
 MAX_DIFF_BYTES = 1024 * 1024
 DEFAULT_PRUNED = (".git", "node_modules")
+SFTP_S_PER_MIB = 1.0  # time an SFTP operation gets per MiB moved, on top of BoxFiles.timeout_s
+CLEANUP_TIMEOUT_S = 5.0  # removing a temp file, even after a cancel
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's empty tree: the base of a box without commits
 _COMMIT_RE = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 _DROPS = (asyncssh.DisconnectError, asyncssh.ChannelOpenError, asyncssh.ConnectionLost, BrokenPipeError,
@@ -71,9 +77,15 @@ def check_box_path(path: str, what: str = "path") -> str:
     return path
 
 
+def transfer_seconds(size: int) -> float:
+    """The time an SFTP operation gets for moving ``size`` bytes, on top of the base timeout."""
+    return size / (1024 * 1024) * SFTP_S_PER_MIB
+
+
 @dataclass(frozen=True)
 class BoxFiles:
-    """One ready box, as the file tools see it."""
+    """One ready box, as the file tools see it. ``run`` carries the shell scripts (ls, grep, diff)
+    and should be the long lane's exec; ``timeout_s`` is the base time limit of one SFTP operation."""
 
     name: str
     pool: SSHPool
@@ -81,6 +93,7 @@ class BoxFiles:
     run: BoxExec
     project_dir: str
     home: str
+    timeout_s: float = 30.0
 
     def resolve(self, path: str, what: str = "path") -> str:
         check_box_path(path, what)
@@ -88,9 +101,23 @@ class BoxFiles:
             path = self.home + path[1:]
         return posixpath.normpath(posixpath.join(self.project_dir, path))
 
+    @contextmanager
+    def deadline(self, what: str, size: int = 0) -> Iterator[anyio.CancelScope]:
+        """A time limit on one SFTP operation (``what``: "reading /p"): ``timeout_s`` plus
+        ``transfer_seconds(size)``. Add to the scope's ``deadline`` once a size becomes known.
+        A stalled box or network raises ``BoxUnreachable`` instead of hanging the tool."""
+        started = anyio.current_time()
+        with anyio.move_on_after(self.timeout_s + transfer_seconds(size)) as scope:
+            yield scope
+        if scope.cancelled_caught:
+            raise BoxUnreachable(
+                f"{what} on {self.name!r} got no answer within {scope.deadline - started:.0f}s: the box is "
+                "overloaded or the network stalled; check it with list_servers, then retry")
+
     @asynccontextmanager
     async def sftp(self) -> AsyncIterator[asyncssh.SFTPClient]:
-        """An SFTP session on the pooled connection, reconnecting once if that connection dropped."""
+        """An SFTP session on the pooled connection, reconnecting once if that connection dropped.
+        Open it inside ``deadline``: nothing here bounds a stalled peer."""
         for attempt in (1, 2):
             conn = await self.pool.connection(self.target)
             try:
@@ -125,14 +152,6 @@ def sftp_error(exc: asyncssh.SFTPError, path: str) -> ForgeError:
     return ForgeError(f"{path} on the box: {exc.reason or type(exc).__name__}")
 
 
-def _decode(data: bytes) -> tuple[str, bool]:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("utf-8", errors="replace"), True
-    return text, "\x00" in text
-
-
 def _lines(data: bytes) -> list[bytes]:
     """Lines split on LF only, each keeping its LF (the last may lack one)."""
     parts = data.split(b"\n")
@@ -142,15 +161,25 @@ def _lines(data: bytes) -> list[bytes]:
     return lines
 
 
-def _utf8_cut(data: bytes, limit: int) -> bytes:
-    """At most ``limit`` bytes of ``data``, never ending inside a UTF-8 character."""
-    cut = data[:limit]
-    for back in range(1, min(4, len(cut)) + 1):
-        byte = cut[-back]
-        if byte & 0xC0 != 0x80:
-            needed = 1 if byte < 0x80 else 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4
-            return cut[:-back] if needed > back else cut
-    return cut
+def _temp_name(name: str) -> str:
+    """The hidden temp file a write lands in before it is renamed over ``name``."""
+    return f".{name}.boxforge-{secrets.token_hex(4)}"
+
+
+async def _remove_remote(sftp: asyncssh.SFTPClient, tmp: str) -> None:
+    """Remove a temp file on the box, also when the write was cancelled (shielded: a cancelled
+    scope would cancel the removal too and leave the file in the project dir)."""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT_S):
+        try:
+            await sftp.remove(tmp)
+        except (asyncssh.Error, OSError):
+            pass
+
+
+async def _remove_local(tmp: Path) -> None:
+    """Remove a partial download, also when it was cancelled (shielded, as ``_remove_remote``)."""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT_S):
+        await anyio.Path(tmp).unlink(missing_ok=True)
 
 
 # read / write
@@ -159,26 +188,28 @@ def _utf8_cut(data: bytes, limit: int) -> bytes:
 async def read_file(fs: BoxFiles, path: str, *, offset: int = 0, limit: int = 2000,
                     encoding: Encoding = "text") -> FileContent:
     full = fs.resolve(path)
-    async with fs.sftp() as sftp:
-        try:
-            attrs = await sftp.stat(full)
-            if attrs.permissions is not None and stat.S_ISDIR(attrs.permissions):
-                raise InvalidInput(f"{full} is a directory; list it with vm_ls(path={path!r})")
-            size = attrs.size or 0
-            cap = MAX_READ_BASE64_BYTES if encoding == "base64" else MAX_READ_SCAN_BYTES
-            if size > cap:
-                raise InvalidInput(
-                    f"{full} is {size} bytes, over the {cap // (1024 * 1024)} MiB limit of vm_read "
-                    f"({encoding}); fetch it with vm_download or read a part with vm_bash (head, sed -n)")
-            async with sftp.open(full, "rb") as f:
-                data = await f.read(cap + 1)
-        except asyncssh.SFTPError as exc:
-            raise sftp_error(exc, full) from exc
+    with fs.deadline(f"reading {full}") as scope:
+        async with fs.sftp() as sftp:
+            try:
+                attrs = await sftp.stat(full)
+                if attrs.permissions is not None and stat.S_ISDIR(attrs.permissions):
+                    raise InvalidInput(f"{full} is a directory; list it with vm_ls(path={path!r})")
+                size = attrs.size or 0
+                cap = MAX_READ_BASE64_BYTES if encoding == "base64" else MAX_READ_SCAN_BYTES
+                if size > cap:
+                    raise InvalidInput(
+                        f"{full} is {size} bytes, over the {cap // (1024 * 1024)} MiB limit of vm_read "
+                        f"({encoding}); fetch it with vm_download or read a part with vm_bash (head, sed -n)")
+                scope.deadline += transfer_seconds(size)
+                async with sftp.open(full, "rb") as f:
+                    data = await f.read(cap + 1)
+            except asyncssh.SFTPError as exc:
+                raise sftp_error(exc, full) from exc
     if len(data) > cap:
         raise InvalidInput(f"{full} grew past the vm_read limit while being read; use vm_download")
     if encoding == "base64":
         return FileContent(server=fs.name, path=full, size=len(data), encoding="base64",
-                           content=base64.b64encode(data).decode(), binary=_decode(data)[1])
+                           content=base64.b64encode(data).decode(), binary=decode_output(data)[1])
     lines = _lines(data)
     chosen: list[bytes] = []
     used = 0
@@ -186,12 +217,12 @@ async def read_file(fs: BoxFiles, path: str, *, offset: int = 0, limit: int = 20
     for line in lines[offset:offset + limit]:
         if used + len(line) > MAX_READ_OUTPUT_BYTES:
             if not chosen:  # one huge line: return its head rather than nothing
-                chosen.append(_utf8_cut(line, MAX_READ_OUTPUT_BYTES))
+                chosen.append(utf8_head(line, MAX_READ_OUTPUT_BYTES))
                 truncated = True
             break
         chosen.append(line)
         used += len(line)
-    text, binary = _decode(b"".join(chosen))
+    text, binary = decode_output(b"".join(chosen))
     next_offset = offset + len(chosen) if offset + len(chosen) < len(lines) else None
     hint = None
     if next_offset is not None:
@@ -249,23 +280,21 @@ async def write_file(fs: BoxFiles, path: str, data: bytes, *, create_dirs: bool 
                      mode: int | None = None) -> WriteResult:
     """Write ``data`` atomically (a temp file in the same dir, then rename); an existing file keeps its mode."""
     full = fs.resolve(path)
-    async with fs.sftp() as sftp:
-        try:
-            real, old_mode = await _prepare_target(sftp, full, create_dirs)
-            tmp = f"{posixpath.dirname(real)}/.{posixpath.basename(real)}.boxforge-{secrets.token_hex(4)}"
+    with fs.deadline(f"writing {full}", len(data)):
+        async with fs.sftp() as sftp:
             try:
-                async with sftp.open(tmp, "wb", asyncssh.SFTPAttrs(permissions=0o600)) as f:
-                    await f.write(data)
-                await sftp.chmod(tmp, mode if mode is not None else old_mode if old_mode is not None else 0o644)
-                await _replace(sftp, tmp, real)
-            except BaseException:
+                real, old_mode = await _prepare_target(sftp, full, create_dirs)
+                tmp = posixpath.join(posixpath.dirname(real), _temp_name(posixpath.basename(real)))
                 try:
-                    await sftp.remove(tmp)
-                except (asyncssh.SFTPError, OSError, asyncssh.Error):
-                    pass
-                raise
-        except asyncssh.SFTPError as exc:
-            raise sftp_error(exc, full) from exc
+                    async with sftp.open(tmp, "wb", asyncssh.SFTPAttrs(permissions=0o600)) as f:
+                        await f.write(data)
+                    await sftp.chmod(tmp, mode if mode is not None else old_mode if old_mode is not None else 0o644)
+                    await _replace(sftp, tmp, real)
+                except BaseException:
+                    await _remove_remote(sftp, tmp)
+                    raise
+            except asyncssh.SFTPError as exc:
+                raise sftp_error(exc, full) from exc
     return WriteResult(server=fs.name, path=full, bytes_written=len(data), created=old_mode is None,
                        hint=f"read it back with vm_read(path={full!r}) or use it with vm_bash")
 
@@ -427,9 +456,13 @@ async def grep(fs: BoxFiles, pattern: str, path: str = ".", *, glob: str | None 
 # upload / download
 
 
-def transfer_roots(extra: str, cwd: Path | None = None) -> list[Path]:
-    roots = [cwd or Path.cwd(), Path(tempfile.gettempdir())]
-    roots += [Path(p).expanduser() for p in extra.split(os.pathsep) if p.strip()]
+def transfer_roots(extra: str, cwd: Path | None = None, home: Path | None = None) -> list[Path]:
+    """The working dir, the temp dir and the ``extra`` dirs (``os.pathsep``-separated), resolved.
+    A working dir that is $HOME or above it is left out: it would open every dotfile in $HOME."""
+    cwd = (cwd or Path.cwd()).resolve()
+    home = (home or Path.home()).resolve()
+    roots = [] if home.is_relative_to(cwd) else [cwd]
+    roots += [Path(tempfile.gettempdir()), *(Path(p).expanduser() for p in extra.split(os.pathsep) if p.strip())]
     return [r.resolve() for r in roots]
 
 
@@ -442,13 +475,18 @@ def check_local_path(path: str, *, roots: Sequence[Path], forbidden: Sequence[Pa
         full = Path.cwd() / full
     full = full.resolve()
     for bad in forbidden:
-        bad = bad.resolve()
-        if full == bad or full.is_relative_to(bad):
-            raise InvalidInput(f"local path {full} is inside boxforge's state or config dir ({bad}), which holds "
-                               "keys and credentials; refusing to transfer it")
-    if not any(full == root or full.is_relative_to(root) for root in roots):
+        bad = bad.expanduser().resolve()
+        if full.is_relative_to(bad):
+            raise InvalidInput(f"local path {full} {'is' if full == bad else 'is inside'} {bad}, which holds keys "
+                               "and credentials (boxforge's state or config dir, SSH's, a cloud CLI's); refusing "
+                               "to transfer it")
+    if not any(full.is_relative_to(root) for root in roots):
         shown = ", ".join(str(r) for r in roots)
-        raise InvalidInput(f"local path {full} is outside the directories boxforge transfers files in ({shown}); "
+        why = ""
+        cwd = Path.cwd().resolve()
+        if full.is_relative_to(cwd) and Path.home().resolve().is_relative_to(cwd):
+            why = f" (the working directory {cwd} is your home dir or above it, so it is not a transfer root)"
+        raise InvalidInput(f"local path {full} is outside the directories boxforge transfers files in ({shown}){why}; "
                            "add its directory to BOXFORGE_TRANSFER_ROOTS (separated by ':') to allow it")
     return full
 
@@ -468,24 +506,22 @@ async def upload(fs: BoxFiles, local: Path, remote_path: str, *, create_dirs: bo
                  overwrite: bool = True) -> WriteResult:
     size, local_mode = await anyio.to_thread.run_sync(_upload_source, local)
     full = fs.resolve(remote_path, "remote_path")
-    async with fs.sftp() as sftp:
-        try:
-            real, old_mode = await _prepare_target(sftp, full, create_dirs)
-            if old_mode is not None and not overwrite:
-                raise InvalidInput(f"{full} already exists on the box; pass overwrite=true to replace it")
-            tmp = f"{posixpath.dirname(real)}/.{posixpath.basename(real)}.boxforge-{secrets.token_hex(4)}"
+    with fs.deadline(f"uploading {local} to {full}", size):
+        async with fs.sftp() as sftp:
             try:
-                await sftp.put(str(local), tmp)
-                await sftp.chmod(tmp, old_mode if old_mode is not None else local_mode)
-                await _replace(sftp, tmp, real)
-            except BaseException:
+                real, old_mode = await _prepare_target(sftp, full, create_dirs)
+                if old_mode is not None and not overwrite:
+                    raise InvalidInput(f"{full} already exists on the box; pass overwrite=true to replace it")
+                tmp = posixpath.join(posixpath.dirname(real), _temp_name(posixpath.basename(real)))
                 try:
-                    await sftp.remove(tmp)
-                except (asyncssh.SFTPError, OSError, asyncssh.Error):
-                    pass
-                raise
-        except asyncssh.SFTPError as exc:
-            raise sftp_error(exc, full) from exc
+                    await sftp.put(str(local), tmp)
+                    await sftp.chmod(tmp, old_mode if old_mode is not None else local_mode)
+                    await _replace(sftp, tmp, real)
+                except BaseException:
+                    await _remove_remote(sftp, tmp)
+                    raise
+            except asyncssh.SFTPError as exc:
+                raise sftp_error(exc, full) from exc
     return WriteResult(server=fs.name, path=full, bytes_written=size, created=old_mode is None)
 
 
@@ -493,6 +529,10 @@ def _download_target(local: Path, name: str, overwrite: bool) -> Path:
     """The local file to write (inside ``local`` when it is a directory), its parent created."""
     if local.is_dir():
         local = local / name
+    home = Path.home().resolve()
+    if local.parent == home and local.name.startswith("."):
+        raise InvalidInput(f"refusing to download to {local}: dotfiles directly in your home dir configure shells "
+                           "and tools or hold credentials; download into a subdirectory instead")
     if local.exists() and not overwrite:
         raise InvalidInput(f"local file {local} already exists; pass overwrite=true to replace it")
     local.parent.mkdir(parents=True, exist_ok=True)
@@ -511,21 +551,24 @@ def _finish_download(tmp: Path, local: Path, remote: str) -> int:
 async def download(fs: BoxFiles, remote_path: str, local: Path, *, overwrite: bool = False) -> DownloadResult:
     full = fs.resolve(remote_path, "remote_path")
     local = await anyio.to_thread.run_sync(_download_target, local, posixpath.basename(full), overwrite)
-    tmp = local.with_name(f".{local.name}.boxforge-{secrets.token_hex(4)}")
-    async with fs.sftp() as sftp:
-        try:
-            attrs = await sftp.stat(full)
-            if attrs.permissions is not None and not stat.S_ISREG(attrs.permissions):
-                raise InvalidInput(f"{full} is not a regular file (directories: tar them with vm_bash first)")
-            if (attrs.size or 0) > MAX_TRANSFER_BYTES:
-                raise InvalidInput(f"{full} is {attrs.size} bytes, over the 256 MiB limit of vm_download")
-            await sftp.get(full, str(tmp))
-        except BaseException as exc:
-            await anyio.Path(tmp).unlink(missing_ok=True)
-            if isinstance(exc, asyncssh.SFTPError):
-                raise sftp_error(exc, full) from exc
-            raise
-    size = await anyio.to_thread.run_sync(_finish_download, tmp, local, full)
+    tmp = local.with_name(_temp_name(local.name))
+    try:
+        with fs.deadline(f"downloading {full}") as scope:
+            async with fs.sftp() as sftp:
+                try:
+                    attrs = await sftp.stat(full)
+                    if attrs.permissions is not None and not stat.S_ISREG(attrs.permissions):
+                        raise InvalidInput(f"{full} is not a regular file (directories: tar them with vm_bash first)")
+                    if (attrs.size or 0) > MAX_TRANSFER_BYTES:
+                        raise InvalidInput(f"{full} is {attrs.size} bytes, over the 256 MiB limit of vm_download")
+                    scope.deadline += transfer_seconds(attrs.size or 0)
+                    await sftp.get(full, str(tmp))
+                except asyncssh.SFTPError as exc:
+                    raise sftp_error(exc, full) from exc
+        size = await anyio.to_thread.run_sync(_finish_download, tmp, local, full)
+    except BaseException:
+        await _remove_local(tmp)
+        raise
     return DownloadResult(server=fs.name, remote_path=full, local_path=str(local), bytes=size)
 
 
@@ -613,7 +656,7 @@ async def diff(fs: BoxFiles, base: str | None, *, max_bytes: int = 64 * 1024) ->
                               deleted=int(deleted) if deleted.isdigit() else None,
                               untracked=name in untracked))
     total = int(size_text) if size_text.strip().isdigit() else len(patch)
-    text, _ = _decode(_utf8_cut(patch, max_bytes))
+    text, _ = decode_output(utf8_head(patch, max_bytes))
     truncated = total > len(patch)
     if not files:
         hint = "no changes against the base commit yet"

@@ -33,10 +33,12 @@ in bytes, every line ASCII):
 stdin reaches the script through a pipe (``head -c``), never a file or a command line. One request
 is in flight per channel. Each box has two lanes of channels, taken from the session budget
 (``max_sessions``): ``short`` (calls that return at once; a caller waits for a free channel) and
-``long`` (``ShellCall.long``: long-polls, so they never hold up short calls; when all are busy the
-call goes over exec). A channel that breaks mid-call (its loop killed, the connection dropped) is
-closed and the call is retried once over exec (calls marked ``idempotent=False`` raise instead);
-the next call opens a new channel, reconnecting if needed. ``drop``/``aclose`` send EOF to every
+``long`` (``ShellCall.long`` or ``channel_run(long=True)``: long-polls and scripts that may run for
+minutes, so they never hold up short calls; when all are busy the call goes over exec). Waiting for
+a free channel or exec session counts inside the caller's timeout. A channel that breaks mid-call
+(its loop killed, the connection dropped) is closed and the call is retried once over exec (calls
+marked ``idempotent=False`` raise instead); the next call opens a new channel, reconnecting if
+needed. ``drop``/``aclose`` send EOF to every
 channel, which makes the box-side loop remove its scratch dir and exit.
 """
 
@@ -333,6 +335,7 @@ class SSHPool:
         stdin: bytes | None = None,
         timeout: float | None = None,
         idempotent: bool = True,
+        long: bool = False,
     ) -> ExecResult:
         """Like ``run``, over one of the box's control channels when one can serve the call.
 
@@ -340,19 +343,22 @@ class SSHPool:
         process writing to its stdout or stderr (an exec session would wait for it; the channel
         answers when the script ends). When the channel breaks mid-call, the call is retried once
         over exec if ``idempotent`` (else ``BoxUnreachable``: it may have run); a timeout is never
-        retried. Without a usable channel the call simply goes over exec.
+        retried. Without a usable channel the call simply goes over exec. ``long`` (like
+        ``ShellCall.long``) sends a call that may take a while down the long lane. ``timeout``
+        covers waiting for a free channel as well as the command.
         """
         command = script.command_line() if isinstance(script, ShellCall) else script
         entry, _fresh = await self._entry(target)
-        lane = entry.long if isinstance(script, ShellCall) and script.long else entry.short
+        lane = entry.long if long or (isinstance(script, ShellCall) and script.long) else entry.short
         # all long channels busy: exec, so that neither short calls nor this one wait on long-polls
         busy_long = lane is entry.long and lane.permits.locked()
         if not entry.channels_off and not busy_long:
-            async with lane.permits:
+            left = await _acquire(lane.permits, timeout, target.where)
+            try:
                 channel = await self._take_channel(entry, lane)
                 if channel is not None:
                     try:
-                        result = await channel.request(script, stdin or b"", timeout, target.where)
+                        result = await channel.request(script, stdin or b"", left, target.where)
                     except _ChannelBroken as exc:
                         entry.channels.discard(channel)
                         if entry.conn.is_closed():
@@ -369,6 +375,8 @@ class SSHPool:
                     else:
                         lane.idle.append(channel)
                         return result
+            finally:
+                lane.permits.release()
         return await self.run(target, command, stdin=stdin, timeout=timeout)
 
     def channel_pids(self, key: str) -> list[int]:
@@ -452,14 +460,15 @@ class SSHPool:
         await _close_entry(entry)
 
     async def _exec(self, entry: _Entry, command: str, stdin: bytes | None, timeout: float | None) -> ExecResult:
-        async with entry.sessions:
+        left = await _acquire(entry.sessions, timeout, entry.target.where)
+        try:
             proc = await entry.conn.create_process(command, encoding=None)
             try:
                 if stdin:
                     proc.stdin.write(stdin)
                 proc.stdin.write_eof()
                 try:
-                    stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout)
+                    stdout, stderr = await asyncio.wait_for(proc.communicate(), left)
                 except TimeoutError as exc:
                     raise BoxTimeout(
                         f"a command on {entry.target.where} did not finish within {timeout:g}s; "
@@ -471,6 +480,8 @@ class SSHPool:
                 raise asyncssh.ConnectionLost("connection closed while the command ran")
             exit_status = proc.exit_status if proc.exit_signal is None else None
             return ExecResult(exit_status, stdout or b"", stderr or b"")
+        finally:
+            entry.sessions.release()
 
     async def _connect(self, target: SSHTarget) -> asyncssh.SSHClientConnection:
         try:
@@ -570,6 +581,24 @@ def _is_drop(conn: asyncssh.SSHClientConnection, exc: BaseException) -> bool:
         return True
     # asyncssh reports its own closed (or aborting) connection as OPEN_CONNECT_FAILED
     return conn.is_closed() or exc.code == asyncssh.OPEN_CONNECT_FAILED
+
+
+async def _acquire(slots: asyncio.Semaphore, timeout: float | None, where: str) -> float | None:
+    """Take one of ``slots`` within ``timeout``; returns what is left of the timeout (None: no limit)."""
+    if timeout is None:
+        await slots.acquire()
+        return None
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        async with asyncio.timeout(timeout):
+            await slots.acquire()
+    except TimeoutError as exc:
+        raise BoxTimeout(
+            f"no SSH session to {where} came free within {timeout:g}s: other commands hold them all; "
+            "retry when they have finished"
+        ) from exc
+    return max(timeout - (loop.time() - started), 0.0)
 
 
 def _reason(exc: BaseException) -> str:

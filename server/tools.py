@@ -50,7 +50,8 @@ DESTROYS = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempote
 UPDATES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
 # Writing a whole file replaces what was there; doing it twice leaves the same file.
 WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
-WRITES_LOCAL = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,
+# A download with overwrite replaces a file on this machine.
+WRITES_LOCAL = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
                                open_world_hint=False)
 
 EnvArg = Annotated[
@@ -290,8 +291,8 @@ async def vm_upload(
 ) -> WriteResult:
     """Copy a file from the orchestrator's machine to a box over SFTP (at most 256 MiB), atomically.
 
-    Directories: tar them first, upload the archive, unpack it with vm_bash. Boxforge's own state dir (keys,
-    database) can never be uploaded.
+    Directories: tar them first, upload the archive, unpack it with vm_bash. Credential dirs (boxforge's state
+    and config, ~/.ssh, ~/.aws, the hcloud config, ~/.netrc) can never be uploaded.
     """
     return await fleet_of(ctx).upload(server, local_path, remote_path, create_dirs=create_dirs, overwrite=overwrite)
 
@@ -306,7 +307,11 @@ async def vm_download(
     overwrite: Annotated[bool, Field(description="Replace an existing local file")] = False,
 ) -> DownloadResult:
     """Copy a file from a box to the orchestrator's machine over SFTP (at most 256 MiB): build artifacts,
-    logs, reports. Save what you need before destroy_server."""
+    logs, reports. Save what you need before destroy_server.
+
+    Credential dirs (boxforge's state and config, ~/.ssh, ~/.aws, the hcloud config, ~/.netrc) and dotfiles
+    directly in the home dir are refused.
+    """
     return await fleet_of(ctx).download(server, remote_path, local_path, overwrite=overwrite)
 
 

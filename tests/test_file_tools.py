@@ -1,16 +1,28 @@
-"""The file tools through the real MCP client on local boxes: text and binary content, offsets,
-globs, grep, transfers to and from this machine, limits, bad paths and secret redaction."""
+"""The file tools through the real MCP client (or the fleet) on local boxes: text and binary
+content, offsets, globs, grep, transfers to and from this machine, limits, bad paths, secret
+redaction, cancelled and stalled transfers, slow greps beside short calls, the local-path policy."""
 
 from __future__ import annotations
 
 import base64
+import os
+import re
+import signal
+import tempfile
+from functools import partial
 from pathlib import Path
 
+import anyio
 import pytest
+from mcp import Client
 
-from server.errors import InvalidInput
-from server.files import MAX_READ_OUTPUT_BYTES, check_local_path, glob_regex
-from tests.support import make_repo, make_settings
+from providers.localbox import supervisor_pid
+from server import files, text
+from server.app import build_server
+from server.errors import BoxUnreachable, InvalidInput
+from server.files import MAX_READ_OUTPUT_BYTES, check_local_path, glob_regex, transfer_roots
+from server.fleet import complete_utf8_prefix, decode_output, open_fleet
+from tests.support import box_pids, eventually, make_repo, make_settings
 from tests.workflow_support import call, call_error, session
 
 ALL_BYTES = bytes(range(256)) * 4
@@ -176,3 +188,205 @@ async def test_secret_env_values_never_come_back_from_file_tools(tmp_path: Path)
         assert grep["matches"][0]["text"] == "key=[redacted:API_KEY]"
         refused = await call_error(client, "vm_read", server="sec", path="config.txt", encoding="base64")
         assert "secret" in refused and secret not in refused
+
+
+# cancelled and stalled transfers
+
+BIG_BYTES = 200 * 1024 * 1024  # long enough on loopback that a poll catches the transfer midway
+
+
+def write_big_file(path: Path) -> None:
+    """Real bytes, not a sparse file: SFTP skips the holes of a sparse one and is done at once."""
+    block = bytes(range(1, 256)) * 4112  # ~1 MiB
+    with path.open("wb") as f:
+        for _ in range(BIG_BYTES // len(block)):
+            f.write(block)
+
+
+async def test_a_cancelled_upload_leaves_no_temp_file_on_the_box(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "state")
+    big = tmp_path / "big.bin"
+    write_big_file(big)
+    repo = make_repo(tmp_path / "repo")
+    async with open_fleet(settings) as fleet:
+        project = Path((await fleet.create_server("cancel-up", repo=str(repo))).project_dir)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(fleet.upload, "cancel-up", str(big), "big.bin"))
+            await eventually(lambda: list(project.glob(".big.bin.boxforge-*")), what="the upload's temp file")
+            tg.cancel_scope.cancel()
+        assert not (project / "big.bin").exists(), "the upload was cancelled midway"
+        assert list(project.glob(".big.bin.boxforge-*")) == []
+        assert (await fleet.diff("cancel-up")).files == []
+        await fleet.destroy_server("cancel-up")
+
+
+async def test_a_cancelled_download_leaves_no_partial_local_file(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "state")
+    out = tmp_path / "out"
+    out.mkdir()
+    async with open_fleet(settings) as fleet:
+        project = Path((await fleet.create_server("cancel-down")).project_dir)
+        write_big_file(project / "big.bin")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(fleet.download, "cancel-down", "big.bin", str(out / "big.bin")))
+            await eventually(lambda: list(out.glob(".big.bin.boxforge-*")), what="the download's temp file")
+            tg.cancel_scope.cancel()
+        assert list(out.iterdir()) == []
+        await fleet.destroy_server("cancel-down")
+
+
+async def test_file_operations_on_a_stalled_box_fail_with_a_clear_error(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "state", local_sshd="embedded", sftp_timeout_s=1.0)
+    local = tmp_path / "small.txt"
+    local.write_text("small\n")
+    async with open_fleet(settings) as fleet:
+        await fleet.create_server("stalled")
+        await fleet.write_file("stalled", "notes.txt", "before\n")
+        (box_dir,) = settings.local_boxes_dir.glob("lb-*")
+        server_pid = supervisor_pid(box_dir)  # the embedded SSH server lives in the supervisor
+        assert server_pid is not None
+        os.kill(server_pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(BoxUnreachable, match=r"reading .*notes\.txt on 'stalled' got no answer"):
+                await fleet.read_file("stalled", "notes.txt")
+            with pytest.raises(BoxUnreachable, match=r"uploading .* got no answer .*retry"):
+                await fleet.upload("stalled", str(local), "small.txt")
+        finally:
+            os.kill(server_pid, signal.SIGCONT)
+        assert (await fleet.read_file("stalled", "notes.txt")).content == "before\n"
+        await fleet.destroy_server("stalled")
+
+
+def grep_pids(box_dir: Path, fifo: Path) -> list[int]:
+    """The box's grep processes reading ``fifo`` (blocked until a writer opens it)."""
+    found = []
+    for pid in box_pids(box_dir.name):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if Path(argv[0].decode()).name == "grep" and str(fifo).encode() in argv:
+            found.append(pid)
+    return found
+
+
+async def test_slow_greps_do_not_hold_up_short_calls_to_the_same_box(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "state")
+    async with open_fleet(settings) as fleet:
+        project = Path((await fleet.create_server("busy")).project_dir)
+        (box_dir,) = settings.local_boxes_dir.glob("lb-*")
+        fifo = project / "fifo"
+        os.mkfifo(fifo)
+        results: list[int] = []
+
+        async def slow_grep() -> None:
+            results.append((await fleet.grep("busy", "needle", str(fifo))).count)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):  # more than the short lane has channels
+                tg.start_soon(slow_grep)
+            await eventually(lambda: len(grep_pids(box_dir, fifo)) == 3, what="three greps blocked on the fifo")
+            with anyio.fail_after(30):  # held up behind the greps, this would wait for them: forever
+                ran = await fleet.run("busy", "echo still answering")
+                status = await fleet.job_status(ran.job_id)
+            assert ran.stdout == "still answering\n" and status.state == "succeeded"
+            assert results == [], "the greps were still running"
+
+            def feed_fifo() -> bool:
+                """One writer open and close: the greps holding the fifo read a line, then its end."""
+                try:
+                    fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                except OSError:  # no grep has it open right now
+                    return len(results) == 3
+                os.write(fd, b"needle\n")
+                os.close(fd)
+                return len(results) == 3
+
+            await eventually(feed_fifo, what="the greps to finish")
+        assert sum(results) >= 1
+        await fleet.destroy_server("busy")
+
+
+# the local-path policy
+
+
+@pytest.fixture
+def fake_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """$HOME in the test's temp dir, holding the credential files the transfers must refuse."""
+    home = tmp_path / "home"
+    for name in (".ssh/id_ed25519", ".aws/credentials", ".config/hcloud/cli.toml", ".netrc", ".bashrc"):
+        (home / name).parent.mkdir(parents=True, exist_ok=True)
+        (home / name).write_text("secret\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    return home
+
+
+@pytest.mark.parametrize("name", [".ssh/id_ed25519", ".aws/credentials", ".config/hcloud/cli.toml", ".netrc"])
+async def test_transfers_refuse_ssh_and_cloud_credentials(tmp_path: Path, fake_home: Path, name: str) -> None:
+    settings = make_settings(tmp_path / "state")
+    async with open_fleet(settings) as fleet:
+        with pytest.raises(InvalidInput, match=r"holds keys and credentials .*refusing to transfer it"):
+            await fleet.upload("any", str(fake_home / name), "x")
+        with pytest.raises(InvalidInput, match="holds keys and credentials"):
+            await fleet.download("any", "x", str(fake_home / name), overwrite=True)
+    assert (fake_home / name).read_text() == "secret\n"
+
+
+async def test_transfers_refuse_the_config_file_in_use_and_its_dir(tmp_path: Path, fake_home: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    config_dir = tmp_path / "elsewhere" / "boxforge-conf"
+    config_dir.mkdir(parents=True)
+    (config_dir / "config.toml").write_text('hcloud_token = "secret"\n')
+    (config_dir / "notes.txt").write_text("next to the token\n")
+    monkeypatch.setenv("BOXFORGE_CONFIG", str(config_dir / "config.toml"))
+    settings = make_settings(tmp_path / "state")
+    async with open_fleet(settings) as fleet:
+        with pytest.raises(InvalidInput, match=re.escape(f"is {config_dir / 'config.toml'}, which holds keys")):
+            await fleet.upload("any", str(config_dir / "config.toml"), "x")
+        with pytest.raises(InvalidInput, match=re.escape(f"is inside {config_dir}, which holds keys")):
+            await fleet.upload("any", str(config_dir / "notes.txt"), "x")
+
+
+async def test_a_working_directory_that_is_home_is_no_transfer_root(tmp_path: Path, fake_home: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # the temp root no longer holds the fake home
+    (fake_home / "notes.txt").write_text("private\n")
+    (fake_home / "project").mkdir()
+    assert transfer_roots("", cwd=fake_home / "project") == [fake_home / "project", scratch]
+    assert transfer_roots("", cwd=fake_home) == [scratch]
+    assert transfer_roots("", cwd=Path("/")) == [scratch]
+    monkeypatch.chdir(fake_home)
+    settings = make_settings(tmp_path / "state")
+    async with open_fleet(settings) as fleet:
+        with pytest.raises(InvalidInput, match="is your home dir or above it, so it is not a transfer root"):
+            await fleet.upload("any", "notes.txt", "x")
+
+
+async def test_a_download_never_writes_a_dotfile_directly_in_home(tmp_path: Path, fake_home: Path) -> None:
+    settings = make_settings(tmp_path / "state")
+    async with open_fleet(settings) as fleet:
+        await fleet.create_server("dots")
+        await fleet.write_file("dots", ".profile", "echo pwned\n")
+        with pytest.raises(InvalidInput, match="dotfiles directly in your home dir"):
+            await fleet.download("dots", ".profile", str(fake_home / ".bashrc"), overwrite=True)
+        with pytest.raises(InvalidInput, match="dotfiles directly in your home dir"):
+            await fleet.download("dots", ".profile", str(fake_home))
+        assert (fake_home / ".bashrc").read_text() == "secret\n" and not (fake_home / ".profile").exists()
+        kept = await fleet.download("dots", ".profile", str(fake_home / "dl" / ".profile"))
+        assert Path(kept.local_path).read_text() == "echo pwned\n"
+        await fleet.destroy_server("dots")
+
+
+async def test_vm_download_is_marked_destructive(tmp_path: Path) -> None:
+    async with Client(build_server(make_settings(tmp_path / "state"))) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    assert tools["vm_download"].annotations.destructive_hint is True
+
+
+def test_fleet_and_file_tools_share_one_utf8_decoder() -> None:
+    assert files.decode_output is decode_output is text.decode_output
+    assert complete_utf8_prefix is text.complete_utf8_prefix
+    assert text.utf8_head("aé€".encode(), 4) == "aé".encode()
