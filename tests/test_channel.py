@@ -244,3 +244,40 @@ async def test_a_job_holds_nothing_of_the_call_that_launched_it(
     while (st := await jobs.status(ex, job_id, wait_s=5.0)).state == "running":
         assert time.monotonic() < deadline
     assert (st.state, st.stdout) == ("succeeded", b"done\n")
+
+
+async def test_waiting_for_a_free_session_counts_inside_the_timeout(target: SSHTarget, box: BoxHandle) -> None:
+    pool = SSHPool(connect_timeout=5.0, max_sessions=2, short_channels=1, long_channels=0)  # one channel, one exec
+    home = Path(box.box.data["home"])
+
+    def hold(name: str) -> str:
+        return f'touch "{home}/{name}"; while [ ! -e "{home}/release" ]; do sleep 0.02; done'
+
+    holders = [asyncio.create_task(pool.channel_run(target, hold("on-channel"), timeout=60.0)),
+               asyncio.create_task(pool.run(target, hold("on-exec"), timeout=60.0))]
+    try:
+        await eventually(lambda: (home / "on-channel").exists() and (home / "on-exec").exists(),
+                         what="the channel and the exec session to be taken")
+        async with asyncio.timeout(30):  # a wait outside the timeout would last until the release: forever
+            with pytest.raises(BoxTimeout, match=r"no SSH session .* came free within 0\.5s"):
+                await pool.run(target, "true", timeout=0.5)
+            with pytest.raises(BoxTimeout, match=r"no SSH session .* came free within 0\.5s"):
+                await pool.channel_run(target, "true", timeout=0.5)
+    finally:
+        (home / "release").touch()
+        assert [(await holder).exit_status for holder in holders] == [0, 0]
+        await pool.aclose()
+
+
+async def test_a_long_command_line_takes_the_long_lane(pool: SSHPool, target: SSHTarget, box: BoxHandle) -> None:
+    gate = Path(box.box.data["home"]) / "gate-long"
+    waiter = f'while [ ! -e "{gate}" ]; do sleep 0.02; done; echo released'
+    long_calls = [asyncio.create_task(pool.channel_run(target, waiter, timeout=60.0, long=True)) for _ in range(3)]
+    try:
+        for i in range(3):  # the short lane stays free for short calls
+            assert (await pool.channel_run(target, f"echo {i}", timeout=30.0)).stdout == f"{i}\n".encode()
+        assert not any(task.done() for task in long_calls)
+    finally:
+        gate.touch()
+        results = await asyncio.gather(*long_calls)
+    assert [r.stdout for r in results] == [b"released\n"] * 3
