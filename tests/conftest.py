@@ -23,6 +23,7 @@ from providers.base import Box, BoxSpec, box_labels
 from providers.local import LocalProvider
 from providers.localbox import find_sshd
 from server.keys import create_box_keys
+from server.ssh import SSHPool, SSHTarget
 
 SERVER_KINDS = ("openssh", "embedded")
 READY_TIMEOUT_S = 20.0
@@ -125,3 +126,24 @@ async def make_box(boxes_root: Path, keys_root: Path) -> AsyncIterator[MakeBox]:
     for handle in made:
         await handle.provider.destroy(handle.box.id)
         await handle.provider.aclose()
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[SSHPool]:
+    """An SSH pool for the pool, channel and job-protocol tests, closed afterwards."""
+    pool = SSHPool(connect_timeout=5.0)
+    yield pool
+    await pool.aclose()
+
+
+@pytest.fixture
+async def box(make_box: MakeBox, ssh_server_kind: str) -> BoxHandle:
+    """A box on each SSH server kind."""
+    return await make_box(server=ssh_server_kind)
+
+
+@pytest.fixture
+def target(box: BoxHandle) -> SSHTarget:
+    from tests.ssh_helpers import target_for  # it imports BoxHandle from here
+
+    return target_for(box)

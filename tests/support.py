@@ -65,19 +65,20 @@ def make_repo(path: Path) -> Path:
 
 
 def box_pids(box_id: str) -> list[int]:
-    """Pids of processes whose environment carries BOXFORGE_BOX=<box_id>."""
-    marker = f"BOXFORGE_BOX={box_id}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+    """Live (not zombie) processes whose environment carries BOXFORGE_BOX=<box_id>."""
+    needle = f"BOXFORGE_BOX={box_id}".encode()
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
             continue
         try:
-            environ = (entry / "environ").read_bytes()
+            if needle in Path(f"/proc/{name}/environ").read_bytes().split(b"\0"):
+                state = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    pids.append(int(name))
         except OSError:
             continue
-        if marker in environ.split(b"\0"):
-            found.append(int(entry.name))
-    return found
+    return pids
 
 
 def readline_with_deadline(proc: subprocess.Popen[str], timeout: float = 60.0) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import pytest
 from server import jobs
 from server.errors import BoxTimeout, BoxUnreachable
 from server.ssh import ExecResult, ShellCall, SSHPool, SSHTarget
-from tests.conftest import BoxHandle, MakeBox
+from tests.conftest import BoxHandle
 from tests.ssh_helpers import target_for
 from tests.support import eventually
 
@@ -27,23 +26,6 @@ LIBRARY = r"""bf_test_echo() {
   return "${2:-0}"
 }
 """
-
-
-@pytest.fixture
-async def pool() -> AsyncIterator[SSHPool]:
-    pool = SSHPool(connect_timeout=5.0)
-    yield pool
-    await pool.aclose()
-
-
-@pytest.fixture
-async def box(make_box: MakeBox, ssh_server_kind: str) -> BoxHandle:
-    return await make_box(server=ssh_server_kind)
-
-
-@pytest.fixture
-def target(box: BoxHandle) -> SSHTarget:
-    return target_for(box)
 
 
 def pid_alive(pid: int) -> bool:

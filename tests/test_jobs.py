@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator
 
 import anyio
 import pytest
@@ -13,8 +12,7 @@ import pytest
 from server import jobs
 from server.errors import InvalidInput, UnknownJob
 from server.ssh import SSHPool, SSHTarget
-from tests.conftest import BoxHandle, MakeBox
-from tests.ssh_helpers import target_for
+from tests.conftest import BoxHandle
 from tests.support import eventually
 
 DEADLINE_S = 30.0
@@ -22,23 +20,6 @@ DEADLINE_S = 30.0
 # "finished" was answered by the job's end, not by its wait running out.
 UNENDING_WAIT_S = 3600.0
 GATED = 'while [ ! -e "$HOME/gate" ]; do sleep 0.05; done; echo released'
-
-
-@pytest.fixture
-async def pool() -> AsyncIterator[SSHPool]:
-    pool = SSHPool(connect_timeout=5.0)
-    yield pool
-    await pool.aclose()
-
-
-@pytest.fixture
-async def box(make_box: MakeBox, ssh_server_kind: str) -> BoxHandle:
-    return await make_box(server=ssh_server_kind)
-
-
-@pytest.fixture
-def target(box: BoxHandle) -> SSHTarget:
-    return target_for(box)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from providers.local import LocalProvider
 from providers.localbox import probe_ssh, read_pid, write_labels
 from server.keys import create_box_keys, generate_keypair
 from tests.conftest import BoxHandle, MakeBox, connect_pinned
+from tests.support import box_pids
 
 DETACHED_SLEEP = "setsid sleep 1000 >/dev/null 2>&1 </dev/null &"
 
@@ -31,23 +32,6 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float, wha
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await anyio.sleep(0.05)
-
-
-def box_pids(box_id: str) -> list[int]:
-    """Live processes whose environment carries BOXFORGE_BOX=<box_id>."""
-    needle = f"BOXFORGE_BOX={box_id}".encode()
-    pids = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            if needle in Path(f"/proc/{name}/environ").read_bytes().split(b"\0"):
-                state = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[0]
-                if state != "Z":
-                    pids.append(int(name))
-        except OSError:
-            continue
-    return pids
 
 
 async def start_detached_sleep(handle: BoxHandle) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -11,20 +10,8 @@ import pytest
 from server.errors import BoxTimeout, BoxUnreachable, HostKeyMismatch
 from server.keys import create_box_keys, generate_keypair
 from server.ssh import SSHPool, SSHTarget
-from tests.conftest import BoxHandle, MakeBox
+from tests.conftest import BoxHandle
 from tests.ssh_helpers import established_connections_to, free_port, target_for
-
-
-@pytest.fixture
-async def pool() -> AsyncIterator[SSHPool]:
-    pool = SSHPool(connect_timeout=5.0)
-    yield pool
-    await pool.aclose()
-
-
-@pytest.fixture
-async def box(make_box: MakeBox, ssh_server_kind: str) -> BoxHandle:
-    return await make_box(server=ssh_server_kind)
 
 
 async def test_pinned_host_key_is_accepted(pool: SSHPool, box: BoxHandle) -> None:
