@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from mcp import Client
 
 from server.config import Settings, load_settings
 
@@ -108,3 +109,18 @@ async def eventually(check: Callable[[], Awaitable[Any] | Any], *, timeout: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await anyio.sleep(interval)
+
+
+async def call(client: Client, tool: str, **args: Any) -> dict[str, Any]:
+    """Call a tool that must succeed; its structured result."""
+    result = await client.call_tool(tool, args)
+    assert not result.is_error, f"{tool} failed: {result.content[0].text if result.content else result}"
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+async def call_error(client: Client, tool: str, **args: Any) -> str:
+    """Call a tool that must fail; its error text."""
+    result = await client.call_tool(tool, args)
+    assert result.is_error, f"{tool} should have failed: {result.structured_content}"
+    return result.content[0].text

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support import git, make_repo, make_settings
-from tests.workflow_support import call, call_error, make_agent_repo, session
+from tests.support import call, call_error, git, make_repo, make_settings
+from tests.workflow_support import make_agent_repo, session
 
 TRICKY_PROMPT = "fix it; $(touch /tmp/boxforge-pwned) `id` \"quoted\" 'single'\nsecond line"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from server.agents import plan_agent
 from server.bootstrap import bootstrap_script, parse_repo
-from tests.support import eventually, git, make_repo, make_settings
-from tests.workflow_support import call, call_error, make_agent_repo, session, token_git_server
+from tests.support import call, call_error, eventually, git, make_repo, make_settings
+from tests.workflow_support import make_agent_repo, session, token_git_server
 
 
 async def test_new_and_existing_branches_record_their_base_commit(tmp_path: Path) -> None:

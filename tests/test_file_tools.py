@@ -22,8 +22,8 @@ from server.app import build_server
 from server.errors import BoxUnreachable, InvalidInput
 from server.files import MAX_READ_OUTPUT_BYTES, check_local_path, glob_regex, transfer_roots
 from server.fleet import complete_utf8_prefix, decode_output, open_fleet
-from tests.support import box_pids, eventually, make_repo, make_settings
-from tests.workflow_support import call, call_error, session
+from tests.support import box_pids, call, call_error, eventually, make_repo, make_settings
+from tests.workflow_support import session
 
 ALL_BYTES = bytes(range(256)) * 4
 

@@ -29,7 +29,7 @@ from server.config import Settings, load_settings
 from server.fleet import open_fleet
 from server.schemas import ServerInfo
 from tests.fakes.hetzner_api import FakeHetzner, running_fake
-from tests.support import eventually, make_repo
+from tests.support import call, call_error, eventually, make_repo
 
 
 @pytest.fixture
@@ -46,19 +46,6 @@ def hetzner_settings(home: Path, fake: FakeHetzner, *, owner: str | None = None,
         "BOXFORGE_HETZNER_SSH_USER": current_user(), "BOXFORGE_HETZNER_SSH_PORT": str(fake.ssh_port),
         "BOXFORGE_HETZNER_POLL_INTERVAL_S": "0.02", "BOXFORGE_READY_TIMEOUT": "20", **env,
     })
-
-
-async def call(client: Client, tool: str, **args: Any) -> dict[str, Any]:
-    result = await client.call_tool(tool, args)
-    assert not result.is_error, f"{tool} failed: {result.content[0].text if result.content else result}"
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-async def tool_error(client: Client, tool: str, **args: Any) -> str:
-    result = await client.call_tool(tool, args)
-    assert result.is_error, f"{tool} unexpectedly succeeded: {result.structured_content}"
-    return result.content[0].text
 
 
 def ours(fake: FakeHetzner, settings: Settings) -> list[Any]:
@@ -195,7 +182,7 @@ async def test_create_failure_reports_the_quota_and_leaves_nothing(fake: FakeHet
     settings = hetzner_settings(tmp_path / "state", fake)
     fake.faults.create_error = (403, "resource_limit_exceeded", "server limit exceeded")
     async with Client(build_server(settings)) as client:
-        message = await tool_error(client, "create_server", name="quota")
+        message = await call_error(client, "create_server", name="quota")
         assert "creating server 'quota' failed" in message
         assert "Hetzner project limit reached" in message and "destroy unused servers" in message
         assert (await call(client, "list_servers"))["count"] == 0
@@ -206,7 +193,7 @@ async def test_failed_create_action_burns_the_server(fake: FakeHetzner, tmp_path
     settings = hetzner_settings(tmp_path / "state", fake)
     fake.faults.action_error = True
     async with Client(build_server(settings)) as client:
-        message = await tool_error(client, "create_server", name="broken")
+        message = await call_error(client, "create_server", name="broken")
         assert "Hetzner failed to create server" in message and "server creation failed on the host" in message
     assert any(method == "DELETE" and path.startswith("/servers/") for method, path, _ in fake.requests)
     assert ours(fake, settings) == [] and fake.ssh_keys == {}
@@ -226,7 +213,7 @@ async def test_rate_limit_storm_fails_with_a_clear_message(fake: FakeHetzner, tm
     settings = hetzner_settings(tmp_path / "state", fake)
     async with Client(build_server(settings)) as client:
         fake.faults.rate_limit_burst = 60  # more than create, reaper and burn retry
-        message = await tool_error(client, "create_server", name="storm")
+        message = await call_error(client, "create_server", name="storm")
         fake.faults.rate_limit_burst = 0
         assert "Hetzner API rate limit reached" in message and "wait a minute" in message
     assert ours(fake, settings) == []
@@ -236,7 +223,7 @@ async def test_unreachable_server_times_out_and_is_burned(fake: FakeHetzner, tmp
     settings = hetzner_settings(tmp_path / "state", fake)
     fake.faults.unreachable = True
     async with Client(build_server(settings)) as client:
-        message = await tool_error(client, "create_server", name="silent", ready_timeout_s=1)
+        message = await call_error(client, "create_server", name="silent", ready_timeout_s=1)
         assert "did not become reachable in time" in message
         assert "did not answer SSH at 127." in message and "after 1s" in message
     assert ours(fake, settings) == []
@@ -257,7 +244,7 @@ async def test_slow_boot_beyond_boxforge_ready_timeout_fails_and_is_burned(fake:
     assert settings.ready_timeout_s == 0.5
     fake.faults.boot_delay_s = 30
     async with Client(build_server(settings)) as client:
-        message = await tool_error(client, "create_server", name="sluggish")
+        message = await call_error(client, "create_server", name="sluggish")
         assert "was still being created after 0.5s" in message and "BOXFORGE_READY_TIMEOUT" in message
     assert ours(fake, settings) == []
 
@@ -276,7 +263,7 @@ async def test_lost_create_response_yields_exactly_one_server(fake: FakeHetzner,
 async def test_unavailable_server_type_names_the_alternatives(fake: FakeHetzner, tmp_path: Path) -> None:
     settings = hetzner_settings(tmp_path / "state", fake)
     async with Client(build_server(settings)) as client:
-        message = await tool_error(client, "create_server", name="helsinki", size="cx22", location="hel1")
+        message = await call_error(client, "create_server", name="helsinki", size="cx22", location="hel1")
         assert "server type cx22 is unavailable in hel1; available there: cax11 (0.0071/h)" in message
     assert ours(fake, settings) == []
 
@@ -285,7 +272,7 @@ async def test_invalid_token_says_how_to_fix_it(fake: FakeHetzner, tmp_path: Pat
     settings = hetzner_settings(tmp_path / "state", fake)
     settings = Settings(**{**settings.__dict__, "hcloud_token": "hc-wrong-" + secrets.token_hex(8)})
     async with Client(build_server(settings)) as client:
-        message = await tool_error(client, "create_server", name="denied")
+        message = await call_error(client, "create_server", name="denied")
         assert "rejected HCLOUD_TOKEN" in message and "Read & Write" in message
         assert settings.hcloud_token not in message
     assert fake.servers == {}

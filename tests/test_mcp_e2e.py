@@ -8,24 +8,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 from mcp import Client, StdioServerParameters
 
 from server.app import build_server
-from tests.support import box_pids, boxforge_cmd, cli_env, eventually, make_repo, make_settings
+from tests.support import box_pids, boxforge_cmd, call, cli_env, eventually, make_repo, make_settings
 
 TOOL_NAMES = {"create_server", "vm_bash", "vm_job_status", "vm_job_list", "vm_job_cancel", "destroy_server",
               "list_servers", "extend_server", "vm_read", "vm_write", "vm_ls", "vm_grep", "vm_upload", "vm_download",
               "vm_diff", "run_agent"}
-
-
-async def call(client: Client, tool: str, **args: Any) -> dict[str, Any]:
-    result = await client.call_tool(tool, args)
-    assert not result.is_error, f"{tool} failed: {result.content[0].text if result.content else result}"
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 async def full_flow(client: Client, repo: Path, local_boxes: Path) -> None:

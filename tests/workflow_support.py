@@ -56,19 +56,6 @@ async def session(settings: Settings) -> AsyncIterator[Client]:
                     await client.call_tool("destroy_server", {"name": box["name"]})
 
 
-async def call(client: Client, tool: str, **args: Any) -> dict[str, Any]:
-    result = await client.call_tool(tool, args)
-    assert not result.is_error, f"{tool} failed: {result.content[0].text if result.content else result}"
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-async def call_error(client: Client, tool: str, **args: Any) -> str:
-    result = await client.call_tool(tool, args)
-    assert result.is_error, f"{tool} should have failed: {result.structured_content}"
-    return result.content[0].text
-
-
 def make_agent_repo(path: Path, *, boxfile: str | None = None) -> Path:
     """make_repo plus tools/install-agent.sh (installs tools/stub-agent) and an optional .boxforge.yml."""
     repo = make_repo(path)
