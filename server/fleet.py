@@ -59,7 +59,7 @@ from server.errors import (
     UnknownJob,
     UnknownServer,
 )
-from server.keys import create_box_keys, delete_box_keys, load_box_keys
+from server.keys import BoxKeys, create_box_keys, delete_box_keys, load_box_keys
 from server.schemas import (
     ENV_NAME_RE,
     AgentRun,
@@ -173,6 +173,7 @@ class Fleet:
     on_schedule_change: Callable[[], None] | None = None
     _box_locks: dict[str, anyio.Lock] = field(default_factory=dict)
     _db_limiter: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(1))
+    _keys: dict[str, BoxKeys] = field(default_factory=dict)  # key id -> the box's key files, read once
     _creating: set[str] = field(default_factory=set)  # request ids of creates running in this process
     _health: dict[str, Health] = field(default_factory=dict)  # box name -> reachability
     _box_secrets: dict[str, dict[str, str]] = field(default_factory=dict)  # request id -> box env
@@ -203,8 +204,17 @@ class Fleet:
     def _target(self, rec: BoxRecord) -> SSHTarget:
         if rec.host is None or rec.ssh_port is None or rec.ssh_user is None:
             raise BoxUnreachable(f"box {rec.name!r} has no SSH address yet (state {rec.state})")
-        keys = load_box_keys(self.settings.keys_dir, rec.key_id)
+        keys = self._keys.get(rec.key_id)
+        if keys is None:  # a box's keys never change: read them once, not on every poll
+            keys = self._keys[rec.key_id] = load_box_keys(self.settings.keys_dir, rec.key_id)
         return SSHTarget(rec.name, rec.host, rec.ssh_port, rec.ssh_user, keys.client_key_path, keys.host_public)
+
+    async def _forget_box(self, rec: BoxRecord) -> None:
+        """A box has ended: drop its keys and what this process remembered of it."""
+        self._keys.pop(rec.key_id, None)
+        self._box_secrets.pop(rec.request_id, None)
+        self._health.pop(rec.name, None)
+        await anyio.to_thread.run_sync(delete_box_keys, self.settings.keys_dir, rec.key_id)
 
     def _exec(self, rec: BoxRecord, *, long: bool = False) -> jobs.BoxExec:
         """The box's exec, recording when it last answered and since when it has not. ``long``: for
@@ -584,7 +594,7 @@ class Fleet:
             except ProviderError as exc:
                 raise ProviderFailure(f"could not destroy box {box_id}: {exc}; the reaper will retry") from exc
         if rec is not None:
-            await anyio.to_thread.run_sync(delete_box_keys, self.settings.keys_dir, rec.key_id)
+            await self._forget_box(rec)
 
     async def destroy_server(self, name: str) -> DestroyResult:
         async with self._lock(name):
@@ -691,11 +701,11 @@ class Fleet:
                     await self.pool.drop(rec.name)
                     await self._db(self.store.update_box, rec.request_id, state="destroyed",
                                    destroyed_at=time.time(), error="gone at the provider (expired or removed)")
-                    await anyio.to_thread.run_sync(delete_box_keys, self.settings.keys_dir, rec.key_id)
+                    await self._forget_box(rec)
                 elif self._abandoned(rec):
                     await self._db(self.store.update_box, rec.request_id, state="failed", step=None,
                                    destroyed_at=time.time(), error="creation was interrupted (orchestrator stopped)")
-                    await anyio.to_thread.run_sync(delete_box_keys, self.settings.keys_dir, rec.key_id)
+                    await self._forget_box(rec)
 
     def _abandoned(self, rec: BoxRecord) -> bool:
         """A provisioning record no running create owns: its process died mid-create."""
