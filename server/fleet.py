@@ -150,20 +150,6 @@ class Health:
     error: str | None = None
 
 
-def parse_env_file(text: str) -> dict[str, str]:
-    """The ``export NAME='value'`` lines jobs.write_box_env writes, back into a mapping."""
-    values: dict[str, str] = {}
-    try:
-        words = shlex.split(text)
-    except ValueError:
-        return values
-    for word in words:
-        name, sep, value = word.partition("=")
-        if sep and ENV_NAME_RE.fullmatch(name):
-            values[name] = value
-    return values
-
-
 @dataclass
 class Fleet:
     settings: Settings
@@ -246,14 +232,13 @@ class Fleet:
         are read back from the box's 0600 files, once per box and job.
         """
         if rec.request_id not in self._box_secrets:
-            result = await ex('cat "$HOME/.boxforge/env" 2>/dev/null || true', None, 30.0)
-            self._box_secrets[rec.request_id] = parse_env_file(result.stdout.decode(errors="replace"))
+            self._box_secrets[rec.request_id] = await jobs.read_box_env(ex)
         pairs = dict(self._box_secrets[rec.request_id])
         job_id = job.job_id if isinstance(job, JobRecord) else job
         if job_id is not None:
             known = self._job_secrets.get(job_id)
             if known is None and isinstance(job, JobRecord) and job.secret_names:
-                known = parse_env_file(await jobs.read_secrets(ex, job_id))
+                known = await jobs.read_secrets(ex, job_id)
                 self._remember_job_secrets(job_id, known)
             pairs.update(known or {})
         return Redactor.of(pairs, self.settings.redact_min_chars)

@@ -397,6 +397,20 @@ def _env_file(env: Mapping[str, str]) -> str:
     return "".join(lines)
 
 
+def parse_env_file(text: str) -> dict[str, str]:
+    """The ``export NAME='value'`` lines ``_env_file`` writes, back into a mapping."""
+    values: dict[str, str] = {}
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        return values
+    for word in words:
+        name, sep, value = word.partition("=")
+        if sep and ENV_NAME_RE.fullmatch(name):
+            values[name] = value
+    return values
+
+
 def _redact(text: str, env: Mapping[str, str]) -> str:
     for value in env.values():
         if len(value) >= 4:
@@ -578,11 +592,17 @@ async def list_jobs(ex: BoxExec) -> list[JobSummary]:
     return jobs
 
 
-async def read_secrets(ex: BoxExec, job_id: str) -> str:
-    """The job's per-job env file (``export NAME='value'`` lines), kept 0600 for redaction; "" if none."""
+async def read_secrets(ex: BoxExec, job_id: str) -> dict[str, str]:
+    """The job's secret env, from its 0600 ``secrets`` file (kept for redaction); empty if none."""
     _check_job_id(job_id)
     result = await ex(f'cat "$HOME/.boxforge/jobs/{job_id}/secrets" 2>/dev/null || true', None, CALL_TIMEOUT_S)
-    return result.stdout.decode(errors="replace")
+    return parse_env_file(result.stdout.decode(errors="replace"))
+
+
+async def read_box_env(ex: BoxExec) -> dict[str, str]:
+    """The box-wide env of ``~/.boxforge/env``; empty if none."""
+    result = await ex('cat "$HOME/.boxforge/env" 2>/dev/null || true', None, CALL_TIMEOUT_S)
+    return parse_env_file(result.stdout.decode(errors="replace"))
 
 
 async def write_box_env(ex: BoxExec, env: Mapping[str, str]) -> None:

@@ -236,7 +236,7 @@ async def test_job_env_values_never_show_in_ps_and_stay_only_in_the_private_secr
                                           b"started"])
     ) + b"./secrets\n"
     assert await sh(ex, f"stat -c %a {job_dir}/secrets") == b"600\n"
-    assert secret in await jobs.read_secrets(ex, job_id)
+    assert await jobs.read_secrets(ex, job_id) == {"TOKEN": secret}
 
 
 async def test_job_env_reaches_the_job_process_environment(ex: jobs.BoxExec) -> None:
