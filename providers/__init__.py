@@ -13,6 +13,8 @@ from providers.base import Provider, ProviderError
 REGISTRY: dict[str, str] = {
     "local": "providers.local:LocalProvider",
     "hetzner": "providers.hetzner:HetznerProvider",
+    "docker": "providers.docker:DockerProvider",
+    "kubernetes": "providers.kubernetes:KubernetesProvider",
 }
 
 

@@ -1,7 +1,7 @@
 """The provider contract: what a place that runs boxes must offer boxforge.
 
 A provider creates, finds and destroys machines. It never runs jobs, never touches the
-store and never opens an SSH session for a job: fleet.py wires those together.
+store and never opens a session for a job: ``server/service`` wires those together.
 
 Ownership and expiry live in the machine's labels (see the ``LABEL_*`` keys), so the
 provider's view of the world is the source of truth and the reaper keeps working after
@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import enum
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 LABEL_MANAGED_BY = "managed-by"
 LABEL_OWNER = "boxforge-owner"
@@ -153,37 +157,143 @@ class ReadyTimeout(ProviderError):
     """The box did not become reachable in time."""
 
 
-@runtime_checkable
-class Provider(Protocol):
+class ProviderSettings(BaseModel):
+    """A provider's own settings: a frozen pydantic model, one per provider class.
+
+    Values come from (highest first) the environment (``env_prefix`` + FIELD upper-cased, or a
+    name in ``env_aliases``), the config file's ``[providers.<name>]`` table, the config file's
+    legacy top-level ``<legacy_prefix><field>`` keys, then the field defaults. Secret fields are
+    ``SecretStr`` so they never print.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    env_prefix: ClassVar[str] = ""
+    env_aliases: ClassVar[dict[str, str]] = {}  # field -> env var name (e.g. token -> HCLOUD_TOKEN)
+    legacy_prefix: ClassVar[str] = ""  # top-level config key prefix of the first edition (e.g. "hetzner_")
+
+    @classmethod
+    def load(cls, env: Mapping[str, str], file_values: Mapping[str, Any], name: str) -> Self:
+        """Settings from env > ``[providers.<name>]`` > legacy top-level keys > defaults.
+
+        Raises ``ProviderError`` naming the setting when a value does not validate."""
+        section = (file_values.get("providers") or {}).get(name) or {}
+        values: dict[str, Any] = {}
+        for field_name in cls.model_fields:
+            env_name = cls.env_aliases.get(field_name, cls.env_prefix + field_name.upper() if cls.env_prefix else "")
+            if env_name and env.get(env_name) not in (None, ""):
+                values[field_name] = env[env_name]
+            elif field_name in section:
+                values[field_name] = section[field_name]
+            elif cls.legacy_prefix and cls.legacy_prefix + field_name in file_values:
+                values[field_name] = file_values[cls.legacy_prefix + field_name]
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field_name = ".".join(str(p) for p in first["loc"])
+            raise ProviderError(f"provider {name!r} setting {field_name} is invalid: {first['msg']}") from None
+
+
+class NoSettings(ProviderSettings):
+    """For providers that need no settings."""
+
+
+@dataclass(frozen=True)
+class ProviderContext:
+    """What every provider may know of the orchestrator: where its state lives and whose boxes are its.
+
+    ``home`` is the orchestrator's state dir (0700); a provider keeps its files under
+    ``home / <provider name>`` (or a dir its settings name). Nothing here is ever given to a box."""
+
+    home: Path
+    owner: str
+
+
+@dataclass(frozen=True)
+class SSHAccess:
+    """Reach the box's SSH server at host:port as user, with the box's client key, pinning its host key."""
+
+    host: str
+    port: int
+    user: str
+
+
+@dataclass(frozen=True)
+class StdioAccess:
+    """Reach a shell on the box by running ``argv`` on the orchestrator: its stdin/stdout are the
+    box's ``sh`` (``docker exec -i ID sh``, ``kubectl exec -i POD -- sh``). ``env`` is added to the
+    orchestrator-side process only (never forwarded into the box)."""
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+Access = SSHAccess | StdioAccess
+
+
+class Provider(ABC):
     """A place that runs boxes.
 
     Contract:
     - ``create`` returns quickly (the box may still be PENDING) and is idempotent by
       ``spec.request_id``: creating the same request twice returns the same box.
-    - ``wait_ready`` returns the box RUNNING with a host/port that accepts SSH with the
-      spec's host key, or raises ``ReadyTimeout``.
+    - ``wait_ready`` returns the box RUNNING and reachable through ``access(box)`` (with the
+      spec's host key where the provider ``PinsHostKey``), or raises ``ReadyTimeout``.
     - ``get`` returns None for a box that is gone.
     - ``list`` returns the non-terminated boxes carrying all the given labels; it is the
       reaper's view, so it must work with no local state at all.
-    - ``set_labels`` replaces the box's labels (used to push the expiry).
-    - ``destroy`` of a box that is already gone returns silently.
+    - ``set_labels`` replaces the box's mutable schedule labels (expiry, ready, create
+      deadline); identity labels (managed-by, owner, name, request) never change after create.
+      The labels that decide a box's fate must live where the box itself cannot write them.
+    - ``destroy`` of a box that is already gone returns silently; destroy kills every process
+      of the box and removes everything the provider made for it.
     - Errors are ``ProviderError`` subclasses; SDK exceptions never escape.
+    - Providers never run jobs, never touch the store, git or the MCP layer: ``server/service``
+      wires them. What a provider can do beyond this is declared by the classes of
+      ``providers.capabilities``, found with ``isinstance``.
     """
 
     name: ClassVar[str]
+    Settings: ClassVar[type[ProviderSettings]] = NoSettings
 
-    async def verify(self) -> None: ...
+    @classmethod
+    def configured(cls, settings: ProviderSettings) -> bool:
+        """Usable here without asking the user for anything (a token is set, an engine answers).
 
+        The reaper sweeps only configured providers (plus those the store names)."""
+        return True
+
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, settings: ProviderSettings, ctx: ProviderContext) -> Self: ...
+
+    async def verify(self) -> None:  # noqa: B027 - optional hook
+        """Raise ``ProviderError`` (AuthError, ...) with a fix when the provider cannot work here."""
+
+    @abstractmethod
     async def create(self, spec: BoxSpec) -> Box: ...
 
+    @abstractmethod
     async def wait_ready(self, box_id: str, *, timeout: float) -> Box: ...
 
+    @abstractmethod
     async def get(self, box_id: str) -> Box | None: ...
 
+    @abstractmethod
     async def list(self, labels: Mapping[str, str]) -> list[Box]: ...
 
+    @abstractmethod
     async def set_labels(self, box_id: str, labels: Mapping[str, str]) -> Box: ...
 
+    @abstractmethod
     async def destroy(self, box_id: str) -> None: ...
 
-    async def aclose(self) -> None: ...
+    def access(self, box: Box) -> Access:
+        """How transport reaches the box; by default its SSH server at the box's address."""
+        if box.host is None:
+            raise NotFound(f"box {box.name!r} has no address yet (state {box.state})")
+        return SSHAccess(box.host, box.ssh_port, box.ssh_user)
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release clients and sessions; the boxes themselves live on."""

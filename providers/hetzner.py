@@ -55,6 +55,7 @@ from providers.base import (
     BoxState,
     CapacityError,
     NotFound,
+    Provider,
     ProviderError,
     QuotaError,
     ReadyTimeout,
@@ -263,7 +264,7 @@ def _available_locations(server_type: Any) -> set[str]:
     return {price.get("location") for price in server_type.prices or []}
 
 
-class HetznerProvider:
+class HetznerProvider(Provider):
     """Boxes on Hetzner Cloud. See providers.base.Provider for the contract.
 
     ``ssh_port`` is where the boxes' sshd listens (22 on Hetzner; other values serve the test

@@ -15,13 +15,13 @@ import signal
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import anyio
 import anyio.to_thread
 
 from providers import localbox
-from providers.base import Box, BoxSpec, BoxState, NotFound, ProviderError, ReadyTimeout
+from providers.base import Box, BoxSpec, BoxState, NotFound, Provider, ProviderError, ReadyTimeout
 
 ServerChoice = Literal["auto", "openssh", "embedded"]
 
@@ -88,7 +88,7 @@ def box_from_dir(box_dir: Path) -> Box | None:
     )
 
 
-class LocalProvider:
+class LocalProvider(Provider):
     """Boxes on this machine. See providers.base.Provider for the contract.
 
     ``server``: ``auto`` uses the system OpenSSH sshd when present, else the embedded
@@ -96,6 +96,11 @@ class LocalProvider:
     """
 
     name: ClassVar[str] = "local"
+
+    @classmethod
+    def from_settings(cls, settings: Any, ctx: Any = None) -> LocalProvider:
+        return cls(settings.local_boxes_dir, server=settings.local_sshd,
+                   watchdog_grace_s=settings.local_watchdog_grace_s)
 
     def __init__(
         self,
