@@ -79,6 +79,8 @@ class Box:
     labels: Mapping[str, str]
     created_at: float
     data: Mapping[str, Any] = field(default_factory=dict)
+    size: str | None = None  # what the provider actually made (a server type, a local size preset)
+    warnings: tuple[str, ...] = ()  # for the person or agent: a deprecated type, an unisolated box
 
     @property
     def expires_at(self) -> int | None:
