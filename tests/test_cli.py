@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from server.config import Settings
-from tests.support import boxforge_cmd, cli_env, make_repo, make_settings
+from tests.support import boxforge_cmd, cli_env, local_boxes_dir, make_repo, make_settings
 
 
 def boxforge(settings: Settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -59,7 +59,7 @@ def test_up_two_boxes_run_jobs_and_burn_all(settings: Settings, tmp_path: Path) 
     assert burn.returncode == 0, burn.stderr
     assert sorted(r["name"] for r in json.loads(burn.stdout)["results"]) == ["feat-a", "feat-b"]
     assert json.loads(boxforge(settings, "ls", "--json").stdout)["count"] == 0
-    assert not list(settings.local_boxes_dir.glob("lb-*"))
+    assert not list(local_boxes_dir(settings).glob("lb-*"))
 
 
 BAD_CLI: list[tuple[list[str], int, str]] = [

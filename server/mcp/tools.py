@@ -1,6 +1,7 @@
 """The MCP tools: thin functions that validate (pydantic, through their signatures), call the
-Fleet and return schema models. A ForgeError becomes a tool error whose text says what
-happened and what to do next. Tools never touch providers, SSH or the store directly."""
+Fleet and return schema models with their hints worded as tool calls. A ForgeError becomes a tool
+error whose text says what happened and what to do next. Tools never touch providers, SSH or the
+store directly."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pydantic import Field
 
 from providers.base import ProviderError
 from server.errors import ForgeError
-from server.fleet import Fleet
+from server.mcp.hints import error_text, words
 from server.schemas import (
     AgentRun,
     BoxPath,
@@ -38,7 +39,9 @@ from server.schemas import (
     Signal,
     TtlSeconds,
     WriteResult,
+    render_hints,
 )
+from server.service import Fleet
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -66,14 +69,17 @@ def fleet_of(ctx: Context) -> Fleet:
 
 
 def forge_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Turn ForgeError/ProviderError into a ToolError carrying the actionable message."""
+    """Word the result's hints as tool calls; turn ForgeError/ProviderError into a ToolError carrying the
+    actionable message."""
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return await fn(*args, **kwargs)
+            result = await fn(*args, **kwargs)
         except (ForgeError, ProviderError) as exc:
-            raise ToolError(str(exc)) from exc
+            raise ToolError(error_text(exc)) from exc
+        render_hints(result, words)
+        return result
 
     return wrapper
 
