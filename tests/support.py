@@ -47,6 +47,17 @@ def cli_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+MCP_TOOL_WORDS = ("vm_", "create_server", "list_servers", "extend_server", "destroy_server", "run_agent")
+
+
+def assert_cli_words(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    """The CLI speaks its own words: no MCP tool name in anything it prints."""
+    for stream in (result.stdout, result.stderr):
+        named = [word for word in MCP_TOOL_WORDS if word in stream]
+        assert not named, f"{result.args[1:]} printed MCP words {named}: {stream[-500:]}"
+    return result
+
+
 def boxforge_cmd() -> list[str]:
     exe = shutil.which("boxforge")
     return [exe] if exe else [sys.executable, "-m", "server.cli"]

@@ -35,6 +35,11 @@ _WORDS: dict[HintKind, Callable[[Hint], str]] = {
     HintKind.NO_BOXES: lambda h: "create one with boxforge up",
     HintKind.LIST_JOBS: lambda h: "boxforge jobs shows all",
     HintKind.KILL_JOB: lambda h: "it ignores SIGTERM; boxforge burn NAME stops everything on its box",
+    HintKind.EXTEND_LATER: lambda h: "use a shorter --ttl and boxforge extend NAME TTL later if needed",
+    HintKind.BURN_FIRST: lambda h: f"boxforge burn {h.server} first to reuse the name",
+    HintKind.NEEDS_AGENT: lambda h: ("forge one with boxforge up --agent claude (or codex, or custom with "
+                                     "--agent-command), or run it with boxforge run"),
+    HintKind.EXTEND_AGAIN: lambda h: f"run boxforge extend {h.server} again once it answers",
 }
 
 

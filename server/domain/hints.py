@@ -23,6 +23,10 @@ class HintKind(enum.StrEnum):
     NO_BOXES = "no_boxes"  #: there is no live box: make one
     LIST_JOBS = "list_jobs"  #: an unknown job id: see the job list
     KILL_JOB = "kill_job"  #: a cancel left the job running: send KILL
+    EXTEND_LATER = "extend_later"  #: a TTL over the maximum: start shorter, extend later
+    BURN_FIRST = "burn_first"  #: the name is taken by a live box: burn it to reuse the name
+    NEEDS_AGENT = "needs_agent"  #: the box has no agent: make one with an agent, or run the command directly
+    EXTEND_AGAIN = "extend_again"  #: the box's own backstop did not move: extend again once it answers
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,11 @@ _WORDS: dict[HintKind, Callable[[Hint], str]] = {
     HintKind.NO_BOXES: lambda h: "create one with create_server",
     HintKind.LIST_JOBS: lambda h: "vm_job_list shows all",
     HintKind.KILL_JOB: lambda h: f"retry with signal='KILL' (job_id='{h.job_id}')",
+    HintKind.EXTEND_LATER: lambda h: "use a shorter ttl and extend_server later if needed",
+    HintKind.BURN_FIRST: lambda h: f"destroy_server(name='{h.server}') first to reuse the name",
+    HintKind.NEEDS_AGENT: lambda h: ("create a box with agent='claude', 'codex' or 'custom' (with agent_command), "
+                                     "or run it with vm_bash"),
+    HintKind.EXTEND_AGAIN: lambda h: "call extend_server again once it answers",
 }
 
 

@@ -34,8 +34,8 @@ class Agents:
         agents.check_agent_args(extra)
         rec = await self.boxes.ready(server)
         if not rec.agent or rec.agent == "none":
-            raise InvalidInput(f"server {server!r} has no agent (created with agent='none'): create a box with "
-                               "agent='claude', 'codex' or 'custom' (with agent_command), or run it with vm_bash")
+            raise InvalidInput(f"server {server!r} has no agent (created with agent='none')",
+                               hint=Hint(HintKind.NEEDS_AGENT))
         prompt_id = "p-" + secrets.token_hex(6)
         stored = await self.access.exec(rec)("/bin/sh -c " + shlex.quote(agents.write_prompt_script(prompt_id)),
                                              data, PROMPT_STORE_TIMEOUT_S)

@@ -128,8 +128,9 @@ class Boxes:
         self.wakeup.ring()
         info = self.info(await self.live(name))
         if not moved:
-            info.say("warning", "the expiry label was pushed, but the box could not be reached to move its own "
-                                "power-off backstop; call extend_server again once it answers")
+            info.suggest("warning", Hint(HintKind.EXTEND_AGAIN, server=name),
+                         prefix="the expiry label was pushed, but the box could not be reached to move its own "
+                                "power-off backstop; ")
         return info
 
     async def list_servers(self) -> ServerList:

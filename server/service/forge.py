@@ -117,7 +117,7 @@ class Forge:
         ttl_s = ttl_s if ttl_s is not None else parse_ttl(self.settings.default_ttl)
         refused = check_ttl_within(ttl_s, self.settings.max_ttl_s)
         if refused:
-            raise InvalidInput(f"{refused}; use a shorter ttl and extend_server later if needed")
+            raise InvalidInput(refused, hint=Hint(HintKind.EXTEND_LATER))
         plan = plan_agent(agent, install=agent_install, command=agent_command)
         env = dict(env or {})
         check_env(env)
@@ -170,9 +170,8 @@ class Forge:
         try:
             await self.repo.insert_box(rec)
         except sqlite3.IntegrityError:
-            raise ServerExists(
-                f"server {name!r} already exists; use it, destroy_server it first, or pick another name"
-            ) from None
+            raise ServerExists(f"server {name!r} already exists; use it or pick another name",
+                               hint=Hint(HintKind.BURN_FIRST, server=name)) from None
         await self.repo.add_event("create", box_name=name, detail=provider_name)
         self.in_flight.add(request_id)
         self.boxes.wakeup.ring()
