@@ -29,7 +29,8 @@ def _default_home(env: Mapping[str, str]) -> Path:
     return Path(state) / "boxforge"
 
 
-def _config_path(env: Mapping[str, str]) -> Path:
+def config_path(env: Mapping[str, str]) -> Path:
+    """The config file ``env`` names (BOXFORGE_CONFIG, else the XDG config dir's boxforge/config.toml)."""
     if env.get("BOXFORGE_CONFIG"):
         return Path(env["BOXFORGE_CONFIG"])
     base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
@@ -73,7 +74,7 @@ class Settings:
     @property
     def config_path(self) -> Path:
         """The config file these settings read (whether it exists or not)."""
-        return _config_path(self.env)
+        return config_path(self.env)
 
     def provider_context(self) -> ProviderContext:
         return ProviderContext(home=self.home, owner=self.owner)
@@ -155,7 +156,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
     The provider, when not chosen, is the registry's default for this env and config file (a cloud
     whose credentials are set, else local boxes)."""
     env = dict(os.environ if env is None else env)
-    file_values = _read_config(_config_path(env))
+    file_values = _read_config(config_path(env))
     home = Path(overrides.pop("home", None) or env.get("BOXFORGE_HOME") or file_values.get("home")
                 or _default_home(env)).expanduser()
     ensure_private_dir(home)

@@ -301,7 +301,7 @@ class DiffFile(BaseModel):
     untracked: bool = Field(False, description="The file is new and not yet added to git")
 
 
-class DiffResult(BaseModel):
+class DiffResult(Hinted):
     """Result of vm_diff: the working tree (untracked files included) against the base commit."""
 
     server: str

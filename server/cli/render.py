@@ -40,6 +40,8 @@ _WORDS: dict[HintKind, Callable[[Hint], str]] = {
     HintKind.NEEDS_AGENT: lambda h: ("forge one with boxforge up --agent claude (or codex, or custom with "
                                      "--agent-command), or run it with boxforge run"),
     HintKind.EXTEND_AGAIN: lambda h: f"run boxforge extend {h.server} again once it answers",
+    HintKind.DIFF_CUT: lambda h: f"raise --max-bytes, or read single files with boxforge ssh {h.server} -- cat FILE",
+    HintKind.KEEP_WORK: lambda h: f"push the branch with boxforge run {h.server} 'git push' before it is burned",
 }
 
 

@@ -18,7 +18,7 @@ from rich.live import Live
 from rich.table import Table
 
 from providers.base import ProviderError
-from server.cli.render import dump, err, error_text, out, valid
+from server.cli.render import dump, err, error_text, out, valid, worded
 from server.domain.names import name_from_branch
 from server.domain.states import CREATE_STEPS
 from server.errors import ForgeError, InvalidInput
@@ -109,7 +109,8 @@ async def _forge_row(fleet: Fleet, args: argparse.Namespace, row: _Row, limiter:
     async with limiter:
         row.started, row.state = time.monotonic(), "working"
         try:
-            row.result = await fleet.create_server(row.name, branch=row.branch, progress=progress, **options)
+            row.result = worded(await fleet.create_server(row.name, branch=row.branch, progress=progress,
+                                                          **options))
             row.state, row.step = "ready", "ready"
         except (ForgeError, ProviderError) as exc:
             row.result, row.state = error_text(exc), "failed"

@@ -27,6 +27,8 @@ class HintKind(enum.StrEnum):
     BURN_FIRST = "burn_first"  #: the name is taken by a live box: burn it to reuse the name
     NEEDS_AGENT = "needs_agent"  #: the box has no agent: make one with an agent, or run the command directly
     EXTEND_AGAIN = "extend_again"  #: the box's own backstop did not move: extend again once it answers
+    DIFF_CUT = "diff_cut"  #: the review diff was cut: ask for more, or read single files
+    KEEP_WORK = "keep_work"  #: the box changed things: bring the work home before it is burned
 
 
 @dataclass(frozen=True)

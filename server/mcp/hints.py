@@ -40,6 +40,8 @@ _WORDS: dict[HintKind, Callable[[Hint], str]] = {
     HintKind.NEEDS_AGENT: lambda h: ("create a box with agent='claude', 'codex' or 'custom' (with agent_command), "
                                      "or run it with vm_bash"),
     HintKind.EXTEND_AGAIN: lambda h: "call extend_server again once it answers",
+    HintKind.DIFF_CUT: lambda h: "raise max_bytes (up to 1 MiB) or read single files with vm_read",
+    HintKind.KEEP_WORK: lambda h: "download artifacts with vm_download, or push the branch with vm_bash('git push')",
 }
 
 

@@ -1,35 +1,35 @@
 """The MCP tools: thin functions that validate (pydantic, through their signatures), call the
 Fleet and return schema models with their hints worded as tool calls. A ForgeError becomes a tool
 error whose text says what happened and what to do next. Tools never touch providers, SSH or the
-store directly."""
+store directly. The file, review and agent tools are in ``file_tools``."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from providers.base import ProviderError
-from server.errors import ForgeError
-from server.mcp.hints import error_text, words
+from server.mcp import file_tools
+from server.mcp.common import (
+    CREATES,
+    DESTROYS,
+    READ_ONLY,
+    RUNS,
+    UPDATES,
+    WRITES,
+    WRITES_LOCAL,
+    EnvArg,
+    fleet_of,
+    forge_errors,
+)
 from server.schemas import (
-    AgentRun,
-    BoxPath,
     Branch,
     CancelResult,
     CommandResult,
     DestroyResult,
-    DiffResult,
-    DownloadResult,
-    Encoding,
-    FileContent,
-    FileList,
-    GrepResult,
     JobId,
     JobList,
     JobStatusResult,
@@ -38,50 +38,7 @@ from server.schemas import (
     ServerName,
     Signal,
     TtlSeconds,
-    WriteResult,
-    render_hints,
 )
-from server.service import Fleet
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
-CREATES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
-RUNS = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True)
-DESTROYS = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True)
-UPDATES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
-# Writing a whole file replaces what was there; doing it twice leaves the same file.
-WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
-# A download with overwrite replaces a file on this machine.
-WRITES_LOCAL = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
-                               open_world_hint=False)
-
-EnvArg = Annotated[
-    dict[str, str] | None,
-    Field(description="Environment variables (e.g. API keys). Values are secret: written to a 0600 file on the "
-                      "box, never echoed, logged or stored"),
-]
-
-
-def fleet_of(ctx: Context) -> Fleet:
-    return ctx.request_context.lifespan_context.fleet
-
-
-def forge_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Word the result's hints as tool calls; turn ForgeError/ProviderError into a ToolError carrying the
-    actionable message."""
-
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            result = await fn(*args, **kwargs)
-        except (ForgeError, ProviderError) as exc:
-            raise ToolError(error_text(exc)) from exc
-        render_hints(result, words)
-        return result
-
-    return wrapper
 
 
 async def create_server(
@@ -215,150 +172,6 @@ async def extend_server(
     """Push a box's expiry: it will now expire `ttl` from now."""
     return await fleet_of(ctx).extend_server(name, ttl)
 
-
-async def vm_read(
-    ctx: Context,
-    server: ServerName,
-    path: BoxPath,
-    offset: Annotated[int, Field(ge=0, description="Lines to skip (text); pass a result's next_offset to go on")] = 0,
-    limit: Annotated[int, Field(ge=1, le=100000, description="Lines to return at most (text)")] = 2000,
-    encoding: Annotated[Encoding, Field(description="text (UTF-8 lines, at most 256 KiB per call) or base64 (the "
-                                                    "exact bytes of a file up to 1 MiB)")] = "text",
-) -> FileContent:
-    """Read a file on a box: lines `offset`..`offset+limit` as text, or the whole file as base64 for binaries.
-
-    Relative paths resolve in the project dir. Text files up to 10 MiB; next_offset says where to go on.
-    Secret env values in the text are redacted. Bigger files: vm_download, or vm_bash with head/sed.
-    """
-    return await fleet_of(ctx).read_file(server, path, offset=offset, limit=limit, encoding=encoding)
-
-
-async def vm_write(
-    ctx: Context,
-    server: ServerName,
-    path: BoxPath,
-    content: Annotated[str, Field(max_length=6 * 1024 * 1024, description="The whole new file: text, or base64 "
-                                                                          "with encoding='base64'")],
-    encoding: Annotated[Encoding, Field(description="text (written as UTF-8) or base64 (decoded to bytes)")] = "text",
-    create_dirs: Annotated[bool, Field(description="Create missing parent directories")] = True,
-    mode: Annotated[str | None, Field(pattern=r"^0?[0-7]{3}$", description="File mode in octal, e.g. '755' for a "
-                                      "script; default: kept for an existing file, 644 for a new one")] = None,
-) -> WriteResult:
-    """Write a whole file on a box (atomically: readers never see half a file), creating parent dirs.
-
-    Relative paths resolve in the project dir; at most 4 MiB (use vm_upload beyond). Next: vm_bash to use it,
-    or vm_diff to see it among the box's changes.
-    """
-    return await fleet_of(ctx).write_file(server, path, content, encoding=encoding, create_dirs=create_dirs,
-                                          mode=int(mode, 8) if mode else None)
-
-
-async def vm_ls(
-    ctx: Context,
-    server: ServerName,
-    pattern: Annotated[str, Field(min_length=1, max_length=1024, description="Glob relative to path: '*' lists the "
-                                  "directory, '**/*.py' every .py file at any depth, 'src/*/test_*.py'")] = "*",
-    path: Annotated[BoxPath, Field(description="Directory to list; relative to the project dir")] = ".",
-    max_entries: Annotated[int, Field(ge=1, le=5000, description="Entries to return at most")] = 500,
-) -> FileList:
-    """List files on a box matching a glob: type, size and modification time of each, sorted by path.
-
-    .git and node_modules are skipped unless the pattern names them. Next: vm_read a file, vm_grep for text.
-    """
-    return await fleet_of(ctx).list_files(server, path, pattern, max_entries=max_entries)
-
-
-async def vm_grep(
-    ctx: Context,
-    server: ServerName,
-    pattern: Annotated[str, Field(min_length=1, max_length=4096, description="Regular expression (Perl-compatible "
-                                  "where the box's grep has -P, else POSIX extended)")],
-    path: Annotated[BoxPath, Field(description="File or directory to search; relative to the project dir")] = ".",
-    glob: Annotated[str | None, Field(max_length=256, description="Only files whose name matches, e.g. '*.py'")] = None,
-    ignore_case: Annotated[bool, Field(description="Case-insensitive match")] = False,
-    max_results: Annotated[int, Field(ge=1, le=1000, description="Matching lines to return at most")] = 100,
-) -> GrepResult:
-    """Search file contents on a box: each matching line with its file and line number.
-
-    Binary files, .git and node_modules are skipped. Next: vm_read(path, offset=line-1) to see the context.
-    """
-    return await fleet_of(ctx).grep(server, pattern, path, glob=glob, ignore_case=ignore_case,
-                                    max_results=max_results)
-
-
-async def vm_upload(
-    ctx: Context,
-    server: ServerName,
-    local_path: Annotated[str, Field(min_length=1, max_length=4096, description="File on the orchestrator's machine: "
-                                     "inside its working directory, the temp dir or BOXFORGE_TRANSFER_ROOTS")],
-    remote_path: Annotated[BoxPath, Field(description="Destination on the box; relative to the project dir")],
-    create_dirs: Annotated[bool, Field(description="Create missing parent directories on the box")] = True,
-    overwrite: Annotated[bool, Field(description="Replace an existing file on the box")] = True,
-) -> WriteResult:
-    """Copy a file from the orchestrator's machine to a box over SFTP (at most 256 MiB), atomically.
-
-    Directories: tar them first, upload the archive, unpack it with vm_bash. Credential dirs (boxforge's state
-    and config, ~/.ssh, ~/.aws, the hcloud config, ~/.netrc) can never be uploaded.
-    """
-    return await fleet_of(ctx).upload(server, local_path, remote_path, create_dirs=create_dirs, overwrite=overwrite)
-
-
-async def vm_download(
-    ctx: Context,
-    server: ServerName,
-    remote_path: Annotated[BoxPath, Field(description="File on the box; relative to the project dir")],
-    local_path: Annotated[str, Field(min_length=1, max_length=4096, description="Destination on the orchestrator's "
-                                     "machine (a file, or an existing directory to put it in): inside its working "
-                                     "directory, the temp dir or BOXFORGE_TRANSFER_ROOTS")],
-    overwrite: Annotated[bool, Field(description="Replace an existing local file")] = False,
-) -> DownloadResult:
-    """Copy a file from a box to the orchestrator's machine over SFTP (at most 256 MiB): build artifacts,
-    logs, reports. Save what you need before destroy_server.
-
-    Credential dirs (boxforge's state and config, ~/.ssh, ~/.aws, the hcloud config, ~/.netrc) and dotfiles
-    directly in the home dir are refused.
-    """
-    return await fleet_of(ctx).download(server, remote_path, local_path, overwrite=overwrite)
-
-
-async def vm_diff(
-    ctx: Context,
-    server: ServerName,
-    max_bytes: Annotated[int, Field(ge=0, le=1024 * 1024, description="Cut the unified diff at this many bytes "
-                                    "(0: the file list and stat only)")] = 64 * 1024,
-) -> DiffResult:
-    """What the work on a box changed: the working tree, untracked files included (.gitignore respected), and
-    the commits made since, against the base commit recorded when the box was created.
-
-    The reviewer's first look after run_agent: commits, files with lines added/deleted, git diff --stat and the
-    diff (capped). Next: vm_read single files, vm_bash('git push') to keep the work, destroy_server to burn it.
-    """
-    return await fleet_of(ctx).diff(server, max_bytes=max_bytes)
-
-
-async def run_agent(
-    ctx: Context,
-    server: ServerName,
-    prompt: Annotated[str, Field(min_length=1, max_length=1024 * 1024, description="The task for the agent")],
-    args: Annotated[list[str] | None, Field(max_length=64, description="Extra arguments for the agent command, "
-                                            "e.g. ['--model', 'opus']")] = None,
-    env: EnvArg = None,
-    cwd: Annotated[str | None, Field(max_length=4096, description="Working dir; default the project dir")] = None,
-    idempotency_key: Annotated[str | None, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$",
-                                                 description="Same key on the same server starts the agent once "
-                                                 "(safe retries)")] = None,
-) -> AgentRun:
-    """Run the box's coding agent (chosen at create_server: claude, codex or custom) non-interactively on `prompt`,
-    as a background job with the box's env (API keys) sourced. The prompt reaches the agent on stdin, never on a
-    command line. Returns the job_id at once.
-
-    Next: vm_job_status(job_id, wait_s=60) until it ends (stdout is the agent's answer), then vm_diff(server) to
-    review what it changed.
-    """
-    return await fleet_of(ctx).run_agent(server, prompt, args=args, env=env, cwd=cwd,
-                                         idempotency_key=idempotency_key)
-
-
 TOOLS: list[tuple[Callable[..., Awaitable[Any]], ToolAnnotations, str]] = [
     (create_server, CREATES, "Create a box"),
     (vm_bash, RUNS, "Run a command on a box"),
@@ -368,14 +181,14 @@ TOOLS: list[tuple[Callable[..., Awaitable[Any]], ToolAnnotations, str]] = [
     (destroy_server, DESTROYS, "Destroy a box"),
     (list_servers, READ_ONLY, "List boxes"),
     (extend_server, UPDATES, "Extend a box's TTL"),
-    (vm_read, READ_ONLY, "Read a file on a box"),
-    (vm_write, WRITES, "Write a file on a box"),
-    (vm_ls, READ_ONLY, "List files on a box"),
-    (vm_grep, READ_ONLY, "Search files on a box"),
-    (vm_upload, WRITES, "Upload a file to a box"),
-    (vm_download, WRITES_LOCAL, "Download a file from a box"),
-    (vm_diff, READ_ONLY, "Review a box's changes"),
-    (run_agent, RUNS, "Run the box's agent"),
+    (file_tools.vm_read, READ_ONLY, "Read a file on a box"),
+    (file_tools.vm_write, WRITES, "Write a file on a box"),
+    (file_tools.vm_ls, READ_ONLY, "List files on a box"),
+    (file_tools.vm_grep, READ_ONLY, "Search files on a box"),
+    (file_tools.vm_upload, WRITES, "Upload a file to a box"),
+    (file_tools.vm_download, WRITES_LOCAL, "Download a file from a box"),
+    (file_tools.vm_diff, READ_ONLY, "Review a box's changes"),
+    (file_tools.run_agent, RUNS, "Run the box's agent"),
 ]
 
 

@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 
 from server import files
-from server.config import Settings
+from server.config import Settings, config_path
+from server.domain.hints import Hint, HintKind
 from server.domain.redaction import Redactor
 from server.errors import InvalidInput
 from server.schemas import DiffResult, DownloadResult, FileContent, FileList, GrepResult, WriteResult
@@ -19,16 +20,18 @@ from server.store import BoxRecord
 
 
 def credential_paths(settings: Settings, roots: list[Path]) -> list[Path]:
-    """Local paths vm_upload/vm_download never touch: boxforge's state dir and config (the file
-    ``load_settings`` actually reads, and its dir), SSH keys, and the credentials of the cloud CLIs."""
+    """Local paths vm_upload/vm_download never touch: boxforge's state dir and config (the file these
+    settings read, and the one this process's environment names, with their dirs), SSH keys, and the
+    credentials of the cloud CLIs."""
     home = Path.home()
     config_home = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
-    config = settings.config_path.expanduser().resolve()
-    paths = [settings.home, config, home / ".ssh", home / ".config" / "hcloud", config_home / "hcloud",
+    configs = {settings.config_path.expanduser().resolve(), config_path(os.environ).expanduser().resolve()}
+    paths = [settings.home, *configs, home / ".ssh", home / ".config" / "hcloud", config_home / "hcloud",
              home / ".aws", home / ".netrc"]
-    # the config's dir too, unless that would shut the home dir or a transfer root (a config kept in a project)
-    if not any(place.resolve().is_relative_to(config.parent) for place in [home, *roots]):
-        paths.append(config.parent)
+    # a config's dir too, unless that would shut the home dir or a transfer root (a config kept in a project)
+    for config in configs:
+        if not any(place.resolve().is_relative_to(config.parent) for place in [home, *roots]):
+            paths.append(config.parent)
     return paths
 
 
@@ -101,6 +104,12 @@ class Files:
     async def diff(self, server: str, *, max_bytes: int = 64 * 1024) -> DiffResult:
         """The box's work: working tree and commits against the base commit recorded at create."""
         rec, fs = await self._files(server)
-        result = await files.diff(fs, rec.base_commit, max_bytes=min(max_bytes, files.MAX_DIFF_BYTES))
+        limit = min(max_bytes, files.MAX_DIFF_BYTES)
+        result = await files.diff(fs, rec.base_commit, max_bytes=limit)
         result.diff = (await self._redactor(rec))(result.diff)
+        if result.files and result.truncated:
+            result.suggest("hint", Hint(HintKind.DIFF_CUT, server=rec.name),
+                           prefix=f"the diff is {result.diff_bytes} bytes and was cut at {limit}: ")
+        elif result.files:
+            result.suggest("hint", Hint(HintKind.KEEP_WORK, server=rec.name))
         return result
