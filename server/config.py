@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import secrets
 import tempfile
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from providers import default_provider, load_provider_settings
-from providers.base import ProviderContext, ProviderError, ProviderSettings
+from providers.base import ProviderContext, ProviderSettings
 from server.errors import InvalidInput
 
 ENV_PREFIX = "BOXFORGE_"
@@ -40,7 +41,7 @@ def config_path(env: Mapping[str, str]) -> Path:
 @dataclass(frozen=True)
 class Settings:
     home: Path
-    provider: str
+    chosen_provider: str | None  # BOXFORGE_PROVIDER or the config file's provider; None: the default here
     owner: str
     default_ttl: str = "2h"
     max_ttl_s: int = 7 * 24 * 3600
@@ -70,6 +71,12 @@ class Settings:
     @property
     def log_path(self) -> Path:
         return self.home / "boxforge.log"
+
+    @functools.cached_property
+    def provider(self) -> str:
+        """The provider of a create that names none. The default is found only when asked, because finding it
+        imports every provider's module (SDKs included)."""
+        return self.chosen_provider or default_provider(self.env, self.file_values)
 
     @property
     def config_path(self) -> Path:
@@ -160,11 +167,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
     home = Path(overrides.pop("home", None) or env.get("BOXFORGE_HOME") or file_values.get("home")
                 or _default_home(env)).expanduser()
     ensure_private_dir(home)
-    try:
-        provider = env.get("BOXFORGE_PROVIDER") or file_values.get("provider") or default_provider(env, file_values)
-    except ProviderError as exc:
-        raise InvalidInput(str(exc)) from exc
     owner = env.get("BOXFORGE_OWNER") or file_values.get("owner") or _owner_id(home)
-    settings = Settings(home=home, provider=provider, owner=owner, env=env, file_values=file_values,
+    settings = Settings(home=home, chosen_provider=env.get("BOXFORGE_PROVIDER") or file_values.get("provider"),
+                        owner=owner, env=env, file_values=file_values,
                         **_core_values(env, file_values))
     return dataclasses.replace(settings, **overrides) if overrides else settings
