@@ -6,9 +6,10 @@ A missing optional SDK disables one provider with a clear message, never the pro
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from typing import Any
 
-from providers.base import Provider, ProviderError
+from providers.base import Provider, ProviderError, ProviderSettings
 
 REGISTRY: dict[str, str] = {
     "local": "providers.local:LocalProvider",
@@ -31,4 +32,32 @@ def provider_class(name: str) -> type[Any]:
     return getattr(module, attr)
 
 
-__all__ = ["REGISTRY", "Provider", "ProviderError", "provider_class"]
+def load_provider_settings(name: str, env: Mapping[str, str], file_values: Mapping[str, Any]) -> ProviderSettings:
+    """Provider ``name``'s own settings read from ``env`` and the config file's values."""
+    return provider_class(name).Settings.load(env, file_values, name)
+
+
+def configured_names(env: Mapping[str, str], file_values: Mapping[str, Any]) -> list[str]:
+    """The registered providers usable here (their SDK imports and ``configured`` says yes), in registry order."""
+    names = []
+    for name in REGISTRY:
+        try:
+            cls = provider_class(name)
+            if cls.configured(cls.Settings.load(env, file_values, name)):
+                names.append(name)
+        except ProviderError:
+            continue  # unavailable or misconfigured here: not one to choose or sweep by default
+    return names
+
+
+def default_provider(env: Mapping[str, str], file_values: Mapping[str, Any]) -> str:
+    """The first configured provider that asks to be the default once configured (a cloud whose token is
+    set), else the first registered one."""
+    for name in configured_names(env, file_values):
+        if provider_class(name).default_when_configured:
+            return name
+    return next(iter(REGISTRY))
+
+
+__all__ = ["REGISTRY", "Provider", "ProviderError", "configured_names", "default_provider",
+           "load_provider_settings", "provider_class"]

@@ -258,6 +258,8 @@ class Provider(ABC):
 
     name: ClassVar[str]
     Settings: ClassVar[type[ProviderSettings]] = NoSettings
+    # Once configured (say, a token is set), the user means this provider unless they choose another.
+    default_when_configured: ClassVar[bool] = False
 
     @classmethod
     def configured(cls, settings: ProviderSettings) -> bool:

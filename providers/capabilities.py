@@ -48,6 +48,10 @@ class PinsHostKey(ABC):  # noqa: B024 - a marker: the provider honours spec.host
     """The box presents the host key pair the orchestrator put in the ``BoxSpec``."""
 
 
+class SeesLocalPaths(ABC):  # noqa: B024 - a marker
+    """The box can read the orchestrator's filesystem, so a repo given as a local path clones directly."""
+
+
 class WaitsForBoot(ABC):
     """The machine's own boot setup (cloud-init) must finish before bootstrap; a call that waits."""
 
@@ -92,5 +96,5 @@ class CanFork(ABC):
 
 def capabilities(provider: object) -> list[str]:
     """The names of the capabilities a provider declares (for docs, ``boxforge providers``)."""
-    return [cap.__name__ for cap in (PinsHostKey, WaitsForBoot, HasBackstop, HasPricing, InstallsPackages,
-                                     Isolated, CanFork) if isinstance(provider, cap)]
+    return [cap.__name__ for cap in (PinsHostKey, SeesLocalPaths, WaitsForBoot, HasBackstop, HasPricing,
+                                     InstallsPackages, Isolated, CanFork) if isinstance(provider, cap)]

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -39,6 +39,7 @@ from hcloud.locations import Location
 from hcloud.server_types import ServerType
 from hcloud.servers import Server, ServerCreatePublicNetwork
 from hcloud.ssh_keys import SSHKey
+from pydantic import SecretStr
 
 from providers.base import (
     BACKSTOP_EXPIRES_FILE,
@@ -56,12 +57,15 @@ from providers.base import (
     CapacityError,
     NotFound,
     Provider,
+    ProviderContext,
     ProviderError,
+    ProviderSettings,
     QuotaError,
     ReadyTimeout,
     TransientError,
     owner_labels,
 )
+from providers.capabilities import HasBackstop, HasPricing, OnboxCall, Price
 from providers.localbox import probe_ssh
 
 T = TypeVar("T")
@@ -264,7 +268,31 @@ def _available_locations(server_type: Any) -> set[str]:
     return {price.get("location") for price in server_type.prices or []}
 
 
-class HetznerProvider(Provider):
+class HetznerSettings(ProviderSettings):
+    """Minimal settings for the spine-b branch only (the Hetzner branch brings the real ones): HCLOUD_TOKEN,
+    HCLOUD_ENDPOINT, BOXFORGE_HETZNER_*; legacy top-level ``hcloud_*`` and ``hetzner_*`` config keys."""
+
+    env_prefix: ClassVar[str] = "BOXFORGE_HETZNER_"
+    env_aliases: ClassVar[dict[str, str]] = {"token": "HCLOUD_TOKEN", "endpoint": "HCLOUD_ENDPOINT"}
+    legacy_prefix: ClassVar[str] = "hetzner_"
+    token: SecretStr | None = None
+    endpoint: str | None = None
+    server_type: str = "cx22"
+    image: str = "ubuntu-24.04"
+    location: str = "fsn1"
+    ssh_user: str = "boxforge"
+    ssh_port: int = 22
+    ipv6_only: bool = False
+    poll_interval_s: float = 2.0
+
+    @classmethod
+    def load(cls, env: Mapping[str, str], file_values: Mapping[str, Any], name: str) -> Self:
+        legacy = {f"hetzner_{key}": file_values[f"hcloud_{key}"] for key in ("token", "endpoint")
+                  if f"hcloud_{key}" in file_values}  # the first edition's hcloud_token / hcloud_endpoint keys
+        return super().load(env, {**file_values, **legacy}, name)
+
+
+class HetznerProvider(Provider, HasBackstop, HasPricing):
     """Boxes on Hetzner Cloud. See providers.base.Provider for the contract.
 
     ``ssh_port`` is where the boxes' sshd listens (22 on Hetzner; other values serve the test
@@ -274,6 +302,8 @@ class HetznerProvider(Provider):
     """
 
     name: ClassVar[str] = "hetzner"
+    Settings: ClassVar[type[ProviderSettings]] = HetznerSettings
+    default_when_configured: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -315,18 +345,32 @@ class HetznerProvider(Provider):
         self._catalog: tuple[float, list[Any], list[str]] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Any) -> HetznerProvider:
+    def configured(cls, settings: ProviderSettings) -> bool:
+        return isinstance(settings, HetznerSettings) and settings.token is not None
+
+    @classmethod
+    def from_settings(cls, settings: ProviderSettings, ctx: ProviderContext) -> HetznerProvider:
+        assert isinstance(settings, HetznerSettings)
         return cls(
-            settings.hcloud_token or "",
-            endpoint=settings.hcloud_endpoint,
-            server_type=settings.hetzner_server_type,
-            image=settings.hetzner_image,
-            location=settings.hetzner_location,
-            ssh_user=settings.hetzner_ssh_user,
-            ssh_port=settings.hetzner_ssh_port,
-            ipv6_only=settings.hetzner_ipv6_only,
-            poll_interval_s=settings.hetzner_poll_interval_s,
+            settings.token.get_secret_value() if settings.token else "",
+            endpoint=settings.endpoint,
+            server_type=settings.server_type,
+            image=settings.image,
+            location=settings.location,
+            ssh_user=settings.ssh_user,
+            ssh_port=settings.ssh_port,
+            ipv6_only=settings.ipv6_only,
+            poll_interval_s=settings.poll_interval_s,
         )
+
+    # capabilities (minimal, for the spine-b branch: the Hetzner branch brings its own)
+
+    def backstop_move(self, box: Box, expires_at: int) -> OnboxCall:
+        return OnboxCall("backstop-move.sh", {"BACKSTOP_FILE": BACKSTOP_EXPIRES_FILE, "EXPIRES_AT": str(expires_at)})
+
+    def price(self, box: Box) -> Price | None:
+        hourly = box.data.get("price_hourly")
+        return None if hourly is None else Price(hourly, box.data.get("price_monthly"))
 
     # plumbing
 

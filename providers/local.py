@@ -15,13 +15,24 @@ import signal
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import anyio
 import anyio.to_thread
 
 from providers import localbox
-from providers.base import Box, BoxSpec, BoxState, NotFound, Provider, ProviderError, ReadyTimeout
+from providers.base import (
+    Box,
+    BoxSpec,
+    BoxState,
+    NotFound,
+    Provider,
+    ProviderContext,
+    ProviderError,
+    ProviderSettings,
+    ReadyTimeout,
+)
+from providers.capabilities import SeesLocalPaths
 
 ServerChoice = Literal["auto", "openssh", "embedded"]
 
@@ -88,7 +99,20 @@ def box_from_dir(box_dir: Path) -> Box | None:
     )
 
 
-class LocalProvider(Provider):
+# Minimal settings for the spine-b branch only: the local-provider branch brings the real LocalSettings.
+BOXES_DIR_NAME = "local-boxes"  # under the orchestrator's state dir, as in the first edition
+
+
+class LocalSettings(ProviderSettings):
+    """BOXFORGE_LOCAL_SSHD (auto, openssh, embedded), BOXFORGE_LOCAL_WATCHDOG_GRACE_S; legacy ``local_*`` keys."""
+
+    env_prefix: ClassVar[str] = "BOXFORGE_LOCAL_"
+    legacy_prefix: ClassVar[str] = "local_"
+    sshd: ServerChoice = "auto"
+    watchdog_grace_s: float = 5.0
+
+
+class LocalProvider(Provider, SeesLocalPaths):
     """Boxes on this machine. See providers.base.Provider for the contract.
 
     ``server``: ``auto`` uses the system OpenSSH sshd when present, else the embedded
@@ -96,11 +120,12 @@ class LocalProvider(Provider):
     """
 
     name: ClassVar[str] = "local"
+    Settings: ClassVar[type[ProviderSettings]] = LocalSettings
 
     @classmethod
-    def from_settings(cls, settings: Any, ctx: Any = None) -> LocalProvider:
-        return cls(settings.local_boxes_dir, server=settings.local_sshd,
-                   watchdog_grace_s=settings.local_watchdog_grace_s)
+    def from_settings(cls, settings: ProviderSettings, ctx: ProviderContext) -> LocalProvider:
+        assert isinstance(settings, LocalSettings)
+        return cls(ctx.home / BOXES_DIR_NAME, server=settings.sshd, watchdog_grace_s=settings.watchdog_grace_s)
 
     def __init__(
         self,

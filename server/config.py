@@ -7,6 +7,8 @@ it is created 0700 because it holds private keys.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import os
 import secrets
 import tempfile
@@ -16,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from providers import default_provider, load_provider_settings
+from providers.base import ProviderContext, ProviderSettings
 from server.errors import InvalidInput
 
 ENV_PREFIX = "BOXFORGE_"
@@ -26,7 +30,8 @@ def _default_home(env: Mapping[str, str]) -> Path:
     return Path(state) / "boxforge"
 
 
-def _config_path(env: Mapping[str, str]) -> Path:
+def config_path(env: Mapping[str, str]) -> Path:
+    """The config file ``env`` names (BOXFORGE_CONFIG, else the XDG config dir's boxforge/config.toml)."""
     if env.get("BOXFORGE_CONFIG"):
         return Path(env["BOXFORGE_CONFIG"])
     base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
@@ -36,32 +41,24 @@ def _config_path(env: Mapping[str, str]) -> Path:
 @dataclass(frozen=True)
 class Settings:
     home: Path
-    provider: str
+    chosen_provider: str | None  # BOXFORGE_PROVIDER or the config file's provider; None: the default here
     owner: str
-    hcloud_token: str | None = field(default=None, repr=False)
-    hcloud_endpoint: str | None = None
     default_ttl: str = "2h"
     max_ttl_s: int = 7 * 24 * 3600
     ready_timeout_s: float = 300.0
     foreground_timeout_s: float = 50.0
     output_cap_bytes: int = 64 * 1024
     reaper_max_sleep_s: float = 30.0
-    local_sshd: str = "auto"
-    hetzner_server_type: str = "cx22"
-    hetzner_image: str = "ubuntu-24.04"
-    hetzner_location: str = "fsn1"
-    hetzner_ssh_user: str = "boxforge"
-    hetzner_ssh_port: int = 22
-    hetzner_ipv6_only: bool = False
-    hetzner_poll_interval_s: float = 2.0
     max_parallel_creates: int = 5
     orphan_grace_s: float = 900.0
     keepalive_interval_s: float = 15.0
     redact_min_chars: int = 4
     probe_timeout_s: float = 5.0
-    local_watchdog_grace_s: float = 5.0
     transfer_roots: str = ""  # extra orchestrator dirs vm_upload/vm_download may use, separated by ':'
     sftp_timeout_s: float = 30.0  # one SFTP file operation; transfers get 1 s more per MiB
+    # What the settings were loaded from: each provider reads its own settings out of these.
+    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    file_values: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def db_path(self) -> Path:
@@ -72,24 +69,26 @@ class Settings:
         return self.home / "keys"
 
     @property
-    def local_boxes_dir(self) -> Path:
-        return self.home / "local-boxes"
-
-    @property
     def log_path(self) -> Path:
         return self.home / "boxforge.log"
 
+    @functools.cached_property
+    def provider(self) -> str:
+        """The provider of a create that names none. The default is found only when asked, because finding it
+        imports every provider's module (SDKs included)."""
+        return self.chosen_provider or default_provider(self.env, self.file_values)
 
-def _bool(raw: Any) -> bool:
-    """A boolean from TOML (true/false) or an env var (1/0, true/false, yes/no, on/off)."""
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"not a boolean: {raw!r}")
+    @property
+    def config_path(self) -> Path:
+        """The config file these settings read (whether it exists or not)."""
+        return config_path(self.env)
+
+    def provider_context(self) -> ProviderContext:
+        return ProviderContext(home=self.home, owner=self.owner)
+
+    def provider_settings(self, name: str) -> ProviderSettings:
+        """Provider ``name``'s own settings, from the same env and config file as these."""
+        return load_provider_settings(name, self.env, self.file_values)
 
 
 _FIELDS: dict[str, Any] = {
@@ -99,20 +98,11 @@ _FIELDS: dict[str, Any] = {
     "foreground_timeout_s": float,
     "output_cap_bytes": int,
     "reaper_max_sleep_s": float,
-    "local_sshd": str,
-    "hetzner_server_type": str,
-    "hetzner_image": str,
-    "hetzner_location": str,
-    "hetzner_ssh_user": str,
-    "hetzner_ssh_port": int,
-    "hetzner_ipv6_only": _bool,
-    "hetzner_poll_interval_s": float,
     "max_parallel_creates": int,
     "orphan_grace_s": float,
     "keepalive_interval_s": float,
     "redact_min_chars": int,
     "probe_timeout_s": float,
-    "local_watchdog_grace_s": float,
     "transfer_roots": str,
     "sftp_timeout_s": float,
 }
@@ -144,21 +134,16 @@ def _owner_id(home: Path) -> str:
     return owner_file.read_text().strip()
 
 
-def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Build Settings from env vars > config file > defaults; ``overrides`` win over all."""
-    env = os.environ if env is None else env
-    file_values: dict[str, Any] = {}
-    path = _config_path(env)
-    if path.is_file():
-        try:
-            file_values = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise InvalidInput(f"config file {path} is not valid TOML: {exc}") from exc
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"config file {path} is not valid TOML: {exc}") from exc
 
-    home = Path(overrides.pop("home", None) or env.get("BOXFORGE_HOME") or file_values.get("home")
-                or _default_home(env)).expanduser()
-    ensure_private_dir(home)
 
+def _core_values(env: Mapping[str, str], file_values: Mapping[str, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name, kind in _FIELDS.items():
         raw = env.get(_ENV_ALIASES.get(name, ENV_PREFIX + name.upper()), file_values.get(name))
@@ -169,18 +154,21 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         except (TypeError, ValueError) as exc:
             expected = kind.__name__.strip("_")
             raise InvalidInput(f"setting {name} has an invalid value {raw!r}: expected {expected}") from exc
+    return values
 
-    token = env.get("HCLOUD_TOKEN") or file_values.get("hcloud_token") or None
-    provider = env.get("BOXFORGE_PROVIDER") or file_values.get("provider") or ("hetzner" if token else "local")
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build Settings from env vars > config file > defaults; ``overrides`` win over all.
+
+    The provider, when not chosen, is the registry's default for this env and config file (a cloud
+    whose credentials are set, else local boxes)."""
+    env = dict(os.environ if env is None else env)
+    file_values = _read_config(config_path(env))
+    home = Path(overrides.pop("home", None) or env.get("BOXFORGE_HOME") or file_values.get("home")
+                or _default_home(env)).expanduser()
+    ensure_private_dir(home)
     owner = env.get("BOXFORGE_OWNER") or file_values.get("owner") or _owner_id(home)
-    settings = Settings(
-        home=home,
-        provider=provider,
-        owner=owner,
-        hcloud_token=token,
-        hcloud_endpoint=env.get("HCLOUD_ENDPOINT") or file_values.get("hcloud_endpoint"),
-        **values,
-    )
-    if overrides:
-        settings = Settings(**{**settings.__dict__, **overrides})
-    return settings
+    settings = Settings(home=home, chosen_provider=env.get("BOXFORGE_PROVIDER") or file_values.get("provider"),
+                        owner=owner, env=env, file_values=file_values,
+                        **_core_values(env, file_values))
+    return dataclasses.replace(settings, **overrides) if overrides else settings

@@ -1,12 +1,19 @@
 """The ForgeError tree: every failure a user or an agent can see, each with a message that
 says what happened and what to do next. Tools turn these into MCP tool errors; the CLI
-prints them. Provider errors are translated into these in fleet.py."""
+prints them. Provider errors are translated into these in the service."""
 
 from __future__ import annotations
 
+from server.domain.hints import Hint
+
 
 class ForgeError(Exception):
-    """Base class. ``str(err)`` is the actionable message."""
+    """Base class. ``str(err)`` is the actionable message; ``hint``, when set, is a next step that each
+    surface words itself (a tool call over MCP, a command in the CLI) and adds to the message."""
+
+    def __init__(self, *args: object, hint: Hint | None = None) -> None:
+        super().__init__(*args)
+        self.hint = hint
 
 
 class InvalidInput(ForgeError):

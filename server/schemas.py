@@ -6,87 +6,21 @@ TTLs are parsed here, job ids have one shape. Outputs are compact and say what t
 
 from __future__ import annotations
 
-import math
-import re
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, PrivateAttr
 
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-JOB_ID_RE = re.compile(r"^j-[0-9a-f]{12}$")
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-BRANCH_RE = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/+-]{1,200}(?<![./])$")
-TTL_RE = re.compile(r"^\s*(\d{1,7})\s*([smhd]?)\s*$")
-TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 60}
-MIN_TTL_S = 60
-WARN_LEFT_S = 600
+from server.domain.cost import cost_so_far
+from server.domain.durations import WARN_LEFT_S, format_duration, iso, parse_ttl, seconds_left
+from server.domain.hints import Hint, HintKind
+from server.domain.inputs import ENV_NAME_RE, check_path_text
+from server.domain.names import JOB_ID_RE, NAME_RE, check_branch, check_job_id, check_name
 
-
-def check_name(value: str) -> str:
-    if not NAME_RE.fullmatch(value):
-        shown = value if len(value) <= 80 else value[:77] + "..."
-        raise ValueError(
-            f"invalid server name {shown!r}: use 1-63 lowercase letters, digits and '-', "
-            "starting and ending with a letter or digit (e.g. 'feat-login')"
-        )
-    return value
-
-
-def check_job_id(value: str) -> str:
-    if not JOB_ID_RE.fullmatch(value):
-        shown = value if len(value) <= 40 else value[:37] + "..."
-        raise ValueError(f"invalid job id {shown!r}: job ids look like 'j-0123456789ab' (from vm_bash)")
-    return value
-
-
-def check_branch(value: str) -> str:
-    if not BRANCH_RE.fullmatch(value) or value.endswith(".lock"):
-        raise ValueError(f"invalid branch name {value[:80]!r}: use letters, digits and . _ / + - (e.g. 'feat/login')")
-    return value
-
-
-def parse_ttl(value: str | int) -> int:
-    """'90m', '2h', '1d', '45s' or a bare number of minutes -> seconds (at least one minute)."""
-    if isinstance(value, bool):
-        raise ValueError("ttl must be a duration like '90m', '2h', '1d' or a number of minutes")
-    if isinstance(value, int):
-        text = str(value)
-    elif isinstance(value, float) and value.is_integer():
-        text = str(int(value))
-    elif isinstance(value, str):
-        text = value
-    else:
-        raise ValueError("ttl must be a duration like '90m', '2h', '1d' or a number of minutes")
-    match = TTL_RE.fullmatch(text)
-    if not match:
-        raise ValueError(f"invalid ttl {text[:40]!r}: use a duration like '90m', '2h', '1d' or a number of minutes")
-    seconds = int(match.group(1)) * TTL_UNITS[match.group(2)]
-    if seconds < MIN_TTL_S:
-        raise ValueError(f"ttl {text.strip()!r} is too short: the minimum is 1m")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes = seconds // 60
-    if minutes < 120:
-        return f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours}h{minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours:02d}h"
-
-
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
+__all__ = [  # the domain rules the models use, importable from here as before
+    "ENV_NAME_RE", "JOB_ID_RE", "NAME_RE", "check_name", "cost_so_far", "format_duration", "iso", "parse_ttl",
+]
 
 ServerName = Annotated[
     str,
@@ -109,7 +43,40 @@ Branch = Annotated[str, AfterValidator(check_branch)]
 # Outputs
 
 
-class ServerInfo(BaseModel):
+class Hinted(BaseModel):
+    """A result whose next-step fields (``hint``, ``warning``, ...) hold ``Hint`` values until a surface
+    renders them in its own words (``render_hints``)."""
+
+    _hints: dict[str, tuple[str, Hint]] = PrivateAttr(default_factory=dict)
+
+    def suggest(self, field: str, hint: Hint | None, prefix: str = "") -> None:
+        """Fill ``field`` with ``prefix`` + the surface's wording of ``hint`` when rendered."""
+        if hint is not None:
+            self._hints[field] = (prefix, hint)
+
+    def say(self, field: str, text: str | None) -> None:
+        """Fill ``field`` with surface-neutral ``text``, replacing any hint suggested for it."""
+        self._hints.pop(field, None)
+        setattr(self, field, text)
+
+
+def render_hints(result: object, words: Callable[[Hint], str]) -> None:
+    """Fill every suggested field of ``result`` (and of the results it contains) with ``words(hint)``."""
+    if isinstance(result, list):
+        for item in result:
+            render_hints(item, words)
+        return
+    if not isinstance(result, BaseModel):
+        return
+    if isinstance(result, Hinted):
+        for field, (prefix, hint) in result._hints.items():
+            setattr(result, field, prefix + words(hint))
+    for value in result.__dict__.values():
+        render_hints(value, words)
+
+
+
+class ServerInfo(Hinted):
     """One box."""
 
     name: str = Field(description="Box name; pass it as `server` to vm_bash")
@@ -140,6 +107,10 @@ class ServerInfo(BaseModel):
     last_seen: str | None = Field(None, description="UTC ISO time the box last answered, when it is unreachable")
     ip: str | None = Field(None, description="Public IP of a cloud box")
     price_per_hour: float | None = Field(None, description="Gross hourly price of a cloud box (EUR on Hetzner)")
+    size: str | None = Field(None, exclude_if=lambda v: v is None,
+                             description="What the provider made (a server type, a local size preset)")
+    warnings: list[str] | None = Field(None, exclude_if=lambda v: not v,
+                                       description="Facts about the box to know, e.g. that it is not isolated")
     cost_so_far: float | None = Field(
         None, description="Estimated cost of a cloud box so far: hours started x hourly price, capped at the monthly "
                           "price (Hetzner bills per started hour)",
@@ -154,7 +125,7 @@ class ServerList(BaseModel):
                                      "not make it shows")
 
 
-class CommandResult(BaseModel):
+class CommandResult(Hinted):
     """Result of vm_bash."""
 
     server: str = Field(description="Box the command ran on")
@@ -172,7 +143,7 @@ class CommandResult(BaseModel):
     warning: str | None = Field(None, description="Something to act on, e.g. the box expires soon")
 
 
-class JobStatusResult(BaseModel):
+class JobStatusResult(Hinted):
     """Result of vm_job_status."""
 
     job_id: str
@@ -216,7 +187,7 @@ class DestroyResult(BaseModel):
     message: str
 
 
-class CancelResult(BaseModel):
+class CancelResult(Hinted):
     job_id: str
     server: str
     state: str = Field(description="State after the signal")
@@ -224,37 +195,19 @@ class CancelResult(BaseModel):
     message: str
 
 
-Signal = Literal["TERM", "KILL", "INT"]
+Signal = Literal["TERM", "KILL", "INT"]  # the values of server.domain.states.Signal (a test keeps them equal)
 
 
-def time_left(expires_at: float | None, now: float | None = None) -> tuple[str | None, int | None, str | None]:
-    """(human time left, seconds left, warning) for an expiry."""
+def time_left(expires_at: float | None, now: float | None = None) -> tuple[str | None, int | None, Hint | None]:
+    """(human time left, seconds left, the warning to give) for an expiry."""
     if expires_at is None:
         return None, None, None
-    left = int(expires_at - (time.time() if now is None else now))
-    warning = None
-    if left <= WARN_LEFT_S:
-        warning = (
-            f"box expires in {format_duration(left)}: call extend_server to keep it, "
-            "or save your work (e.g. git push) before it is burned"
-        )
+    left = seconds_left(expires_at, time.time() if now is None else now)
+    warning = Hint(HintKind.EXPIRES_SOON, left_s=left) if left <= WARN_LEFT_S else None
     return format_duration(left), max(left, 0), warning
 
 
-def cost_so_far(price_hourly: float, started_at: float, until: float, price_monthly: float | None = None) -> float:
-    """Hours started x hourly price, capped at the monthly price; at least one hour once created."""
-    hours = max(1, math.ceil(max(0.0, until - started_at) / 3600))
-    cost = hours * price_hourly
-    return round(min(cost, price_monthly) if price_monthly else cost, 4)
-
-
 # File tools, review and agents
-
-def check_path_text(value: str) -> str:
-    if "\x00" in value or "\n" in value or "\r" in value:
-        raise ValueError("paths must not contain NUL, CR or LF characters")
-    return value
-
 
 BoxPath = Annotated[
     str,
@@ -348,7 +301,7 @@ class DiffFile(BaseModel):
     untracked: bool = Field(False, description="The file is new and not yet added to git")
 
 
-class DiffResult(BaseModel):
+class DiffResult(Hinted):
     """Result of vm_diff: the working tree (untracked files included) against the base commit."""
 
     server: str
@@ -365,7 +318,7 @@ class DiffResult(BaseModel):
     hint: str | None = None
 
 
-class AgentRun(BaseModel):
+class AgentRun(Hinted):
     """Result of run_agent."""
 
     server: str

@@ -18,23 +18,44 @@ from typing import Any
 import anyio
 from mcp import Client
 
+from providers.local import BOXES_DIR_NAME
 from server.config import Settings, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def make_settings(home: Path, *, local_sshd: str = "auto", **overrides: Any) -> Settings:
+def make_settings(home: Path, *, local_sshd: str = "auto", local_watchdog_grace_s: float | None = None,
+                  **overrides: Any) -> Settings:
+    """Settings on ``home`` with a fresh owner; the local provider's own settings go in as its env vars."""
     env = {"BOXFORGE_HOME": str(home), "BOXFORGE_OWNER": "otest" + secrets.token_hex(3),
-           "BOXFORGE_CONFIG": str(home / "no-config.toml")}
-    return load_settings(env, local_sshd=local_sshd, **overrides)
+           "BOXFORGE_CONFIG": str(home / "no-config.toml"), "BOXFORGE_LOCAL_SSHD": local_sshd}
+    if local_watchdog_grace_s is not None:
+        env["BOXFORGE_LOCAL_WATCHDOG_GRACE_S"] = str(local_watchdog_grace_s)
+    return load_settings(env, **overrides)
+
+
+def local_boxes_dir(settings: Settings) -> Path:
+    """Where the local provider keeps its boxes for these settings."""
+    return settings.home / BOXES_DIR_NAME
 
 
 def cli_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BOXFORGE_", "HCLOUD_"))}
     env.update(BOXFORGE_HOME=str(settings.home), BOXFORGE_OWNER=settings.owner,
-               BOXFORGE_LOCAL_SSHD=settings.local_sshd, BOXFORGE_CONFIG=str(settings.home / "no-config.toml"),
-               PYTHONPATH=str(REPO_ROOT))
+               BOXFORGE_LOCAL_SSHD=settings.env.get("BOXFORGE_LOCAL_SSHD", "auto"),
+               BOXFORGE_CONFIG=str(settings.home / "no-config.toml"), PYTHONPATH=str(REPO_ROOT))
     return env
+
+
+MCP_TOOL_WORDS = ("vm_", "create_server", "list_servers", "extend_server", "destroy_server", "run_agent")
+
+
+def assert_cli_words(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    """The CLI speaks its own words: no MCP tool name in anything it prints."""
+    for stream in (result.stdout, result.stderr):
+        named = [word for word in MCP_TOOL_WORDS if word in stream]
+        assert not named, f"{result.args[1:]} printed MCP words {named}: {stream[-500:]}"
+    return result
 
 
 def boxforge_cmd() -> list[str]:

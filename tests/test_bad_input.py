@@ -9,7 +9,7 @@ from typing import Any
 
 from mcp import Client
 
-from server.app import build_server
+from server.mcp.app import build_server
 from tests.support import make_settings
 
 BAD_CALLS: list[tuple[str, str, dict[str, Any], str]] = [

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from server.agents import plan_agent
 from server.bootstrap import bootstrap_script, parse_repo
-from tests.support import call, call_error, eventually, git, make_repo, make_settings
+from tests.support import call, call_error, eventually, git, local_boxes_dir, make_repo, make_settings
 from tests.workflow_support import make_agent_repo, session, token_git_server
 
 
@@ -95,7 +95,7 @@ async def test_agent_choices_are_checked_before_anything_is_made(tmp_path: Path)
         assert "one line" in await call_error(client, "create_server", name="a3", agent="custom",
                                               agent_command="a\nb")
         assert (await call(client, "list_servers"))["failed"] == []
-    assert not list(settings.local_boxes_dir.glob("lb-*"))
+    assert not list(local_boxes_dir(settings).glob("lb-*"))
     assert plan_agent("claude", command="claude -p --model opus").run == "claude -p --model opus"
 
 
@@ -127,7 +127,7 @@ async def test_a_failing_setup_burns_the_box_and_shows_the_log_tail(tmp_path: Pa
         listed = await call(client, "list_servers")
         assert listed["count"] == 0
         assert [f["name"] for f in listed["failed"]] == ["doomed"]
-    assert not list(settings.local_boxes_dir.glob("lb-*"))
+    assert not list(local_boxes_dir(settings).glob("lb-*"))
 
 
 async def test_an_invalid_boxforge_yml_fails_the_create_with_the_reason(tmp_path: Path) -> None:
@@ -136,7 +136,7 @@ async def test_an_invalid_boxforge_yml_fails_the_create_with_the_reason(tmp_path
     async with session(settings) as client:
         text = await call_error(client, "create_server", name="badyml", repo=str(repo))
         assert ".boxforge.yml is invalid: servise: Extra inputs are not permitted" in text
-    assert not list(settings.local_boxes_dir.glob("lb-*"))
+    assert not list(local_boxes_dir(settings).glob("lb-*"))
 
 
 async def test_wait_false_returns_at_once_and_list_servers_follows_the_steps(tmp_path: Path) -> None:
@@ -175,4 +175,4 @@ async def test_a_background_create_that_fails_shows_under_failed(tmp_path: Path)
 
         (box,) = await eventually(failed, what="the failure to show")
         assert box["name"] == "sad" and "exit 9" in box["error"]
-    assert not list(settings.local_boxes_dir.glob("lb-*"))
+    assert not list(local_boxes_dir(settings).glob("lb-*"))

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from server.config import Settings
-from tests.support import boxforge_cmd, cli_env, make_repo, make_settings
+from tests.support import assert_cli_words, boxforge_cmd, cli_env, local_boxes_dir, make_repo, make_settings
 
 
 def boxforge(settings: Settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*boxforge_cmd(), *args], env=cli_env(settings), capture_output=True, text=True,
-                          timeout=timeout)
+    return assert_cli_words(subprocess.run([*boxforge_cmd(), *args], env=cli_env(settings), capture_output=True,
+                                           text=True, timeout=timeout))
 
 
 @pytest.fixture
@@ -42,6 +42,9 @@ def test_up_two_boxes_run_jobs_and_burn_all(settings: Settings, tmp_path: Path) 
     follow = boxforge(settings, "job", job_id, "--follow")
     assert follow.returncode == 0 and follow.stdout == "from-background\n"
 
+    slow = boxforge(settings, "run", "feat-a", "sleep 3", "--timeout", "0.5")
+    assert slow.returncode == 0 and f"boxforge logs {slow.stdout.strip()} --follow" in slow.stderr, slow.stderr
+
     jobs = boxforge(settings, "jobs", "--json")
     listed = json.loads(jobs.stdout)
     assert job_id in {j["job_id"] for j in listed["jobs"]}
@@ -59,7 +62,7 @@ def test_up_two_boxes_run_jobs_and_burn_all(settings: Settings, tmp_path: Path) 
     assert burn.returncode == 0, burn.stderr
     assert sorted(r["name"] for r in json.loads(burn.stdout)["results"]) == ["feat-a", "feat-b"]
     assert json.loads(boxforge(settings, "ls", "--json").stdout)["count"] == 0
-    assert not list(settings.local_boxes_dir.glob("lb-*"))
+    assert not list(local_boxes_dir(settings).glob("lb-*"))
 
 
 BAD_CLI: list[tuple[list[str], int, str]] = [

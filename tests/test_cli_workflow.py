@@ -14,7 +14,7 @@ import pytest
 
 from server.config import Settings
 from server.keys import HOST_PUB_FILE, generate_keypair
-from tests.support import boxforge_cmd, cli_env, make_settings
+from tests.support import assert_cli_words, boxforge_cmd, cli_env, make_settings
 from tests.workflow_support import make_agent_repo
 
 KEY = "cli-agent-key-0123456789"
@@ -22,7 +22,8 @@ KEY = "cli-agent-key-0123456789"
 
 def boxforge(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**cli_env(settings), "AGENT_KEY": KEY}
-    return subprocess.run([*boxforge_cmd(), *args], env=env, capture_output=True, text=True, timeout=120)
+    return assert_cli_words(subprocess.run([*boxforge_cmd(), *args], env=env, capture_output=True, text=True,
+                                           timeout=120))
 
 
 def as_json(settings: Settings, *args: str) -> Any:

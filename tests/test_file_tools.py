@@ -18,11 +18,12 @@ from mcp import Client
 
 from providers.localbox import supervisor_pid
 from server import files, text
-from server.app import build_server
+from server.domain.output import complete_utf8_prefix, decode_output
 from server.errors import BoxUnreachable, InvalidInput
 from server.files import MAX_READ_OUTPUT_BYTES, check_local_path, glob_regex, transfer_roots
-from server.fleet import complete_utf8_prefix, decode_output, open_fleet
-from tests.support import box_pids, call, call_error, eventually, make_repo, make_settings
+from server.mcp.app import build_server
+from server.service import open_fleet
+from tests.support import box_pids, call, call_error, eventually, local_boxes_dir, make_repo, make_settings
 from tests.workflow_support import session
 
 ALL_BYTES = bytes(range(256)) * 4
@@ -242,7 +243,7 @@ async def test_file_operations_on_a_stalled_box_fail_with_a_clear_error(tmp_path
     async with open_fleet(settings) as fleet:
         await fleet.create_server("stalled")
         await fleet.write_file("stalled", "notes.txt", "before\n")
-        (box_dir,) = settings.local_boxes_dir.glob("lb-*")
+        (box_dir,) = local_boxes_dir(settings).glob("lb-*")
         server_pid = supervisor_pid(box_dir)  # the embedded SSH server lives in the supervisor
         assert server_pid is not None
         os.kill(server_pid, signal.SIGSTOP)
@@ -274,7 +275,7 @@ async def test_slow_greps_do_not_hold_up_short_calls_to_the_same_box(tmp_path: P
     settings = make_settings(tmp_path / "state")
     async with open_fleet(settings) as fleet:
         project = Path((await fleet.create_server("busy")).project_dir)
-        (box_dir,) = settings.local_boxes_dir.glob("lb-*")
+        (box_dir,) = local_boxes_dir(settings).glob("lb-*")
         fifo = project / "fifo"
         os.mkfifo(fifo)
         results: list[int] = []

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
-from server.app import build_server
 from server.errors import HostKeyMismatch
-from server.fleet import open_fleet
 from server.keys import generate_keypair
-from tests.support import box_pids, make_settings
+from server.mcp.app import build_server
+from server.service import open_fleet
+from tests.support import box_pids, local_boxes_dir, make_settings
 
 
 async def test_a_box_presenting_another_host_key_is_refused(tmp_path: Path) -> None:
@@ -20,7 +20,7 @@ async def test_a_box_presenting_another_host_key_is_refused(tmp_path: Path) -> N
         await fleet.create_server("pinned")
         # Another machine now answers at the box's address: OpenSSH rereads its host key for every
         # new connection, so swapping the key file makes the box present a different key.
-        (box_dir,) = settings.local_boxes_dir.glob("lb-*")
+        (box_dir,) = local_boxes_dir(settings).glob("lb-*")
         (box_dir / "ssh_host_ed25519_key").write_text(generate_keypair("impostor")[0])
         await fleet.pool.drop("pinned")
         with pytest.raises(HostKeyMismatch, match="pinned"):
@@ -39,7 +39,7 @@ async def test_a_failing_clone_burns_the_box_and_says_why(tmp_path: Path) -> Non
         assert "box was burned" in text and "bootstrap failed" in text and "does not exist" in text
         listed = await client.call_tool("list_servers", {})
         assert listed.structured_content["count"] == 0
-    assert not list(settings.local_boxes_dir.glob("lb-*"))
+    assert not list(local_boxes_dir(settings).glob("lb-*"))
     assert not list(settings.keys_dir.iterdir())
 
 
@@ -48,7 +48,7 @@ async def test_destroy_kills_detached_processes_of_the_box(tmp_path: Path) -> No
     async with Client(build_server(settings)) as client:
         await client.call_tool("create_server", {"name": "daemon"})
         await client.call_tool("vm_bash", {"server": "daemon", "command": "(setsid sleep 900 &) ; echo spawned"})
-        (box_dir,) = settings.local_boxes_dir.glob("lb-*")
+        (box_dir,) = local_boxes_dir(settings).glob("lb-*")
         assert box_pids(box_dir.name)
         await client.call_tool("destroy_server", {"name": "daemon"})
     assert not box_pids(box_dir.name)

@@ -7,6 +7,7 @@ Each fault test ends with no server of ours left in the fake and a clear error m
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -23,11 +24,13 @@ from rich.console import Console
 
 from providers.base import LABEL_EXPIRES_AT, LABEL_NAME, LABEL_OWNER, owner_labels
 from providers.localbox import current_user
-from server.app import build_server
-from server.cli import _servers_table, build_parser, cmd_up
+from server.cli.parser import build_parser
+from server.cli.render import servers_table as _servers_table
+from server.cli.up import cmd_up
 from server.config import Settings, load_settings
-from server.fleet import open_fleet
+from server.mcp.app import build_server
 from server.schemas import ServerInfo
+from server.service import open_fleet
 from tests.fakes.hetzner_api import FakeHetzner, running_fake
 from tests.support import call, call_error, eventually, make_repo
 
@@ -270,9 +273,10 @@ async def test_unavailable_server_type_names_the_alternatives(fake: FakeHetzner,
 
 async def test_invalid_token_says_how_to_fix_it(fake: FakeHetzner, tmp_path: Path) -> None:
     settings = hetzner_settings(tmp_path / "state", fake)
-    settings = Settings(**{**settings.__dict__, "hcloud_token": "hc-wrong-" + secrets.token_hex(8)})
+    wrong = "hc-wrong-" + secrets.token_hex(8)
+    settings = dataclasses.replace(settings, env={**settings.env, "HCLOUD_TOKEN": wrong})
     async with Client(build_server(settings)) as client:
         message = await call_error(client, "create_server", name="denied")
         assert "rejected HCLOUD_TOKEN" in message and "Read & Write" in message
-        assert settings.hcloud_token not in message
+        assert wrong not in message
     assert fake.servers == {}

@@ -13,8 +13,8 @@ import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from server.app import build_server
-from server.httpserve import choose_token, http_app, is_loopback
+from server.mcp.app import build_server
+from server.mcp.http import choose_token, http_app, is_loopback
 from tests.support import eventually, make_settings
 
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {

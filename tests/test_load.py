@@ -8,8 +8,8 @@ from pathlib import Path
 
 import anyio
 
-from server.fleet import open_fleet
-from tests.support import make_settings
+from server.service import open_fleet
+from tests.support import local_boxes_dir, make_settings
 
 BOXES = 20
 JOBS_PER_BOX = 10
@@ -69,7 +69,7 @@ async def test_twenty_boxes_two_hundred_jobs(tmp_path: Path) -> None:
         async with anyio.create_task_group() as tg:
             for name in names:
                 tg.start_soon(fleet.destroy_server, name)
-        assert list(settings.local_boxes_dir.glob("lb-*")) == []
+        assert list(local_boxes_dir(settings).glob("lb-*")) == []
     db = sqlite3.connect(settings.db_path)
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert db.execute("SELECT count(*) FROM jobs WHERE state = 'succeeded' AND kind = 'command'").fetchone()[0] \

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from mcp import Client, StdioServerParameters
 
-from server.app import build_server
-from tests.support import box_pids, boxforge_cmd, call, cli_env, eventually, make_repo, make_settings
+from server.mcp.app import build_server
+from tests.support import box_pids, boxforge_cmd, call, cli_env, eventually, local_boxes_dir, make_repo, make_settings
 
 TOOL_NAMES = {"create_server", "vm_bash", "vm_job_status", "vm_job_list", "vm_job_cancel", "destroy_server",
               "list_servers", "extend_server", "vm_read", "vm_write", "vm_ls", "vm_grep", "vm_upload", "vm_download",
@@ -83,7 +83,7 @@ async def test_full_flow_in_memory(tmp_path: Path, ssh_server_kind: str) -> None
     settings = make_settings(tmp_path / "state", local_sshd=ssh_server_kind)
     repo = make_repo(tmp_path / "repo")
     async with Client(build_server(settings)) as client:
-        await full_flow(client, repo, settings.local_boxes_dir)
+        await full_flow(client, repo, local_boxes_dir(settings))
 
 
 async def test_full_flow_over_stdio_subprocess(tmp_path: Path) -> None:
@@ -95,7 +95,7 @@ async def test_full_flow_over_stdio_subprocess(tmp_path: Path) -> None:
     async with Client(params) as client:
         tools = await client.list_tools()
         assert {t.name for t in tools.tools} == TOOL_NAMES
-        await full_flow(client, repo, settings.local_boxes_dir)
+        await full_flow(client, repo, local_boxes_dir(settings))
 
 
 async def test_tools_carry_annotations_and_output_schemas(tmp_path: Path) -> None:

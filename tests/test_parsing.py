@@ -6,9 +6,10 @@ import pytest
 
 from server import jobs
 from server.bootstrap import parse_repo
-from server.cli import name_from_branch
+from server.domain.inputs import check_env
+from server.domain.names import name_from_branch
+from server.domain.output import complete_utf8_prefix, decode_output
 from server.errors import InvalidInput
-from server.fleet import check_env, complete_utf8_prefix, decode_output
 from server.schemas import check_name, format_duration, parse_ttl
 from server.ssh import ExecResult
 

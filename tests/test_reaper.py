@@ -9,8 +9,8 @@ import anyio.lowlevel
 from mcp import Client
 
 from providers.base import LABEL_EXPIRES_AT, LABEL_OWNER
-from server.app import build_server
-from server.fleet import open_fleet
+from server.mcp.app import build_server
+from server.service import open_fleet
 from tests.support import eventually, make_settings
 
 

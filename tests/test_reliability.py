@@ -22,13 +22,22 @@ from providers.base import LABEL_OWNER, Box, BoxSpec, CapacityError, box_labels
 from providers.local import LocalProvider
 from providers.localbox import supervisor_pid
 from server.errors import NotOwned, ProvisionFailed
-from server.fleet import Fleet, open_fleet
 from server.keys import create_box_keys, generate_keypair
-from tests.support import REPO_ROOT, box_pids, cli_env, eventually, make_repo, make_settings, readline_with_deadline
+from server.service import Fleet, open_fleet
+from tests.support import (
+    REPO_ROOT,
+    box_pids,
+    cli_env,
+    eventually,
+    local_boxes_dir,
+    make_repo,
+    make_settings,
+    readline_with_deadline,
+)
 
 
 def live_box_dirs(fleet: Fleet) -> list[Path]:
-    return list(fleet.settings.local_boxes_dir.glob("lb-*"))
+    return list(local_boxes_dir(fleet.settings).glob("lb-*"))
 
 
 class FailsAfterCreate(LocalProvider):
@@ -53,14 +62,14 @@ class WrongKey(LocalProvider):
 async def test_a_failed_create_burns_the_box(tmp_path: Path, provider_cls: type, expected: str) -> None:
     settings = make_settings(tmp_path / "state")
     async with open_fleet(settings) as fleet:
-        fleet.providers["local"] = provider_cls(settings.local_boxes_dir)
+        fleet.providers["local"] = provider_cls(local_boxes_dir(settings))
         with pytest.raises(ProvisionFailed, match="box was burned") as info:
             await fleet.create_server("faulty")
         assert expected in str(info.value)
         assert live_box_dirs(fleet) == []
         assert list(settings.keys_dir.iterdir()) == []
         assert (await fleet.list_servers()).count == 0
-        fleet.providers["local"] = LocalProvider(settings.local_boxes_dir)
+        fleet.providers["local"] = LocalProvider(local_boxes_dir(settings))
         await fleet.create_server("faulty")  # the name is free again
         await fleet.destroy_server("faulty")
 
@@ -107,7 +116,7 @@ async def test_orchestrator_killed_mid_create_leaves_an_orphan_the_sweep_burns(t
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
-    (box_dir,) = settings.local_boxes_dir.glob("lb-*")
+    (box_dir,) = local_boxes_dir(settings).glob("lb-*")
     async with open_fleet(settings) as fleet:
         async def swept() -> bool:
             burned, _ = await fleet.reap_once()
@@ -129,7 +138,7 @@ async def test_a_create_still_running_in_another_process_is_not_taken_for_an_orp
     )
     try:
         assert readline_with_deadline(proc).strip() == "creating"
-        (box_dir,) = settings.local_boxes_dir.glob("lb-*")
+        (box_dir,) = local_boxes_dir(settings).glob("lb-*")
         async with open_fleet(settings) as fleet:
             burned, _ = await fleet.reap_once()
             await fleet.list_servers()  # reconcile must not fail the other process's record either
@@ -139,8 +148,8 @@ async def test_a_create_still_running_in_another_process_is_not_taken_for_an_orp
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
-        for leftover in settings.local_boxes_dir.glob("lb-*"):
-            await LocalProvider(settings.local_boxes_dir).destroy(leftover.name)
+        for leftover in local_boxes_dir(settings).glob("lb-*"):
+            await LocalProvider(local_boxes_dir(settings)).destroy(leftover.name)
 
 
 async def test_the_sweep_spares_ready_boxes_and_boxes_without_our_owner_label(tmp_path: Path) -> None:
@@ -259,7 +268,7 @@ async def test_two_destroys_at_once_burn_once(tmp_path: Path) -> None:
 async def test_cli_and_mcp_server_share_a_state_dir_without_losing_or_doubling_jobs(tmp_path: Path) -> None:
     from mcp import Client
 
-    from server.app import build_server
+    from server.mcp.app import build_server
 
     settings = make_settings(tmp_path / "state")
     async with Client(build_server(settings)) as client:

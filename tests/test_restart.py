@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from server.fleet import open_fleet
+from server.service import open_fleet
 from tests.support import REPO_ROOT, cli_env, make_settings, readline_with_deadline
 
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from server.app import build_server
+from server.mcp.app import build_server
 from server.schemas import NAME_RE, check_name, parse_ttl
 
 TOOLS = build_server()._tool_manager

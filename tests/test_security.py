@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 from mcp import Client, StdioServerParameters
 
-from tests.support import boxforge_cmd, cli_env, make_repo, make_settings
+from tests.support import boxforge_cmd, cli_env, local_boxes_dir, make_repo, make_settings
 from tests.workflow_support import token_git_server
 
 CANARIES = {
@@ -93,7 +93,7 @@ async def use_secrets_every_way(client: Client, cmd: list[str], env: dict[str, s
     for args in (["ls", "--json"], ["jobs", "--json"], ["job", job["job_id"]], ["run", "vault", "env | wc -l"]):
         done = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=60)
         witness.shown.append(done.stdout + done.stderr)
-    (box_dir,) = settings.local_boxes_dir.glob("lb-*")
+    (box_dir,) = local_boxes_dir(settings).glob("lb-*")
     box_env_file = box_dir / "home" / ".boxforge" / "env"
     assert box_env_file.stat().st_mode & 0o777 == 0o600
     assert CANARIES["create_env"] in box_env_file.read_text(), "the scan looks where the secret is"
@@ -109,7 +109,7 @@ async def use_secrets_every_way(client: Client, cmd: list[str], env: dict[str, s
 
 
 async def test_output_that_prints_a_secret_comes_back_redacted(tmp_path: Path) -> None:
-    from server.app import build_server
+    from server.mcp.app import build_server
 
     settings = make_settings(tmp_path / "state")
     async with Client(build_server(settings)) as client:
@@ -128,7 +128,7 @@ async def test_output_that_prints_a_secret_comes_back_redacted(tmp_path: Path) -
 
 
 async def test_another_process_redacts_a_jobs_secrets_and_keeps_them_out_of_the_store(tmp_path: Path) -> None:
-    from server.fleet import open_fleet
+    from server.service import open_fleet
 
     settings = make_settings(tmp_path / "state")
     async with open_fleet(settings) as launcher:
@@ -144,7 +144,7 @@ async def test_another_process_redacts_a_jobs_secrets_and_keeps_them_out_of_the_
 
 
 async def test_a_secret_split_across_output_chunks_is_never_shown(tmp_path: Path) -> None:
-    from server.fleet import open_fleet
+    from server.service import open_fleet
 
     settings = make_settings(tmp_path / "state")
     secret = CANARIES["create_env"]

@@ -15,8 +15,8 @@ from typing import Any
 import anyio
 from mcp import Client
 
-from server.app import build_server
 from server.config import Settings
+from server.mcp.app import build_server
 from tests.support import git, make_repo
 
 # Reads the prompt on stdin, shows what it got (args, the env file's key), leaves an untracked

@@ -25,9 +25,9 @@ from mcp import Client, StdioServerParameters
 from providers.base import LABEL_NAME
 from providers.localbox import current_user, probe_ssh
 from server import jobs
-from server.app import build_server
 from server.config import Settings, load_settings
 from server.keys import load_box_keys
+from server.mcp.app import build_server
 from server.ssh import ExecResult, SSHPool, SSHTarget
 from tests.benchmarks.report import Figure, Report, Sample, fmt_ms
 from tests.support import boxforge_cmd, cli_env, make_settings

@@ -15,7 +15,8 @@ import anyio
 from providers.base import Box
 from providers.local import LocalProvider
 from server.config import load_settings
-from server.fleet import open_fleet
+from server.service import open_fleet
+from tests.support import local_boxes_dir
 
 
 class HangingProvider(LocalProvider):
@@ -31,7 +32,7 @@ async def main(mode: str, home: str, owner: str, command: str = "", ready_timeou
                               "BOXFORGE_CONFIG": str(Path(home) / "no-config.toml")})
     async with open_fleet(settings) as fleet:
         if mode == "create":
-            fleet.providers["local"] = HangingProvider(settings.local_boxes_dir)
+            fleet.providers["local"] = HangingProvider(local_boxes_dir(settings))
             await fleet.create_server("halfmade")
         else:
             await fleet.create_server("survivor")

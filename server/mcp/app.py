@@ -1,5 +1,6 @@
-"""The MCP server: an MCPServer whose lifespan opens the Fleet (store, SSH pool, providers)
-and runs the Reaper in a task group it owns, for the server's whole life."""
+"""The MCP server: an MCPServer whose lifespan opens the fleet's resources (store, SSH pool,
+providers) and a task group it owns for the server's whole life, in which the Reaper runs and creates
+with wait=false finish."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import anyio
 from mcp.server import MCPServer
 
 from server.config import Settings, load_settings
-from server.fleet import Fleet, open_fleet
-from server.reaper import Reaper
-from server.tools import register_tools
+from server.mcp.tools import register_tools
+from server.service import Fleet, open_resources
+from server.service.reaper import Reaper
+from server.service.wakeup import Wakeup
 
 INSTRUCTIONS = """boxforge forges remote boxes for coding agents.
 Typical flow: create_server(name, repo, branch, agent, ttl) -> vm_bash(server, command) for quick commands,
@@ -38,14 +40,15 @@ def build_server(settings: Settings | None = None) -> MCPServer[AppContext]:
     @asynccontextmanager
     async def lifespan(_: MCPServer[Any]) -> AsyncIterator[AppContext]:
         active = settings or load_settings()
-        async with open_fleet(active) as fleet, anyio.create_task_group() as tg:
-            reaper = Reaper(fleet, max_sleep_s=active.reaper_max_sleep_s)
+        wakeup = Wakeup()
+        async with open_resources(active) as res, anyio.create_task_group() as tg:
+            # creates with wait=false finish in tg, or are burned when the server stops
+            fleet = Fleet(res, background=tg, wakeup=wakeup)
+            reaper = Reaper(fleet.reaping, wakeup, max_sleep_s=active.reaper_max_sleep_s)
             tg.start_soon(reaper.run_forever)
-            fleet.background = tg  # creates with wait=false finish here, or are burned when the server stops
             try:
                 yield AppContext(fleet=fleet, reaper=reaper, settings=active)
             finally:
-                fleet.background = None
                 tg.cancel_scope.cancel()
 
     mcp: MCPServer[AppContext] = MCPServer(

@@ -1,4 +1,4 @@
-"""SQLite state (WAL): boxes, jobs, events.
+"""SQLite state (WAL): the boxes, jobs and events tables and their synchronous access.
 
 A cache and an audit trail, not the truth about boxes: the provider's labels say which
 boxes exist and when they expire, the boxes' job dirs say what jobs did. The store maps
@@ -7,8 +7,8 @@ names to boxes and jobs to boxes, and remembers what a user asked for.
 No secret is ever written here: env values are not stored, repo URLs are stored with
 their credentials stripped.
 
-The methods are synchronous and short; the fleet calls them from a worker thread.
-Several processes (the MCP server and the CLI) may share one database.
+The methods are synchronous and short; only ``server.store.repository`` calls them (from its
+one worker thread). Several processes (the MCP server and the CLI) may share one database.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
+
+from server.store.records import TAIL_CHARS, BoxRecord, JobRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS boxes (
@@ -80,62 +82,8 @@ CREATE TABLE IF NOT EXISTS events (
 );
 """
 
-LIVE_STATES = ("provisioning", "ready")
-
-
-@dataclass(frozen=True)
-class BoxRecord:
-    name: str
-    box_id: str | None
-    provider: str
-    state: str
-    step: str | None
-    key_id: str
-    request_id: str
-    host: str | None
-    ssh_port: int | None
-    ssh_user: str | None
-    home: str | None
-    project_dir: str | None
-    repo: str | None
-    branch: str | None
-    base_commit: str | None
-    agent: str | None
-    size: str | None
-    location: str | None
-    data: dict[str, Any] | None
-    error: str | None
-    created_at: float
-    ready_at: float | None
-    expires_at: float
-    destroyed_at: float | None
-
-    @property
-    def live(self) -> bool:
-        return self.state in LIVE_STATES
-
-
-@dataclass(frozen=True)
-class JobRecord:
-    job_id: str
-    box_name: str
-    request_id: str
-    command: str
-    cwd: str | None
-    kind: str
-    idempotency_key: str | None
-    state: str
-    exit_code: int | None
-    created_at: float
-    finished_at: float | None
-    out_tail: str | None = None
-    err_tail: str | None = None
-    secret_names: str | None = None  # names of the job's secret env (never values): redaction must fetch them
-
-
 # Columns added after the first release, with their types: added to older databases on open.
 _MIGRATIONS = {"jobs": {"out_tail": "TEXT", "err_tail": "TEXT", "secret_names": "TEXT"}}
-TAIL_CHARS = 8192
 
 _BOX_FIELDS = [f.name for f in fields(BoxRecord)]
 _JOB_FIELDS = [f.name for f in fields(JobRecord)]

@@ -1,0 +1,255 @@
+"""The CLI verbs other than ``up`` and ``demo``: each takes the Fleet and the parsed args and returns
+the exit status (``run`` and ``ssh``: the remote command's)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from pydantic import TypeAdapter, ValidationError
+from rich.table import Table
+
+from server.cli.render import dump, err, job_line, out, servers_table, valid, worded
+from server.cli.up import names_adapter, ttls_adapter
+from server.domain.names import is_job_id
+from server.errors import InvalidInput
+from server.schemas import JobId, JobStatusResult
+from server.service import Fleet
+from server.service.reaper import Reaper
+
+job_ids_adapter = TypeAdapter(JobId)
+FOLLOW_WAIT_S = 2.0
+
+
+async def cmd_run(fleet: Fleet, args: argparse.Namespace) -> int:
+    result = worded(await fleet.run(
+        valid(names_adapter, args.name), args.command, background=args.background, timeout_s=args.timeout,
+        cwd=args.cwd, kill_on_timeout=args.kill_on_timeout,
+    ))
+    if args.json:
+        dump(result)
+    elif args.background or result.state == "running":
+        out.print(result.job_id)
+        err.print(result.hint or "")
+    else:
+        sys.stdout.write(result.stdout)
+        sys.stderr.write(result.stderr)
+        sys.stdout.flush()
+    if result.state == "running":
+        return 0
+    return result.exit_code if result.exit_code is not None else 1
+
+
+async def cmd_jobs(fleet: Fleet, args: argparse.Namespace) -> int:
+    result = await fleet.list_jobs(valid(names_adapter, args.server) if args.server else None)
+    if args.json:
+        dump(result)
+        return 0
+    table = Table()
+    for col in ("job", "server", "state", "exit", "duration", "command"):
+        table.add_column(col)
+    for j in result.jobs:
+        table.add_row(j.job_id, j.server, j.state, "-" if j.exit_code is None else str(j.exit_code),
+                      f"{j.duration_s:.1f}s" if j.duration_s is not None else "-", j.command[:60])
+    out.print(table)
+    for name in result.unreachable:
+        err.print(f"[yellow]{name}[/]: unreachable, its jobs are not listed")
+    return 0
+
+
+async def read_job(fleet: Fleet, job_id: str, *, follow: bool, echo: bool) -> tuple[JobStatusResult, str, str]:
+    """A job's output from the start (to its end with ``follow``): the last status and all stdout/stderr read."""
+    status = await fleet.job_status(job_id, wait_s=0)
+    outs, errs = [status.stdout], [status.stderr]
+
+    def show(st: JobStatusResult) -> None:
+        if echo:
+            sys.stdout.write(st.stdout)
+            sys.stderr.write(st.stderr)
+            sys.stdout.flush()
+
+    show(status)
+    while status.more or (follow and status.state == "running" and status.box_reachable):
+        status = await fleet.job_status(job_id, stdout_offset=status.stdout_offset,
+                                        stderr_offset=status.stderr_offset, wait_s=0 if status.more else FOLLOW_WAIT_S)
+        outs.append(status.stdout)
+        errs.append(status.stderr)
+        show(status)
+    return worded(status), "".join(outs), "".join(errs)
+
+
+async def cmd_job(fleet: Fleet, args: argparse.Namespace) -> int:
+    job_id = valid(job_ids_adapter, args.job_id)
+    status, stdout, stderr = await read_job(fleet, job_id, follow=args.follow, echo=not args.json)
+    if args.json:
+        dump(status.model_copy(update={"stdout": stdout, "stderr": stderr}))
+    else:
+        err.print(job_line(job_id, status))
+    return 0
+
+
+async def _log_job_ids(fleet: Fleet, target: str) -> list[str]:
+    if is_job_id(target):
+        return [target]
+    try:
+        name = names_adapter.validate_python(target)
+    except ValidationError:
+        raise InvalidInput(f"{target[:60]!r} is neither a job id (j-0123456789ab) nor a box name") from None
+    info = await fleet.server_info(name)
+    job_ids = [j for j in (info.bootstrap_job_id, info.setup_job_id) if j]
+    if not job_ids:
+        raise InvalidInput(f"server {name!r} has no create logs yet (still provisioning?); try again shortly")
+    return job_ids
+
+
+async def cmd_logs(fleet: Fleet, args: argparse.Namespace) -> int:
+    """A job's log, or a box's create logs (bootstrap, then setup) when given a box name."""
+    job_ids = await _log_job_ids(fleet, args.target)
+    docs = []
+    for job_id in job_ids:
+        if len(job_ids) > 1 and not args.json:
+            err.print(f"[bold]== {job_id}[/]")
+        status, stdout, stderr = await read_job(fleet, job_id, follow=args.follow, echo=not args.json)
+        docs.append(status.model_copy(update={"stdout": stdout, "stderr": stderr}).model_dump(mode="json"))
+        if not args.json:
+            err.print(job_line(job_id, status))
+    if args.json:
+        dump({"jobs": docs})
+    return 0
+
+
+async def cmd_ls(fleet: Fleet, args: argparse.Namespace) -> int:
+    result = worded(await fleet.list_servers())
+    if args.json:
+        dump(result)
+    else:
+        out.print(servers_table(result.servers))
+    return 0
+
+
+async def cmd_extend(fleet: Fleet, args: argparse.Namespace) -> int:
+    info = await fleet.extend_server(valid(names_adapter, args.name), valid(ttls_adapter, args.ttl))
+    if args.json:
+        dump(info)
+    else:
+        out.print(f"{info.name} now expires at {info.expires_at} ({info.time_left} left)")
+    return 0
+
+
+async def cmd_burn(fleet: Fleet, args: argparse.Namespace) -> int:
+    if args.all:
+        if not args.yes:
+            raise InvalidInput("burn --all destroys every live box of this owner; add --yes to confirm")
+        names = [s.name for s in (await fleet.list_servers()).servers]
+    else:
+        if not args.names:
+            raise InvalidInput("give box names to burn, or --all --yes")
+        names = [valid(names_adapter, n) for n in args.names]
+    results = []
+
+    async def one(name: str) -> None:
+        results.append(await fleet.destroy_server(name))
+
+    async with anyio.create_task_group() as tg:
+        for name in names:
+            tg.start_soon(one, name)
+    if args.json:
+        dump({"results": [r.model_dump(mode="json") for r in results]})
+    else:
+        for r in results:
+            out.print(r.message)
+    return 0
+
+
+async def cmd_reap(fleet: Fleet, args: argparse.Namespace) -> int:
+    reaper = Reaper(fleet.reaping, fleet.wakeup, max_sleep_s=fleet.settings.reaper_max_sleep_s)
+    if args.loop:
+        await reaper.run_forever()
+        return 0
+    burned = await reaper.run_once()
+    if args.json:
+        dump({"burned": burned})
+    else:
+        out.print(f"burned {len(burned)} expired box(es){': ' + ', '.join(burned) if burned else ''}")
+    return 0
+
+
+def ssh_command(target: Any, known_hosts: Path, project_dir: str | None, command: Sequence[str]) -> list[str]:
+    """The system ssh command line for a box: its key only, and only its pinned host key accepted."""
+    alias = f"boxforge-{target.key}"
+    setup = f"cd {shlex.quote(project_dir)} 2>/dev/null; " if project_dir else ""
+    setup += '[ -r "$HOME/.boxforge/env" ] && . "$HOME/.boxforge/env"; '
+    remote = setup + (" ".join(command) if command else 'exec "${SHELL:-/bin/sh}" -l')
+    return [
+        "ssh", "-i", str(target.client_key_path), "-o", "IdentitiesOnly=yes", "-o", "PasswordAuthentication=no",
+        "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "StrictHostKeyChecking=yes", "-o", f"HostKeyAlias={alias}", "-p", str(target.port),
+        *([] if command else ["-t"]), f"{target.user}@{target.host}", remote,
+    ]
+
+
+async def cmd_ssh(fleet: Fleet, args: argparse.Namespace) -> int:
+    target, info = await fleet.ssh_access(valid(names_adapter, args.name))
+    known_line = f"boxforge-{target.key} {target.host_public_key}\n"
+    if args.json:
+        dump({"name": info.name, "host": target.host, "port": target.port, "user": target.user,
+              "identity_file": str(target.client_key_path), "host_key": target.host_public_key,
+              "known_hosts_line": known_line.strip(), "project_dir": info.project_dir})
+        return 0
+    if shutil.which("ssh") is None:
+        raise InvalidInput("the ssh client is not installed; install openssh-client (or use boxforge run)")
+    fd, path = tempfile.mkstemp(prefix="boxforge-known-hosts-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(known_line)
+        argv = ssh_command(target, Path(path), info.project_dir, args.command)
+        result = await anyio.to_thread.run_sync(subprocess.run, argv)
+        return result.returncode
+    finally:
+        os.unlink(path)
+
+
+async def cmd_diff(fleet: Fleet, args: argparse.Namespace) -> int:
+    result = await fleet.diff(valid(names_adapter, args.name), max_bytes=0 if args.stat else args.max_bytes)
+    if args.json:
+        dump(result)
+        return 0
+    err.print(f"[dim]{result.server}: {result.branch or '-'} at {(result.head_commit or '-')[:12]}, "
+              f"base {result.base_commit[:12]}[/]")
+    for commit in result.commits:
+        err.print(f"[yellow]{commit}[/]")
+    out.print(result.stat or "no changes against the base commit")
+    if result.diff:
+        sys.stdout.write("\n" + result.diff)
+    if result.truncated and not args.stat:
+        err.print(f"[yellow]diff cut at {args.max_bytes} of {result.diff_bytes} bytes; raise --max-bytes[/]")
+    return 0
+
+
+async def cmd_agent(fleet: Fleet, args: argparse.Namespace) -> int:
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    started = worded(await fleet.run_agent(valid(names_adapter, args.name), prompt, args=args.arg or None))
+    if not args.follow:
+        if args.json:
+            dump(started)
+        else:
+            out.print(started.job_id)
+            err.print(started.hint)
+        return 0
+    status, stdout, stderr = await read_job(fleet, started.job_id, follow=True, echo=not args.json)
+    if args.json:
+        dump({"run": started.model_dump(mode="json"),
+              "status": status.model_copy(update={"stdout": stdout, "stderr": stderr}).model_dump(mode="json")})
+    else:
+        err.print(job_line(started.job_id, status))
+    return 0 if status.state == "succeeded" else 1

@@ -1,0 +1,60 @@
+"""The ``boxforge`` entry point. Every command takes --json (one JSON document on stdout), except ``mcp``,
+which serves MCP. Progress and hints go to stderr; errors go to stderr with exit status 1; usage errors
+exit 2; ``run`` and ``ssh`` exit with the remote command's status."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Awaitable, Callable, Sequence
+
+import anyio
+
+from providers.base import ProviderError
+from server.cli import commands
+from server.cli.parser import build_parser
+from server.cli.render import err, error_text
+from server.cli.up import cmd_demo, cmd_up
+from server.config import Settings, load_settings
+from server.errors import ForgeError
+from server.service import Fleet, open_fleet
+
+COMMANDS: dict[str, Callable[[Fleet, argparse.Namespace], Awaitable[int]]] = {
+    "up": cmd_up, "run": commands.cmd_run, "jobs": commands.cmd_jobs, "job": commands.cmd_job,
+    "ls": commands.cmd_ls, "extend": commands.cmd_extend, "burn": commands.cmd_burn, "reap": commands.cmd_reap,
+    "demo": cmd_demo, "logs": commands.cmd_logs, "ssh": commands.cmd_ssh, "diff": commands.cmd_diff,
+    "agent": commands.cmd_agent,
+}
+
+
+def cmd_mcp(settings: Settings, args: argparse.Namespace) -> int:
+    from server.mcp.app import build_server, configure_logging
+
+    configure_logging(settings)
+    server = build_server(settings)
+    if not args.http:
+        server.run("stdio")
+        return 0
+    from server.mcp.http import serve
+
+    anyio.run(lambda: serve(server, host=args.host, port=args.port, env=os.environ))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        if args.verb == "mcp":
+            return cmd_mcp(settings, args)
+
+        async def run() -> int:
+            async with open_fleet(settings) as fleet:
+                return await COMMANDS[args.verb](fleet, args)
+
+        return anyio.run(run)
+    except (ForgeError, ProviderError) as exc:
+        err.print(f"[red]error:[/] {error_text(exc)}")
+        return 1
+    except KeyboardInterrupt:
+        return 130

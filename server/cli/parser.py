@@ -1,0 +1,76 @@
+"""The CLI's verbs and flags."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="boxforge", description="Forge, drive and burn boxes for coding agents.")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str, json_flag: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="print one JSON document")
+        return p
+
+    p = add("up", "forge boxes, one per branch, in parallel")
+    p.add_argument("branches", nargs="*", help="branches to check out (box names derive from them)")
+    p.add_argument("--repo", help="git URL or local path to clone")
+    p.add_argument("--ttl", help="time to live: 90m, 2h, 1d (default 2h)")
+    p.add_argument("--name", help="box name (single box)")
+    p.add_argument("--agent", default="none", help="agent to install: none, claude, codex, custom")
+    p.add_argument("--agent-install", help="shell command that installs the agent (run in the project dir)")
+    p.add_argument("--agent-command", help="command that runs the agent with the prompt on stdin (custom agents)")
+    p.add_argument("--env", action="append", default=[], metavar="NAME",
+                   help="copy this environment variable to the boxes (secret: a 0600 file there); repeatable")
+    p.add_argument("--provider", help="local or hetzner")
+
+    p = add("run", "run a command on a box")
+    p.add_argument("name")
+    p.add_argument("command")
+    p.add_argument("--background", action="store_true", help="start it and print the job id")
+    p.add_argument("--timeout", type=float, help="seconds to wait before leaving it running (default 50)")
+    p.add_argument("--cwd", help="working dir (relative to the project dir)")
+    p.add_argument("--kill-on-timeout", action="store_true")
+
+    p = add("jobs", "list jobs")
+    p.add_argument("--server")
+    p = add("job", "show a job's state and output")
+    p.add_argument("job_id")
+    p.add_argument("--follow", "-f", action="store_true", help="stream output until the job ends")
+    p = add("logs", "a job's output, or a box's create logs (bootstrap, setup) by box name")
+    p.add_argument("target", help="job id (j-...) or box name")
+    p.add_argument("--follow", "-f", action="store_true", help="stream output until the job ends")
+    p = add("ssh", "open a shell on a box (its pinned host key only), or run a command: boxforge ssh NAME -- CMD")
+    p.add_argument("name")
+    p.add_argument("command", nargs="*", help="command to run instead of a shell, after --")
+    p = add("diff", "what changed on a box since its base commit (untracked files included)")
+    p.add_argument("name")
+    p.add_argument("--stat", action="store_true", help="files and stat only")
+    p.add_argument("--max-bytes", type=int, default=256 * 1024, help="cut the diff here (default 256 KiB)")
+    p = add("agent", "run a box's agent on a prompt in the background (--follow: stream it to the end)")
+    p.add_argument("name")
+    p.add_argument("prompt", help="the task, or - to read it from stdin")
+    p.add_argument("--arg", action="append", help="extra argument for the agent command; repeatable")
+    p.add_argument("--follow", "-f", action="store_true", help="stream the agent's output until it ends")
+    add("ls", "list live boxes")
+    p = add("extend", "push a box's expiry")
+    p.add_argument("name")
+    p.add_argument("ttl")
+    p = add("burn", "destroy boxes")
+    p.add_argument("names", nargs="*")
+    p.add_argument("--all", action="store_true", help="every live box of this owner")
+    p.add_argument("--yes", action="store_true", help="confirm --all")
+    p = add("reap", "destroy expired boxes now (--loop: keep doing it, for systemd or cron)")
+    p.add_argument("--loop", action="store_true")
+    p = add("demo", "forge local boxes, run a job on each, print a table, burn them")
+    p.add_argument("--boxes", type=int, default=3, choices=range(1, 11), metavar="N")
+    p = add("mcp", "serve MCP over stdio (for Claude Code: claude mcp add boxforge -- boxforge mcp), or over "
+                   "streamable HTTP with --http", json_flag=False)
+    p.add_argument("--http", action="store_true", help="serve streamable HTTP at http://HOST:PORT/mcp")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1); off loopback a "
+                                                      "bearer token is required (BOXFORGE_HTTP_TOKEN or generated)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    return parser

@@ -1,0 +1,107 @@
+"""What the CLI prints: JSON documents, tables, and hints and errors in CLI words (``boxforge logs
+j-... --follow``), never in MCP words. Progress and hints go to stderr; results to stdout."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from server.domain.durations import format_duration
+from server.domain.hints import Hint, HintKind
+from server.errors import ForgeError, InvalidInput
+from server.schemas import JobStatusResult, ServerInfo, render_hints
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+_WORDS: dict[HintKind, Callable[[Hint], str]] = {
+    HintKind.FORGING: lambda h: f"forging in the background: watch boxforge ls until {h.server!r} is ready",
+    HintKind.POLL_JOB: lambda h: (f"started in the background{' (same key: existing job)' if h.reused else ''}; "
+                                  f"follow it with boxforge logs {h.job_id} --follow"),
+    HintKind.STILL_RUNNING: lambda h: (f"still running after {h.wait_s or 0:.0f}s; it continues in the background: "
+                                       f"follow it with boxforge logs {h.job_id} --follow"),
+    HintKind.MORE_OUTPUT: lambda h: f"more output: boxforge logs {h.job_id}",
+    HintKind.WAIT_JOB: lambda h: f"still running: boxforge logs {h.job_id} --follow waits for it",
+    HintKind.AGENT_STARTED: lambda h: (f"the agent works in the background: follow it with boxforge logs {h.job_id} "
+                                       f"--follow, then review its work with boxforge diff {h.server}"),
+    HintKind.EXPIRES_SOON: lambda h: (f"box expires in {format_duration(h.left_s or 0)}: boxforge extend NAME TTL "
+                                      "keeps it, or save your work (e.g. git push) before it is burned"),
+    HintKind.NO_BOXES: lambda h: "create one with boxforge up",
+    HintKind.LIST_JOBS: lambda h: "boxforge jobs shows all",
+    HintKind.KILL_JOB: lambda h: "it ignores SIGTERM; boxforge burn NAME stops everything on its box",
+    HintKind.EXTEND_LATER: lambda h: "use a shorter --ttl and boxforge extend NAME TTL later if needed",
+    HintKind.BURN_FIRST: lambda h: f"boxforge burn {h.server} first to reuse the name",
+    HintKind.NEEDS_AGENT: lambda h: ("forge one with boxforge up --agent claude (or codex, or custom with "
+                                     "--agent-command), or run it with boxforge run"),
+    HintKind.EXTEND_AGAIN: lambda h: f"run boxforge extend {h.server} again once it answers",
+    HintKind.DIFF_CUT: lambda h: f"raise --max-bytes, or read single files with boxforge ssh {h.server} -- cat FILE",
+    HintKind.KEEP_WORK: lambda h: f"push the branch with boxforge run {h.server} 'git push' before it is burned",
+}
+
+
+def words(hint: Hint) -> str:
+    return _WORDS[hint.kind](hint)
+
+
+def error_text(exc: Exception) -> str:
+    hint = exc.hint if isinstance(exc, ForgeError) else None
+    return f"{exc} ({words(hint)})" if hint is not None else str(exc)
+
+
+def worded(result: Any) -> Any:
+    """``result`` with its hints in CLI words."""
+    render_hints(result, words)
+    return result
+
+
+def valid(adapter: TypeAdapter[Any], value: Any) -> Any:
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        raise InvalidInput("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
+
+
+def dump(data: BaseModel | list[BaseModel] | dict[str, Any]) -> None:
+    """One JSON document on stdout."""
+    worded(data)
+    if isinstance(data, BaseModel):
+        payload: Any = data.model_dump(mode="json")
+    elif isinstance(data, list):
+        payload = [d.model_dump(mode="json") for d in data]
+    else:
+        payload = data
+    sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+
+
+def _money(value: float | None) -> str:
+    return f"{value:.4f}" if value is not None else "-"
+
+
+def _left(s: ServerInfo) -> str:
+    left = s.time_left or "-"
+    return f"[yellow]{left}[/]" if s.warning and s.state == "ready" else left
+
+
+def servers_table(servers: Sequence[ServerInfo], title: str | None = None) -> Table:
+    table = Table(title=title)
+    priced = any(s.price_per_hour is not None for s in servers)  # cloud boxes: show what they cost
+    for col in ("name", "state", "address", "branch", "time left", "project dir", *(("€/h", "cost") if priced else ())):
+        table.add_column(col)
+    for s in servers:
+        state = s.state if not s.error else f"{s.state}: {s.error[:60]}"
+        row = [s.name, state, s.address or "-", s.branch or "-", _left(s), s.project_dir or "-"]
+        if priced:
+            row += [_money(s.price_per_hour), _money(s.cost_so_far)]
+        table.add_row(*row)
+    return table
+
+
+def job_line(job_id: str, status: JobStatusResult) -> str:
+    code = "" if status.exit_code is None else f" (exit {status.exit_code})"
+    return f"[dim]{job_id}: {status.state}{code}[/]"

@@ -1,0 +1,216 @@
+"""``Fleet``: the one object tools and the CLI call. A thin facade: each method hands over to the unit
+that owns the concern (boxes, forge, jobs, files, agents, reaping); the units share the resources
+opened by ``open_resources`` (store repository, SSH pool, providers) and are wired here, once, in the
+constructor."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import anyio
+from anyio.abc import TaskGroup
+
+from providers.base import Provider
+from server.config import Settings
+from server.files import Encoding
+from server.schemas import (
+    AgentRun,
+    CancelResult,
+    CommandResult,
+    DestroyResult,
+    DiffResult,
+    DownloadResult,
+    FileContent,
+    FileList,
+    GrepResult,
+    JobList,
+    JobStatusResult,
+    ServerInfo,
+    ServerList,
+    WriteResult,
+)
+from server.service.access import BoxAccess
+from server.service.agents import Agents
+from server.service.boxes import Boxes
+from server.service.files import Files
+from server.service.forge import Forge, Progress
+from server.service.jobs import Jobs
+from server.service.providers import ProviderSet
+from server.service.reaper import Reaping
+from server.service.secrets import Secrets
+from server.service.wakeup import Wakeup
+from server.ssh import SSHPool, SSHTarget
+from server.store import BoxRecord, Repository, Store
+
+
+@dataclass(frozen=True)
+class FleetResources:
+    """What a Fleet needs opened and closed: settings, the store repository, the SSH pool, the providers."""
+
+    settings: Settings
+    repo: Repository
+    pool: SSHPool
+    providers: ProviderSet
+
+
+@asynccontextmanager
+async def open_resources(settings: Settings) -> AsyncIterator[FleetResources]:
+    """The store, SSH pool and providers, all closed on exit (shielded: closing survives a cancel)."""
+    repo = await Repository.open(settings.db_path)
+    pool = SSHPool(keepalive_interval=settings.keepalive_interval_s)
+    providers = ProviderSet(settings)
+    try:
+        yield FleetResources(settings, repo, pool, providers)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await pool.aclose()
+            await providers.aclose()
+            repo.close()
+
+
+@asynccontextmanager
+async def open_fleet(settings: Settings, *, background: TaskGroup | None = None,
+                     wakeup: Wakeup | None = None) -> AsyncIterator[Fleet]:
+    """A Fleet over freshly opened resources (for the CLI and tests; the MCP lifespan builds its own)."""
+    async with open_resources(settings) as res:
+        yield Fleet(res, background=background, wakeup=wakeup)
+
+
+class Fleet:
+    """Create, destroy, extend and list boxes; start, poll and cancel jobs; file tools and agents.
+
+    ``background`` (the MCP server lifespan's task group) is where creates with ``wait=False`` finish;
+    ``wakeup`` is rung when a create or extend changes the schedule the reaper sleeps on."""
+
+    def __init__(self, res: FleetResources, *, background: TaskGroup | None = None,
+                 wakeup: Wakeup | None = None) -> None:
+        self.settings = res.settings
+        self.repo = res.repo
+        self.pool = res.pool
+        self._providers = res.providers
+        self.wakeup = wakeup or Wakeup()
+        in_flight: set[str] = set()  # request ids of creates running in this process
+        self.access = BoxAccess(self.settings, self.pool)
+        secrets = Secrets(self.settings.redact_min_chars)
+        self.boxes = Boxes(self.settings, self.repo, self._providers, self.access, secrets, self.wakeup, in_flight)
+        self.forge = Forge(self.settings, self.repo, self._providers, self.access, secrets, self.boxes, background,
+                           in_flight)
+        self.jobs = Jobs(self.settings, self.repo, self.access, secrets, self.boxes)
+        self.files = Files(self.settings, self.access, secrets, self.boxes)
+        self.agents = Agents(self.access, self.boxes, self.jobs)
+        self.reaping = Reaping(self.settings, self.repo, self._providers, self.boxes, in_flight)
+
+    # resources
+
+    @property
+    def store(self) -> Store:
+        """The synchronous store (for tests and tools that read records directly)."""
+        return self.repo.store
+
+    @property
+    def providers(self) -> dict[str, Provider]:
+        """Provider instances by name; a test may put its own in before first use."""
+        return self._providers.instances
+
+    def provider(self, name: str) -> Provider:
+        return self._providers.get(name)
+
+    def info(self, rec: BoxRecord, now: float | None = None) -> ServerInfo:
+        return self.boxes.info(rec, now)
+
+    # boxes
+
+    async def create_server(self, name: str, *, ttl_s: int | None = None, repo: str | None = None,
+                            branch: str | None = None, agent: str = "none", agent_install: str | None = None,
+                            agent_command: str | None = None, env: Mapping[str, str] | None = None,
+                            size: str | None = None, image: str | None = None, location: str | None = None,
+                            provider: str | None = None, ready_timeout_s: float | None = None, wait: bool = True,
+                            progress: Progress | None = None) -> ServerInfo:
+        """Forge a box and bootstrap it; on any failure the box is burned and ProvisionFailed raised."""
+        return await self.forge.create_server(
+            name, ttl_s=ttl_s, repo=repo, branch=branch, agent=agent, agent_install=agent_install,
+            agent_command=agent_command, env=env, size=size, image=image, location=location, provider=provider,
+            ready_timeout_s=ready_timeout_s, wait=wait, progress=progress)
+
+    async def destroy_server(self, name: str) -> DestroyResult:
+        return await self.boxes.destroy_server(name)
+
+    async def extend_server(self, name: str, ttl_s: int) -> ServerInfo:
+        return await self.boxes.extend_server(name, ttl_s)
+
+    async def list_servers(self) -> ServerList:
+        return await self.boxes.list_servers()
+
+    async def server_info(self, server: str) -> ServerInfo:
+        """One live box (ready or still provisioning)."""
+        return self.boxes.info(await self.boxes.live(server))
+
+    async def ssh_access(self, server: str) -> tuple[SSHTarget, ServerInfo]:
+        """Where and how to reach a ready box with a plain ssh client (its key, its pinned host key)."""
+        rec = await self.boxes.ready(server)
+        return self.access.target(rec), self.boxes.info(rec)
+
+    async def reconcile(self) -> None:
+        await self.boxes.reconcile()
+
+    async def reap_once(self) -> tuple[list[str], float | None]:
+        """Destroy expired and orphaned boxes of this owner; the names burned and when to look again."""
+        return await self.reaping.reap_once()
+
+    # jobs
+
+    async def run(self, server: str, command: str, *, background: bool = False, timeout_s: float | None = None,
+                  cwd: str | None = None, env: Mapping[str, str] | None = None, kill_on_timeout: bool = False,
+                  idempotency_key: str | None = None) -> CommandResult:
+        return await self.jobs.run(server, command, background=background, timeout_s=timeout_s, cwd=cwd, env=env,
+                                   kill_on_timeout=kill_on_timeout, idempotency_key=idempotency_key)
+
+    async def job_status(self, job_id: str, *, stdout_offset: int = 0, stderr_offset: int = 0,
+                         wait_s: float = 0.0, max_bytes: int | None = None) -> JobStatusResult:
+        return await self.jobs.job_status(job_id, stdout_offset=stdout_offset, stderr_offset=stderr_offset,
+                                          wait_s=wait_s, max_bytes=max_bytes)
+
+    async def list_jobs(self, server: str | None = None) -> JobList:
+        return await self.jobs.list_jobs(server)
+
+    async def cancel_job(self, job_id: str, signal: str = "TERM") -> CancelResult:
+        return await self.jobs.cancel_job(job_id, signal)
+
+    # files, review and agents
+
+    async def read_file(self, server: str, path: str, *, offset: int = 0, limit: int = 2000,
+                        encoding: Encoding = "text") -> FileContent:
+        return await self.files.read_file(server, path, offset=offset, limit=limit, encoding=encoding)
+
+    async def write_file(self, server: str, path: str, content: str, *, encoding: Encoding = "text",
+                         create_dirs: bool = True, mode: int | None = None) -> WriteResult:
+        return await self.files.write_file(server, path, content, encoding=encoding, create_dirs=create_dirs,
+                                           mode=mode)
+
+    async def list_files(self, server: str, path: str = ".", pattern: str = "*", *,
+                         max_entries: int = 500) -> FileList:
+        return await self.files.list_files(server, path, pattern, max_entries=max_entries)
+
+    async def grep(self, server: str, pattern: str, path: str = ".", *, glob: str | None = None,
+                   ignore_case: bool = False, max_results: int = 100) -> GrepResult:
+        return await self.files.grep(server, pattern, path, glob=glob, ignore_case=ignore_case,
+                                     max_results=max_results)
+
+    async def upload(self, server: str, local_path: str, remote_path: str, *, create_dirs: bool = True,
+                     overwrite: bool = True) -> WriteResult:
+        return await self.files.upload(server, local_path, remote_path, create_dirs=create_dirs, overwrite=overwrite)
+
+    async def download(self, server: str, remote_path: str, local_path: str, *,
+                       overwrite: bool = False) -> DownloadResult:
+        return await self.files.download(server, remote_path, local_path, overwrite=overwrite)
+
+    async def diff(self, server: str, *, max_bytes: int = 64 * 1024) -> DiffResult:
+        return await self.files.diff(server, max_bytes=max_bytes)
+
+    async def run_agent(self, server: str, prompt: str, *, args: list[str] | None = None,
+                        env: Mapping[str, str] | None = None, cwd: str | None = None,
+                        idempotency_key: str | None = None) -> AgentRun:
+        return await self.agents.run_agent(server, prompt, args=args, env=env, cwd=cwd,
+                                           idempotency_key=idempotency_key)

@@ -1,0 +1,302 @@
+"""The create saga: check the request, record it, then provision, reach, bootstrap and set up the box
+— every step inside one burn-on-failure scope, so a create that fails at any step (or is cancelled)
+destroys what it made before the error leaves this module."""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import secrets
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from anyio.abc import TaskGroup
+
+from providers.base import (
+    LABEL_CREATE_DEADLINE,
+    LABEL_READY,
+    Box,
+    BoxSpec,
+    Provider,
+    ProviderError,
+    ReadyTimeout,
+    box_labels,
+)
+from providers.capabilities import OnboxCall, SeesLocalPaths
+from server import boxfile, jobs
+from server.agents import AgentPlan, plan_agent
+from server.bootstrap import RepoSource, base_commit_from, bootstrap_script, parse_repo
+from server.config import Settings
+from server.domain.durations import check_ttl_within, parse_ttl
+from server.domain.hints import Hint, HintKind
+from server.domain.inputs import check_env
+from server.domain.states import CREATE_STEPS, BoxStatus, CreateStep
+from server.errors import BoxUnreachable, ForgeError, InvalidInput, ProvisionFailed, ServerExists
+from server.keys import create_box_keys
+from server.schemas import ServerInfo
+from server.service import onbox
+from server.service.access import BoxAccess
+from server.service.boxes import Boxes
+from server.service.createjobs import CreateJobs, Step, read_boxfile
+from server.service.providers import ProviderSet
+from server.service.secrets import Secrets
+from server.service.views import MADE_SIZE, WARNINGS
+from server.store import BoxRecord, Repository
+
+log = logging.getLogger("boxforge.fleet")
+Progress = Callable[[str, int, int], Awaitable[None]]
+PROJECT_DIR_NAME = "project"
+HOME_PROBE = OnboxCall("home.sh")
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """A checked create: what to make and how to bootstrap it."""
+
+    prov: Provider
+    source: RepoSource | None
+    plan: AgentPlan
+    env: dict[str, str]
+    image: str | None
+    timeout: float
+
+
+@dataclass
+class _Made:
+    """What a create has made so far (for the burn on failure)."""
+
+    box: Box | None = None
+
+
+def reason(exc: BaseException) -> str:
+    if isinstance(exc, ReadyTimeout):
+        return f"the box did not become reachable in time ({exc})"
+    return str(exc) or type(exc).__name__
+
+
+async def _probe_home(ex: jobs.BoxExec) -> str:
+    result = await onbox.run(ex, HOME_PROBE, 30.0)
+    home = result.stdout.decode(errors="replace").strip()
+    if result.exit_status != 0 or not home.startswith("/"):
+        raise BoxUnreachable("the box did not report a home directory over SSH")
+    return home
+
+
+def _made_data(box: Box) -> dict[str, Any]:
+    data = dict(box.data)
+    if box.size:
+        data[MADE_SIZE] = box.size
+    if box.warnings:
+        data[WARNINGS] = list(box.warnings)
+    return data
+
+
+class Forge:
+    def __init__(self, settings: Settings, repo: Repository, providers: ProviderSet, access: BoxAccess,
+                 secrets: Secrets, boxes: Boxes, background: TaskGroup | None, in_flight: set[str]) -> None:
+        self.settings = settings
+        self.repo = repo
+        self.providers = providers
+        self.access = access
+        self.secrets = secrets
+        self.boxes = boxes
+        self.background = background  # the server lifespan's task group: creates with wait=false run there
+        self.in_flight = in_flight
+        self.create_jobs = CreateJobs(settings, repo, secrets)
+
+    def check(self, *, ttl_s: int | None, repo: str | None, branch: str | None, agent: str, agent_install: str | None,
+              agent_command: str | None, env: Mapping[str, str] | None, image: str | None, provider: str | None,
+              ready_timeout_s: float | None, wait: bool) -> tuple[str, int, CreateRequest]:
+        """Refuse a bad request before anything is made: (provider name, ttl, the request)."""
+        ttl_s = ttl_s if ttl_s is not None else parse_ttl(self.settings.default_ttl)
+        refused = check_ttl_within(ttl_s, self.settings.max_ttl_s)
+        if refused:
+            raise InvalidInput(refused, hint=Hint(HintKind.EXTEND_LATER))
+        plan = plan_agent(agent, install=agent_install, command=agent_command)
+        env = dict(env or {})
+        check_env(env)
+        if branch and not repo:
+            raise InvalidInput("branch needs a repo: pass repo (a git URL or a local path) too")
+        source = parse_repo(repo) if repo else None
+        name = provider or self.settings.provider
+        prov = self.providers.get(name)
+        if source is not None and source.is_local_path and not isinstance(prov, SeesLocalPaths):
+            raise InvalidInput("a local repo path only works on local boxes; give a git URL the box can reach")
+        if not wait and self.background is None:
+            raise InvalidInput("wait=false needs a long-running MCP server to finish the create; wait for it instead")
+        timeout = ready_timeout_s if ready_timeout_s is not None else self.settings.ready_timeout_s
+        return name, ttl_s, CreateRequest(prov, source, plan, env, image, timeout)
+
+    async def create_server(self, name: str, *, ttl_s: int | None = None, repo: str | None = None,
+                            branch: str | None = None, agent: str = "none", agent_install: str | None = None,
+                            agent_command: str | None = None, env: Mapping[str, str] | None = None,
+                            size: str | None = None, image: str | None = None, location: str | None = None,
+                            provider: str | None = None, ready_timeout_s: float | None = None, wait: bool = True,
+                            progress: Progress | None = None) -> ServerInfo:
+        """Forge a box and bootstrap it; on any failure the box is burned and ProvisionFailed raised.
+
+        With ``wait=False`` the create continues in the background task group and this returns at once in
+        state ``provisioning``; a failure then shows in list_servers' ``failed``."""
+        provider_name, ttl, req = self.check(
+            ttl_s=ttl_s, repo=repo, branch=branch, agent=agent, agent_install=agent_install,
+            agent_command=agent_command, env=env, image=image, provider=provider,
+            ready_timeout_s=ready_timeout_s, wait=wait)
+        rec = await self._record(name, provider_name, ttl, req, branch, size, location)
+        if wait:
+            return await self._forge(rec, req, progress)
+        assert self.background is not None
+        self.background.start_soon(self._forge_detached, rec, req, name=f"create {name}")
+        info = self.boxes.info(rec)
+        info.suggest("hint", Hint(HintKind.FORGING, server=name))
+        return info
+
+    async def _record(self, name: str, provider_name: str, ttl_s: int, req: CreateRequest, branch: str | None,
+                      size: str | None, location: str | None) -> BoxRecord:
+        now = time.time()
+        request_id = "r" + secrets.token_hex(6)
+        rec = BoxRecord(
+            name=name, box_id=None, provider=provider_name, state=BoxStatus.PROVISIONING, step=CreateStep.PROVISION,
+            key_id=f"{name}-{request_id}", request_id=request_id, host=None, ssh_port=None, ssh_user=None,
+            home=None, project_dir=None, repo=req.source.url if req.source else None, branch=branch,
+            base_commit=None, agent=req.plan.name, size=size, location=location, data=None, error=None,
+            created_at=now, ready_at=None, expires_at=now + ttl_s, destroyed_at=None,
+        )
+        try:
+            await self.repo.insert_box(rec)
+        except sqlite3.IntegrityError:
+            raise ServerExists(f"server {name!r} already exists; use it or pick another name",
+                               hint=Hint(HintKind.BURN_FIRST, server=name)) from None
+        await self.repo.add_event("create", box_name=name, detail=provider_name)
+        self.in_flight.add(request_id)
+        self.boxes.wakeup.ring()
+        return rec
+
+    async def _forge_detached(self, rec: BoxRecord, req: CreateRequest) -> None:
+        """A create with wait=false: its failure is recorded on the box record, never raised into the lifespan."""
+        try:
+            await self._forge(rec, req, None)
+        except (ForgeError, ProviderError):
+            pass  # burned, and the record says why (list_servers shows it under failed)
+        except Exception:
+            log.exception("background create failed unexpectedly")
+
+    @asynccontextmanager
+    async def _burn_on_failure(self, rec: BoxRecord, prov: Provider) -> AsyncIterator[_Made]:
+        """The one scope of a create: on any exception or cancellation, burn what was made and say why."""
+        made = _Made()
+        try:
+            yield made
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await self._burn_failed(prov, rec, made.box, exc)
+            if isinstance(exc, Exception):
+                raise ProvisionFailed(f"creating server {rec.name!r} failed and the box was burned: "
+                                      f"{reason(exc)}") from exc
+            raise
+        finally:
+            self.in_flight.discard(rec.request_id)
+
+    async def _forge(self, rec: BoxRecord, req: CreateRequest, progress: Progress | None) -> ServerInfo:
+        async def step(label: str) -> None:
+            await self.repo.update_box(rec.request_id, step=label)
+            if progress is not None:
+                await progress(label, CREATE_STEPS.index(label), len(CREATE_STEPS))
+
+        async with self._burn_on_failure(rec, req.prov) as made:
+            spec = await self._spec(rec, req)
+            await step(CreateStep.PROVISION)
+            made.box = await req.prov.create(spec)
+            await self.repo.update_box(rec.request_id, box_id=made.box.id)
+            made.box = await req.prov.wait_ready(made.box.id, timeout=req.timeout)
+            await step(CreateStep.SSH)
+            fresh, ex, project_dir = await self._reach(rec, made.box, req)
+            base = await self._bootstrap(fresh, ex, project_dir, req, step)
+            await self._setup(fresh, ex, project_dir, step, req.prov, made.box.id)
+            # The ready label is what spares the box from the orphan sweep, in any orchestrator.
+            await req.prov.set_labels(made.box.id, {**spec.labels, LABEL_READY: "1"})
+            await self.repo.update_box(rec.request_id, state=BoxStatus.READY, step=CreateStep.READY,
+                                       base_commit=base, ready_at=time.time())
+            await step(CreateStep.READY)
+        final = await self.repo.box_by_request(rec.request_id)
+        assert final is not None
+        return self.boxes.info(final)
+
+    async def _spec(self, rec: BoxRecord, req: CreateRequest) -> BoxSpec:
+        keys = await anyio.to_thread.run_sync(create_box_keys, self.settings.keys_dir, rec.key_id)
+        # Readiness and bootstrap each get `timeout`; a setup pushes the deadline when it starts.
+        deadline = time.time() + 2 * req.timeout
+        labels = {**box_labels(owner=self.settings.owner, name=rec.name, request_id=rec.request_id,
+                                expires_at=rec.expires_at), LABEL_CREATE_DEADLINE: str(int(deadline))}
+        return BoxSpec(name=rec.name, request_id=rec.request_id, labels=labels, host_key_private=keys.host_private,
+                       host_key_public=keys.host_public, authorized_key=keys.client_public, size=rec.size,
+                       image=req.image, location=rec.location)
+
+    async def _reach(self, rec: BoxRecord, box: Box, req: CreateRequest) -> tuple[BoxRecord, jobs.BoxExec, str]:
+        """Record where the box is, find its home over SSH, give it its env: (record, exec, project dir)."""
+        await self.repo.update_box(rec.request_id, host=box.host, ssh_port=box.ssh_port, ssh_user=box.ssh_user,
+                                   data=_made_data(box))
+        fresh = await self.repo.box_by_request(rec.request_id)
+        assert fresh is not None
+        ex = self.access.exec(fresh)
+        with anyio.fail_after(req.timeout):
+            home = await _probe_home(ex)
+        project_dir = posixpath.join(home, PROJECT_DIR_NAME)
+        await self.repo.update_box(rec.request_id, home=home, project_dir=project_dir)
+        if req.env:
+            await jobs.write_box_env(ex, req.env)
+        self.secrets.remember_box(rec.request_id, req.env)
+        fresh = await self.repo.box_by_request(rec.request_id)
+        assert fresh is not None
+        return fresh, ex, project_dir
+
+    async def _bootstrap(self, rec: BoxRecord, ex: jobs.BoxExec, project_dir: str, req: CreateRequest,
+                         step: Step) -> str | None:
+        script = bootstrap_script(project_dir=project_dir, repo=req.source, branch=rec.branch, agent=req.plan)
+        job_id = await self.create_jobs.start(rec, ex, "bootstrap", "[bootstrap]", script, rec.home or "~",
+                                              req.source.secret_env if req.source else None)
+        await self.repo.merge_data(rec.request_id, bootstrap_job_id=job_id)
+        markers = await self.create_jobs.follow(rec, ex, job_id, "bootstrap", req.timeout, step)
+        return base_commit_from("\n".join(markers))
+
+    async def _push_deadline(self, prov: Provider, box_id: str, seconds: float) -> None:
+        """Move the box's create deadline so no orchestrator's sweep takes a long setup for an orphan."""
+        box = await prov.get(box_id)
+        if box is not None:
+            await prov.set_labels(box_id, {**box.labels, LABEL_CREATE_DEADLINE: str(int(time.time() + seconds))})
+
+    async def _setup(self, rec: BoxRecord, ex: jobs.BoxExec, project_dir: str, step: Step, prov: Provider,
+                     box_id: str) -> None:
+        """Run the setup commands of the repo's .boxforge.yml, then start its services."""
+        await step(CreateStep.SETUP)
+        recipe = await read_boxfile(ex, project_dir)
+        if recipe is None:
+            return
+        if recipe.setup:
+            await self._push_deadline(prov, box_id, recipe.timeout)
+            job_id = await self.create_jobs.start(rec, ex, "setup", f"[setup] {boxfile.BOXFILE_NAME}",
+                                                  boxfile.setup_script(recipe), project_dir)
+            await self.repo.merge_data(rec.request_id, setup_job_id=job_id)
+            await self.create_jobs.follow(rec, ex, job_id, f"setup from {boxfile.BOXFILE_NAME}", recipe.timeout)
+        services: dict[str, str] = {}
+        for service in recipe.services:
+            services[service.name] = await self.create_jobs.start(
+                rec, ex, "service", f"[service {service.name}] {service.command}", service.command, project_dir)
+        if services:
+            await self.repo.merge_data(rec.request_id, services=services)
+
+    async def _burn_failed(self, prov: Provider, rec: BoxRecord, box: Box | None, exc: BaseException) -> None:
+        current = await self.repo.box_by_request(rec.request_id)
+        try:
+            await self.boxes.destroy_box(prov, current, box.id if box else None)
+        except (ForgeError, ProviderError):
+            pass  # the reaper's orphan sweep retries boxes that carry our labels
+        finally:
+            await self.repo.end_box(rec.request_id, BoxStatus.FAILED, error=reason(exc)[:2000])
+        if current is not None:
+            await self.repo.add_event("create-failed", box_name=rec.name, detail=type(exc).__name__)

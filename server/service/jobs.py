@@ -1,0 +1,275 @@
+"""Commands and background jobs on ready boxes: start, poll from offsets, list and cancel; output
+redacted and cut clean (never inside a character or a secret), the last of it kept in the store for
+a box that vanishes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import anyio
+
+from server import jobs
+from server.config import Settings
+from server.domain.durations import iso
+from server.domain.hints import Hint, HintKind
+from server.domain.inputs import check_command, check_env, resolve_cwd
+from server.domain.names import new_job_id
+from server.domain.output import Window, clean_end, complete_utf8_prefix, decode_output, head_tail, whole
+from server.domain.redaction import Redactor
+from server.domain.states import BoxStatus, JobState, Signal
+from server.errors import BoxUnreachable, ForgeError, UnknownJob
+from server.schemas import CancelResult, CommandResult, JobList, JobStatusResult, JobSummary, time_left
+from server.service.access import BoxAccess
+from server.service.boxes import Boxes
+from server.service.secrets import Secrets
+from server.store import BoxRecord, JobRecord, Repository
+
+MAX_WAIT_S = 300.0
+LIST_TIMEOUT_S = 30.0
+
+
+def _duration(st: jobs.JobStatus) -> float | None:
+    if st.started_at is None:
+        return None
+    return round((st.finished_at or time.time()) - st.started_at, 3)
+
+
+class Jobs:
+    def __init__(self, settings: Settings, repo: Repository, access: BoxAccess, secrets: Secrets,
+                 boxes: Boxes) -> None:
+        self.settings = settings
+        self.repo = repo
+        self.access = access
+        self.secrets = secrets
+        self.boxes = boxes
+
+    async def run(self, server: str, command: str, *, background: bool = False, timeout_s: float | None = None,
+                  cwd: str | None = None, env: Mapping[str, str] | None = None, kill_on_timeout: bool = False,
+                  idempotency_key: str | None = None) -> CommandResult:
+        check_command(command)
+        env = dict(env or {})
+        check_env(env)
+        rec = await self.boxes.ready(server)
+        ex = self.access.exec(rec)
+        job, reused = await self._start(rec, ex, command, resolve_cwd(cwd, project_dir=rec.project_dir,
+                                                                      home=rec.home), env, idempotency_key)
+        _, _, warning = time_left(rec.expires_at)
+        if background:
+            started = CommandResult(server=rec.name, job_id=job.job_id, state=JobState.RUNNING)
+            started.suggest("hint", Hint(HintKind.POLL_JOB, job_id=job.job_id, reused=reused))
+            started.suggest("warning", warning)
+            return started
+        wait = min(timeout_s if timeout_s is not None else self.settings.foreground_timeout_s, MAX_WAIT_S)
+        cap = self.settings.output_cap_bytes
+        st = await jobs.status(ex, job.job_id, max_bytes=cap, wait_s=wait)
+        if st.state == JobState.RUNNING and kill_on_timeout:
+            await jobs.cancel(ex, job.job_id, Signal.KILL)
+            st = await jobs.status(ex, job.job_id, max_bytes=cap, wait_s=5.0)
+        await self._record_state(job.job_id, st)
+        return await self._command_result(rec, ex, st, wait)
+
+    async def _start(self, rec: BoxRecord, ex: jobs.BoxExec, command: str, workdir: str, env: dict[str, str],
+                     idempotency_key: str | None) -> tuple[JobRecord, bool]:
+        """The job record and whether it existed already (same idempotency key: never run the task twice)."""
+        new_id = new_job_id()
+        job = await self.repo.insert_job(JobRecord(
+            job_id=new_id, box_name=rec.name, request_id=rec.request_id, command=command[:500],
+            cwd=workdir, kind="command", idempotency_key=idempotency_key, state=JobState.RUNNING, exit_code=None,
+            created_at=time.time(), finished_at=None, secret_names=",".join(sorted(env)) if env else None))
+        if job.job_id != new_id:
+            return job, True
+        if env:
+            self.secrets.remember_job(job.job_id, env)
+        try:
+            await jobs.launch(ex, job.job_id, command, cwd=workdir, env=env)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.repo.delete_job(job.job_id)
+            raise
+        await self.repo.add_event("job", box_name=rec.name, job_id=job.job_id)
+        return job, False
+
+    async def _window(self, ex: jobs.BoxExec, st: jobs.JobStatus, stream: jobs.Stream,
+                      redactor: Redactor) -> tuple[Window, int]:
+        """What a foreground result shows of one stream, and the offset to read on from."""
+        data, size, offset = (st.stdout, st.stdout_size, st.stdout_offset) if stream == "out" else \
+            (st.stderr, st.stderr_size, st.stderr_offset)
+        if st.state == JobState.RUNNING:  # what follows is read from this offset on: cut clean
+            data = clean_end(data, redactor)
+            return whole(data, redactor), offset + len(data)
+        if size <= self.settings.output_cap_bytes:
+            return whole(data, redactor), size
+        half = self.settings.output_cap_bytes // 2
+        tail = await jobs.read_range(ex, st.job_id, stream, size - half, half)
+        return head_tail(data[:half], tail, size, redactor), size
+
+    async def _command_result(self, rec: BoxRecord, ex: jobs.BoxExec, st: jobs.JobStatus,
+                              wait: float) -> CommandResult:
+        redactor = await self.secrets.redactor(rec, ex, st.job_id)
+        out, next_out = await self._window(ex, st, "out", redactor)
+        err, next_err = await self._window(ex, st, "err", redactor)
+        await self.repo.append_output(st.job_id, out.text, err.text)
+        result = CommandResult(
+            server=rec.name, job_id=st.job_id, state=st.state, exit_code=st.exit_code, stdout=out.text,
+            stderr=err.text, stdout_dropped_bytes=out.dropped, stderr_dropped_bytes=err.dropped,
+            stdout_offset=next_out, stderr_offset=next_err, duration_s=_duration(st),
+            hint="the command was killed" if st.state == JobState.KILLED else None,
+        )
+        if st.state == JobState.RUNNING:
+            result.suggest("hint", Hint(HintKind.STILL_RUNNING, job_id=st.job_id, wait_s=wait,
+                                        stdout_offset=next_out, stderr_offset=next_err))
+        result.suggest("warning", time_left(rec.expires_at)[2])
+        return result
+
+    async def _record_state(self, job_id: str, st: jobs.JobStatus) -> None:
+        if st.state != JobState.RUNNING:
+            await self.repo.update_job(job_id, state=st.state, exit_code=st.exit_code, finished_at=st.finished_at)
+
+    async def _job_box(self, job_id: str) -> tuple[JobRecord, BoxRecord | None]:
+        job, rec = await self.repo.job_and_box(job_id)
+        if job is None:
+            recent = await self.repo.recent_job_ids()
+            raise UnknownJob(f"unknown job {job_id!r}; recent jobs: {', '.join(recent) if recent else 'none yet'}",
+                             hint=Hint(HintKind.LIST_JOBS))
+        # a box still provisioning already answers for its bootstrap and setup jobs
+        readable = rec is not None and (rec.state == BoxStatus.READY or (
+            rec.state == BoxStatus.PROVISIONING and rec.host is not None))
+        return job, rec if readable else None
+
+    async def job_status(self, job_id: str, *, stdout_offset: int = 0, stderr_offset: int = 0,
+                         wait_s: float = 0.0, max_bytes: int | None = None) -> JobStatusResult:
+        job, rec = await self._job_box(job_id)
+        if rec is None:
+            return self._from_record(job, stdout_offset, stderr_offset, f"server {job.box_name!r} is gone")
+        cap = min(max_bytes or self.settings.output_cap_bytes, self.settings.output_cap_bytes)
+        ex = self.access.exec(rec)
+        try:
+            st = await jobs.status(ex, job_id, stdout_offset=stdout_offset, stderr_offset=stderr_offset,
+                                   max_bytes=cap, wait_s=min(wait_s, MAX_WAIT_S))
+        except BoxUnreachable as exc:
+            return await self._unreachable(job, rec, stdout_offset, stderr_offset, exc)
+        await self._record_state(job_id, st)
+        return await self._status_result(rec, ex, job, st)
+
+    async def _chunks(self, rec: BoxRecord, ex: jobs.BoxExec, job: JobRecord,
+                      st: jobs.JobStatus) -> tuple[bytes, bytes]:
+        """The chunks of both streams to show: a chunk followed by more output ends on a whole character, and
+        one that could end where a secret begins waits for the rest (never half a secret)."""
+        chunks = []
+        for data, offset, size in ((st.stdout, st.stdout_offset, st.stdout_size),
+                                   (st.stderr, st.stderr_offset, st.stderr_size)):
+            chunks.append(data[:complete_utf8_prefix(data)] if offset + len(data) < size else data)
+        out, err = chunks
+        if not (out or err):
+            return out, err
+        redactor = await self.secrets.redactor(rec, ex, job)
+        if st.state == JobState.RUNNING or st.stdout_offset + len(out) < st.stdout_size:
+            out = out[:redactor.safe_end(out)]
+        if st.state == JobState.RUNNING or st.stderr_offset + len(err) < st.stderr_size:
+            err = err[:redactor.safe_end(err)]
+        return out, err
+
+    async def _status_result(self, rec: BoxRecord, ex: jobs.BoxExec, job: JobRecord,
+                             st: jobs.JobStatus) -> JobStatusResult:
+        out, err = await self._chunks(rec, ex, job, st)
+        out_text, out_binary = decode_output(out)
+        err_text, err_binary = decode_output(err)
+        if out_text or err_text:
+            redactor = await self.secrets.redactor(rec, ex, job)
+            out_text, err_text = redactor.text(out_text), redactor.text(err_text)
+            await self.repo.append_output(job.job_id, out_text, err_text)
+        next_out, next_err = st.stdout_offset + len(out), st.stderr_offset + len(err)
+        more = next_out < st.stdout_size or next_err < st.stderr_size
+        result = JobStatusResult(
+            job_id=job.job_id, server=rec.name, state=st.state, exit_code=st.exit_code, stdout=out_text,
+            stderr=err_text, stdout_offset=next_out, stderr_offset=next_err, stdout_size=st.stdout_size,
+            stderr_size=st.stderr_size, more=more, binary=out_binary or err_binary, duration_s=_duration(st),
+            hint="the job's record is gone from the box (rebooted or cleaned); rerun it if needed"
+            if st.state == JobState.LOST and not more else None,
+        )
+        offsets = {"job_id": job.job_id, "stdout_offset": next_out, "stderr_offset": next_err}
+        if more:
+            result.suggest("hint", Hint(HintKind.MORE_OUTPUT, **offsets))
+        elif st.state == JobState.RUNNING:
+            result.suggest("hint", Hint(HintKind.WAIT_JOB, wait_s=30, **offsets))
+        result.suggest("warning", time_left(rec.expires_at)[2])
+        return result
+
+    def _from_record(self, job: JobRecord, stdout_offset: int, stderr_offset: int, why: str,
+                     *, state: str | None = None, last_seen: float | None = None) -> JobStatusResult:
+        """What the store knows of a job whose box cannot answer: last state and the output read so far."""
+        if state is None:
+            state = job.state if job.state != JobState.RUNNING else JobState.LOST
+        shown = "last output read before that" if job.out_tail or job.err_tail else "no output was read before that"
+        return JobStatusResult(
+            job_id=job.job_id, server=job.box_name, state=state, exit_code=job.exit_code,
+            stdout=job.out_tail or "", stderr=job.err_tail or "", stdout_offset=stdout_offset,
+            stderr_offset=stderr_offset, stdout_size=0, stderr_size=0, box_reachable=False,
+            last_seen=iso(last_seen), hint=f"{why}; stdout/stderr hold the {shown}",
+        )
+
+    async def _unreachable(self, job: JobRecord, rec: BoxRecord, stdout_offset: int, stderr_offset: int,
+                           exc: BoxUnreachable) -> JobStatusResult:
+        prov = self.boxes.providers.get(rec.provider)
+        box = await prov.get(rec.box_id) if rec.box_id else None
+        if box is None:  # vanished: its running jobs are lost, with what was read of them
+            await self.boxes.reconcile()
+            if job.state == JobState.RUNNING:
+                await self.repo.update_job(job.job_id, state=JobState.LOST)
+            return self._from_record(job, stdout_offset, stderr_offset, f"server {rec.name!r} vanished at the provider")
+        return self._from_record(
+            job, stdout_offset, stderr_offset,
+            f"server {rec.name!r} is not answering ({exc}); the job's state is the last known one — "
+            "poll again later, boxforge reconnects when the box answers",
+            state=job.state, last_seen=self.access.last_seen(rec.name),
+        )
+
+    async def list_jobs(self, server: str | None = None) -> JobList:
+        recs = [await self.boxes.ready(server)] if server else [
+            r for r in await self.repo.live_boxes() if r.state == BoxStatus.READY]
+        summaries: list[JobSummary] = []
+        unreachable: list[str] = []
+
+        async def one(rec: BoxRecord) -> None:
+            known = {j.job_id: j for j in await self.repo.jobs_of_box(rec.request_id)}
+            try:
+                with anyio.fail_after(LIST_TIMEOUT_S):
+                    on_box = await jobs.list_jobs(self.access.exec(rec))
+            except (ForgeError, TimeoutError):
+                unreachable.append(rec.name)
+                return
+            summaries.extend(JobSummary(
+                job_id=s.job_id, server=rec.name, state=s.state, exit_code=s.exit_code,
+                command=(known[s.job_id].command if s.job_id in known else s.command)[:120],
+                started_at=iso(s.started_at),
+                duration_s=round((s.finished_at or time.time()) - s.started_at, 3) if s.started_at else None,
+            ) for s in on_box)
+
+        async with anyio.create_task_group() as tg:
+            for rec in recs:
+                tg.start_soon(one, rec)
+        summaries.sort(key=lambda s: s.started_at or "")
+        return JobList(jobs=summaries, count=len(summaries), unreachable=sorted(unreachable))
+
+    async def cancel_job(self, job_id: str, signal: str = Signal.TERM) -> CancelResult:
+        job, rec = await self._job_box(job_id)
+        if rec is None:
+            state = job.state if job.state != JobState.RUNNING else JobState.LOST
+            return CancelResult(job_id=job_id, server=job.box_name, state=state,
+                                message=f"server {job.box_name!r} is gone; nothing to cancel")
+        ex = self.access.exec(rec)
+        before = await jobs.status(ex, job_id, max_bytes=0)
+        if before.state != JobState.RUNNING:
+            return CancelResult(job_id=job_id, server=rec.name, state=before.state, exit_code=before.exit_code,
+                                message=f"job already finished ({before.state}); nothing to cancel")
+        await jobs.cancel(ex, job_id, signal)
+        st = await jobs.status(ex, job_id, max_bytes=0, wait_s=5.0)
+        await self._record_state(job_id, st)
+        message = f"sent SIG{signal} to the job's process group"
+        result = CancelResult(job_id=job_id, server=rec.name, state=st.state, exit_code=st.exit_code,
+                              message=message)
+        if st.state == JobState.RUNNING:
+            result.suggest("message", Hint(HintKind.KILL_JOB, job_id=job_id),
+                           prefix=message + "; it is still running: ")
+        return result

@@ -1,0 +1,113 @@
+"""The store as the service sees it: async methods, each one trip to the store's single worker thread.
+
+This is the only place that hops to a thread for SQLite; a lookup that needs two queries (a job and
+its box, a record's data merged with new values) makes them in the same trip.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from server.store.records import BoxRecord, JobRecord
+from server.store.sqlite import Store
+
+T = TypeVar("T")
+
+
+class Repository:
+    """Async access to one ``Store``; SQLite calls run one at a time on a worker thread."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._limiter = anyio.CapacityLimiter(1)
+
+    @classmethod
+    async def open(cls, path: Path) -> Repository:
+        return cls(await anyio.to_thread.run_sync(Store, path))
+
+    def close(self) -> None:
+        self.store.close()
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._limiter)
+
+    # boxes
+
+    async def insert_box(self, record: BoxRecord) -> None:
+        """sqlite3.IntegrityError when a live box already has the name."""
+        await self._run(self.store.insert_box, record)
+
+    async def update_box(self, request_id: str, **changes: Any) -> None:
+        await self._run(self.store.update_box, request_id, **changes)
+
+    async def end_box(self, request_id: str, state: str, error: str | None = None) -> None:
+        """A box record leaves the live states (destroyed or failed), now."""
+        changes: dict[str, Any] = {"state": state, "step": None, "destroyed_at": time.time()}
+        if error is not None:
+            changes["error"] = error
+        await self._run(self.store.update_box, request_id, **changes)
+
+    async def merge_data(self, request_id: str, **values: Any) -> None:
+        """Add ``values`` to a box record's provider/bootstrap data (read and write in one trip)."""
+        def merge() -> None:
+            rec = self.store.box_by_request(request_id)
+            self.store.update_box(request_id, data={**((rec.data if rec else None) or {}), **values})
+
+        await self._run(merge)
+
+    async def live_box(self, name: str) -> BoxRecord | None:
+        return await self._run(self.store.live_box, name)
+
+    async def box_by_request(self, request_id: str) -> BoxRecord | None:
+        return await self._run(self.store.box_by_request, request_id)
+
+    async def live_boxes(self) -> list[BoxRecord]:
+        return await self._run(self.store.live_boxes)
+
+    async def live_names(self) -> list[str]:
+        return await self._run(self.store.live_names)
+
+    async def failed_since(self, since: float) -> list[BoxRecord]:
+        return await self._run(self.store.failed_since, since)
+
+    # jobs
+
+    async def insert_job(self, record: JobRecord) -> JobRecord:
+        """The job inserted, or the earlier one with the same idempotency key on that box."""
+        return await self._run(self.store.insert_job, record)
+
+    async def delete_job(self, job_id: str) -> None:
+        await self._run(self.store.delete_job, job_id)
+
+    async def update_job(self, job_id: str, **changes: Any) -> None:
+        await self._run(self.store.update_job, job_id, **changes)
+
+    async def append_output(self, job_id: str, out: str, err: str) -> None:
+        await self._run(self.store.append_output, job_id, out, err)
+
+    async def job_and_box(self, job_id: str) -> tuple[JobRecord | None, BoxRecord | None]:
+        """A job and the box record it ran on, in one trip."""
+        def lookup() -> tuple[JobRecord | None, BoxRecord | None]:
+            job = self.store.job(job_id)
+            return job, self.store.box_by_request(job.request_id) if job is not None else None
+
+        return await self._run(lookup)
+
+    async def jobs_of_box(self, request_id: str) -> list[JobRecord]:
+        return await self._run(self.store.jobs_of_box, request_id)
+
+    async def recent_job_ids(self, limit: int = 5) -> list[str]:
+        return await self._run(self.store.recent_job_ids, limit)
+
+    # events
+
+    async def add_event(self, kind: str, *, box_name: str | None = None, job_id: str | None = None,
+                        detail: str | None = None) -> None:
+        await self._run(self.store.add_event, kind, box_name=box_name, job_id=job_id, detail=detail)
