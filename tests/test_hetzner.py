@@ -11,6 +11,7 @@ import dataclasses
 import io
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -102,8 +103,8 @@ async def test_three_boxes_forged_in_parallel_run_jobs_extend_and_burn(
         for info in listed["servers"]:
             server = fake.live_servers(**{LABEL_NAME: info["name"]})[0]
             assert info["ip"] == server.ipv4 and info["address"].endswith(f"@{server.ipv4}:{fake.ssh_port}")
-            assert info["price_per_hour"] == pytest.approx(0.0071)
-            assert info["cost_so_far"] == pytest.approx(0.0071)  # the first started hour
+            assert info["price_per_hour"] == pytest.approx(0.0067) and info["size"] == "cx23"
+            assert info["cost_so_far"] == pytest.approx(0.0067)  # the first started hour
             assert 29 * 60 <= info["time_left_s"] <= 30 * 60
 
         extended = await call(client, "extend_server", name="hz-b", ttl="3h")
@@ -171,7 +172,7 @@ async def test_parallel_up_of_ten_boxes_runs_under_max_parallel_creates(
         console = Console(file=io.StringIO(), width=300)
         console.print(_servers_table([ServerInfo(**s) for s in report["servers"]]))
         table = console.file.getvalue()
-        assert "€/h" in table and table.count("0.0071") == 20  # price and first-hour cost of each box
+        assert "€/h" in table and table.count("0.0067") == 20  # price and first-hour cost of each box
         async with anyio.create_task_group() as tg:
             for server in report["servers"]:
                 tg.start_soon(fleet.destroy_server, server["name"])
@@ -263,11 +264,13 @@ async def test_lost_create_response_yields_exactly_one_server(fake: FakeHetzner,
     assert ours(fake, settings) == []
 
 
-async def test_unavailable_server_type_names_the_alternatives(fake: FakeHetzner, tmp_path: Path) -> None:
+async def test_retired_server_type_is_refused_naming_what_is_orderable(fake: FakeHetzner, tmp_path: Path) -> None:
     settings = hetzner_settings(tmp_path / "state", fake)
     async with Client(build_server(settings)) as client:
         message = await call_error(client, "create_server", name="helsinki", size="cx22", location="hel1")
-        assert "server type cx22 is unavailable in hel1; available there: cax11 (0.0071/h)" in message
+        assert ("server type cx22 is no longer sold (deprecated 2025-10-16, unavailable after 2025-12-31); "
+                "orderable in hel1: cax11 (2 vCPU, 4 GB, arm, 0.0071/h), cx33") in message
+        assert not re.search(r"\bcx23\b", message)  # sold out in hel1
     assert ours(fake, settings) == []
 
 
