@@ -179,6 +179,33 @@ async def test_parallel_up_of_ten_boxes_runs_under_max_parallel_creates(
     assert ours(fake, settings) == [] and fake.ssh_keys == {}
 
 
+async def test_the_size_made_and_a_deprecation_show_in_create_server_and_in_boxforge_up(
+    fake: FakeHetzner, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = hetzner_settings(tmp_path / "state", fake)
+    until = fake.deprecate("cx33", days=20)["unavailable_after"][:10]
+    async with Client(build_server(settings)) as client:
+        picked = await call(client, "create_server", name="picked", ttl="30m")
+        assert picked["size"] == "cx23" and "warnings" not in picked  # the catalog's pick, said so
+        old = await call(client, "create_server", name="old", size="cx33", ttl="30m")
+        assert old["size"] == "cx33" and old["state"] == "ready"
+        assert [w for w in old["warnings"] if f"ordered only until {until}" in w]
+        listed = {s["name"]: s for s in (await call(client, "list_servers"))["servers"]}
+        assert listed["old"]["size"] == "cx33" and listed["old"]["warnings"] == old["warnings"]
+    capsys.readouterr()
+    args = build_parser().parse_args(["up", "--name", "cli-old", "--size", "cx33", "--location", "nbg1", "--ttl",
+                                      "30m"])
+    async with open_fleet(settings) as fleet:
+        assert await cmd_up(fleet, args) == 0
+        shown = capsys.readouterr()
+        assert re.search(r"cli-old .*\bcx33\b", shown.out), shown.out
+        assert f"cli-old: server type cx33 is deprecated by Hetzner and can be ordered only until {until}" in shown.err
+        assert [s.location for s in ours(fake, settings) if s.name.startswith("cli-old-")] == ["nbg1"]
+        for name in ("picked", "old", "cli-old"):
+            await fleet.destroy_server(name)
+    assert ours(fake, settings) == []
+
+
 # faults: each ends with no server of ours and a clear message
 
 

@@ -198,9 +198,7 @@ def choose(types: Sequence[Any], locations: Sequence[str], *, size: str | None, 
         return Choice(size)
     fits = offer(server_type, location)
     successor = pick(types, location, SizePreset(fits.cores, fits.memory_gb), fits.architecture, now)
-    instead = f"; a current type like it there: {successor.name}" if successor is not None else ""
-    return Choice(size, (f"server type {size} is deprecated by Hetzner and can be ordered only until "
-                         f"{gone.day()}{instead}",))
+    return Choice(size, (deprecated_text(size, gone, successor.name if successor is not None else None),))
 
 
 def warnings_of(server_type: Any, location: str | None) -> tuple[str, ...]:
@@ -210,8 +208,12 @@ def warnings_of(server_type: Any, location: str | None) -> tuple[str, ...]:
     gone = deprecation(server_type, location)
     if gone is None:
         return ()
-    return (f"server type {server_type.name} is deprecated by Hetzner (orderable until {gone.day()}): "
-            "new boxes should use another size",)
+    return (deprecated_text(server_type.name, gone),)
+
+
+def deprecated_text(name: str, gone: Deprecation, successor: str | None = None) -> str:
+    instead = f"; a current type like it there: {successor}" if successor else ""
+    return f"server type {name} is deprecated by Hetzner and can be ordered only until {gone.day()}{instead}"
 
 
 class Catalog:

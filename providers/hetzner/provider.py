@@ -109,6 +109,7 @@ class HetznerProvider(Provider, PinsHostKey, WaitsForBoot, HasBackstop, HasPrici
         self.poll_interval_s = poll_interval_s
         self._create_actions: dict[str, int] = {}
         self._create_hosts: dict[str, str] = {}  # server id -> address, known from the create response
+        self._choices: dict[str, catalog.Choice] = {}  # server id -> the size choice made at create, till ready
 
     @classmethod
     def configured(cls, settings: ProviderSettings) -> bool:
@@ -177,6 +178,7 @@ class HetznerProvider(Provider, PinsHostKey, WaitsForBoot, HasBackstop, HasPrici
         if server is None:
             return await self._adopt(server_name(spec), spec.request_id, choice)
         box = self._box(server, choice)
+        self._choices[box.id] = choice
         if action_id is not None:
             self._create_actions[box.id] = action_id
         if box.host:
@@ -228,16 +230,20 @@ class HetznerProvider(Provider, PinsHostKey, WaitsForBoot, HasBackstop, HasPrici
 
     async def wait_ready(self, box_id: str, *, timeout: float) -> Box:
         """Wait for the create action, status running, then an SSH banner on the box's address."""
+        choice = self._choices.get(box_id)
         try:
-            box = await wait_ready(self.api, box_id, box_of=self._box, ssh_port=self.ssh_port,
+            box = await wait_ready(self.api, box_id, box_of=lambda server: self._box(server, choice),
+                                   ssh_port=self.ssh_port,
                                    action_id=self._create_actions.get(box_id),
                                    early_host=self._create_hosts.pop(box_id, None), timeout=timeout)
         except ReadyTimeout:
             raise
         except ProviderError:
             self._create_actions.pop(box_id, None)
+            self._choices.pop(box_id, None)
             raise
         self._create_actions.pop(box_id, None)
+        self._choices.pop(box_id, None)
         return box
 
     async def get(self, box_id: str) -> Box | None:
@@ -278,6 +284,7 @@ class HetznerProvider(Provider, PinsHostKey, WaitsForBoot, HasBackstop, HasPrici
             await self.api.wait_action(action.id, f"delete server {server.name}", DESTROY_TIMEOUT_S)
         self._create_actions.pop(box_id, None)
         self._create_hosts.pop(box_id, None)
+        self._choices.pop(box_id, None)
         owner = labels.get(LABEL_OWNER)
         if owner:
             await self.keys.forget_if_idle(owner)
