@@ -165,6 +165,8 @@ job_state() {
   elif [ -z "$code" ] && [ -n "$started" ] && [ $(( $(date +%s) - ${started%.*} )) -lt 30 ]; then
     _up=1
   fi
+  # the wrapper may have written exit and died after the first read: read it again
+  if [ -z "$code" ] && [ "$_up" = 0 ] && [ -r "$1/exit" ]; then read -r code fin < "$1/exit"; fi
   if [ -e "$1/killed" ] && { [ -n "$code" ] || [ "$_up" = 0 ]; }; then
     st=killed
     [ -n "$fin" ] || read -r _ fin < "$1/killed"
