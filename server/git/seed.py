@@ -13,7 +13,6 @@ from pathlib import Path
 
 import anyio
 
-from providers.base import CLOUD_INIT_FLAG_FILE, CLOUD_INIT_READY_FILE
 from providers.capabilities import OnboxCall
 from server.bootstrap import RepoSource
 from server.config import ensure_private_dir
@@ -110,8 +109,7 @@ async def install(ex: BoxExec, seed: Seed, project_dir: str, origin: str | None)
     """Send the bundle over the box channel and make the checkout there (idempotent)."""
     data = await anyio.Path(seed.bundle).read_bytes()
     call = OnboxCall("git-seed.sh", {"project": project_dir, "branch": seed.branch, "start": seed.start,
-                                     "origin": origin or "",
-                                     "cloud_flag": CLOUD_INIT_FLAG_FILE, "cloud_ready": CLOUD_INIT_READY_FILE})
+                                     "origin": origin or ""})
     result = await ex(onbox.command_line(call), data, SEED_TIMEOUT_S)
     if result.exit_status != 0:
         raise GitError("seeding the box's checkout failed: "

@@ -29,7 +29,7 @@ from providers.base import (
     ReadyTimeout,
     box_labels,
 )
-from providers.capabilities import OnboxCall, SeesLocalPaths
+from providers.capabilities import OnboxCall, SeesLocalPaths, WaitsForBoot
 from server import boxfile, jobs
 from server.agents import AgentPlan, plan_agent
 from server.bootstrap import RepoSource, base_commit_from, bootstrap_script, parse_repo
@@ -262,6 +262,11 @@ class Forge:
             if req.seed is not None:
                 await step(CreateStep.CLONE)
                 assert req.source is not None
+                if isinstance(req.prov, WaitsForBoot):  # the boot setup installs git
+                    boot = await onbox.run(ex, req.prov.boot_wait(made.box), req.timeout)
+                    if boot.exit_status != 0:
+                        raise ForgeError("the box's boot setup failed: "
+                                         f"{boot.stderr.decode(errors='replace').strip()[-500:]}")
                 await seed_git.install(self.access.exec(fresh, long=True), req.seed, project_dir,
                                        None if req.source.is_local_path else req.source.url)
                 _drop_bundle(req)
