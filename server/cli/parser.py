@@ -26,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", action="append", default=[], metavar="NAME",
                    help="copy this environment variable to the boxes (secret: a 0600 file there); repeatable")
     p.add_argument("--provider", help="local or hetzner")
+    p.add_argument("--size", help="small, medium, large, or the provider's own size (a Hetzner server type such "
+                                  "as cx33); default: the cheapest that fits")
+    p.add_argument("--location", help="where (cloud providers: a Hetzner location such as nbg1)")
+    p.add_argument("--image", help="OS image (cloud providers)")
 
     p = add("run", "run a command on a box")
     p.add_argument("name")

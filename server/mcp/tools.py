@@ -59,7 +59,9 @@ async def create_server(
     ttl: Annotated[TtlSeconds | None, Field(description="Time to live: '90m', '2h', '1d' or minutes; default 2h. "
                                             "The box is burned at expiry")] = None,
     env: EnvArg = None,
-    size: Annotated[str | None, Field(max_length=64, description="Server type (cloud providers)")] = None,
+    size: Annotated[str | None, Field(max_length=64, description="small, medium or large on any provider, or the "
+                                      "provider's own (a Hetzner server type, e.g. cx33); default: the cheapest "
+                                      "that fits. The result's size says what was made")] = None,
     image: Annotated[str | None, Field(max_length=128, description="OS image (cloud providers)")] = None,
     location: Annotated[str | None, Field(max_length=64, description="Location (cloud providers)")] = None,
     provider: Annotated[str | None, Field(max_length=32, description="local or hetzner; default from "
