@@ -1,5 +1,5 @@
 """Bringing a box's work home: ``git-harvest.sh`` bundles what the box holds beyond what the
-orchestrator has (its uncommitted changes as one extra commit), and ``store`` fetches that bundle
+orchestrator has (its uncommitted changes as one extra commit), and ``bring_home`` fetches that bundle
 into a home repo under ``refs/boxforge/<box>/<branch>`` in one atomic ref update (a cut transfer
 leaves no ref behind; a retry gives the same commits), or keeps it as a bundle file.
 """
@@ -87,7 +87,7 @@ async def collect(ex: BoxExec, *, project_dir: str, known: list[str], include_un
     return parse(result.stdout)
 
 
-async def store(repo: Path, collected: Collected, ref: str, tmp_dir: Path) -> str | None:
+async def bring_home(repo: Path, collected: Collected, ref: str, tmp_dir: Path) -> str | None:
     """Fetch the collected bundle into ``repo`` as ``ref`` (forced: a rewritten branch moves it);
     the old value of the ref (None: new)."""
     old = await local.rev(repo, ref)

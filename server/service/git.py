@@ -85,7 +85,7 @@ class Harvester:
         branch = collected.branch or rec.branch or "detached"
         ref = harvest.box_ref(rec.name, branch)
         prev_head = ((rec.data or {}).get(FETCHED) or {}).get("head")
-        old = await harvest.store(home, collected, ref, self.settings.home / "git" / "tmp")
+        old = await harvest.bring_home(home, collected, ref, self.settings.home / "git" / "tmp")
         await self.repo.merge_data(rec.request_id, **{FETCHED: {"repo": str(home), "ref": ref, "tip": collected.tip,
                                                                "head": collected.head, "at": time.time()}})
         # Since the last fetch: from the old tip, or from the old HEAD when that tip was an uncommitted commit.
