@@ -6,11 +6,15 @@ in test_hetzner.py. Each test ends with no server of ours left in the fake.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
+import shlex
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 
 import asyncssh
@@ -34,6 +38,7 @@ from providers.base import (
     box_labels,
     owner_labels,
 )
+from providers.capabilities import OnboxCall, capabilities
 from providers.hetzner import HetznerProvider
 from providers.hetzner.api import translate
 from providers.hetzner.cloud_init import BACKSTOP_GRACE_S, BACKSTOP_SERVICE, backstop_script, cloud_config
@@ -41,6 +46,7 @@ from providers.hetzner.servers import server_name
 from providers.localbox import current_user
 from server.bootstrap import cloud_init_wait_lines
 from server.keys import create_box_keys
+from server.service.onbox import script_text
 from tests.fakes.hetzner_api import FakeHetzner, label_selector_matches, parse_cloud_config, running_fake
 
 OWNER = "otest" + secrets.token_hex(3)
@@ -366,3 +372,83 @@ def test_fake_label_selector_follows_the_documented_language() -> None:
     assert label_selector_matches("env in (dev,prod),!owner", labels)
     assert not label_selector_matches("tier notin (web,db)", labels)
     assert label_selector_matches("env", labels) and not label_selector_matches("owner", labels)
+
+
+# capabilities: the box-side programs, run without SSH under each POSIX shell a box may have
+
+SHELLS = [[shutil.which("dash") or "dash", "-c"], [shutil.which("busybox") or "busybox", "sh", "-c"]]
+
+
+def _onbox(call: OnboxCall) -> str:
+    return "".join(f"{k}={shlex.quote(v)}\n" for k, v in call.params.items()) + script_text(call.script)
+
+
+def _stubs(tmp_path: Path, *tools: str) -> Path:
+    bin_dir = tmp_path / "stub-bin"
+    bin_dir.mkdir(exist_ok=True)
+    for tool in tools:
+        (bin_dir / tool).write_text(f'#!/bin/sh\nprintf "{tool}" >> "{tmp_path}/calls"\n'
+                                    f'for a in "$@"; do printf " [%s]" "$a" >> "{tmp_path}/calls"; done\n'
+                                    f'echo >> "{tmp_path}/calls"\n')
+        (bin_dir / tool).chmod(0o755)
+    return bin_dir
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])
+def test_boot_wait_waits_for_cloud_init_and_requires_the_ready_marker(tmp_path: Path, shell: list[str]) -> None:
+    provider = HetznerProvider("t", endpoint="http://127.0.0.1:9/v1")
+    ready = tmp_path / "ready"
+    call = provider.boot_wait(None)  # type: ignore[arg-type]
+    assert call.params == {"READY_FILE": CLOUD_INIT_READY_FILE}
+    script = _onbox(dataclasses.replace(call, params={"READY_FILE": str(ready)}))
+    env = {"PATH": f"{_stubs(tmp_path, 'cloud-init')}:/usr/bin:/bin"}
+    missing = subprocess.run([*shell, script], capture_output=True, text=True, env=env, check=False)
+    assert missing.returncode == 4 and "cloud-init did not finish" in missing.stderr
+    assert (tmp_path / "calls").read_text() == "cloud-init [status] [--wait]\n"
+    ready.touch()
+    done = subprocess.run([*shell, script], capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])
+def test_package_install_runs_apt_with_each_name_as_one_argument(tmp_path: Path, shell: list[str]) -> None:
+    provider = HetznerProvider("t", endpoint="http://127.0.0.1:9/v1")
+    call = provider.package_install(("nodejs", "npm"))
+    assert call.sudo and call.script == "apt-install.sh"
+    with_apt = subprocess.run([*shell, _onbox(call)], capture_output=True, text=True, check=False,
+                              env={"PATH": f"{_stubs(tmp_path, 'apt-get')}:/usr/bin:/bin"})
+    assert with_apt.returncode == 0, with_apt.stderr
+    assert (tmp_path / "calls").read_text().splitlines()[-1] == \
+        "apt-get [-q] [-y] [-o] [DPkg::Lock::Timeout=300] [install] [nodejs] [npm]"
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    for tool in ("sh", "echo", "printf"):
+        if (found := shutil.which(tool)) is not None:
+            (empty / tool).symlink_to(found)
+    without = subprocess.run([*shell, _onbox(call)], capture_output=True, text=True, check=False,
+                             env={"PATH": str(empty)})
+    assert without.returncode == 3 and "no apt-get" in without.stderr
+
+
+def test_package_install_refuses_what_is_not_a_package_name() -> None:
+    provider = HetznerProvider("t", endpoint="http://127.0.0.1:9/v1")
+    for bad in (("nodejs; reboot",), ("$(id)",), ("-o",), ()):
+        with pytest.raises(ProviderError, match="not distribution package names"):
+            provider.package_install(bad)
+
+
+def test_the_hetzner_box_side_programs_are_shellcheck_clean() -> None:
+    if shutil.which("shellcheck") is None and not os.environ.get("BOXFORGE_REQUIRE_OPENSSH"):
+        pytest.skip("shellcheck is not installed (CI installs it)")
+    scripts = [str(p) for p in resources.files("providers.hetzner").joinpath("sh").iterdir()  # type: ignore[attr-defined]
+               if p.name.endswith(".sh")]
+    scripts += [str(resources.files("server").joinpath("onbox", "sh", n)) for n in ("cloud-init-wait.sh",
+                                                                                   "apt-install.sh")]
+    assert any(s.endswith("backstop.sh") for s in scripts)
+    result = subprocess.run(["shellcheck", "-s", "sh", *scripts], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout
+
+
+def test_the_provider_declares_its_capabilities() -> None:
+    provider = HetznerProvider("t", endpoint="http://127.0.0.1:9/v1")
+    assert capabilities(provider) == ["PinsHostKey", "WaitsForBoot", "HasBackstop", "HasPricing", "InstallsPackages"]

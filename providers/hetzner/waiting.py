@@ -52,27 +52,35 @@ def _timeout(box_id: str, box: Box | None, timeout: float) -> ReadyTimeout:
                         "(or BOXFORGE_READY_TIMEOUT) if boots are slow, or retry")
 
 
+async def _poll(api: HetznerApi, box_id: str, action_id: int | None, box: Box | None,
+                box_of: Callable[[Any], Box]) -> tuple[int | None, Box | None]:
+    """One round of API reads: the create action until it is done, then the server until it runs."""
+    if action_id is not None and await _create_done(api, box_id, action_id):
+        action_id = None
+    if action_id is None and (box is None or box.state is not BoxState.RUNNING):
+        server = await api.server(box_id)
+        if server is None:
+            raise NotFound(f"Hetzner server {box_id} does not exist (any more)")
+        box = box_of(server)
+    return action_id, box
+
+
 async def wait_ready(api: HetznerApi, box_id: str, *, box_of: Callable[[Any], Box], ssh_port: int,
                      action_id: int | None, early_host: str | None, timeout: float) -> Box:
     """The box RUNNING and greeting over SSH, or ``ReadyTimeout`` / ``NotFound`` / ``ProviderError``."""
     deadline = time.monotonic() + timeout
     box: Box | None = None
     while True:
-        if action_id is not None and await _create_done(api, box_id, action_id):
-            action_id = None
-        if action_id is None and (box is None or box.state is not BoxState.RUNNING):
-            server = await api.server(box_id)
-            if server is None:
-                raise NotFound(f"Hetzner server {box_id} does not exist (any more)")
-            box = box_of(server)
-        if box is not None and box.state is BoxState.RUNNING and box.host:
+        action_id, box = await _poll(api, box_id, action_id, box, box_of)
+        running = box is not None and box.state is BoxState.RUNNING
+        if running and box is not None and box.host:
             left = deadline - time.monotonic()
             if await probe_ssh(box.host, box.ssh_port, timeout=max(0.2, min(2.0, left))):
                 return box
         left = deadline - time.monotonic()
         if left <= 0:
             raise _timeout(box_id, box, timeout)
-        if box is not None and box.state is BoxState.RUNNING:
+        if running:
             await anyio.sleep(min(SSH_PROBE_INTERVAL_S, left))
         elif await until_banner(early_host, ssh_port, min(api.poll_interval_s, left)):
             early_host = None  # once: a box that answers while the API still says otherwise is polled as usual
