@@ -17,8 +17,16 @@ from pathlib import Path
 import pytest
 from hcloud import APIException, Client
 
-from providers.base import SIZE_PRESETS, BoxSpec, CapacityError, ProviderError, SizePreset, box_labels
-from providers.hetzner import HetznerProvider
+from providers.base import (
+    SIZE_PRESETS,
+    BoxSpec,
+    CapacityError,
+    ProviderContext,
+    ProviderError,
+    SizePreset,
+    box_labels,
+)
+from providers.hetzner import HetznerProvider, HetznerSettings
 from providers.hetzner.catalog import choose
 from providers.localbox import current_user
 from server.keys import create_box_keys
@@ -107,6 +115,15 @@ async def test_the_settings_floor_and_a_pinned_type_decide_the_default(fake: Fak
     await pinned.destroy(box.id)
     await pinned.aclose()
     assert fake.live_servers(**{"boxforge-owner": OWNER}) == []
+
+
+def test_the_floor_and_the_pin_come_from_the_settings(tmp_path: Path) -> None:
+    env = {"HCLOUD_TOKEN": "t", "BOXFORGE_HETZNER_MIN_CORES": "4", "BOXFORGE_HETZNER_MIN_MEMORY_GB": "16"}
+    built = HetznerProvider.from_settings(HetznerSettings.load(env, {"providers": {"hetzner": {
+        "server_type": "medium"}}}, "hetzner"), ProviderContext(tmp_path, OWNER))
+    assert built.floor == SizePreset(4, 16) and built.server_type == "medium"
+    with pytest.raises(ProviderError, match="setting min_cores is invalid"):
+        HetznerSettings.load({**env, "BOXFORGE_HETZNER_MIN_CORES": "0"}, {}, "hetzner")
 
 
 async def test_a_deprecated_type_skipped_by_default_and_warned_about_when_asked_for(
