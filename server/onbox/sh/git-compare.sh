@@ -1,4 +1,5 @@
 # shellcheck shell=sh
+# shellcheck disable=SC2154 # the params are quoted assignments set before this file
 # What a box's checkout changed since its base, for the fan-in overview: commits ahead, files touched
 # (committed, uncommitted and untracked), the diffstat. Reads only; changes nothing.
 # Params: project, base. Prints "commit=<id> <subject>", "file=<path>", "dirty=1", then "--stat--" and

@@ -1,4 +1,5 @@
 # shellcheck shell=sh
+# shellcheck disable=SC2154 # the params are quoted assignments set before this file
 # Bundle what the box's checkout holds beyond what the orchestrator already has, for it to fetch.
 # Uncommitted and untracked changes become one extra commit on top (made with a private index: the
 # working tree, the index and the branch are left as they are). Files over max_file_bytes are left
