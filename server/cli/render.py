@@ -41,6 +41,7 @@ _WORDS: dict[HintKind, Callable[[Hint], str]] = {
                                      "--agent-command), or run it with boxforge run"),
     HintKind.EXTEND_AGAIN: lambda h: f"run boxforge extend {h.server} again once it answers",
     HintKind.DIFF_CUT: lambda h: f"raise --max-bytes, or read single files with boxforge ssh {h.server} -- cat FILE",
+    HintKind.KEY_TAKEN: lambda h: f"the first job's output: boxforge logs {h.job_id}; use a new key",
     HintKind.KEEP_WORK: lambda h: f"push the branch with boxforge run {h.server} 'git push' before it is burned",
 }
 

@@ -42,6 +42,7 @@ _WORDS: dict[HintKind, Callable[[Hint], str]] = {
     HintKind.EXTEND_AGAIN: lambda h: "call extend_server again once it answers",
     HintKind.DIFF_CUT: lambda h: "raise max_bytes (up to 1 MiB) or read single files with vm_read",
     HintKind.KEEP_WORK: lambda h: "download artifacts with vm_download, or push the branch with vm_bash('git push')",
+    HintKind.KEY_TAKEN: lambda h: f"the first job is vm_job_status(job_id='{h.job_id}'); send a new idempotency_key",
 }
 
 
