@@ -17,8 +17,16 @@ from pathlib import Path
 import pytest
 from hcloud import APIException, Client
 
-from providers.base import SIZE_PRESETS, BoxSpec, CapacityError, ProviderError, SizePreset, box_labels
-from providers.hetzner import HetznerProvider
+from providers.base import (
+    SIZE_PRESETS,
+    BoxSpec,
+    CapacityError,
+    ProviderContext,
+    ProviderError,
+    SizePreset,
+    box_labels,
+)
+from providers.hetzner import HetznerProvider, HetznerSettings
 from providers.hetzner.catalog import choose
 from providers.localbox import current_user
 from server.keys import create_box_keys
@@ -38,10 +46,10 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeHetzner]:
 @pytest.fixture
 def catalog_of(fake: FakeHetzner) -> Iterator[FakeHetzner]:
     """The module's fake with its catalog restored after the test (tests announce deprecations)."""
-    saved = [(t, t.deprecation, set(t.sold_out)) for t in fake.server_types]
+    saved = [(t, t.deprecation, set(t.sold_out), dict(t.deprecated_in)) for t in fake.server_types]
     yield fake
-    for server_type, deprecation, sold_out in saved:
-        server_type.deprecation, server_type.sold_out = deprecation, sold_out
+    for server_type, deprecation, sold_out, deprecated_in in saved:
+        server_type.deprecation, server_type.sold_out, server_type.deprecated_in = deprecation, sold_out, deprecated_in
 
 
 def provider(fake: FakeHetzner, **options: object) -> HetznerProvider:
@@ -109,6 +117,15 @@ async def test_the_settings_floor_and_a_pinned_type_decide_the_default(fake: Fak
     assert fake.live_servers(**{"boxforge-owner": OWNER}) == []
 
 
+def test_the_floor_and_the_pin_come_from_the_settings(tmp_path: Path) -> None:
+    env = {"HCLOUD_TOKEN": "t", "BOXFORGE_HETZNER_MIN_CORES": "4", "BOXFORGE_HETZNER_MIN_MEMORY_GB": "16"}
+    built = HetznerProvider.from_settings(HetznerSettings.load(env, {"providers": {"hetzner": {
+        "server_type": "medium"}}}, "hetzner"), ProviderContext(tmp_path, OWNER))
+    assert built.floor == SizePreset(4, 16) and built.server_type == "medium"
+    with pytest.raises(ProviderError, match="setting min_cores is invalid"):
+        HetznerSettings.load({**env, "BOXFORGE_HETZNER_MIN_CORES": "0"}, {}, "hetzner")
+
+
 async def test_a_deprecated_type_skipped_by_default_and_warned_about_when_asked_for(
     catalog_of: FakeHetzner, tmp_path: Path
 ) -> None:
@@ -146,6 +163,20 @@ async def test_a_type_past_its_unavailable_after_is_refused_listing_what_is_orde
         await prov.create(spec(tmp_path, size="huge"))
     await prov.aclose()
     assert fake.live_servers(**{"boxforge-owner": OWNER}) == []
+
+
+async def test_a_deprecation_in_one_location_changes_the_pick_there_only(catalog_of: FakeHetzner) -> None:
+    fake = catalog_of
+    fake.deprecate("cx23", days=30, location="nbg1")  # per-location deprecation (changelog 2025-09-24)
+    prov = provider(fake)
+    picks = {loc: (await prov.catalog.choose(size=None, location=loc, image="ubuntu-24.04", floor=FLOOR))
+             for loc in ("fsn1", "nbg1")}
+    assert {loc: c.server_type for loc, c in picks.items()} == {"fsn1": "cx23", "nbg1": "cx33"}
+    asked = await prov.catalog.choose(size="cx23", location="nbg1", image="ubuntu-24.04", floor=FLOOR)
+    assert asked.server_type == "cx23" and "deprecated" in asked.warnings[0]
+    plain = await prov.catalog.choose(size="cx23", location="fsn1", image="ubuntu-24.04", floor=FLOOR)
+    assert plain.warnings == ()
+    await prov.aclose()
 
 
 def test_choice_is_a_pure_function_of_the_catalog_and_the_time(catalog_of: FakeHetzner) -> None:

@@ -17,7 +17,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("up", "forge boxes, one per branch, in parallel")
     p.add_argument("branches", nargs="*", help="branches to check out (box names derive from them)")
-    p.add_argument("--repo", help="git URL or local path to clone")
+    p.add_argument("--repo", help="git URL or local path; read here with your git credentials and pushed into the "
+                                  "boxes (they never get a token)")
+    p.add_argument("--repo-via", choices=("orchestrator", "box"), default="orchestrator",
+                   help="box: clone a public URL on each box instead (large repos on cloud boxes)")
     p.add_argument("--ttl", help="time to live: 90m, 2h, 1d (default 2h)")
     p.add_argument("--name", help="box name (single box)")
     p.add_argument("--agent", default="none", help="agent to install: none, claude, codex, custom")

@@ -288,8 +288,9 @@ class FakeHetzner:
         """A type of the catalog by name or id."""
         return next((t for t in self.server_types if ref in (t.name, t.id) or str(ref) == str(t.id)), None)
 
-    def deprecate(self, name: str, days: float) -> dict[str, str]:
-        """Announce now that ``name`` can be ordered for ``days`` more (negative: it is retired already)."""
+    def deprecate(self, name: str, days: float, location: str | None = None) -> dict[str, str]:
+        """Announce now that ``name`` can be ordered for ``days`` more (negative: it is retired already),
+        everywhere or in one ``location`` only."""
         now = datetime.now(UTC)
         deprecation = {"announced": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
                        "unavailable_after": (now + timedelta(days=days)).isoformat(timespec="seconds")
@@ -297,7 +298,10 @@ class FakeHetzner:
         found = self.server_type(name)
         assert found is not None, name
         with self._lock:
-            found.deprecation = deprecation
+            if location is None:
+                found.deprecation = deprecation
+            else:
+                found.deprecated_in[location] = deprecation
         return deprecation
 
     # HTTP plumbing

@@ -55,6 +55,10 @@ class FakeType:
     hourly: dict[str, str]
     sold_out: set[str] = field(default_factory=set)
     deprecation: dict[str, str] | None = None
+    deprecated_in: dict[str, dict[str, str]] = field(default_factory=dict)  # location -> its own deprecation
+
+    def deprecation_in(self, location: str) -> dict[str, str] | None:
+        return self.deprecated_in.get(location, self.deprecation)
 
     def json(self, locations: list[dict[str, Any]] = LOCATIONS) -> dict[str, Any]:
         return {
@@ -69,7 +73,7 @@ class FakeType:
                 for loc, p in self.hourly.items()
             ],
             "locations": [
-                {"id": loc["id"], "name": loc["name"], "deprecation": self.deprecation,
+                {"id": loc["id"], "name": loc["name"], "deprecation": self.deprecation_in(loc["name"]),
                  "available": self.orderable_in(loc["name"]), "recommended": self.orderable_in(loc["name"])}
                 for loc in locations if loc["name"] in self.hourly
             ],
@@ -79,7 +83,7 @@ class FakeType:
         """Sold there, not sold out, and not past its ``unavailable_after``."""
         if location not in self.hourly or location in self.sold_out:
             return False
-        until = (self.deprecation or {}).get("unavailable_after")
+        until = (self.deprecation_in(location) or {}).get("unavailable_after")
         return until is None or datetime.fromisoformat(until) > datetime.now(UTC)
 
 
