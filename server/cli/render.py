@@ -48,6 +48,7 @@ _WORDS: dict[HintKind, Callable[[Hint], str]] = {
     HintKind.COMPARED: lambda h: f"boxforge land {h.server.replace(',', ' ') if h.server else 'NAME...'} merges "
                                  "them in that order",
     HintKind.BURN_UNHARVESTED: lambda h: f"boxforge burn {h.server} --no-harvest burns it without",
+    HintKind.KEY_TAKEN: lambda h: f"the first job's output: boxforge logs {h.job_id}; use a new key",
 }
 
 

@@ -32,6 +32,7 @@ class HintKind(enum.StrEnum):
     FETCHED = "fetched"  #: a box's work came home as a ref: compare, land or push it
     COMPARED = "compared"  #: boxes compared: fetch and land them in an order
     BURN_UNHARVESTED = "burn_unharvested"  #: the harvest failed: burn anyway only on purpose
+    KEY_TAKEN = "key_taken"  #: an idempotency key names another request's job: read that job, or use a new key
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ _WORDS: dict[HintKind, Callable[[Hint], str]] = {
                                  f"vm_push(server='{h.server}'); merging is the user's (boxforge land)"),
     HintKind.COMPARED: lambda h: "vm_fetch each box, then merge them in an order that avoids the overlaps",
     HintKind.BURN_UNHARVESTED: lambda h: f"destroy_server(name='{h.server}', harvest=false) burns it without",
+    HintKind.KEY_TAKEN: lambda h: f"the first job is vm_job_status(job_id='{h.job_id}'); send a new idempotency_key",
 }
 
 

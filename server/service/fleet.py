@@ -98,7 +98,7 @@ class Fleet:
         self.wakeup = wakeup or Wakeup()
         in_flight: set[str] = set()  # request ids of creates running in this process
         self.access = BoxAccess(self.settings, self.pool)
-        secrets = Secrets(self.settings.redact_min_chars)
+        secrets = Secrets(self.settings.redact_min_chars, self.repo)
         self.harvester = Harvester(self.settings, self.repo, self.access)
         self.boxes = Boxes(self.settings, self.repo, self._providers, self.access, secrets, self.wakeup, in_flight,
                            self.harvester)
