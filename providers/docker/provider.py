@@ -41,6 +41,7 @@ from providers.base import (
     LABEL_OWNER,
     LABEL_READY,
     LABEL_REQUEST,
+    MANAGED_BY_VALUE,
     Box,
     BoxSpec,
     BoxState,
@@ -351,8 +352,7 @@ class DockerProvider(Provider, PinsHostKey, Isolated):
             return "(no log)"
 
     async def get(self, box_id: str) -> Box | None:
-        if not box_id.startswith(BOX_PREFIX):
-            return None
+        """The container named (or with the id) ``box_id``, ours or not; None when there is none."""
         try:
             return await self.engine.run(lambda: self._box(self.engine.client.containers.get(box_id)))
         except NotFound:
@@ -383,10 +383,25 @@ class DockerProvider(Provider, PinsHostKey, Isolated):
         return box
 
     async def destroy(self, box_id: str) -> None:
-        """Kill and remove the container, its network, its guard rules and its files; gone already: silent."""
-        if not box_id.startswith(BOX_PREFIX):
+        """Kill and remove the container, its network, its guard rules and its files; gone already: silent.
+        A container without ``managed-by=boxforge`` is refused (ProviderError) and left alone."""
+        await self.engine.run(self._destroy_blocking, box_id)
+
+    def _destroy_blocking(self, box_id: str) -> None:
+        from docker.errors import NotFound as SDKNotFound
+
+        try:
+            container = self.engine.client.containers.get(box_id)
+        except SDKNotFound:
+            container = None
+        if container is not None:
+            labels = container.attrs.get("Config", {}).get("Labels") or {}
+            if labels.get(LABEL_MANAGED_BY) != MANAGED_BY_VALUE or not container.name.startswith(BOX_PREFIX):
+                raise ProviderError(f"container {box_id} is not managed by boxforge; refusing to destroy it")
+            box_id = container.name
+        elif not box_id.startswith(BOX_PREFIX):
             return
-        await self.engine.run(self._burn_blocking, box_id)
+        self._burn_blocking(box_id)
 
     def _burn_blocking(self, box_id: str) -> None:
         from docker.errors import APIError
