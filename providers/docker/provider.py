@@ -253,7 +253,7 @@ class DockerProvider(Provider, PinsHostKey, Isolated):
             except SDKNotFound:
                 pass
             size_name, size = size_preset(spec.size)
-            image = self.settings.image or self._ensure_base_image()
+            image = self._ensure_image(spec.image or self.settings.image)
             try:
                 self._ensure_network(box_id, spec)
                 if self.guarded:
@@ -282,6 +282,23 @@ class DockerProvider(Provider, PinsHostKey, Isolated):
                 self._burn_blocking(box_id)
                 raise
             return self._box(container)
+
+    def _ensure_image(self, name: str | None) -> str:
+        """``name`` when the daemon has it (pulled if a registry serves it), else the boxforge base image."""
+        from docker.errors import ImageNotFound
+
+        if not name:
+            return self._ensure_base_image()
+        try:
+            self.engine.client.images.get(name)
+        except ImageNotFound:
+            try:
+                self.engine.client.images.pull(name)
+            except Exception as exc:
+                raise ProviderError(f"image {name!r} is not on the Docker daemon and could not be pulled "
+                                    f"({type(exc).__name__}); load it (docker load / docker import) or name another; "
+                                    "it needs sh and OpenSSH's sshd") from None
+        return name
 
     def _ensure_base_image(self) -> str:
         from docker.errors import ImageNotFound
