@@ -173,6 +173,7 @@ async def test_parallel_up_of_ten_boxes_runs_under_max_parallel_creates(
         console.print(_servers_table([ServerInfo(**s) for s in report["servers"]]))
         table = console.file.getvalue()
         assert "€/h" in table and table.count("0.0067") == 20  # price and first-hour cost of each box
+        assert re.findall(r"\bcx23\b", table) == ["cx23"] * 10  # the size each box got
         async with anyio.create_task_group() as tg:
             for server in report["servers"]:
                 tg.start_soon(fleet.destroy_server, server["name"])

@@ -17,9 +17,18 @@ from pathlib import Path
 import pytest
 from hcloud import APIException, Client
 
-from providers.base import SIZE_PRESETS, BoxSpec, CapacityError, ProviderError, SizePreset, box_labels
-from providers.hetzner import HetznerProvider
+from providers.base import (
+    SIZE_PRESETS,
+    BoxSpec,
+    CapacityError,
+    ProviderContext,
+    ProviderError,
+    SizePreset,
+    box_labels,
+)
+from providers.hetzner import HetznerProvider, HetznerSettings
 from providers.hetzner.catalog import choose
+from providers.hetzner.servers import to_box
 from providers.localbox import current_user
 from server.keys import create_box_keys
 from tests.fakes.hetzner_api import FakeHetzner, running_fake
@@ -109,6 +118,15 @@ async def test_the_settings_floor_and_a_pinned_type_decide_the_default(fake: Fak
     assert fake.live_servers(**{"boxforge-owner": OWNER}) == []
 
 
+def test_the_floor_and_the_pin_come_from_the_settings(tmp_path: Path) -> None:
+    env = {"HCLOUD_TOKEN": "t", "BOXFORGE_HETZNER_MIN_CORES": "4", "BOXFORGE_HETZNER_MIN_MEMORY_GB": "16"}
+    built = HetznerProvider.from_settings(HetznerSettings.load(env, {"providers": {"hetzner": {
+        "server_type": "medium"}}}, "hetzner"), ProviderContext(tmp_path, OWNER))
+    assert built.floor == SizePreset(4, 16) and built.server_type == "medium"
+    with pytest.raises(ProviderError, match="setting min_cores is invalid"):
+        HetznerSettings.load({**env, "BOXFORGE_HETZNER_MIN_CORES": "0"}, {}, "hetzner")
+
+
 async def test_a_deprecated_type_skipped_by_default_and_warned_about_when_asked_for(
     catalog_of: FakeHetzner, tmp_path: Path
 ) -> None:
@@ -176,6 +194,18 @@ def test_choice_is_a_pure_function_of_the_catalog_and_the_time(catalog_of: FakeH
                   now=later).server_type == "cx23"
     with pytest.raises(ProviderError, match=r"unknown Hetzner location 'mars1'"):
         choose(types, locations, size=None, location="mars1", architecture="x86", floor=FLOOR)
+
+
+def test_a_box_of_a_retired_type_says_so_when_listed(fake: FakeHetzner) -> None:
+    server = fake.add_server("old-cx22", {"team": "web"}, server_type="cx22")
+    try:
+        client = Client(token=fake.token, api_endpoint=fake.url)
+        box = to_box(client.servers.get_by_id(server.id), ssh_port=22, ssh_user="u", ipv6_only=False, choice=None)
+        assert box.size == "cx22"
+        assert box.warnings == ("server type cx22 is retired by Hetzner (not orderable after 2025-12-31)",)
+    finally:
+        with fake._lock:
+            fake.servers.pop(server.id)
 
 
 def test_the_fake_answers_datacenters_with_410_and_servers_carry_no_datacenter(fake: FakeHetzner) -> None:

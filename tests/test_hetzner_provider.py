@@ -397,11 +397,15 @@ def _stubs(tmp_path: Path, *tools: str) -> Path:
 @pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])
 def test_boot_wait_waits_for_cloud_init_and_requires_the_ready_marker(tmp_path: Path, shell: list[str]) -> None:
     provider = HetznerProvider("t", endpoint="http://127.0.0.1:9/v1")
-    ready = tmp_path / "ready"
+    flag, ready = tmp_path / "flag", tmp_path / "ready"
     call = provider.boot_wait(None)  # type: ignore[arg-type]
-    assert call.params == {"READY_FILE": CLOUD_INIT_READY_FILE}
-    script = _onbox(dataclasses.replace(call, params={"READY_FILE": str(ready)}))
+    assert call.params == {"FLAG_FILE": CLOUD_INIT_FLAG_FILE, "READY_FILE": CLOUD_INIT_READY_FILE}
+    script = _onbox(dataclasses.replace(call, params={"FLAG_FILE": str(flag), "READY_FILE": str(ready)}))
     env = {"PATH": f"{_stubs(tmp_path, 'cloud-init')}:/usr/bin:/bin"}
+    unmarked = subprocess.run([*shell, script], capture_output=True, text=True, env=env, check=False)
+    assert unmarked.returncode == 0 and unmarked.stdout == ""  # no boxforge cloud-init ran: nothing to wait for
+    assert not (tmp_path / "calls").exists()
+    flag.touch()
     missing = subprocess.run([*shell, script], capture_output=True, text=True, env=env, check=False)
     assert missing.returncode == 4 and "cloud-init did not finish" in missing.stderr
     assert (tmp_path / "calls").read_text() == "cloud-init [status] [--wait]\n"

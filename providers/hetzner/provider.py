@@ -28,6 +28,7 @@ from hcloud.ssh_keys import SSHKey
 
 from providers.base import (
     BACKSTOP_EXPIRES_FILE,
+    CLOUD_INIT_FLAG_FILE,
     CLOUD_INIT_READY_FILE,
     LABEL_MANAGED_BY,
     LABEL_OWNER,
@@ -134,7 +135,7 @@ class HetznerProvider(Provider, PinsHostKey, WaitsForBoot, HasBackstop, HasPrici
     # capabilities
 
     def boot_wait(self, box: Box) -> OnboxCall:
-        return OnboxCall("cloud-init-wait.sh", {"READY_FILE": CLOUD_INIT_READY_FILE})
+        return OnboxCall("cloud-init-wait.sh", {"FLAG_FILE": CLOUD_INIT_FLAG_FILE, "READY_FILE": CLOUD_INIT_READY_FILE})
 
     def backstop_move(self, box: Box, expires_at: int) -> OnboxCall:
         return OnboxCall("backstop-move.sh", {"BACKSTOP_FILE": BACKSTOP_EXPIRES_FILE, "EXPIRES_AT": str(expires_at)})

@@ -123,12 +123,16 @@ class Reaping:
                 why = None if current is None else self.policy.why_doomed(current, time.time(), self.in_flight)
                 if why is None:
                     return False
+                said = None
+                if why == EXPIRED and rec is not None and rec.state == BoxStatus.READY:
+                    # Harvest first, within its time limit; the TTL burns the box whatever the harvest says.
+                    _, said = await self.boxes.harvester.before_burn(rec, "ttl")
                 await self.boxes.destroy_box(prov, rec, box.id)
         except (ForgeError, ProviderError):
             return False
         if rec is not None:
-            await self.repo.end_box(rec.request_id, BoxStatus.DESTROYED, error=why)
-        await self.repo.add_event("reap", box_name=box.name, detail=f"{box.id}: {why}")
+            await self.repo.end_box(rec.request_id, BoxStatus.DESTROYED, error=why + (f"; work {said}" if said else ""))
+        await self.repo.add_event("reap", box_name=box.name, detail=f"{box.id}: {why}" + (f"; {said}" if said else ""))
         return True
 
 
