@@ -3,11 +3,12 @@ with what the providers still have."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import anyio
 
-from providers.base import LABEL_EXPIRES_AT, LABEL_REQUEST, Box, Provider, ProviderError, owner_labels
+from providers.base import LABEL_EXPIRES_AT, LABEL_READY, LABEL_REQUEST, Box, Provider, ProviderError, owner_labels
 from providers.capabilities import HasBackstop
 from server.config import Settings
 from server.domain.durations import check_ttl_within, iso
@@ -16,6 +17,7 @@ from server.domain.states import BoxStatus
 from server.errors import ForgeError, InvalidInput, NotOwned, ProviderFailure, UnknownServer
 from server.schemas import DestroyResult, ServerInfo, ServerList
 from server.service.access import BoxAccess
+from server.service.creators import CREATOR, creator_alive
 from server.service.git import Harvester
 from server.service.providers import ProviderSet
 from server.service.secrets import Secrets
@@ -23,6 +25,7 @@ from server.service.views import server_info
 from server.service.wakeup import Wakeup
 from server.store import BoxRecord, Repository
 
+log = logging.getLogger("boxforge.fleet")
 FAILED_SHOWN_S = 3600.0  # list_servers shows creates that failed this recently
 
 
@@ -183,6 +186,40 @@ class Boxes:
             for rec in recs:
                 if rec.provider == provider_name and rec.box_id not in alive:
                     await self._reconcile_gone(rec)
+
+    async def recover_dead_creates(self) -> list[str]:
+        """Creates whose process died (its recorded creator is gone): adopted if the box had reached ready at
+        the provider, else burned and failed with the step they reached. The names handled."""
+        handled = []
+        for rec in await self.repo.live_boxes():
+            creator = (rec.data or {}).get(CREATOR)
+            if rec.state != BoxStatus.PROVISIONING or rec.request_id in self.in_flight or not creator \
+                    or creator_alive(creator) is not False:
+                continue
+            try:
+                await self._end_dead_create(rec, creator)
+            except (ForgeError, ProviderError):
+                log.warning("could not end the dead create of %s now; the reaper retries", rec.name, exc_info=True)
+                continue
+            handled.append(rec.name)
+        return handled
+
+    async def _end_dead_create(self, rec: BoxRecord, creator: dict[str, object]) -> None:
+        prov = self.providers.get(rec.provider)
+        found = [await prov.get(rec.box_id)] if rec.box_id else await prov.list({LABEL_REQUEST: rec.request_id})
+        box = next((b for b in found if b is not None), None)
+        if box is not None and box.labels.get(LABEL_READY) == "1" and box.host is not None:
+            await self.repo.update_box(rec.request_id, state=BoxStatus.READY, step="ready", box_id=box.id,
+                                       host=box.host, ssh_port=box.ssh_port, ssh_user=box.ssh_user,
+                                       ready_at=time.time())
+            await self.repo.add_event("adopt", box_name=rec.name, detail=f"creator pid {creator.get('pid')} died")
+            return
+        self.check_owner(rec.name, box)
+        await self.destroy_box(prov, rec, box.id if box is not None else None)
+        await self.repo.end_box(rec.request_id, BoxStatus.FAILED,
+                                error=f"the orchestrator creating it (pid {creator.get('pid')}) died at step "
+                                      f"{rec.step or 'provision'}; the box was burned")
+        await self.repo.add_event("create_died", box_name=rec.name, detail=rec.step)
 
     async def _reconcile_gone(self, rec: BoxRecord) -> None:
         if rec.state == BoxStatus.READY:

@@ -80,7 +80,9 @@ async def open_fleet(settings: Settings, *, background: TaskGroup | None = None,
                      wakeup: Wakeup | None = None) -> AsyncIterator[Fleet]:
     """A Fleet over freshly opened resources (for the CLI and tests; the MCP lifespan builds its own)."""
     async with open_resources(settings) as res:
-        yield Fleet(res, background=background, wakeup=wakeup)
+        fleet = Fleet(res, background=background, wakeup=wakeup)
+        await fleet.recover()
+        yield fleet
 
 
 class Fleet:
@@ -147,6 +149,13 @@ class Fleet:
 
     async def extend_server(self, name: str, ttl_s: int) -> ServerInfo:
         return await self.boxes.extend_server(name, ttl_s)
+
+    async def recover(self, timeout_s: float = 60.0) -> list[str]:
+        """At start: end the creates whose orchestrator died (adopt or burn them). Bounded: a provider that
+        stalls leaves them to the reaper."""
+        with anyio.move_on_after(timeout_s):
+            return await self.boxes.recover_dead_creates()
+        return []
 
     async def list_servers(self) -> ServerList:
         return await self.boxes.list_servers()
