@@ -111,6 +111,9 @@ class ServerInfo(Hinted):
                              description="What the provider made (a server type, a local size preset)")
     warnings: list[str] | None = Field(None, exclude_if=lambda v: not v,
                                        description="Facts about the box to know, e.g. that it is not isolated")
+    auto_extended: str | None = Field(None, exclude_if=lambda v: v is None,
+                                      description="The expiry was pushed automatically (to when, and for which "
+                                                  "running job), up to max_ttl")
     cost_so_far: float | None = Field(
         None, description="Estimated cost of a cloud box so far: hours started x hourly price, capped at the monthly "
                           "price (Hetzner bills per started hour)",

@@ -57,6 +57,7 @@ def server_info(rec: BoxRecord, prov: Provider | None, now: float | None = None,
         expires_at=iso(rec.expires_at), time_left=left, time_left_s=left_s, error=rec.error,
         ip=data.get("ip") if rec.live else None, price_per_hour=price, cost_so_far=cost,
         size=data.get(MADE_SIZE) or rec.size, warnings=data.get(WARNINGS) or None,
+        auto_extended=data.get("auto_extended"),
     )
     info.suggest("warning", warning)
     return info
