@@ -115,6 +115,10 @@ async def test_the_settings_floor_and_a_pinned_type_decide_the_default(fake: Fak
     assert box.size == "ccx13" and box.warnings == ()
     await pinned.destroy(box.id)
     await pinned.aclose()
+    stale = provider(fake, server_type="cx22")  # a pin from before the 2025-10-16 deprecation
+    with pytest.raises(CapacityError, match=r"cx22 is no longer sold .* pinned by BOXFORGE_HETZNER_SERVER_TYPE"):
+        await stale.create(spec(tmp_path))
+    await stale.aclose()
     assert fake.live_servers(**{"boxforge-owner": OWNER}) == []
 
 
