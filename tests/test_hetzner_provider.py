@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
-import shlex
 import shutil
 import subprocess
 import time
@@ -46,7 +45,7 @@ from providers.hetzner.servers import server_name
 from providers.localbox import current_user
 from server.bootstrap import cloud_init_wait_lines
 from server.keys import create_box_keys
-from server.service.onbox import script_text
+from server.onbox import scripts
 from tests.fakes.hetzner_api import FakeHetzner, label_selector_matches, parse_cloud_config, running_fake
 
 OWNER = "otest" + secrets.token_hex(3)
@@ -380,7 +379,7 @@ SHELLS = [[shutil.which("dash") or "dash", "-c"], [shutil.which("busybox") or "b
 
 
 def _onbox(call: OnboxCall) -> str:
-    return "".join(f"{k}={shlex.quote(v)}\n" for k, v in call.params.items()) + script_text(call.script)
+    return scripts.program(call.script, call.params)  # what the transport runs under the box's /bin/sh
 
 
 def _stubs(tmp_path: Path, *tools: str) -> Path:
