@@ -17,13 +17,14 @@ state and config, SSH and cloud credentials); a download never writes a dotfile 
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import posixpath
 import re
 import secrets
 import stat
 import tempfile
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,21 @@ class BoxFiles:
     project_dir: str
     home: str
     timeout_s: float = 30.0
+
+    def is_job_secrets(self, full: str) -> bool:
+        """``full`` is a job's env file (``~/.boxforge/jobs/<id>/env`` or its kept ``secrets``): never read back."""
+        head, name = posixpath.split(posixpath.normpath(full))
+        jobs_dir, _ = posixpath.split(head)
+        return name in ("secrets", "env") and jobs_dir == posixpath.join(self.home, ".boxforge", "jobs")
+
+    async def refuse_job_secrets(self, sftp: asyncssh.SFTPClient, full: str) -> None:
+        """Refuse a job's env file, by its path or through a symlink to it (the path the box resolves)."""
+        real = full
+        with contextlib.suppress(asyncssh.SFTPError):
+            real = await sftp.realpath(full)
+        if self.is_job_secrets(full) or self.is_job_secrets(real):
+            raise InvalidInput(f"{full} is a job's secret env file, which boxforge never returns; the job's "
+                               "output and other files are readable (secret values shown as [redacted:NAME])")
 
     def resolve(self, path: str, what: str = "path") -> str:
         check_box_path(path, what)
@@ -194,6 +210,7 @@ async def read_file(fs: BoxFiles, path: str, *, offset: int = 0, limit: int = 20
     with fs.deadline(f"reading {full}") as scope:
         async with fs.sftp() as sftp:
             try:
+                await fs.refuse_job_secrets(sftp, full)
                 attrs = await sftp.stat(full)
                 if attrs.permissions is not None and stat.S_ISDIR(attrs.permissions):
                     raise InvalidInput(f"{full} is a directory; list it with vm_ls(path={path!r})")
@@ -540,7 +557,10 @@ def _finish_download(tmp: Path, local: Path, remote: str) -> int:
     return size
 
 
-async def download(fs: BoxFiles, remote_path: str, local: Path, *, overwrite: bool = False) -> DownloadResult:
+async def download(fs: BoxFiles, remote_path: str, local: Path, *, overwrite: bool = False,
+                   refuse: Callable[[Path], str | None] | None = None) -> DownloadResult:
+    """Fetch a box file to ``local`` (via a temp file renamed into place). ``refuse``, run in a thread on the
+    fetched temp file, returns why it must not land (it is then deleted, and nothing at ``local`` changes)."""
     full = fs.resolve(remote_path, "remote_path")
     local = await anyio.to_thread.run_sync(_download_target, local, posixpath.basename(full), overwrite)
     tmp = local.with_name(_temp_name(local.name))
@@ -548,6 +568,7 @@ async def download(fs: BoxFiles, remote_path: str, local: Path, *, overwrite: bo
         with fs.deadline(f"downloading {full}") as scope:
             async with fs.sftp() as sftp:
                 try:
+                    await fs.refuse_job_secrets(sftp, full)
                     attrs = await sftp.stat(full)
                     if attrs.permissions is not None and not stat.S_ISREG(attrs.permissions):
                         raise InvalidInput(f"{full} is not a regular file (directories: tar them with vm_bash first)")
@@ -557,6 +578,10 @@ async def download(fs: BoxFiles, remote_path: str, local: Path, *, overwrite: bo
                     await sftp.get(full, str(tmp))
                 except asyncssh.SFTPError as exc:
                     raise sftp_error(exc, full) from exc
+        if refuse is not None:
+            why = await anyio.to_thread.run_sync(refuse, tmp)
+            if why is not None:
+                raise InvalidInput(f"{full} was not downloaded: {why}")
         size = await anyio.to_thread.run_sync(_finish_download, tmp, local, full)
     except BaseException:
         await _remove_local(tmp)

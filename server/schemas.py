@@ -111,6 +111,9 @@ class ServerInfo(Hinted):
                              description="What the provider made (a server type, a local size preset)")
     warnings: list[str] | None = Field(None, exclude_if=lambda v: not v,
                                        description="Facts about the box to know, e.g. that it is not isolated")
+    auto_extended: str | None = Field(None, exclude_if=lambda v: v is None,
+                                      description="The expiry was pushed automatically (to when, and for which "
+                                                  "running job), up to max_ttl")
     cost_so_far: float | None = Field(
         None, description="Estimated cost of a cloud box so far: hours started x hourly price, capped at the monthly "
                           "price (Hetzner bills per started hour)",
@@ -185,6 +188,9 @@ class DestroyResult(BaseModel):
     name: str
     destroyed: bool = Field(description="True if a box was burned by this call, False if it was already gone")
     message: str
+    harvested: bool | None = Field(None, description="Whether the box's work was brought home before the burn "
+                                                     "(None: nothing to harvest, or harvest=false)")
+    harvest: str | None = Field(None, description="What came home (the ref or bundle) or why nothing did")
 
 
 class CancelResult(Hinted):
@@ -198,12 +204,13 @@ class CancelResult(Hinted):
 Signal = Literal["TERM", "KILL", "INT"]  # the values of server.domain.states.Signal (a test keeps them equal)
 
 
-def time_left(expires_at: float | None, now: float | None = None) -> tuple[str | None, int | None, Hint | None]:
+def time_left(expires_at: float | None, now: float | None = None,
+              warn_s: int = WARN_LEFT_S) -> tuple[str | None, int | None, Hint | None]:
     """(human time left, seconds left, the warning to give) for an expiry."""
     if expires_at is None:
         return None, None, None
     left = seconds_left(expires_at, time.time() if now is None else now)
-    warning = Hint(HintKind.EXPIRES_SOON, left_s=left) if left <= WARN_LEFT_S else None
+    warning = Hint(HintKind.EXPIRES_SOON, left_s=left) if left <= warn_s else None
     return format_duration(left), max(left, 0), warning
 
 
@@ -327,3 +334,70 @@ class AgentRun(Hinted):
     state: str
     prompt_path: str = Field(description="Where the prompt was stored on the box (0600)")
     hint: str
+
+
+# Git through the orchestrator
+
+class CommitLine(BaseModel):
+    id: str = Field(description="Short commit id")
+    subject: str
+
+
+class FetchResult(Hinted):
+    """The box's branch brought home into the user's repo."""
+
+    server: str
+    repo: str = Field(description="The repo the work came home to (the user's repo, or boxforge's cache of a URL)")
+    ref: str = Field(description="refs/boxforge/<box>/<branch>: merge, diff or check it out from there")
+    tip: str = Field(description="Commit the ref points at (the extra commit of uncommitted changes, if any)")
+    head: str = Field(description="The box's HEAD commit")
+    branch: str | None = Field(None, description="The box's branch (None: detached HEAD)")
+    base_commit: str | None = None
+    uncommitted_commit: str | None = Field(None, description="The extra commit holding uncommitted and untracked "
+                                                             "changes (marked 'boxforge: uncommitted changes')")
+    commits: list[CommitLine] = Field(default_factory=list, description="Commits ahead of base, newest first")
+    new_commits: list[CommitLine] = Field(default_factory=list, description="Commits new since the last fetch")
+    files: list[str] = Field(default_factory=list, description="Files touched since base")
+    diffstat: str = ""
+    rewritten: bool = Field(False, description="The box's branch was force-moved: the ref was reset, not advanced")
+    local_branch: str | None = Field(None, description="Local branch updated to the tip, when asked")
+    skipped_files: list[str] = Field(default_factory=list, description="Untracked or modified files over the size "
+                                                                       "cap, left out of the uncommitted commit")
+    time_left: str | None = None
+    warning: str | None = None
+    hint: str | None = None
+
+
+class CompareBox(BaseModel):
+    server: str
+    branch: str | None = None
+    base_commit: str | None = None
+    ahead: int = Field(0, description="Commits ahead of base on the box")
+    commits: list[CommitLine] = Field(default_factory=list)
+    files: list[str] = Field(default_factory=list, description="Files touched since base, uncommitted included")
+    diffstat: str = ""
+    uncommitted: bool = False
+    last_job: str | None = Field(None, description="The last job's id and end state, e.g. 'j-... succeeded (exit 0)'")
+    time_left: str | None = None
+    error: str | None = Field(None, description="Why this box could not be compared")
+
+
+class Overlap(BaseModel):
+    servers: list[str] = Field(description="Two boxes that touch the same files")
+    files: list[str]
+
+
+class CompareResult(Hinted):
+    boxes: list[CompareBox]
+    overlaps: list[Overlap] = Field(default_factory=list, description="Pairs of boxes touching the same files: where a "
+                                                                      "merge will conflict")
+    hint: str | None = None
+
+
+class PushResult(Hinted):
+    server: str
+    remote: str = Field(description="The remote pushed to (credentials never shown)")
+    branch: str = Field(description="Branch on the remote")
+    commit: str
+    message: str
+    hint: str | None = None

@@ -12,7 +12,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from server.mcp import file_tools
+from server.mcp import file_tools, git_tools
 from server.mcp.common import (
     CREATES,
     DESTROYS,
@@ -156,12 +156,15 @@ async def vm_job_cancel(
     return await fleet_of(ctx).cancel_job(job_id, signal)
 
 
-async def destroy_server(ctx: Context, name: ServerName) -> DestroyResult:
-    """Burn a box: stop it, delete it at the provider, drop its keys. Safe to call twice.
-
-    Save work first (e.g. vm_bash(command='git push')): everything on the box is lost.
-    """
-    return await fleet_of(ctx).destroy_server(name)
+async def destroy_server(
+    ctx: Context,
+    name: ServerName,
+    harvest: Annotated[bool, Field(description="false: burn without bringing the box's work home first")] = True,
+) -> DestroyResult:
+    """Burn a box: first its branch (commits and uncommitted changes) comes home as refs/boxforge/<box>/<branch>
+    (the `harvest` field says where), then the box is deleted at the provider and its keys dropped. A box whose
+    work cannot be brought home is not burned unless harvest=false. Safe to call twice."""
+    return await fleet_of(ctx).destroy_server(name, harvest=harvest)
 
 
 async def list_servers(ctx: Context) -> ServerList:
@@ -195,6 +198,9 @@ TOOLS: list[tuple[Callable[..., Awaitable[Any]], ToolAnnotations, str]] = [
     (file_tools.vm_download, WRITES_LOCAL, "Download a file from a box"),
     (file_tools.vm_diff, READ_ONLY, "Review a box's changes"),
     (file_tools.run_agent, RUNS, "Run the box's agent"),
+    (git_tools.vm_fetch, WRITES_LOCAL, "Bring a box's work home"),
+    (git_tools.vm_compare, READ_ONLY, "Compare boxes before merging"),
+    (git_tools.vm_push, RUNS, "Push a box's branch"),
 ]
 
 

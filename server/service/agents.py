@@ -42,7 +42,8 @@ class Agents:
             raise ForgeError(f"could not store the prompt on {server!r}: "
                              f"{stored.stderr.decode(errors='replace').strip()[-300:]}")
         started = await self.jobs.run(server, agents.run_command(prompt_id, extra), background=True, cwd=cwd,
-                                      env=env, idempotency_key=idempotency_key)
+                                      env=env, idempotency_key=idempotency_key,
+                                      asked={"agent": rec.agent, "prompt": prompt, "args": extra})
         run = AgentRun(server=rec.name, job_id=started.job_id, agent=rec.agent, state=started.state,
                        prompt_path=posixpath.join(rec.home or "~", agents.PROMPTS_DIR, prompt_id), hint="")
         run.suggest("hint", Hint(HintKind.AGENT_STARTED, server=rec.name, job_id=started.job_id))

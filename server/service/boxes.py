@@ -16,6 +16,7 @@ from server.domain.states import BoxStatus
 from server.errors import ForgeError, InvalidInput, NotOwned, ProviderFailure, UnknownServer
 from server.schemas import DestroyResult, ServerInfo, ServerList
 from server.service.access import BoxAccess
+from server.service.git import Harvester
 from server.service.providers import ProviderSet
 from server.service.secrets import Secrets
 from server.service.views import server_info
@@ -27,8 +28,9 @@ FAILED_SHOWN_S = 3600.0  # list_servers shows creates that failed this recently
 
 class Boxes:
     def __init__(self, settings: Settings, repo: Repository, providers: ProviderSet, access: BoxAccess,
-                 secrets: Secrets, wakeup: Wakeup, in_flight: set[str]) -> None:
+                 secrets: Secrets, wakeup: Wakeup, in_flight: set[str], harvester: Harvester) -> None:
         self.settings = settings
+        self.harvester = harvester  # brings a box's work home before any burn
         self.repo = repo
         self.providers = providers
         self.access = access
@@ -45,7 +47,7 @@ class Boxes:
             prov: Provider | None = self.providers.get(rec.provider)
         except ForgeError:
             prov = None  # a provider unavailable here still lets its records be shown
-        return server_info(rec, prov, now)
+        return server_info(rec, prov, now, self.settings.expiry_warn_s)
 
     async def live(self, name: str) -> BoxRecord:
         rec = await self.repo.live_box(name)
@@ -90,8 +92,10 @@ class Boxes:
         if rec is not None:
             await self.forget(rec)
 
-    async def destroy_server(self, name: str) -> DestroyResult:
-        async with self.lock(name):
+    async def destroy_server(self, name: str, *, harvest: bool = True) -> DestroyResult:
+        """Burn a box, first bringing home what has not come home (unless ``harvest`` is false). A harvest
+        that fails (box unreachable, repo gone on the box) refuses the burn: nothing is lost by accident."""
+        async with self.lock(name):  # a fetch in progress finishes first
             rec = await self.repo.live_box(name)
             if rec is None:
                 return DestroyResult(name=name, destroyed=False,
@@ -99,10 +103,18 @@ class Boxes:
             prov = self.providers.get(rec.provider)
             if rec.box_id is not None:
                 self.check_owner(name, await prov.get(rec.box_id))
+            harvested, said = (None, "harvest skipped (harvest=false)")
+            if harvest and rec.state == BoxStatus.READY:
+                harvested, said = await self.harvester.before_burn(rec, "destroy")
+                if harvested is False:
+                    raise ForgeError(f"server {name!r} was not burned: its work could not be brought home: {said}",
+                                     hint=Hint(HintKind.BURN_UNHARVESTED, server=name))
             await self.destroy_box(prov, rec, rec.box_id)
             await self.repo.end_box(rec.request_id, BoxStatus.DESTROYED)
-            await self.repo.add_event("destroy", box_name=name)
-        return DestroyResult(name=name, destroyed=True, message=f"server {name!r} burned")
+            await self.repo.add_event("destroy", box_name=name, detail=said)
+        message = f"server {name!r} burned" + (f"; its work {said}" if harvested else "")
+        return DestroyResult(name=name, destroyed=True, message=message, harvested=harvested,
+                             harvest=said if harvested is not None or not harvest else None)
 
     async def extend_server(self, name: str, ttl_s: int) -> ServerInfo:
         """Set the box to expire ``ttl_s`` from now (its label, and its own backstop where it has one)."""

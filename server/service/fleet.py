@@ -15,18 +15,22 @@ from anyio.abc import TaskGroup
 from providers.base import Provider
 from server.config import Settings
 from server.files import Encoding
+from server.git.land import LandOutcome
 from server.schemas import (
     AgentRun,
     CancelResult,
     CommandResult,
+    CompareResult,
     DestroyResult,
     DiffResult,
     DownloadResult,
+    FetchResult,
     FileContent,
     FileList,
     GrepResult,
     JobList,
     JobStatusResult,
+    PushResult,
     ServerInfo,
     ServerList,
     WriteResult,
@@ -36,6 +40,7 @@ from server.service.agents import Agents
 from server.service.boxes import Boxes
 from server.service.files import Files
 from server.service.forge import Forge, Progress
+from server.service.git import GitWork, Harvester
 from server.service.jobs import Jobs
 from server.service.providers import ProviderSet
 from server.service.reaper import Reaping
@@ -93,8 +98,11 @@ class Fleet:
         self.wakeup = wakeup or Wakeup()
         in_flight: set[str] = set()  # request ids of creates running in this process
         self.access = BoxAccess(self.settings, self.pool)
-        secrets = Secrets(self.settings.redact_min_chars)
-        self.boxes = Boxes(self.settings, self.repo, self._providers, self.access, secrets, self.wakeup, in_flight)
+        secrets = Secrets(self.settings.redact_min_chars, self.repo)
+        self.harvester = Harvester(self.settings, self.repo, self.access)
+        self.boxes = Boxes(self.settings, self.repo, self._providers, self.access, secrets, self.wakeup, in_flight,
+                           self.harvester)
+        self.git = GitWork(self.settings, self.repo, self.access, self.boxes, self.harvester)
         self.forge = Forge(self.settings, self.repo, self._providers, self.access, secrets, self.boxes, background,
                            in_flight)
         self.jobs = Jobs(self.settings, self.repo, self.access, secrets, self.boxes)
@@ -134,8 +142,8 @@ class Fleet:
             agent_command=agent_command, env=env, size=size, image=image, location=location, provider=provider,
             ready_timeout_s=ready_timeout_s, wait=wait, progress=progress, repo_via=repo_via)
 
-    async def destroy_server(self, name: str) -> DestroyResult:
-        return await self.boxes.destroy_server(name)
+    async def destroy_server(self, name: str, *, harvest: bool = True) -> DestroyResult:
+        return await self.boxes.destroy_server(name, harvest=harvest)
 
     async def extend_server(self, name: str, ttl_s: int) -> ServerInfo:
         return await self.boxes.extend_server(name, ttl_s)
@@ -158,6 +166,21 @@ class Fleet:
     async def reap_once(self) -> tuple[list[str], float | None]:
         """Destroy expired and orphaned boxes of this owner; the names burned and when to look again."""
         return await self.reaping.reap_once()
+
+    # git: the work comes home
+
+    async def fetch(self, server: str, *, include_uncommitted: bool = True,
+                    local_branch: str | None = None) -> FetchResult:
+        return await self.git.fetch(server, include_uncommitted=include_uncommitted, local_branch=local_branch)
+
+    async def compare(self, servers: list[str]) -> CompareResult:
+        return await self.git.compare(servers)
+
+    async def land(self, servers: list[str], *, into: str | None = None, repo: str | None = None) -> LandOutcome:
+        return await self.git.land(servers, into=into, repo=repo)
+
+    async def push(self, server: str, *, remote: str = "origin") -> PushResult:
+        return await self.git.push(server, remote=remote)
 
     # jobs
 

@@ -182,7 +182,8 @@ class Forge:
             agent_command=agent_command, env=env, image=image, provider=provider,
             ready_timeout_s=ready_timeout_s, wait=wait, repo_via=repo_via)
         if req.source is not None and repo_via == "orchestrator":
-            req = dataclasses.replace(req, seed=await seed_git.prepare(self.settings.home, req.source, branch))
+            req = dataclasses.replace(req, seed=await seed_git.prepare(self.settings.home, req.source, branch,
+                                                                   self.settings.env or None))
         try:
             rec = await self._record(name, provider_name, ttl, req, branch, size, location)
         except BaseException:

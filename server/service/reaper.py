@@ -13,18 +13,24 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from providers.base import Box, Provider, ProviderError, is_expired, owner_labels
+import anyio
+
+from providers.base import LABEL_EXPIRES_AT, Box, Provider, ProviderError, is_expired, owner_labels
+from providers.capabilities import HasBackstop
+from server import jobs
 from server.config import Settings
-from server.domain.states import BoxStatus
+from server.domain.durations import iso
+from server.domain.states import BoxStatus, JobState
 from server.errors import ForgeError
 from server.service.boxes import Boxes
 from server.service.providers import ProviderSet
 from server.service.wakeup import Wakeup
-from server.store import Repository
+from server.store import BoxRecord, Repository
 
 log = logging.getLogger("boxforge.reaper")
 EXPIRED = "expired"
 ORPHAN = "orphan: creation never finished"
+NOT_WORK_KINDS = ("bootstrap", "setup", "service")  # services run for ever: they never keep a box alive
 
 
 def _earliest(a: float | None, b: float | None) -> float | None:
@@ -88,6 +94,7 @@ class Reaping:
 
     def __init__(self, settings: Settings, repo: Repository, providers: ProviderSet, boxes: Boxes,
                  in_flight: set[str]) -> None:
+        self.settings = settings
         self.repo = repo
         self.providers = providers
         self.boxes = boxes
@@ -123,12 +130,56 @@ class Reaping:
                 why = None if current is None else self.policy.why_doomed(current, time.time(), self.in_flight)
                 if why is None:
                     return False
+                if why == EXPIRED and rec is not None and current is not None and \
+                        await self._extend_for_job(prov, current, rec):
+                    return False
+                said = None
+                if why == EXPIRED and rec is not None and rec.state == BoxStatus.READY:
+                    # Harvest first, within its time limit; the TTL burns the box whatever the harvest says.
+                    _, said = await self.boxes.harvester.before_burn(rec, "ttl")
                 await self.boxes.destroy_box(prov, rec, box.id)
         except (ForgeError, ProviderError):
             return False
         if rec is not None:
-            await self.repo.end_box(rec.request_id, BoxStatus.DESTROYED, error=why)
-        await self.repo.add_event("reap", box_name=box.name, detail=f"{box.id}: {why}")
+            await self.repo.end_box(rec.request_id, BoxStatus.DESTROYED, error=why + (f"; work {said}" if said else ""))
+        await self.repo.add_event("reap", box_name=box.name, detail=f"{box.id}: {why}" + (f"; {said}" if said else ""))
+        return True
+
+
+    async def _extend_for_job(self, prov: Provider, box: Box, rec: BoxRecord) -> bool:
+        """A box whose command or agent job still runs at its expiry gets ``auto_extend_step_s`` more, up to
+        ``auto_extend_max_ttl_s`` from its creation; recorded in the event log. Whether it was extended."""
+        ceiling = rec.created_at + self.settings.auto_extend_max_ttl_s
+        now = time.time()
+        if not self.settings.auto_extend or now >= ceiling or rec.state != BoxStatus.READY:
+            return False
+        running = [j for j in await self.repo.jobs_of_box(rec.request_id)
+                   if j.state == JobState.RUNNING and j.kind not in NOT_WORK_KINDS]
+        alive = None
+        for job in running:  # the store may lag: ask the box
+            try:
+                with anyio.fail_after(self.settings.probe_timeout_s):
+                    st = await jobs.status(self.boxes.access.exec(rec), job.job_id, stdout_offset=1 << 40,
+                                           stderr_offset=1 << 40, max_bytes=0)
+            except (ForgeError, TimeoutError):
+                continue
+            if st.state == JobState.RUNNING:
+                alive = job.job_id
+                break
+        if alive is None:
+            return False
+        expires_at = int(min(now + self.settings.auto_extend_step_s, ceiling))
+        try:
+            await prov.set_labels(box.id, {**box.labels, LABEL_EXPIRES_AT: str(expires_at)})
+        except ProviderError:
+            return False
+        await self.repo.update_box(rec.request_id, expires_at=float(expires_at))
+        await self.repo.merge_data(rec.request_id, auto_extended=f"{iso(expires_at)} (job {alive} was running)")
+        if isinstance(prov, HasBackstop):
+            await self.boxes.access.call(rec, prov.backstop_move(box, expires_at))
+        await self.repo.add_event("auto-extend", box_name=rec.name, job_id=alive,
+                                  detail=f"job {alive} still running: expires at {iso(expires_at)}"
+                                         + (" (the max_ttl ceiling)" if expires_at >= int(ceiling) else ""))
         return True
 
 

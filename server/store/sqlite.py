@@ -67,7 +67,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at REAL,
     out_tail TEXT,
     err_tail TEXT,
-    secret_names TEXT
+    secret_names TEXT,
+    request_hash TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs(request_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -83,7 +84,7 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 # Columns added after the first release, with their types: added to older databases on open.
-_MIGRATIONS = {"jobs": {"out_tail": "TEXT", "err_tail": "TEXT", "secret_names": "TEXT"}}
+_MIGRATIONS = {"jobs": {"out_tail": "TEXT", "err_tail": "TEXT", "secret_names": "TEXT", "request_hash": "TEXT"}}
 
 _BOX_FIELDS = [f.name for f in fields(BoxRecord)]
 _JOB_FIELDS = [f.name for f in fields(JobRecord)]
