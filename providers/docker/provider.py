@@ -41,6 +41,7 @@ from providers.base import (
     LABEL_OWNER,
     LABEL_READY,
     LABEL_REQUEST,
+    MANAGED_BY_VALUE,
     Box,
     BoxSpec,
     BoxState,
@@ -252,7 +253,7 @@ class DockerProvider(Provider, PinsHostKey, Isolated):
             except SDKNotFound:
                 pass
             size_name, size = size_preset(spec.size)
-            image = self.settings.image or self._ensure_base_image()
+            image = self._ensure_image(spec.image or self.settings.image)
             try:
                 self._ensure_network(box_id, spec)
                 if self.guarded:
@@ -281,6 +282,23 @@ class DockerProvider(Provider, PinsHostKey, Isolated):
                 self._burn_blocking(box_id)
                 raise
             return self._box(container)
+
+    def _ensure_image(self, name: str | None) -> str:
+        """``name`` when the daemon has it (pulled if a registry serves it), else the boxforge base image."""
+        from docker.errors import ImageNotFound
+
+        if not name:
+            return self._ensure_base_image()
+        try:
+            self.engine.client.images.get(name)
+        except ImageNotFound:
+            try:
+                self.engine.client.images.pull(name)
+            except Exception as exc:
+                raise ProviderError(f"image {name!r} is not on the Docker daemon and could not be pulled "
+                                    f"({type(exc).__name__}); load it (docker load / docker import) or name another; "
+                                    "it needs sh and OpenSSH's sshd") from None
+        return name
 
     def _ensure_base_image(self) -> str:
         from docker.errors import ImageNotFound
@@ -351,8 +369,7 @@ class DockerProvider(Provider, PinsHostKey, Isolated):
             return "(no log)"
 
     async def get(self, box_id: str) -> Box | None:
-        if not box_id.startswith(BOX_PREFIX):
-            return None
+        """The container named (or with the id) ``box_id``, ours or not; None when there is none."""
         try:
             return await self.engine.run(lambda: self._box(self.engine.client.containers.get(box_id)))
         except NotFound:
@@ -383,10 +400,25 @@ class DockerProvider(Provider, PinsHostKey, Isolated):
         return box
 
     async def destroy(self, box_id: str) -> None:
-        """Kill and remove the container, its network, its guard rules and its files; gone already: silent."""
-        if not box_id.startswith(BOX_PREFIX):
+        """Kill and remove the container, its network, its guard rules and its files; gone already: silent.
+        A container without ``managed-by=boxforge`` is refused (ProviderError) and left alone."""
+        await self.engine.run(self._destroy_blocking, box_id)
+
+    def _destroy_blocking(self, box_id: str) -> None:
+        from docker.errors import NotFound as SDKNotFound
+
+        try:
+            container = self.engine.client.containers.get(box_id)
+        except SDKNotFound:
+            container = None
+        if container is not None:
+            labels = container.attrs.get("Config", {}).get("Labels") or {}
+            if labels.get(LABEL_MANAGED_BY) != MANAGED_BY_VALUE or not container.name.startswith(BOX_PREFIX):
+                raise ProviderError(f"container {box_id} is not managed by boxforge; refusing to destroy it")
+            box_id = container.name
+        elif not box_id.startswith(BOX_PREFIX):
             return
-        await self.engine.run(self._burn_blocking, box_id)
+        self._burn_blocking(box_id)
 
     def _burn_blocking(self, box_id: str) -> None:
         from docker.errors import APIError
