@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
-import shlex
 import shutil
 import subprocess
 import time
@@ -45,7 +44,7 @@ from providers.hetzner.cloud_init import BACKSTOP_GRACE_S, BACKSTOP_SERVICE, bac
 from providers.hetzner.servers import server_name
 from providers.localbox import current_user
 from server.keys import create_box_keys
-from server.onbox.scripts import text as script_text
+from server.onbox import scripts
 from tests.fakes.hetzner_api import FakeHetzner, label_selector_matches, parse_cloud_config, running_fake
 
 OWNER = "otest" + secrets.token_hex(3)
@@ -364,7 +363,7 @@ SHELLS = [[shutil.which("dash") or "dash", "-c"], [shutil.which("busybox") or "b
 
 
 def _onbox(call: OnboxCall) -> str:
-    return "".join(f"{k}={shlex.quote(v)}\n" for k, v in call.params.items()) + script_text(call.script)
+    return scripts.program(call.script, call.params)  # what the transport runs under the box's /bin/sh
 
 
 def _stubs(tmp_path: Path, *tools: str) -> Path:
