@@ -46,6 +46,7 @@ from server.schemas import ServerInfo
 from server.service import onbox
 from server.service.access import BoxAccess
 from server.service.boxes import Boxes
+from server.service.creators import CREATOR, this_process
 from server.service.createjobs import CreateJobs, Step, read_boxfile
 from server.service.providers import ProviderSet
 from server.service.secrets import Secrets
@@ -206,7 +207,7 @@ class Forge:
             key_id=f"{name}-{request_id}", request_id=request_id, host=None, ssh_port=None, ssh_user=None,
             home=None, project_dir=None, repo=req.source.url if req.source else None,
             branch=req.seed.branch if req.seed else branch, base_commit=None, agent=req.plan.name, size=size,
-            location=location, data=_git_data(req), error=None,
+            location=location, data={**(_git_data(req) or {}), CREATOR: this_process()}, error=None,
             created_at=now, ready_at=None, expires_at=now + ttl_s, destroyed_at=None,
         )
         try:
