@@ -7,13 +7,16 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from providers.base import LABEL_EXPIRES_AT, LABEL_NAME, LABEL_READY, BoxSpec, box_labels
 from server.config import Settings
+from server.keys import create_box_keys
 from server.service import open_fleet
-from tests.support import REPO_ROOT, cli_env, local_boxes_dir, make_settings, readline_with_deadline
+from tests.support import REPO_ROOT, cli_env, eventually, local_boxes_dir, make_settings, readline_with_deadline
 
 
 async def test_a_create_whose_orchestrator_was_killed_is_failed_and_burned_at_once(tmp_path: Path) -> None:
@@ -78,3 +81,33 @@ async def test_a_lost_or_corrupt_store_is_moved_aside_and_rebuilt_from_labels(
     if damage == "garbage":
         (aside,) = settings.home.glob("state.db.corrupt-*")
         assert aside.read_bytes().startswith(b"this is not a database") and str(aside) in err
+
+
+async def test_the_reaper_burns_at_its_own_expiry_not_a_moved_label(tmp_path: Path) -> None:
+    """Attack 10, on real boxes: an expiry label pushed 10 years out by someone other than extend_server."""
+    settings = make_settings(tmp_path / "state")
+    far = str(int(time.time()) + 10 * 365 * 86400)
+    async with open_fleet(settings) as fleet:
+        await fleet.create_server("moved", ttl_s=3600)
+        prov = fleet.provider("local")
+        (made,) = await prov.list({LABEL_NAME: "moved"})
+        await prov.set_labels(made.id, {**made.labels, LABEL_EXPIRES_AT: far})
+        assert (await fleet.reap_once())[0] == []  # our record says one hour: not yet
+        rec = fleet.store.live_box("moved")
+        assert rec is not None
+        fleet.store.update_box(rec.request_id, expires_at=time.time() - 1)  # stands in for the hour passing
+        burned, _ = await fleet.reap_once()
+        assert burned == ["moved"] and await prov.list({LABEL_NAME: "moved"}) == []
+    # without any record (a store lost): max_ttl from the box's creation
+    short = make_settings(tmp_path / "short", max_ttl_s=1, auto_extend=False)
+    keys = create_box_keys(tmp_path / "keys", "k")
+    async with open_fleet(short) as fleet:
+        prov = fleet.provider("local")
+        labels = {**box_labels(owner=short.owner, name="unrecorded", request_id="r-x", expires_at=int(far)),
+                  LABEL_READY: "1"}
+        made = await prov.create(BoxSpec(name="unrecorded", request_id="r-x", labels=labels,
+                                         host_key_private=keys.host_private, host_key_public=keys.host_public,
+                                         authorized_key=keys.client_public))
+        await eventually(lambda: time.time() > made.created_at + 1.5, what="the box to pass max_ttl (1 s)")
+        burned, _ = await fleet.reap_once()
+        assert burned == ["unrecorded"] and await prov.list({}) == []

@@ -137,11 +137,13 @@ class Boxes:
                 raise UnknownServer(f"server {name!r} is gone (expired or destroyed outside boxforge)")
             self.check_owner(name, box)
             expires_at = int(time.time() + ttl_s)
+            # the store first: the reaper (here or in another process) takes the earlier of store and label
+            await self.repo.update_box(rec.request_id, expires_at=float(expires_at))
             try:
                 await prov.set_labels(box.id, {**box.labels, LABEL_EXPIRES_AT: str(expires_at)})
             except ProviderError as exc:
+                await self.repo.update_box(rec.request_id, expires_at=rec.expires_at)
                 raise ProviderFailure(f"could not extend {name!r}: {exc}") from exc
-            await self.repo.update_box(rec.request_id, expires_at=float(expires_at))
             await self.repo.add_event("extend", box_name=name, detail=str(ttl_s))
             moved = not isinstance(prov, HasBackstop) or await self.access.call(
                 rec, prov.backstop_move(box, expires_at))
@@ -215,7 +217,9 @@ class Boxes:
                     ssh_user=box.ssh_user, home=None, project_dir=None, repo=None, branch=None, base_commit=None,
                     agent=None, size=box.size, location=None, data={REBUILT: True}, error=None,
                     created_at=box.created_at, ready_at=box.created_at,
-                    expires_at=float(box.expires_at if box.expires_at is not None else time.time()), destroyed_at=None)
+                    # a label says at most max_ttl from the box's creation (anyone may have moved it)
+                    expires_at=min(float(box.expires_at if box.expires_at is not None else time.time()),
+                                   box.created_at + self.settings.max_ttl_s), destroyed_at=None)
                 try:
                     await self.repo.insert_box(rec)
                 except sqlite3.IntegrityError:
