@@ -10,34 +10,36 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, PrivateAttr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, PrivateAttr, WithJsonSchema
 
 from server.domain.cost import cost_so_far
-from server.domain.durations import WARN_LEFT_S, format_duration, iso, parse_ttl, seconds_left
+from server.domain.durations import TTL_JSON_SCHEMA, WARN_LEFT_S, format_duration, iso, parse_ttl, seconds_left
 from server.domain.hints import Hint, HintKind
-from server.domain.inputs import ENV_NAME_RE, check_path_text
-from server.domain.names import JOB_ID_RE, NAME_RE, check_branch, check_job_id, check_name
+from server.domain.inputs import ENV_NAME_RE, PATH_PATTERN, check_path_text
+from server.domain.names import BRANCH_RE, JOB_ID_RE, NAME_RE, check_branch, check_job_id, check_name
 
 __all__ = [  # the domain rules the models use, importable from here as before
     "ENV_NAME_RE", "JOB_ID_RE", "NAME_RE", "check_name", "cost_so_far", "format_duration", "iso", "parse_ttl",
 ]
 
+# Patterns go into the schema only (json_schema_extra): the validators give the worded error.
 ServerName = Annotated[
     str,
-    Field(min_length=1, max_length=63, description="Box name: 1-63 lowercase letters, digits, '-' (RFC 1123 label)"),
+    Field(description="Box name", json_schema_extra={"pattern": NAME_RE.pattern}),
     AfterValidator(check_name),
 ]
 JobId = Annotated[
     str,
-    Field(min_length=1, max_length=64, description="Job id returned by vm_bash, like 'j-0123456789ab'"),
+    Field(description="Job id (j-...)", json_schema_extra={"pattern": JOB_ID_RE.pattern}),
     AfterValidator(check_job_id),
 ]
 TtlSeconds = Annotated[
     int,
     BeforeValidator(parse_ttl),
-    Field(description="Time to live: '90m', '2h', '1d', or a number of minutes; the box is burned at expiry"),
+    # what parse_ttl accepts, not the int it returns: a strict client sends '30m' as it is
+    WithJsonSchema(TTL_JSON_SCHEMA),
 ]
-Branch = Annotated[str, AfterValidator(check_branch)]
+Branch = Annotated[str, Field(json_schema_extra={"pattern": BRANCH_RE.pattern}), AfterValidator(check_branch)]
 
 
 # Outputs
@@ -219,7 +221,8 @@ def time_left(expires_at: float | None, now: float | None = None,
 BoxPath = Annotated[
     str,
     Field(min_length=1, max_length=4096, description="Path on the box: relative paths resolve in the project dir, "
-                                                     "'~/' in the box user's home; absolute paths are used as given"),
+                                                     "'~/' in the box user's home; absolute paths are used as given",
+          json_schema_extra={"pattern": PATH_PATTERN}),
     AfterValidator(check_path_text),
 ]
 Encoding = Literal["text", "base64"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
@@ -25,6 +25,7 @@ from server.mcp.common import (
     fleet_of,
     forge_errors,
 )
+from server.mcp.surface import SurfaceTool, make_tool
 from server.schemas import (
     Branch,
     CancelResult,
@@ -204,8 +205,7 @@ TOOLS: list[tuple[Callable[..., Awaitable[Any]], ToolAnnotations, str]] = [
 ]
 
 
-def register_tools(mcp: MCPServer[Any]) -> None:
-    for fn, hints, title in TOOLS:
-        mcp.add_tool(forge_errors(fn), name=fn.__name__, title=title, annotations=hints,
-                     structured_output=True)
+def build_tools() -> list[SurfaceTool]:
+    """Every tool, strict and compact, its results' hints worded as tool calls."""
+    return [make_tool(forge_errors(fn), title=title, annotations=hints) for fn, hints, title in TOOLS]
 

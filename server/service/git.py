@@ -148,6 +148,7 @@ class Harvester:
             if user:
                 return said
             saved = self._bundle_path(rec)
+            await anyio.to_thread.run_sync(ensure_private_dir, saved.parent)  # the first harvest makes the dir
             await local.git(home, "bundle", "create", "--quiet", str(saved), fetched.ref)
             return f"{said}; bundle {saved}"
         assert rec.project_dir is not None
