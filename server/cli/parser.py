@@ -17,7 +17,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("up", "forge boxes, one per branch, in parallel")
     p.add_argument("branches", nargs="*", help="branches to check out (box names derive from them)")
-    p.add_argument("--repo", help="git URL or local path to clone")
+    p.add_argument("--repo", help="git URL or local path; read here with your git credentials and pushed into the "
+                                  "boxes (they never get a token)")
+    p.add_argument("--repo-via", choices=("orchestrator", "box"), default="orchestrator",
+                   help="box: clone a public URL on each box instead (large repos on cloud boxes)")
     p.add_argument("--ttl", help="time to live: 90m, 2h, 1d (default 2h)")
     p.add_argument("--name", help="box name (single box)")
     p.add_argument("--agent", default="none", help="agent to install: none, claude, codex, custom")
@@ -26,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", action="append", default=[], metavar="NAME",
                    help="copy this environment variable to the boxes (secret: a 0600 file there); repeatable")
     p.add_argument("--provider", help="local or hetzner")
+    p.add_argument("--size", help="small, medium, large, or the provider's own size (a Hetzner server type such "
+                                  "as cx33); default: the cheapest that fits")
+    p.add_argument("--location", help="where (cloud providers: a Hetzner location such as nbg1)")
+    p.add_argument("--image", help="OS image (cloud providers)")
 
     p = add("run", "run a command on a box")
     p.add_argument("name")
@@ -63,6 +70,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*")
     p.add_argument("--all", action="store_true", help="every live box of this owner")
     p.add_argument("--yes", action="store_true", help="confirm --all")
+    p.add_argument("--no-harvest", action="store_true", help="burn without bringing the boxes' work home first")
+    p = add("fetch", "bring a box's branch home into your repo as refs/boxforge/NAME/BRANCH (uncommitted work as "
+                     "one extra commit)")
+    p.add_argument("name")
+    p.add_argument("--no-uncommitted", action="store_true", help="committed work only")
+    p.add_argument("--branch", help="also point this local branch at the fetched tip")
+    p = add("compare", "per box: commits ahead, files touched, last job; across boxes: files touched by two")
+    p.add_argument("names", nargs="+")
+    p = add("land", "merge the boxes' fetched branches into a branch of your repo, in order; stops at the first "
+                    "conflict with the repo clean; never pushes")
+    p.add_argument("names", nargs="+")
+    p.add_argument("--into", help="branch to land into (default: the repo's current branch)")
+    p.add_argument("--repo", help="the repo to land in (default: the repo the boxes were seeded from)")
+    p = add("push", "push a box's committed branch to your remote with your git credentials")
+    p.add_argument("name")
+    p.add_argument("--remote", default="origin", help="remote name or URL (default origin)")
     p = add("reap", "destroy expired boxes now (--loop: keep doing it, for systemd or cron)")
     p.add_argument("--loop", action="store_true")
     p = add("demo", "forge local boxes, run a job on each, print a table, burn them")
@@ -70,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("mcp", "serve MCP over stdio (for Claude Code: claude mcp add boxforge -- boxforge mcp), or over "
                    "streamable HTTP with --http", json_flag=False)
     p.add_argument("--http", action="store_true", help="serve streamable HTTP at http://HOST:PORT/mcp")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1); off loopback a "
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1); except on 127.0.0.1 and ::1 a "
                                                       "bearer token is required (BOXFORGE_HTTP_TOKEN or generated)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     return parser

@@ -6,13 +6,13 @@ store directly. The file, review and agent tools are in ``file_tools``."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from server.mcp import file_tools
+from server.mcp import file_tools, git_tools
 from server.mcp.common import (
     CREATES,
     DESTROYS,
@@ -25,6 +25,7 @@ from server.mcp.common import (
     fleet_of,
     forge_errors,
 )
+from server.mcp.surface import SurfaceTool, make_tool
 from server.schemas import (
     Branch,
     CancelResult,
@@ -44,8 +45,9 @@ from server.schemas import (
 async def create_server(
     ctx: Context,
     name: ServerName,
-    repo: Annotated[str | None, Field(max_length=2048, description="Git URL (https with optional token, ssh) "
-                                      "or, for local boxes, a path on this machine")] = None,
+    repo: Annotated[str | None, Field(max_length=2048, description="Git URL or a path on the orchestrator's "
+                                      "machine; the orchestrator reads it with its own git credentials and seeds "
+                                      "the box (the box never gets a token)")] = None,
     branch: Annotated[Branch | None, Field(description="Branch to check out; created from the default branch "
                                            "when it does not exist yet")] = None,
     agent: Annotated[str, Field(max_length=32, description="Agent to install: none, claude (Claude Code), codex "
@@ -59,7 +61,9 @@ async def create_server(
     ttl: Annotated[TtlSeconds | None, Field(description="Time to live: '90m', '2h', '1d' or minutes; default 2h. "
                                             "The box is burned at expiry")] = None,
     env: EnvArg = None,
-    size: Annotated[str | None, Field(max_length=64, description="Server type (cloud providers)")] = None,
+    size: Annotated[str | None, Field(max_length=64, description="small, medium or large on any provider, or the "
+                                      "provider's own (a Hetzner server type, e.g. cx33); default: the cheapest "
+                                      "that fits. The result's size says what was made")] = None,
     image: Annotated[str | None, Field(max_length=128, description="OS image (cloud providers)")] = None,
     location: Annotated[str | None, Field(max_length=64, description="Location (cloud providers)")] = None,
     provider: Annotated[str | None, Field(max_length=32, description="local or hetzner; default from "
@@ -68,6 +72,9 @@ async def create_server(
                                                    "become reachable and bootstrapped")] = None,
     wait: Annotated[bool, Field(description="false: return at once in state 'provisioning' and finish in the "
                                             "background (poll list_servers)")] = True,
+    repo_via: Annotated[Literal["orchestrator", "box"], Field(
+        description="'box': clone a public URL on the box itself (large repos on cloud boxes); never with a "
+                    "token")] = "orchestrator",
 ) -> ServerInfo:
     """Forge a box: a machine with the repo checked out on `branch`, the agent installed, `env` set, and a TTL.
 
@@ -84,7 +91,7 @@ async def create_server(
     return await fleet_of(ctx).create_server(
         name, ttl_s=ttl, repo=repo, branch=branch, agent=agent, agent_install=agent_install,
         agent_command=agent_command, env=env, size=size, image=image, location=location, provider=provider,
-        ready_timeout_s=ready_timeout_s, wait=wait, progress=progress,
+        ready_timeout_s=ready_timeout_s, wait=wait, progress=progress, repo_via=repo_via,
     )
 
 
@@ -150,12 +157,15 @@ async def vm_job_cancel(
     return await fleet_of(ctx).cancel_job(job_id, signal)
 
 
-async def destroy_server(ctx: Context, name: ServerName) -> DestroyResult:
-    """Burn a box: stop it, delete it at the provider, drop its keys. Safe to call twice.
-
-    Save work first (e.g. vm_bash(command='git push')): everything on the box is lost.
-    """
-    return await fleet_of(ctx).destroy_server(name)
+async def destroy_server(
+    ctx: Context,
+    name: ServerName,
+    harvest: Annotated[bool, Field(description="false: burn without bringing the box's work home first")] = True,
+) -> DestroyResult:
+    """Burn a box: first its branch (commits and uncommitted changes) comes home as refs/boxforge/<box>/<branch>
+    (the `harvest` field says where), then the box is deleted at the provider and its keys dropped. A box whose
+    work cannot be brought home is not burned unless harvest=false. Safe to call twice."""
+    return await fleet_of(ctx).destroy_server(name, harvest=harvest)
 
 
 async def list_servers(ctx: Context) -> ServerList:
@@ -189,11 +199,13 @@ TOOLS: list[tuple[Callable[..., Awaitable[Any]], ToolAnnotations, str]] = [
     (file_tools.vm_download, WRITES_LOCAL, "Download a file from a box"),
     (file_tools.vm_diff, READ_ONLY, "Review a box's changes"),
     (file_tools.run_agent, RUNS, "Run the box's agent"),
+    (git_tools.vm_fetch, WRITES_LOCAL, "Bring a box's work home"),
+    (git_tools.vm_compare, READ_ONLY, "Compare boxes before merging"),
+    (git_tools.vm_push, RUNS, "Push a box's branch"),
 ]
 
 
-def register_tools(mcp: MCPServer[Any]) -> None:
-    for fn, hints, title in TOOLS:
-        mcp.add_tool(forge_errors(fn), name=fn.__name__, title=title, annotations=hints,
-                     structured_output=True)
+def build_tools() -> list[SurfaceTool]:
+    """Every tool, strict and compact, its results' hints worded as tool calls."""
+    return [make_tool(forge_errors(fn), title=title, annotations=hints) for fn, hints, title in TOOLS]
 
