@@ -3,6 +3,9 @@ uvicorn server on loopback (127.0.0.1, and 127.0.0.2 for "any other loopback")."
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,6 +14,9 @@ import anyio
 import httpx2
 import pytest
 import uvicorn
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 from server.mcp.app import build_server
 from server.mcp.http import choose_token, http_app
@@ -82,3 +88,29 @@ async def test_origin_and_host_match_exactly_on_127_0_0_1(tmp_path: Path) -> Non
             answer = await http.post(url, json=INIT, headers={**MCP_HEADERS, "Origin": origin,
                                                               "Host": f"localhost:{port}"})
             assert answer.status_code == 200, origin
+
+
+async def test_vm_write_reaches_its_4_mib_over_http_and_a_bigger_body_is_a_clear_tool_error(tmp_path: Path) -> None:
+    """Attack 3: the 4 MiB HTTP body cap (JSON and base64 included) kept vm_write from its documented 4 MiB,
+    and the client saw an opaque error."""
+    async with serving(tmp_path, "127.0.0.1", "w-token") as port:
+        http = httpx2.AsyncClient(headers={"Authorization": "Bearer w-token"}, timeout=120)
+        url = f"http://127.0.0.1:{port}/mcp"
+        async with http, Client(streamable_http_client(url, http_client=http)) as client:
+            made = await client.call_tool("create_server", {"name": "big-write"})
+            assert not made.is_error, made.content
+            try:
+                data = os.urandom(4 * 1024 * 1024)
+                wrote = await client.call_tool("vm_write", {"server": "big-write", "path": "blob.bin",
+                                                            "content": base64.b64encode(data).decode(),
+                                                            "encoding": "base64"})
+                assert not wrote.is_error, wrote.content
+                sums = await client.call_tool("vm_bash", {"server": "big-write", "command": "sha256sum blob.bin"})
+                assert sums.structured_content["stdout"].split()[0] == hashlib.sha256(data).hexdigest()
+                with pytest.raises(MCPError, match="over the 8 MiB limit.*vm_write takes at most 4 MiB"):
+                    await client.call_tool("vm_write", {"server": "big-write", "path": "x.txt",
+                                                        "content": "\x01" * (2 * 1024 * 1024)})  # 12 MiB of JSON
+                ok = await client.call_tool("list_servers", {})  # the session goes on
+                assert ok.structured_content["count"] == 1
+            finally:
+                await client.call_tool("destroy_server", {"name": "big-write"})

@@ -28,6 +28,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 TOKEN_ENV = "BOXFORGE_HTTP_TOKEN"
 ALLOWED_HOSTS_ENV = "BOXFORGE_HTTP_ALLOWED_HOSTS"
 MCP_PATH = "/mcp"
+# One request's body: room for vm_write's 4 MiB of content as base64 (5.4 MiB) or 6 MiB of plain text, in JSON.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+DRAIN_BYTES = 64 * 1024 * 1024  # an oversize body read and dropped before the 413; beyond, the connection closes
 NO_TOKEN_BINDS = ("127.0.0.1", "::1")  # exactly these; any other loopback name or address needs a token
 
 
@@ -145,11 +148,44 @@ class BearerAuth:
         return False
 
 
+class BodyLimit:
+    """Refuse a request whose Content-Length is over ``MAX_BODY_BYTES`` with a JSON-RPC error the MCP client shows
+    as the tool call's error (413), instead of a bare status. The SDK's own limit (same size) catches a chunked
+    body that grows past it."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = dict(scope.get("headers", [])).get(b"content-length", b"0")
+            if length.isdigit() and int(length) > self.limit:
+                message = (f"the request is {int(length)} bytes, over the {self.limit // (1024 * 1024)} MiB limit of one "
+                           "HTTP request: vm_write takes at most 4 MiB of content (as text or base64); for bigger "
+                           "files use vm_upload, or write the file in parts")
+                body = json.dumps({"jsonrpc": "2.0", "id": None,
+                                   "error": {"code": -32600, "message": message}}).encode()
+                # read what the client is sending (up to a bound), so it reads the answer instead of a reset
+                drained, more = 0, True
+                while more and drained <= DRAIN_BYTES:
+                    event = await receive()
+                    drained += len(event.get("body", b""))
+                    more = event.get("more_body", False) and event["type"] == "http.request"
+                await send({"type": "http.response.start", "status": 413, "headers": [
+                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                    *([(b"connection", b"close")] if more else [])]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
 def http_app(mcp: MCPServer[Any], *, host: str, token: str | None, env: Mapping[str, str]) -> ASGIApp:
     """The streamable HTTP app at /mcp, behind the Host/Origin allow-list and the bearer check."""
     if token is None and host not in NO_TOKEN_BINDS:
         raise ValueError(f"a bearer token is required when binding {host!r} (only 127.0.0.1 and ::1 go without)")
-    app: ASGIApp = mcp.streamable_http_app(streamable_http_path=MCP_PATH, host=host)
+    app: ASGIApp = BodyLimit(mcp.streamable_http_app(streamable_http_path=MCP_PATH, host=host,
+                                                     max_request_body_size=MAX_BODY_BYTES))
     if token:
         app = BearerAuth(app, token)
     return HostGuard(app, allowed_host_names(host, env), wildcard=host in ("0.0.0.0", "::", ""))
