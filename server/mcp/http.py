@@ -191,8 +191,62 @@ def http_app(mcp: MCPServer[Any], *, host: str, token: str | None, env: Mapping[
     return HostGuard(app, allowed_host_names(host, env), wildcard=host in ("0.0.0.0", "::", ""))
 
 
+HEADER_TIMEOUT_ENV = "BOXFORGE_HTTP_HEADER_TIMEOUT_S"
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+FD_RESERVE = 64  # descriptors kept for the store, the log, SSH to the boxes
+
+
+def connection_cap(soft_fd_limit: int) -> int:
+    """How many HTTP connections to hold at once: half of what the fd limit leaves after the reserve (the other
+    half is for SSH to the boxes), between 16 and 1024."""
+    return max(16, min(1024, (soft_fd_limit - FD_RESERVE) // 2))
+
+
+def guarded_protocol(header_timeout_s: float, max_connections: int) -> type:
+    """uvicorn's h11 protocol with a header-read deadline and a connection cap: a connection that has not sent a
+    whole request head within ``header_timeout_s`` (at its start, or after a response) is closed, and one over
+    the cap is closed at once, so slow or half-open clients cannot take every descriptor."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11(H11Protocol):
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > max_connections:
+                transport.close()
+                return
+            self._idle_since = self.loop.time()
+            self._head_timer = self.loop.call_later(header_timeout_s, self._check_head)
+
+        def _check_head(self) -> None:
+            if self.transport.is_closing():
+                return
+            waited = self.loop.time() - self._idle_since
+            if self.conn.their_state is h11.IDLE and (self.cycle is None or self.cycle.response_complete) \
+                    and waited >= header_timeout_s:
+                self.transport.close()
+                return
+            self._head_timer = self.loop.call_later(max(0.05, header_timeout_s - waited) if
+                                                    self.conn.their_state is h11.IDLE else header_timeout_s,
+                                                    self._check_head)
+
+        def on_response_complete(self) -> None:
+            self._idle_since = self.loop.time()
+            super().on_response_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            timer = getattr(self, "_head_timer", None)
+            if timer is not None:
+                timer.cancel()
+            super().connection_lost(exc)
+
+    return GuardedH11
+
+
 async def serve(mcp: MCPServer[Any], *, host: str, port: int, env: Mapping[str, str]) -> None:
     """Serve until interrupted."""
+    import resource
+
     import uvicorn
 
     token, generated = choose_token(host, env)
@@ -202,6 +256,11 @@ async def serve(mcp: MCPServer[Any], *, host: str, port: int, env: Mapping[str, 
         print(f"boxforge: bearer token (shown once; set {TOKEN_ENV} to choose your own): {token}", file=sys.stderr)
     elif token is None:
         print(f"boxforge: no token required on {host} (set BOXFORGE_HTTP_TOKEN to require one)", file=sys.stderr)
+    header_timeout_s = float(env.get(HEADER_TIMEOUT_ENV) or DEFAULT_HEADER_TIMEOUT_S)
+    cap = connection_cap(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     config = uvicorn.Config(http_app(mcp, host=host, token=token, env=env), host=host, port=port, lifespan="on",
+                            http=guarded_protocol(header_timeout_s, cap),
+                            # asyncio accepts up to `backlog` sockets in one go: keep a burst within the fd budget
+                            backlog=max(16, cap // 2),
                             log_level="warning")
     await uvicorn.Server(config).serve()
