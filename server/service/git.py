@@ -163,7 +163,7 @@ class Harvester:
 
     def _bundle_path(self, rec: BoxRecord) -> Path:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        return self.settings.home / "harvests" / f"{rec.name}-{rec.request_id}-{stamp}.bundle"
+        return ensure_private_dir(self.settings.home / "harvests") / f"{rec.name}-{rec.request_id}-{stamp}.bundle"
 
 
 class GitWork:
