@@ -35,6 +35,19 @@ class Repository:
     async def open(cls, path: Path) -> Repository:
         return cls(await anyio.to_thread.run_sync(Store, path))
 
+    @property
+    def moved_aside(self) -> tuple[Path, str] | None:
+        """Where an unreadable store file was moved at open, and why (None: it was fine)."""
+        return self.store.moved_aside
+
+    @property
+    def fresh(self) -> bool:
+        """The store was just made (first start, or lost, emptied or moved aside): rebuild what it should know."""
+        return self.store.fresh
+
+    def rebuilt(self) -> None:
+        self.store.fresh = False
+
     def close(self) -> None:
         self.store.close()
 
