@@ -35,6 +35,23 @@ CLOUD_INIT_READY_FILE = "/var/lib/boxforge/cloud-init-ready"  # cloud-init's las
 BACKSTOP_EXPIRES_FILE = "/var/lib/boxforge/expires-at"  # unix seconds; the box powers itself off after it
 
 
+@dataclass(frozen=True)
+class SizePreset:
+    """A size by name that every provider maps to its own terms (a cloud's cheapest fitting server type,
+    a local box's cgroup limits): at least ``cores`` vCPUs and ``memory_gb`` GB of memory."""
+
+    cores: int
+    memory_gb: float
+
+
+# The words ``size`` accepts on every provider, besides the provider's own names (a Hetzner server type).
+SIZE_PRESETS: Mapping[str, SizePreset] = {
+    "small": SizePreset(cores=2, memory_gb=4),
+    "medium": SizePreset(cores=4, memory_gb=8),
+    "large": SizePreset(cores=8, memory_gb=16),
+}
+
+
 class BoxState(enum.StrEnum):
     PENDING = "pending"
     RUNNING = "running"

@@ -1,8 +1,10 @@
 """Box setup over SSH, as a bootstrap job: project checkout at a branch (the base commit
 recorded), agent install, ready marker. The script runs on the box (POSIX sh) and is sent
-over the job protocol's stdin, so nothing in it shows on a command line; repo credentials
-travel as job env values and reach git through GIT_ASKPASS, so they never land in
-.git/config, a command line or the log.
+over the job protocol's stdin, so nothing in it shows on a command line.
+
+A repo is normally seeded by the orchestrator before this job runs (``server/git/seed.py``);
+the job then only reads the base it recorded. With ``repo_via="box"`` the job clones a public
+URL itself; a repo token never goes to a box, by either path.
 
 Each step announces itself with a ``BOXFORGE_STEP=<step>`` stdout line; the last stdout
 line of a successful bootstrap is ``BOXFORGE_BASE=<commit>``.
@@ -22,12 +24,6 @@ from server.errors import InvalidInput
 BASE_MARKER = "BOXFORGE_BASE="
 STEP_MARKER = "BOXFORGE_STEP="  # a line "BOXFORGE_STEP=clone" on stdout: the bootstrap reached that step
 
-ASKPASS = """#!/bin/sh
-case "$1" in
-  Username*) printf '%s\\n' "$BOXFORGE_GIT_USER" ;;
-  *) printf '%s\\n' "$BOXFORGE_GIT_PASSWORD" ;;
-esac
-"""
 
 
 @dataclass(frozen=True)
@@ -92,7 +88,7 @@ def cloud_init_wait_lines() -> list[str]:
 
 
 def bootstrap_script(*, project_dir: str, repo: RepoSource | None, branch: str | None,
-                     agent: AgentPlan | str = "none") -> str:
+                     agent: AgentPlan | str = "none", seeded: bool = False) -> str:
     """The bootstrap job's script: clone and check out, then install the agent. Every step is
     idempotent (a rerun on the same box skips what is done) and announces itself on stdout
     with a ``BOXFORGE_STEP=<step>`` line, which the orchestrator turns into progress."""
@@ -104,12 +100,14 @@ def bootstrap_script(*, project_dir: str, repo: RepoSource | None, branch: str |
         'mkdir -p "$HOME/.boxforge"',
         f"project={q(project_dir)}",
         'run_user() { if command -v bash >/dev/null 2>&1; then bash -c "$1"; else sh -c "$1"; fi; }',
-        f"echo {STEP_MARKER}clone",
     ]
-    if repo is None:
+    if seeded:  # the orchestrator made the checkout and recorded the base
+        lines += ['cd "$project"', 'read -r base < "$HOME/.boxforge/base" || base=']
+    elif repo is None:
+        lines += [f"echo {STEP_MARKER}clone"]
         lines += ['mkdir -p "$project"', 'cd "$project"', "base="]
     else:
-        lines += _clone_lines(repo, branch)
+        lines += [f"echo {STEP_MARKER}clone", *_clone_lines(repo, branch)]
     lines += [f"echo {STEP_MARKER}agent", *_agent_lines(plan)]
     lines += [
         'printf "%s\\n" "$base" > "$HOME/.boxforge/base"',
@@ -121,15 +119,10 @@ def bootstrap_script(*, project_dir: str, repo: RepoSource | None, branch: str |
 
 def _clone_lines(repo: RepoSource, branch: str | None) -> list[str]:
     q = shlex.quote
-    lines: list[str] = []
     if repo.secret_env:
-        # The token reaches git only through this helper reading the job's env (a 0600 file on the
-        # box, deleted once sourced): never the URL, .git/config, a command line or the log.
-        lines += [
-            f"cat > \"$HOME/.boxforge/askpass\" <<'EOF'\n{ASKPASS}EOF",
-            'chmod 700 "$HOME/.boxforge/askpass"',
-            'export GIT_ASKPASS="$HOME/.boxforge/askpass" GIT_TERMINAL_PROMPT=0',
-        ]
+        raise InvalidInput("a repo token never goes to a box: clone it through the orchestrator "
+                           "(repo_via='orchestrator', the default)")
+    lines: list[str] = ["export GIT_TERMINAL_PROMPT=0"]
     if repo.is_ssh:
         # No prompt can be answered in a job: fail instead of asking, and learn the git host's key.
         lines += [': "${GIT_SSH_COMMAND:=ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new}"',
@@ -157,8 +150,6 @@ def _clone_lines(repo: RepoSource, branch: str | None) -> list[str]:
             '  git checkout --quiet -b "$branch"',
             "fi",
         ]
-    if repo.secret_env:  # the agent install and setup run third-party code: the token ends here
-        lines.append("unset BOXFORGE_GIT_USER BOXFORGE_GIT_PASSWORD GIT_ASKPASS")
     # The base is recorded once: a rerun must not move it past the agent's own commits.
     lines += [
         'if [ -s "$HOME/.boxforge/base" ]; then read -r base < "$HOME/.boxforge/base"; '

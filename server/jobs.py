@@ -165,6 +165,8 @@ job_state() {
   elif [ -z "$code" ] && [ -n "$started" ] && [ $(( $(date +%s) - ${started%.*} )) -lt 30 ]; then
     _up=1
   fi
+  # the wrapper may have written exit and died after the first read: read it again
+  if [ -z "$code" ] && [ "$_up" = 0 ] && [ -r "$1/exit" ]; then read -r code fin < "$1/exit"; fi
   if [ -e "$1/killed" ] && { [ -n "$code" ] || [ "$_up" = 0 ]; }; then
     st=killed
     [ -n "$fin" ] || read -r _ fin < "$1/killed"
@@ -176,26 +178,35 @@ job_state() {
 }
 """
 
-# The wrapper: leader of the job's session. It locks fd 9 (``run``, opened by launch) for as long
-# as it lives, records its pid, sources the env files (the per-job one then becomes `secrets`, kept 0600
-# only so any orchestrator can redact those values from the output), runs the command
-# in the foreground (without fd 9, so nothing the job leaves behind holds the lock) and records the
-# exit code. The trap keeps it alive through TERM/INT sent to the group (a handler, not '', so the
-# command keeps the default dispositions).
+# The wrapper: leader of the job's session, run as ``sh run <job dir> keep|forget``. It locks fd 9
+# (``run``, opened by launch) for as long as it lives, records its pid, and runs the command in a
+# subshell (without fd 9, so nothing the job leaves behind holds the lock) that sources the env
+# files first: the box env, then the per-job one (kept as the 0600 `secrets` so any orchestrator
+# can redact those values, or deleted with ``forget``). The env files may set any name, PATH
+# included, so the wrapper's own state never lives in a variable they can reach: after sourcing,
+# the subshell uses positional parameters only (the shell and rm resolved beforehand), and the
+# wrapper itself never sources them. The trap keeps the wrapper alive through TERM/INT sent to
+# the group (a handler, not '', so the command keeps the default dispositions).
 _WRAPPER = r"""d=$1
 trap : TERM INT
 if command -v flock >/dev/null 2>&1; then flock -n 9 2>/dev/null || :; fi
 echo $$ > "$d/pid.tmp" && mv -f "$d/pid.tmp" "$d/pid"
-if [ -r "$HOME/.boxforge/env" ]; then . "$HOME/.boxforge/env"; fi
-if [ -e "$d/env" ]; then . "$d/env"; __AFTER_ENV__; fi
-if command -v bash >/dev/null 2>&1; then bash "$d/cmd" 9<&-; else sh "$d/cmd" 9<&-; fi
+sh_=$(command -v bash 2>/dev/null) || sh_=$(command -v sh)
+envf=
+if [ -e "$d/env" ]; then
+  envf=$d/env
+  if [ "$2" = keep ]; then mv -f "$d/env" "$d/secrets" && envf=$d/secrets; fi
+fi
+(
+  set -- "$d" "$sh_" "$envf" "$2" "$(command -v rm)" "$HOME/.boxforge/env"
+  if [ -r "$6" ]; then . "$6"; fi
+  if [ -n "$3" ]; then . "$3"; if [ "$4" != keep ]; then "$5" -f "$3"; fi; fi
+  exec "$2" "$1/cmd" 9<&-
+)
 code=$?
 t=$(date +%s.%N 2>/dev/null); case $t in ""|*[!0-9.]*|*.|.*) t=$(date +%s) ;; esac
 printf '%s %s\n' "$code" "$t" > "$d/exit.tmp" && mv -f "$d/exit.tmp" "$d/exit"
 """
-
-_KEEP = 'mv -f "$d/env" "$d/secrets"'
-_FORGET = 'rm -f "$d/env"'
 
 # stdin carries shell assignments of cmd, cwd and envfile (eval'd: no value is ever an argv).
 _LAUNCH = r"""
@@ -235,7 +246,7 @@ printf '%s\n' "$_t" > "$d/started" || fail
 umask "$um"
 # fd 3 (where the caller reads output) must not leak into the job, or the caller waits for it.
 # setsid -f, not &: an asynchronous command would start with SIGINT and SIGQUIT ignored.
-setsid -f nohup /bin/sh "$d/run" "$d" < /dev/null > "$d/out" 2> "$d/err" 3>&- 9< "$d/run" || fail
+setsid -f nohup /bin/sh "$d/run" "$d" "$keep" < /dev/null > "$d/out" 2> "$d/err" 3>&- 9< "$d/run" || fail
 # the wrapper writes its pid once it holds its lock: poll briskly at first, it takes milliseconds
 i=0
 while [ ! -s "$d/pid" ]; do
@@ -447,7 +458,7 @@ async def launch(ex: BoxExec, job_id: str, command: str, *, cwd: str, env: Mappi
     payload = "".join(
         f"{name}={shlex.quote(value)}\n"
         for name, value in (("cmd", command), ("cwd", cwd), ("envfile", _env_file(env)),
-                            ("wrapper", _WRAPPER.replace("__AFTER_ENV__", _KEEP if keep_secrets else _FORGET)))
+                            ("wrapper", _WRAPPER), ("keep", "keep" if keep_secrets else "forget"))
     )
     result = await _call(ex, "launch", stdin=payload.encode(), job=job_id)
     if result.exit_status == 0:

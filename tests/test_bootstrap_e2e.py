@@ -1,15 +1,18 @@
 """Boxes that come up ready to work, through the real MCP client on local boxes: branches and base
-commits, a repo token through GIT_ASKPASS, a custom agent installed by a script in the repo,
+commits, no token in any bootstrap, a custom agent installed by a script in the repo,
 .boxforge.yml setup and services, and creates that finish in the background (wait=false)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from server.agents import plan_agent
 from server.bootstrap import bootstrap_script, parse_repo
+from server.errors import InvalidInput
 from tests.support import call, call_error, eventually, git, local_boxes_dir, make_repo, make_settings
-from tests.workflow_support import make_agent_repo, session, token_git_server
+from tests.workflow_support import make_agent_repo, session
 
 
 async def test_new_and_existing_branches_record_their_base_commit(tmp_path: Path) -> None:
@@ -27,30 +30,20 @@ async def test_new_and_existing_branches_record_their_base_commit(tmp_path: Path
         assert shown["stdout"].split()[:2] == ["feat/existing", "FEATURE.md"]
 
 
-async def test_a_repo_token_reaches_git_only_through_askpass(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "state")
-    repo = make_repo(tmp_path / "repo")
-    token = "ghp_tokenCANARY0123456789"
-    with token_git_server(repo, token) as url:
-        async with session(settings) as client:
-            created = await call(client, "create_server", name="tok", repo=url.replace("//", f"//{token}@", 1),
-                                 branch="feat/existing")
-            assert created["repo"] == url
-            log = await call(client, "vm_job_status", job_id=created["bootstrap_job_id"])
-            looked = await call(client, "vm_bash", server="tok",
-                                command="cat .git/config; ls; grep -rs ghp_ ~/.boxforge ~/.gitconfig || true")
-            assert "FEATURE.md" in looked["stdout"]
-            for text in (str(created), str(log), looked["stdout"], looked["stderr"]):
-                assert token not in text
-    assert token.encode() not in settings.db_path.read_bytes()
-
-
-def test_the_bootstrap_script_never_carries_the_token() -> None:
+def test_the_bootstrap_never_clones_with_a_token() -> None:
     source = parse_repo("https://ghp_secretTOKEN@github.com/org/repo.git")
-    script = bootstrap_script(project_dir="/home/b/project", repo=source, branch="feat/x", agent="claude")
-    assert "ghp_secretTOKEN" not in script
     assert source.secret_env == {"BOXFORGE_GIT_USER": "x-access-token", "BOXFORGE_GIT_PASSWORD": "ghp_secretTOKEN"}
-    assert "git clone --quiet -c credential.helper= -- https://github.com/org/repo.git" in script
+    with pytest.raises(InvalidInput, match="never goes to a box"):
+        bootstrap_script(project_dir="/home/b/project", repo=source, branch="feat/x", agent="claude")
+    public = bootstrap_script(project_dir="/p", repo=parse_repo("https://github.com/org/repo.git"), branch=None)
+    assert "git clone --quiet -c credential.helper= -- https://github.com/org/repo.git" in public
+    assert "ASKPASS" not in public
+
+
+def test_a_seeded_bootstrap_does_not_clone() -> None:
+    script = bootstrap_script(project_dir="/p", repo=parse_repo("https://github.com/org/repo.git"), branch="b",
+                              seeded=True)
+    assert "git clone" not in script and "BOXFORGE_STEP=clone" not in script
 
 
 def test_ssh_repos_clone_without_prompts() -> None:

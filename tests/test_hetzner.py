@@ -11,6 +11,7 @@ import dataclasses
 import io
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -102,8 +103,8 @@ async def test_three_boxes_forged_in_parallel_run_jobs_extend_and_burn(
         for info in listed["servers"]:
             server = fake.live_servers(**{LABEL_NAME: info["name"]})[0]
             assert info["ip"] == server.ipv4 and info["address"].endswith(f"@{server.ipv4}:{fake.ssh_port}")
-            assert info["price_per_hour"] == pytest.approx(0.0071)
-            assert info["cost_so_far"] == pytest.approx(0.0071)  # the first started hour
+            assert info["price_per_hour"] == pytest.approx(0.0067) and info["size"] == "cx23"
+            assert info["cost_so_far"] == pytest.approx(0.0067)  # the first started hour
             assert 29 * 60 <= info["time_left_s"] <= 30 * 60
 
         extended = await call(client, "extend_server", name="hz-b", ttl="3h")
@@ -171,11 +172,39 @@ async def test_parallel_up_of_ten_boxes_runs_under_max_parallel_creates(
         console = Console(file=io.StringIO(), width=300)
         console.print(_servers_table([ServerInfo(**s) for s in report["servers"]]))
         table = console.file.getvalue()
-        assert "€/h" in table and table.count("0.0071") == 20  # price and first-hour cost of each box
+        assert "€/h" in table and table.count("0.0067") == 20  # price and first-hour cost of each box
+        assert re.findall(r"\bcx23\b", table) == ["cx23"] * 10  # the size each box got
         async with anyio.create_task_group() as tg:
             for server in report["servers"]:
                 tg.start_soon(fleet.destroy_server, server["name"])
     assert ours(fake, settings) == [] and fake.ssh_keys == {}
+
+
+async def test_the_size_made_and_a_deprecation_show_in_create_server_and_in_boxforge_up(
+    fake: FakeHetzner, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = hetzner_settings(tmp_path / "state", fake)
+    until = fake.deprecate("cx33", days=20)["unavailable_after"][:10]
+    async with Client(build_server(settings)) as client:
+        picked = await call(client, "create_server", name="picked", ttl="30m")
+        assert picked["size"] == "cx23" and "warnings" not in picked  # the catalog's pick, said so
+        old = await call(client, "create_server", name="old", size="cx33", ttl="30m")
+        assert old["size"] == "cx33" and old["state"] == "ready"
+        assert [w for w in old["warnings"] if f"ordered only until {until}" in w]
+        listed = {s["name"]: s for s in (await call(client, "list_servers"))["servers"]}
+        assert listed["old"]["size"] == "cx33" and listed["old"]["warnings"] == old["warnings"]
+    capsys.readouterr()
+    args = build_parser().parse_args(["up", "--name", "cli-old", "--size", "cx33", "--location", "nbg1", "--ttl",
+                                      "30m"])
+    async with open_fleet(settings) as fleet:
+        assert await cmd_up(fleet, args) == 0
+        shown = capsys.readouterr()
+        assert re.search(r"cli-old .*\bcx33\b", shown.out), shown.out
+        assert f"cli-old: server type cx33 is deprecated by Hetzner and can be ordered only until {until}" in shown.err
+        assert [s.location for s in ours(fake, settings) if s.name.startswith("cli-old-")] == ["nbg1"]
+        for name in ("picked", "old", "cli-old"):
+            await fleet.destroy_server(name)
+    assert ours(fake, settings) == []
 
 
 # faults: each ends with no server of ours and a clear message
@@ -263,11 +292,13 @@ async def test_lost_create_response_yields_exactly_one_server(fake: FakeHetzner,
     assert ours(fake, settings) == []
 
 
-async def test_unavailable_server_type_names_the_alternatives(fake: FakeHetzner, tmp_path: Path) -> None:
+async def test_retired_server_type_is_refused_naming_what_is_orderable(fake: FakeHetzner, tmp_path: Path) -> None:
     settings = hetzner_settings(tmp_path / "state", fake)
     async with Client(build_server(settings)) as client:
         message = await call_error(client, "create_server", name="helsinki", size="cx22", location="hel1")
-        assert "server type cx22 is unavailable in hel1; available there: cax11 (0.0071/h)" in message
+        assert ("server type cx22 is no longer sold (deprecated 2025-10-16, unavailable after 2025-12-31); "
+                "orderable in hel1: cax11 (2 vCPU, 4 GB, arm, 0.0071/h), cx33") in message
+        assert not re.search(r"\bcx23\b", message)  # sold out in hel1
     assert ours(fake, settings) == []
 
 

@@ -6,11 +6,15 @@ in test_hetzner.py. Each test ends with no server of ours left in the fake.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
+import shlex
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 
 import asyncssh
@@ -34,10 +38,15 @@ from providers.base import (
     box_labels,
     owner_labels,
 )
-from providers.hetzner import BACKSTOP_GRACE_S, BACKSTOP_SCRIPT, HetznerProvider, cloud_config, server_name, translate
+from providers.capabilities import OnboxCall, capabilities
+from providers.hetzner import HetznerProvider
+from providers.hetzner.api import translate
+from providers.hetzner.cloud_init import BACKSTOP_GRACE_S, BACKSTOP_SERVICE, backstop_script, cloud_config
+from providers.hetzner.servers import server_name
 from providers.localbox import current_user
 from server.bootstrap import cloud_init_wait_lines
 from server.keys import create_box_keys
+from server.service.onbox import script_text
 from tests.fakes.hetzner_api import FakeHetzner, label_selector_matches, parse_cloud_config, running_fake
 
 OWNER = "otest" + secrets.token_hex(3)
@@ -79,7 +88,8 @@ async def test_box_presents_the_pinned_host_key_and_destroy_removes_server_and_o
     assert box.state is BoxState.PENDING
     box = await provider.wait_ready(box.id, timeout=20)
     assert box.state is BoxState.RUNNING and box.host and box.host.startswith("127.")
-    assert box.data["price_hourly"] == pytest.approx(0.0071) and box.data["server_type"] == "cx22"
+    assert box.data["price_hourly"] == pytest.approx(0.0067) and box.data["server_type"] == "cx23"
+    assert box.size == "cx23" and box.warnings == ()
     assert [k["name"] for k in fake.ssh_keys.values()] == [f"boxforge-{OWNER}"]
     assert fake.root_passwords_issued == 0
     async with asyncssh.connect(box.host, box.ssh_port, username=box.ssh_user, client_keys=[str(client_key)],
@@ -132,20 +142,21 @@ async def test_a_name_taken_by_a_foreign_server_is_reported_and_left_alone(fake:
 
 async def test_unavailable_server_type_names_what_is_available_there(fake: FakeHetzner, tmp_path: Path) -> None:
     provider = make_provider(fake)
-    spec, _, _ = make_spec(tmp_path, size="cx22", location="hel1")
+    spec, _, _ = make_spec(tmp_path, size="cx23", location="hel1")  # sold out there
     with pytest.raises(CapacityError) as caught:
         await provider.create(spec)
     message = str(caught.value)
-    assert message.startswith("server type cx22 is unavailable in hel1; available there: cax11 (0.0071/h)")
-    assert "cpx11" in message and "cx22 is available in: fsn1, nbg1" in message
+    assert message.startswith("server type cx23 is unavailable in hel1; available there: "
+                              "cax11 (2 vCPU, 4 GB, arm, 0.0071/h), cx33 (4 vCPU, 8 GB, x86, 0.0106/h)")
+    assert "cpx22" in message and "cx22" not in message and "cx23 is available in: fsn1, nbg1" in message
     assert ours(fake) == []
 
 
 async def test_unknown_type_and_location_list_the_choices(fake: FakeHetzner, tmp_path: Path) -> None:
     provider = make_provider(fake)
-    with pytest.raises(ProviderError, match=r"unknown Hetzner location 'mars1'; locations: ash, fsn1, hel1, nbg1"):
+    with pytest.raises(ProviderError, match=r"unknown Hetzner location 'mars1'; locations: ash, fsn1, hel1, hil, nbg1"):
         await provider.create(make_spec(tmp_path, location="mars1")[0])
-    with pytest.raises(ProviderError, match=r"unknown Hetzner server type 'cx999'; available in fsn1: cax11"):
+    with pytest.raises(ProviderError, match=r"unknown Hetzner server type 'cx999'; available in fsn1: cx23"):
         await provider.create(make_spec(tmp_path, size="cx999")[0])
     assert ours(fake) == []
 
@@ -154,8 +165,8 @@ async def test_placement_failure_at_create_is_a_capacity_error_with_alternatives
     fake: FakeHetzner, tmp_path: Path
 ) -> None:
     provider = make_provider(fake)
-    fake.faults.create_error = (412, "resource_unavailable", "no capacity for cx22 in fsn1 right now")
-    with pytest.raises(CapacityError, match=r"cx22 is unavailable in fsn1 \(no capacity .*\); available there: cax11"):
+    fake.faults.create_error = (412, "resource_unavailable", "no capacity for cx23 in fsn1 right now")
+    with pytest.raises(CapacityError, match=r"cx23 is unavailable in fsn1 \(no capacity .*\); available there: cx23"):
         await provider.create(make_spec(tmp_path)[0])
     assert ours(fake) == []
 
@@ -280,6 +291,9 @@ def test_cloud_config_pins_the_host_key_and_carries_no_secret(tmp_path: Path) ->
     files = {f["path"]: f for f in config["write_files"]}
     assert files[BACKSTOP_EXPIRES_FILE]["content"] == "1234\n" and CLOUD_INIT_FLAG_FILE in files
     assert "OnUnitActiveSec=1min" in files["/etc/systemd/system/boxforge-backstop.timer"]["content"]
+    service = files["/etc/systemd/system/boxforge-backstop.service"]["content"]
+    assert service == BACKSTOP_SERVICE and f"BACKSTOP_FILE={BACKSTOP_EXPIRES_FILE}" in service
+    assert files["/usr/local/sbin/boxforge-backstop"]["content"] == backstop_script()
     assert ["systemctl", "enable", "--now", "boxforge-backstop.timer"] in config["runcmd"]
     assert config["runcmd"][-1] == ["touch", CLOUD_INIT_READY_FILE]
     assert "token" not in text.lower() and "HCLOUD" not in text
@@ -293,7 +307,8 @@ def test_server_names_are_unique_per_request_and_valid_hostnames() -> None:
     assert len(name) <= 63 and name.endswith("-r0123456789ab")
 
 
-def _run_with(script: str, tmp_path: Path, replacements: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _run_with(script: str, tmp_path: Path, replacements: dict[str, str],
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     for old, new in replacements.items():
         script = script.replace(old, new)
     bin_dir = tmp_path / "bin"
@@ -302,8 +317,8 @@ def _run_with(script: str, tmp_path: Path, replacements: dict[str, str]) -> subp
         stub = bin_dir / tool
         stub.write_text(f'#!/bin/sh\necho "{tool} $*" >> "{tmp_path}/calls"\n')
         stub.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, check=False)
+    full_env = {**os.environ, **(env or {}), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=full_env, check=False)
 
 
 @pytest.mark.parametrize(("expires_ago", "powers_off"), [(0, False), (BACKSTOP_GRACE_S - 60, False),
@@ -311,7 +326,8 @@ def _run_with(script: str, tmp_path: Path, replacements: dict[str, str]) -> subp
 def test_backstop_powers_off_only_after_expiry_plus_grace(tmp_path: Path, expires_ago: int, powers_off: bool) -> None:
     expires = tmp_path / "expires-at"
     expires.write_text(f"{int(time.time()) - expires_ago}\n")
-    result = _run_with(BACKSTOP_SCRIPT, tmp_path, {BACKSTOP_EXPIRES_FILE: str(expires)})
+    result = _run_with(backstop_script(), tmp_path, {},
+                       {"BACKSTOP_FILE": str(expires), "BACKSTOP_GRACE_S": str(BACKSTOP_GRACE_S)})
     assert result.returncode == 0, result.stderr
     calls = (tmp_path / "calls").read_text() if (tmp_path / "calls").exists() else ""
     assert ("systemctl poweroff" in calls) is powers_off
@@ -356,3 +372,87 @@ def test_fake_label_selector_follows_the_documented_language() -> None:
     assert label_selector_matches("env in (dev,prod),!owner", labels)
     assert not label_selector_matches("tier notin (web,db)", labels)
     assert label_selector_matches("env", labels) and not label_selector_matches("owner", labels)
+
+
+# capabilities: the box-side programs, run without SSH under each POSIX shell a box may have
+
+SHELLS = [[shutil.which("dash") or "dash", "-c"], [shutil.which("busybox") or "busybox", "sh", "-c"]]
+
+
+def _onbox(call: OnboxCall) -> str:
+    return "".join(f"{k}={shlex.quote(v)}\n" for k, v in call.params.items()) + script_text(call.script)
+
+
+def _stubs(tmp_path: Path, *tools: str) -> Path:
+    bin_dir = tmp_path / "stub-bin"
+    bin_dir.mkdir(exist_ok=True)
+    for tool in tools:
+        (bin_dir / tool).write_text(f'#!/bin/sh\nprintf "{tool}" >> "{tmp_path}/calls"\n'
+                                    f'for a in "$@"; do printf " [%s]" "$a" >> "{tmp_path}/calls"; done\n'
+                                    f'echo >> "{tmp_path}/calls"\n')
+        (bin_dir / tool).chmod(0o755)
+    return bin_dir
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])
+def test_boot_wait_waits_for_cloud_init_and_requires_the_ready_marker(tmp_path: Path, shell: list[str]) -> None:
+    provider = HetznerProvider("t", endpoint="http://127.0.0.1:9/v1")
+    flag, ready = tmp_path / "flag", tmp_path / "ready"
+    call = provider.boot_wait(None)  # type: ignore[arg-type]
+    assert call.params == {"FLAG_FILE": CLOUD_INIT_FLAG_FILE, "READY_FILE": CLOUD_INIT_READY_FILE}
+    script = _onbox(dataclasses.replace(call, params={"FLAG_FILE": str(flag), "READY_FILE": str(ready)}))
+    env = {"PATH": f"{_stubs(tmp_path, 'cloud-init')}:/usr/bin:/bin"}
+    unmarked = subprocess.run([*shell, script], capture_output=True, text=True, env=env, check=False)
+    assert unmarked.returncode == 0 and unmarked.stdout == ""  # no boxforge cloud-init ran: nothing to wait for
+    assert not (tmp_path / "calls").exists()
+    flag.touch()
+    missing = subprocess.run([*shell, script], capture_output=True, text=True, env=env, check=False)
+    assert missing.returncode == 4 and "cloud-init did not finish" in missing.stderr
+    assert (tmp_path / "calls").read_text() == "cloud-init [status] [--wait]\n"
+    ready.touch()
+    done = subprocess.run([*shell, script], capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])
+def test_package_install_runs_apt_with_each_name_as_one_argument(tmp_path: Path, shell: list[str]) -> None:
+    provider = HetznerProvider("t", endpoint="http://127.0.0.1:9/v1")
+    call = provider.package_install(("nodejs", "npm"))
+    assert call.sudo and call.script == "apt-install.sh"
+    with_apt = subprocess.run([*shell, _onbox(call)], capture_output=True, text=True, check=False,
+                              env={"PATH": f"{_stubs(tmp_path, 'apt-get')}:/usr/bin:/bin"})
+    assert with_apt.returncode == 0, with_apt.stderr
+    assert (tmp_path / "calls").read_text().splitlines()[-1] == \
+        "apt-get [-q] [-y] [-o] [DPkg::Lock::Timeout=300] [install] [nodejs] [npm]"
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    for tool in ("sh", "echo", "printf"):
+        if (found := shutil.which(tool)) is not None:
+            (empty / tool).symlink_to(found)
+    without = subprocess.run([*shell, _onbox(call)], capture_output=True, text=True, check=False,
+                             env={"PATH": str(empty)})
+    assert without.returncode == 3 and "no apt-get" in without.stderr
+
+
+def test_package_install_refuses_what_is_not_a_package_name() -> None:
+    provider = HetznerProvider("t", endpoint="http://127.0.0.1:9/v1")
+    for bad in (("nodejs; reboot",), ("$(id)",), ("-o",), ()):
+        with pytest.raises(ProviderError, match="not distribution package names"):
+            provider.package_install(bad)
+
+
+def test_the_hetzner_box_side_programs_are_shellcheck_clean() -> None:
+    if shutil.which("shellcheck") is None and not os.environ.get("BOXFORGE_REQUIRE_OPENSSH"):
+        pytest.skip("shellcheck is not installed (CI installs it)")
+    scripts = [str(p) for p in resources.files("providers.hetzner").joinpath("sh").iterdir()  # type: ignore[attr-defined]
+               if p.name.endswith(".sh")]
+    scripts += [str(resources.files("server").joinpath("onbox", "sh", n)) for n in ("cloud-init-wait.sh",
+                                                                                   "apt-install.sh")]
+    assert any(s.endswith("backstop.sh") for s in scripts)
+    result = subprocess.run(["shellcheck", "-s", "sh", *scripts], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout
+
+
+def test_the_provider_declares_its_capabilities() -> None:
+    provider = HetznerProvider("t", endpoint="http://127.0.0.1:9/v1")
+    assert capabilities(provider) == ["PinsHostKey", "WaitsForBoot", "HasBackstop", "HasPricing", "InstallsPackages"]

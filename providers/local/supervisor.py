@@ -9,7 +9,7 @@ orchestrator ever runs again.
 
 Everything here is usable without ``LocalProvider``: ``launch_box`` (prepare the directory
 and start the supervisor), ``burn_box`` (idempotent, also safe when the supervisor is dead),
-``probe_ssh`` and the small readers/writers of the box files. A fake cloud reuses them to
+the small readers/writers of the box files. A fake cloud reuses them to
 put boxes on ``127.0.0.N`` with a fixed port.
 
 Box directory::
@@ -48,6 +48,7 @@ from typing import Any, Literal
 import anyio
 
 from providers.base import LABEL_EXPIRES_AT, BoxSpec, expires_at_from_labels
+from providers.probe import probe_ssh
 
 ServerKind = Literal["openssh", "embedded"]
 
@@ -424,21 +425,6 @@ def launch_box(
     box_dir = prepare_box_dir(root, spec, server=resolve_server(server), host=host, port=port, box_id=box_id)
     start_supervisor(box_dir)
     return box_dir
-
-
-async def probe_ssh(host: str, port: int, timeout: float = 1.0) -> bool:
-    """True when ``host:port`` accepts a TCP connection and greets with an SSH banner."""
-    try:
-        with anyio.fail_after(timeout):
-            async with await anyio.connect_tcp(host, port) as stream:
-                data = b""
-                while b"\n" not in data and len(data) < 256:
-                    data += await stream.receive(256)
-                # Identify ourselves too, so sshd does not log every probe as an error.
-                await stream.send(b"SSH-2.0-boxforge-probe\r\n")
-                return data.startswith(b"SSH-")
-    except (OSError, TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError):
-        return False
 
 
 # --- the SSH servers ----------------------------------------------------------------

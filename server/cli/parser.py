@@ -17,7 +17,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("up", "forge boxes, one per branch, in parallel")
     p.add_argument("branches", nargs="*", help="branches to check out (box names derive from them)")
-    p.add_argument("--repo", help="git URL or local path to clone")
+    p.add_argument("--repo", help="git URL or local path; read here with your git credentials and pushed into the "
+                                  "boxes (they never get a token)")
+    p.add_argument("--repo-via", choices=("orchestrator", "box"), default="orchestrator",
+                   help="box: clone a public URL on each box instead (large repos on cloud boxes)")
     p.add_argument("--ttl", help="time to live: 90m, 2h, 1d (default 2h)")
     p.add_argument("--name", help="box name (single box)")
     p.add_argument("--agent", default="none", help="agent to install: none, claude, codex, custom")
@@ -26,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", action="append", default=[], metavar="NAME",
                    help="copy this environment variable to the boxes (secret: a 0600 file there); repeatable")
     p.add_argument("--provider", help="local or hetzner")
+    p.add_argument("--size", help="small, medium, large, or the provider's own size (a Hetzner server type such "
+                                  "as cx33); default: the cheapest that fits")
+    p.add_argument("--location", help="where (cloud providers: a Hetzner location such as nbg1)")
+    p.add_argument("--image", help="OS image (cloud providers)")
 
     p = add("run", "run a command on a box")
     p.add_argument("name")
@@ -70,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("mcp", "serve MCP over stdio (for Claude Code: claude mcp add boxforge -- boxforge mcp), or over "
                    "streamable HTTP with --http", json_flag=False)
     p.add_argument("--http", action="store_true", help="serve streamable HTTP at http://HOST:PORT/mcp")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1); off loopback a "
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1); except on 127.0.0.1 and ::1 a "
                                                       "bearer token is required (BOXFORGE_HTTP_TOKEN or generated)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     return parser

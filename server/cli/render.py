@@ -91,11 +91,14 @@ def _left(s: ServerInfo) -> str:
 def servers_table(servers: Sequence[ServerInfo], title: str | None = None) -> Table:
     table = Table(title=title)
     priced = any(s.price_per_hour is not None for s in servers)  # cloud boxes: show what they cost
-    for col in ("name", "state", "address", "branch", "time left", "project dir", *(("€/h", "cost") if priced else ())):
+    sized = any(s.size for s in servers)
+    for col in ("name", "state", "address", *(("size",) if sized else ()), "branch", "time left", "project dir",
+                *(("€/h", "cost") if priced else ())):
         table.add_column(col)
     for s in servers:
         state = s.state if not s.error else f"{s.state}: {s.error[:60]}"
-        row = [s.name, state, s.address or "-", s.branch or "-", _left(s), s.project_dir or "-"]
+        row = [s.name, state, s.address or "-", *((s.size or "-",) if sized else ()), s.branch or "-", _left(s),
+               s.project_dir or "-"]
         if priced:
             row += [_money(s.price_per_hour), _money(s.cost_so_far)]
         table.add_row(*row)

@@ -120,15 +120,16 @@ async def _forge_row(fleet: Fleet, args: argparse.Namespace, row: _Row, limiter:
 def _up_table(rows: list[_Row], started: float) -> Table:
     made = [r for r in rows if isinstance(r.result, ServerInfo)]
     table = Table(title=f"{len(made)} of {len(rows)} box(es) up in {time.monotonic() - started:.1f}s")
-    for col in ("name", "state", "took", "address", "branch", "agent", "time left", "project dir"):
+    for col in ("name", "state", "took", "address", "size", "branch", "agent", "time left", "project dir"):
         table.add_column(col)
     for row in rows:
         s = row.result
         if isinstance(s, ServerInfo):
-            table.add_row(row.name, "[green]ready[/]", f"{row.elapsed:.1f}s", s.address or "-", s.branch or "-",
-                          s.agent or "-", s.time_left or "-", s.project_dir or "-")
+            table.add_row(row.name, "[green]ready[/]", f"{row.elapsed:.1f}s", s.address or "-", s.size or "-",
+                          s.branch or "-", s.agent or "-", s.time_left or "-", s.project_dir or "-")
         else:
-            table.add_row(row.name, "[red]failed[/]", f"{row.elapsed:.1f}s", "-", row.branch or "-", "-", "-", "-")
+            table.add_row(row.name, "[red]failed[/]", f"{row.elapsed:.1f}s", "-", "-", row.branch or "-", "-", "-",
+                          "-")
     return table
 
 
@@ -136,7 +137,8 @@ async def cmd_up(fleet: Fleet, args: argparse.Namespace) -> int:
     rows = [_Row(name, branch) for name, branch in _specs(args)]
     options = {"ttl_s": valid(ttls_adapter, args.ttl) if args.ttl else None, "repo": args.repo, "agent": args.agent,
                "agent_install": args.agent_install, "agent_command": args.agent_command,
-               "env": env_from_names(args.env), "provider": args.provider}
+               "env": env_from_names(args.env), "provider": args.provider, "size": args.size,
+               "location": args.location, "image": args.image, "repo_via": args.repo_via}
     limiter = anyio.CapacityLimiter(fleet.settings.max_parallel_creates)
     started = time.monotonic()
     live = err.is_terminal and not args.json
@@ -151,6 +153,9 @@ async def cmd_up(fleet: Fleet, args: argparse.Namespace) -> int:
               "failed": failed})
     else:
         out.print(_up_table(rows, started))
+        for row in rows:
+            for warning in row.result.warnings or [] if isinstance(row.result, ServerInfo) else []:
+                err.print(f"[yellow]{row.name}[/]: {warning}")
         for name, message in failed.items():
             err.print(f"[red]{name}[/]: {message}")
     return 1 if failed else 0

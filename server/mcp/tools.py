@@ -6,7 +6,7 @@ store directly. The file, review and agent tools are in ``file_tools``."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import ToolAnnotations
@@ -44,8 +44,9 @@ from server.schemas import (
 async def create_server(
     ctx: Context,
     name: ServerName,
-    repo: Annotated[str | None, Field(max_length=2048, description="Git URL (https with optional token, ssh) "
-                                      "or, for local boxes, a path on this machine")] = None,
+    repo: Annotated[str | None, Field(max_length=2048, description="Git URL or a path on the orchestrator's "
+                                      "machine; the orchestrator reads it with its own git credentials and seeds "
+                                      "the box (the box never gets a token)")] = None,
     branch: Annotated[Branch | None, Field(description="Branch to check out; created from the default branch "
                                            "when it does not exist yet")] = None,
     agent: Annotated[str, Field(max_length=32, description="Agent to install: none, claude (Claude Code), codex "
@@ -59,7 +60,9 @@ async def create_server(
     ttl: Annotated[TtlSeconds | None, Field(description="Time to live: '90m', '2h', '1d' or minutes; default 2h. "
                                             "The box is burned at expiry")] = None,
     env: EnvArg = None,
-    size: Annotated[str | None, Field(max_length=64, description="Server type (cloud providers)")] = None,
+    size: Annotated[str | None, Field(max_length=64, description="small, medium or large on any provider, or the "
+                                      "provider's own (a Hetzner server type, e.g. cx33); default: the cheapest "
+                                      "that fits. The result's size says what was made")] = None,
     image: Annotated[str | None, Field(max_length=128, description="OS image (cloud providers)")] = None,
     location: Annotated[str | None, Field(max_length=64, description="Location (cloud providers)")] = None,
     provider: Annotated[str | None, Field(max_length=32, description="local or hetzner; default from "
@@ -68,6 +71,9 @@ async def create_server(
                                                    "become reachable and bootstrapped")] = None,
     wait: Annotated[bool, Field(description="false: return at once in state 'provisioning' and finish in the "
                                             "background (poll list_servers)")] = True,
+    repo_via: Annotated[Literal["orchestrator", "box"], Field(
+        description="'box': clone a public URL on the box itself (large repos on cloud boxes); never with a "
+                    "token")] = "orchestrator",
 ) -> ServerInfo:
     """Forge a box: a machine with the repo checked out on `branch`, the agent installed, `env` set, and a TTL.
 
@@ -84,7 +90,7 @@ async def create_server(
     return await fleet_of(ctx).create_server(
         name, ttl_s=ttl, repo=repo, branch=branch, agent=agent, agent_install=agent_install,
         agent_command=agent_command, env=env, size=size, image=image, location=location, provider=provider,
-        ready_timeout_s=ready_timeout_s, wait=wait, progress=progress,
+        ready_timeout_s=ready_timeout_s, wait=wait, progress=progress, repo_via=repo_via,
     )
 
 

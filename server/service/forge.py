@@ -4,6 +4,7 @@ destroys what it made before the error leaves this module."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import posixpath
 import secrets
@@ -28,7 +29,7 @@ from providers.base import (
     ReadyTimeout,
     box_labels,
 )
-from providers.capabilities import OnboxCall, SeesLocalPaths
+from providers.capabilities import OnboxCall, SeesLocalPaths, WaitsForBoot
 from server import boxfile, jobs
 from server.agents import AgentPlan, plan_agent
 from server.bootstrap import RepoSource, base_commit_from, bootstrap_script, parse_repo
@@ -38,6 +39,8 @@ from server.domain.hints import Hint, HintKind
 from server.domain.inputs import check_env
 from server.domain.states import CREATE_STEPS, BoxStatus, CreateStep
 from server.errors import BoxUnreachable, ForgeError, InvalidInput, ProvisionFailed, ServerExists
+from server.git import seed as seed_git
+from server.git.seed import Seed
 from server.keys import create_box_keys
 from server.schemas import ServerInfo
 from server.service import onbox
@@ -53,6 +56,8 @@ log = logging.getLogger("boxforge.fleet")
 Progress = Callable[[str, int, int], Awaitable[None]]
 PROJECT_DIR_NAME = "project"
 HOME_PROBE = OnboxCall("home.sh")
+REPO_VIA = ("orchestrator", "box")
+GIT_DATA = "git"  # key of BoxRecord.data: the box's home repo and seed (see server/git)
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,8 @@ class CreateRequest:
     env: dict[str, str]
     image: str | None
     timeout: float
+    repo_via: str = "orchestrator"
+    seed: Seed | None = None  # prepared by the orchestrator before anything is made
 
 
 @dataclass
@@ -86,6 +93,20 @@ async def _probe_home(ex: jobs.BoxExec) -> str:
     if result.exit_status != 0 or not home.startswith("/"):
         raise BoxUnreachable("the box did not report a home directory over SSH")
     return home
+
+
+def _drop_bundle(req: CreateRequest) -> None:
+    """The seed bundle is a temporary file: gone once the box has it (or the create failed)."""
+    if req.seed is not None:
+        req.seed.bundle.unlink(missing_ok=True)
+
+
+def _git_data(req: CreateRequest) -> dict[str, Any] | None:
+    """What the git unit needs later: the box's home repo (where its work comes home) and the seed."""
+    if req.seed is None:
+        return None
+    return {GIT_DATA: {"home_repo": str(req.seed.home_repo), "user_repo": req.seed.home_is_user_repo,
+                       "default_branch": req.seed.default_branch, "branch_existed": req.seed.branch_existed}}
 
 
 def _made_data(box: Box) -> dict[str, Any]:
@@ -112,7 +133,8 @@ class Forge:
 
     def check(self, *, ttl_s: int | None, repo: str | None, branch: str | None, agent: str, agent_install: str | None,
               agent_command: str | None, env: Mapping[str, str] | None, image: str | None, provider: str | None,
-              ready_timeout_s: float | None, wait: bool) -> tuple[str, int, CreateRequest]:
+              ready_timeout_s: float | None, wait: bool,
+              repo_via: str = "orchestrator") -> tuple[str, int, CreateRequest]:
         """Refuse a bad request before anything is made: (provider name, ttl, the request)."""
         ttl_s = ttl_s if ttl_s is not None else parse_ttl(self.settings.default_ttl)
         refused = check_ttl_within(ttl_s, self.settings.max_ttl_s)
@@ -123,31 +145,48 @@ class Forge:
         check_env(env)
         if branch and not repo:
             raise InvalidInput("branch needs a repo: pass repo (a git URL or a local path) too")
+        if repo_via not in REPO_VIA:
+            raise InvalidInput(f"repo_via must be one of {', '.join(REPO_VIA)}")
         source = parse_repo(repo) if repo else None
         name = provider or self.settings.provider
         prov = self.providers.get(name)
-        if source is not None and source.is_local_path and not isinstance(prov, SeesLocalPaths):
-            raise InvalidInput("a local repo path only works on local boxes; give a git URL the box can reach")
+        if source is not None and repo_via == "box":
+            if source.secret_env:
+                raise InvalidInput("repo_via='box' clones a public URL on the box, and a token never goes to a box: "
+                                   "drop the token from the URL, or let the orchestrator seed the box (the default)")
+            if source.is_local_path and not isinstance(prov, SeesLocalPaths):
+                raise InvalidInput("repo_via='box' needs a URL the box can reach; a local path is seeded by the "
+                                   "orchestrator (repo_via='orchestrator', the default)")
         if not wait and self.background is None:
             raise InvalidInput("wait=false needs a long-running MCP server to finish the create; wait for it instead")
         timeout = ready_timeout_s if ready_timeout_s is not None else self.settings.ready_timeout_s
-        return name, ttl_s, CreateRequest(prov, source, plan, env, image, timeout)
+        return name, ttl_s, CreateRequest(prov, source, plan, env, image, timeout, repo_via)
 
     async def create_server(self, name: str, *, ttl_s: int | None = None, repo: str | None = None,
                             branch: str | None = None, agent: str = "none", agent_install: str | None = None,
                             agent_command: str | None = None, env: Mapping[str, str] | None = None,
                             size: str | None = None, image: str | None = None, location: str | None = None,
                             provider: str | None = None, ready_timeout_s: float | None = None, wait: bool = True,
-                            progress: Progress | None = None) -> ServerInfo:
+                            progress: Progress | None = None, repo_via: str = "orchestrator") -> ServerInfo:
         """Forge a box and bootstrap it; on any failure the box is burned and ProvisionFailed raised.
+
+        The repo is read by the orchestrator (before anything is made, so a repo that cannot be read
+        fails at once) and pushed into the box as a bundle; ``repo_via="box"`` clones a public URL on
+        the box instead.
 
         With ``wait=False`` the create continues in the background task group and this returns at once in
         state ``provisioning``; a failure then shows in list_servers' ``failed``."""
         provider_name, ttl, req = self.check(
             ttl_s=ttl_s, repo=repo, branch=branch, agent=agent, agent_install=agent_install,
             agent_command=agent_command, env=env, image=image, provider=provider,
-            ready_timeout_s=ready_timeout_s, wait=wait)
-        rec = await self._record(name, provider_name, ttl, req, branch, size, location)
+            ready_timeout_s=ready_timeout_s, wait=wait, repo_via=repo_via)
+        if req.source is not None and repo_via == "orchestrator":
+            req = dataclasses.replace(req, seed=await seed_git.prepare(self.settings.home, req.source, branch))
+        try:
+            rec = await self._record(name, provider_name, ttl, req, branch, size, location)
+        except BaseException:
+            _drop_bundle(req)
+            raise
         if wait:
             return await self._forge(rec, req, progress)
         assert self.background is not None
@@ -163,8 +202,9 @@ class Forge:
         rec = BoxRecord(
             name=name, box_id=None, provider=provider_name, state=BoxStatus.PROVISIONING, step=CreateStep.PROVISION,
             key_id=f"{name}-{request_id}", request_id=request_id, host=None, ssh_port=None, ssh_user=None,
-            home=None, project_dir=None, repo=req.source.url if req.source else None, branch=branch,
-            base_commit=None, agent=req.plan.name, size=size, location=location, data=None, error=None,
+            home=None, project_dir=None, repo=req.source.url if req.source else None,
+            branch=req.seed.branch if req.seed else branch, base_commit=None, agent=req.plan.name, size=size,
+            location=location, data=_git_data(req), error=None,
             created_at=now, ready_at=None, expires_at=now + ttl_s, destroyed_at=None,
         )
         try:
@@ -187,7 +227,8 @@ class Forge:
             log.exception("background create failed unexpectedly")
 
     @asynccontextmanager
-    async def _burn_on_failure(self, rec: BoxRecord, prov: Provider) -> AsyncIterator[_Made]:
+    async def _burn_on_failure(self, rec: BoxRecord, prov: Provider,
+                               req: CreateRequest | None = None) -> AsyncIterator[_Made]:
         """The one scope of a create: on any exception or cancellation, burn what was made and say why."""
         made = _Made()
         try:
@@ -201,6 +242,8 @@ class Forge:
             raise
         finally:
             self.in_flight.discard(rec.request_id)
+            if req is not None:
+                _drop_bundle(req)
 
     async def _forge(self, rec: BoxRecord, req: CreateRequest, progress: Progress | None) -> ServerInfo:
         async def step(label: str) -> None:
@@ -208,7 +251,7 @@ class Forge:
             if progress is not None:
                 await progress(label, CREATE_STEPS.index(label), len(CREATE_STEPS))
 
-        async with self._burn_on_failure(rec, req.prov) as made:
+        async with self._burn_on_failure(rec, req.prov, req) as made:
             spec = await self._spec(rec, req)
             await step(CreateStep.PROVISION)
             made.box = await req.prov.create(spec)
@@ -216,6 +259,17 @@ class Forge:
             made.box = await req.prov.wait_ready(made.box.id, timeout=req.timeout)
             await step(CreateStep.SSH)
             fresh, ex, project_dir = await self._reach(rec, made.box, req)
+            if req.seed is not None:
+                await step(CreateStep.CLONE)
+                assert req.source is not None
+                if isinstance(req.prov, WaitsForBoot):  # the boot setup installs git
+                    boot = await onbox.run(ex, req.prov.boot_wait(made.box), req.timeout)
+                    if boot.exit_status != 0:
+                        raise ForgeError("the box's boot setup failed: "
+                                         f"{boot.stderr.decode(errors='replace').strip()[-500:]}")
+                await seed_git.install(self.access.exec(fresh, long=True), req.seed, project_dir,
+                                       None if req.source.is_local_path else req.source.url)
+                _drop_bundle(req)
             base = await self._bootstrap(fresh, ex, project_dir, req, step)
             await self._setup(fresh, ex, project_dir, step, req.prov, made.box.id)
             # The ready label is what spares the box from the orphan sweep, in any orchestrator.
@@ -240,7 +294,7 @@ class Forge:
     async def _reach(self, rec: BoxRecord, box: Box, req: CreateRequest) -> tuple[BoxRecord, jobs.BoxExec, str]:
         """Record where the box is, find its home over SSH, give it its env: (record, exec, project dir)."""
         await self.repo.update_box(rec.request_id, host=box.host, ssh_port=box.ssh_port, ssh_user=box.ssh_user,
-                                   data=_made_data(box))
+                                   data={**(rec.data or {}), **_made_data(box)})
         fresh = await self.repo.box_by_request(rec.request_id)
         assert fresh is not None
         ex = self.access.exec(fresh)
@@ -257,9 +311,9 @@ class Forge:
 
     async def _bootstrap(self, rec: BoxRecord, ex: jobs.BoxExec, project_dir: str, req: CreateRequest,
                          step: Step) -> str | None:
-        script = bootstrap_script(project_dir=project_dir, repo=req.source, branch=rec.branch, agent=req.plan)
-        job_id = await self.create_jobs.start(rec, ex, "bootstrap", "[bootstrap]", script, rec.home or "~",
-                                              req.source.secret_env if req.source else None)
+        script = bootstrap_script(project_dir=project_dir, repo=req.source, branch=rec.branch, agent=req.plan,
+                                  seeded=req.seed is not None)
+        job_id = await self.create_jobs.start(rec, ex, "bootstrap", "[bootstrap]", script, rec.home or "~")
         await self.repo.merge_data(rec.request_id, bootstrap_job_id=job_id)
         markers = await self.create_jobs.follow(rec, ex, job_id, "bootstrap", req.timeout, step)
         return base_commit_from("\n".join(markers))

@@ -3,9 +3,32 @@
 It follows the public API documentation (docs.hetzner.cloud): servers (create, get, list
 with ``name``/``label_selector``/``status`` filters and pagination, label/name update,
 delete), actions (running -> success | error), ssh_keys (create, list, get, delete, with
-name and fingerprint uniqueness), server_types with per-location prices and availability,
-images, locations, error bodies ``{"error": {"code", "message", "details"}}``, RateLimit
-headers and 429 ``rate_limit_exceeded``.
+name and fingerprint uniqueness), server_types with per-location prices, availability and
+deprecation, images (per architecture), locations, error bodies ``{"error": {"code",
+"message", "details"}}``, RateLimit headers and 429 ``rate_limit_exceeded``. Its catalog is
+``tests/fakes/hetzner_catalog.py``.
+
+API changelog entries (docs.hetzner.cloud/changelog) it follows:
+
+- 2023-06-02 "deprecation info for server types": a server type carries a ``deprecation``
+  object (``announced``, ``unavailable_after``) instead of relying on the ``deprecated`` flag;
+- 2024-06-06 "old server types with shared Intel vCPUs are deprecated" (cx11 ... cx51): gone
+  from the catalog here, long past their date;
+- 2025-09-24 "per-location server types": deprecation per location in
+  ``server_type.locations[].deprecation`` (the type-wide ``deprecation`` is still sent here, as
+  it is being phased out);
+- 2025-10-16 "server types deprecated": cx22 ... cx52 and cpx11 ... cpx51 deprecated (no
+  longer orderable after the end of 2025), succeeded by the cost-optimized cx23 / cx33 / cx43 /
+  cx53 and the regular-performance cpx22 ... cpx62; listed with their deprecation and
+  ``available: false`` in every location;
+- 2025-12-16 "phasing out datacenters": servers are placed and described by ``location``;
+  servers here carry ``location`` and no ``datacenter``;
+- 2026-04-01 "datacenter deprecations": availability and recommendation per location moved to
+  ``server_type.locations[].available`` / ``.recommended`` (hcloud-python 2.18.0 followed);
+- 2026-06-02 "datacenters deprecated": the ``/datacenters`` endpoints are removed after
+  2026-10-01; here ``GET /v1/datacenters`` answers 410 Gone;
+- 2026-07-01 "removing datacenters": the ``datacenter`` property is gone from servers (and
+  primary IPs); placement is by ``location`` only.
 
 Each server boots a REAL local box (providers.localbox) on its own loopback address
 127.A.B.N with one shared SSH port: the host key pair and the authorized key are read from
@@ -15,7 +38,9 @@ An IPv6-only server gets the network ``::/64`` and is served on ``::1`` (one at 
 The backstop is emulated too: the box burns itself at the cloud-config's expiry plus the
 grace period, and the server then reports ``off`` (still listed, as Hetzner still bills it).
 
-Fault switches live on ``fake.faults`` and can be flipped at any time.
+Fault switches live on ``fake.faults`` and can be flipped at any time; the catalog
+(``fake.server_types``) can be changed too: ``fake.deprecate(name, days)`` announces a
+deprecation, ``sold_out`` sets per-location stock-outs.
 """
 
 from __future__ import annotations
@@ -33,13 +58,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from providers import localbox
 from providers.base import BACKSTOP_EXPIRES_FILE, LABEL_EXPIRES_AT, LABEL_REQUEST, BoxSpec
+from tests.fakes.hetzner_catalog import IMAGES, LOCATIONS, FakeType, server_types
 
 RATE_LIMIT = 3600
 MAX_PER_PAGE = 50
@@ -49,38 +75,6 @@ LABEL_KEY_RE = re.compile(r"^([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]
 LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?$")
 NAME_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,61}[a-zA-Z0-9])?$")
 
-LOCATIONS = [
-    {"id": 1, "name": "fsn1", "description": "Falkenstein DC Park 1", "country": "DE", "city": "Falkenstein",
-     "latitude": 50.47612, "longitude": 12.370071, "network_zone": "eu-central"},
-    {"id": 2, "name": "nbg1", "description": "Nuremberg DC Park 1", "country": "DE", "city": "Nuremberg",
-     "latitude": 49.452102, "longitude": 11.076665, "network_zone": "eu-central"},
-    {"id": 3, "name": "hel1", "description": "Helsinki DC Park 1", "country": "FI", "city": "Helsinki",
-     "latitude": 60.169855, "longitude": 24.938379, "network_zone": "eu-central"},
-    {"id": 4, "name": "ash", "description": "Ashburn, VA", "country": "US", "city": "Ashburn, VA",
-     "latitude": 39.045821, "longitude": -77.487073, "network_zone": "us-east"},
-]
-
-# name, id, cores, memory, disk, cpu_type, architecture, hourly gross per location (None: not sold there),
-# locations where it exists but is sold out.
-SERVER_TYPE_TABLE: list[tuple[str, int, int, float, int, str, str, dict[str, str], set[str]]] = [
-    ("cx22", 104, 2, 4.0, 40, "shared", "x86", {"fsn1": "0.0071", "nbg1": "0.0071", "hel1": "0.0071"}, {"hel1"}),
-    ("cx32", 105, 4, 8.0, 80, "shared", "x86", {"fsn1": "0.0127", "nbg1": "0.0127", "hel1": "0.0127"}, set()),
-    ("cpx11", 22, 2, 2.0, 40, "shared", "x86", {"fsn1": "0.0082", "nbg1": "0.0082", "hel1": "0.0082",
-                                                 "ash": "0.0090"}, set()),
-    ("cax11", 45, 2, 4.0, 40, "shared", "arm", {"fsn1": "0.0071", "nbg1": "0.0071", "hel1": "0.0071"}, set()),
-    ("ccx13", 96, 2, 8.0, 80, "dedicated", "x86", {"fsn1": "0.0230", "nbg1": "0.0230", "hel1": "0.0230",
-                                                    "ash": "0.0250"}, set()),
-]
-
-IMAGES = [
-    {"id": 161547269, "name": "ubuntu-24.04", "description": "Ubuntu 24.04", "os_flavor": "ubuntu",
-     "os_version": "24.04"},
-    {"id": 67794396, "name": "ubuntu-22.04", "description": "Ubuntu 22.04", "os_flavor": "ubuntu",
-     "os_version": "22.04"},
-    {"id": 114690387, "name": "debian-12", "description": "Debian 12", "os_flavor": "debian", "os_version": "12"},
-]
-
-
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -89,29 +83,6 @@ def fingerprint(public_key: str) -> str:
     """The MD5 fingerprint the API shows for an OpenSSH public key (aa:bb:...)."""
     digest = hashlib.md5(base64.b64decode(public_key.split()[1])).hexdigest()
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
-
-
-def server_type_json(name: str) -> dict[str, Any] | None:
-    for type_name, type_id, cores, memory, disk, cpu, arch, prices, sold_out in SERVER_TYPE_TABLE:
-        if type_name != name:
-            continue
-        return {
-            "id": type_id, "name": type_name, "description": type_name.upper(), "category": "cost_optimized",
-            "cores": cores, "memory": memory, "disk": disk, "storage_type": "local", "cpu_type": cpu,
-            "architecture": arch, "deprecated": False, "deprecation": None,
-            "prices": [
-                {"location": loc, "price_hourly": {"net": f"{float(p) / 1.19:.4f}", "gross": p},
-                 "price_monthly": {"net": f"{float(p) * 730 / 1.19:.4f}", "gross": f"{float(p) * 730:.4f}"},
-                 "included_traffic": 21990232555520, "price_per_tb_traffic": {"net": "1.0000", "gross": "1.1900"}}
-                for loc, p in prices.items()
-            ],
-            "locations": [
-                {"id": loc["id"], "name": loc["name"], "deprecation": None,
-                 "available": loc["name"] not in sold_out, "recommended": loc["name"] not in sold_out}
-                for loc in LOCATIONS if loc["name"] in prices
-            ],
-        }
-    return None
 
 
 def _by_id_or_name(items: list[dict[str, Any]], ref: Any) -> dict[str, Any] | None:
@@ -218,6 +189,7 @@ class FakeHetzner:
         self.box_server = box_server
         self.backstop_grace_s = backstop_grace_s
         self.faults = Faults()
+        self.server_types: list[FakeType] = server_types()
         self.subnet = (random.randint(64, 254), random.randint(0, 255))  # 127.A.B.N, apart from other runs
         self.ssh_port = ssh_port or localbox.free_port(f"127.{self.subnet[0]}.{self.subnet[1]}.2")
         self.servers: dict[int, FakeServer] = {}
@@ -304,12 +276,33 @@ class FakeHetzner:
         with self._lock:
             return next((s for s in self.servers.values() if s.name == name and not s.deleted), None)
 
-    def add_server(self, name: str, labels: dict[str, str], *, status: str = "running") -> FakeServer:
+    def add_server(self, name: str, labels: dict[str, str], *, status: str = "running",
+                   server_type: str = "cx23") -> FakeServer:
         """A server made outside boxforge (no box behind it), e.g. a foreign one in the project."""
         with self._lock:
-            server = self._new_server(name, "cx22", "fsn1", "ubuntu-24.04", labels, None, ipv4=True)
+            server = self._new_server(name, server_type, "fsn1", "ubuntu-24.04", labels, None, ipv4=True)
             server.status = status
             return server
+
+    def server_type(self, ref: Any) -> FakeType | None:
+        """A type of the catalog by name or id."""
+        return next((t for t in self.server_types if ref in (t.name, t.id) or str(ref) == str(t.id)), None)
+
+    def deprecate(self, name: str, days: float, location: str | None = None) -> dict[str, str]:
+        """Announce now that ``name`` can be ordered for ``days`` more (negative: it is retired already),
+        everywhere or in one ``location`` only."""
+        now = datetime.now(UTC)
+        deprecation = {"announced": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
+                       "unavailable_after": (now + timedelta(days=days)).isoformat(timespec="seconds")
+                       .replace("+00:00", "Z")}
+        found = self.server_type(name)
+        assert found is not None, name
+        with self._lock:
+            if location is None:
+                found.deprecation = deprecation
+            else:
+                found.deprecated_in[location] = deprecation
+        return deprecation
 
     # HTTP plumbing
 
@@ -397,15 +390,15 @@ class FakeHetzner:
     # catalog
 
     def _server_types_get(self, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
-        types = [server_type_json(row[0]) for row in SERVER_TYPE_TABLE]
-        if "name" in query:
-            types = [t for t in types if t and t["name"] == query["name"][0]]
+        with self._lock:
+            types = [t.json() for t in self.server_types if "name" not in query or t.name == query["name"][0]]
         return self._page("server_types", types, query)
 
     def _server_types_get_one(self, type_id: int, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
-        for row in SERVER_TYPE_TABLE:
-            if row[1] == type_id:
-                return 200, {"server_type": server_type_json(row[0])}
+        with self._lock:
+            found = self.server_type(type_id)
+            if found is not None:
+                return 200, {"server_type": found.json()}
         raise ApiError(404, "not_found", f"server_type with ID {type_id} not found")
 
     def _locations_get(self, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
@@ -413,17 +406,24 @@ class FakeHetzner:
         return self._page("locations", items, query)
 
     def _images_get(self, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
-        items = [self._image_json(img["name"]) for img in IMAGES
-                 if "name" not in query or img["name"] == query["name"][0]]
+        items = [self._image_json(img["name"], img["architecture"]) for img in IMAGES
+                 if ("name" not in query or img["name"] == query["name"][0])
+                 and ("architecture" not in query or img["architecture"] in query["architecture"])]
         return self._page("images", items, query)
 
+    def _datacenters_get(self, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
+        raise ApiError(410, "gone", "datacenters have been removed: use locations and server_types[].locations "
+                                    "(see changelog 2026-07-01)")
+
+    def _datacenters_get_one(self, dc_id: int, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
+        return self._datacenters_get(query, body)
+
     @staticmethod
-    def _image_json(name: str) -> dict[str, Any]:
-        image = next(img for img in IMAGES if img["name"] == name)
+    def _image_json(name: str, architecture: str) -> dict[str, Any]:
+        image = next(img for img in IMAGES if img["name"] == name and img["architecture"] == architecture)
         return {**image, "type": "system", "status": "available", "image_size": None, "disk_size": 5,
                 "created": "2024-04-25T13:00:00Z", "created_from": None, "bound_to": None, "rapid_deploy": True,
-                "protection": {"delete": False}, "deprecated": None, "deleted": None, "labels": {},
-                "architecture": "x86"}
+                "protection": {"delete": False}, "deprecated": None, "deleted": None, "labels": {}}
 
     # actions
 
@@ -501,6 +501,7 @@ class FakeHetzner:
         if status == "running" and server.box_dir is not None and not server.box_dir.exists():
             status = "off"  # the box's backstop powered it off
         location = _by_id_or_name(LOCATIONS, server.location)
+        image = self._image_json(server.image, self._type_arch(server.server_type))
         return {
             "id": server.id, "name": server.name, "status": status, "created": server.created,
             "public_net": {
@@ -509,12 +510,21 @@ class FakeHetzner:
                 "ipv6": {"id": server.id + 2, "ip": server.ipv6, "blocked": False, "dns_ptr": []},
                 "floating_ips": [], "firewalls": [],
             },
-            "private_net": [], "server_type": server_type_json(server.server_type), "location": location,
-            "image": self._image_json(server.image), "iso": None, "rescue_enabled": False, "locked": False,
+            "private_net": [], "server_type": self._type_json(server.server_type), "location": location,
+            "image": image, "iso": None, "rescue_enabled": False, "locked": False,
             "backup_window": None, "outgoing_traffic": 0, "ingoing_traffic": 0, "included_traffic": 21990232555520,
             "protection": {"delete": False, "rebuild": False}, "labels": dict(server.labels), "volumes": [],
             "load_balancers": [], "primary_disk_size": 40, "placement_group": None,
         }
+
+    def _type_json(self, name: str) -> dict[str, Any]:
+        found = self.server_type(name)
+        assert found is not None, name
+        return found.json()
+
+    def _type_arch(self, name: str) -> str:
+        found = self.server_type(name)
+        return found.architecture if found is not None else "x86"
 
     def _live(self, server_id: int) -> FakeServer:
         server = self.servers.get(server_id)
@@ -570,8 +580,9 @@ class FakeHetzner:
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise ApiError(422, "invalid_input", "invalid input in field 'name': must be a valid hostname")
         type_name = body.get("server_type")
-        stype = server_type_json(str(type_name)) or next(
-            (server_type_json(row[0]) for row in SERVER_TYPE_TABLE if str(row[1]) == str(type_name)), None)
+        with self._lock:
+            found = self.server_type(type_name)
+            stype = found.json() if found is not None else None
         if stype is None:
             raise ApiError(422, "invalid_input", f"invalid input in field 'server_type': {type_name} not found")
         location = _by_id_or_name(LOCATIONS, body.get("location", "fsn1"))
@@ -581,9 +592,10 @@ class FakeHetzner:
         if offer is None or not offer["available"]:
             raise ApiError(412, "resource_unavailable",
                            f"server type {stype['name']} is not available in location {location['name']}")
-        image = _by_id_or_name(IMAGES, body.get("image"))
+        image = _by_id_or_name([i for i in IMAGES if i["architecture"] == stype["architecture"]], body.get("image"))
         if image is None:
-            raise ApiError(422, "invalid_input", f"invalid input in field 'image': {body.get('image')} not found")
+            raise ApiError(422, "invalid_input", f"invalid input in field 'image': {body.get('image')} not found "
+                                                 f"for architecture {stype['architecture']}")
         labels = self._check_labels(body.get("labels") or {})
         user_data = body.get("user_data")
         if user_data is not None and len(user_data.encode()) > USER_DATA_MAX:

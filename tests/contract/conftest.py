@@ -1,0 +1,61 @@
+"""The providers the contract suite runs against: one fixture per target, named ``<name>_target``.
+
+To add a provider, write a fixture ``<name>_target`` returning a ``ContractTarget`` (backed by a real
+engine or, where none can run here, a stateful fake whose machines are real boxes) and add ``<name>`` to
+``TARGETS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from providers.contract import ContractTarget
+from providers.hetzner import HetznerProvider
+from providers.local import LocalProvider
+from providers.localbox import current_user
+from tests.fakes.hetzner_api import FakeHetzner, running_fake
+
+TARGETS = ["local", "hetzner"]
+
+
+@pytest.fixture(params=TARGETS)
+def target(request: pytest.FixtureRequest) -> ContractTarget:
+    return request.getfixturevalue(f"{request.param}_target")
+
+
+@pytest.fixture
+def local_target(tmp_path: Path) -> ContractTarget:
+    root = tmp_path / "local-boxes"
+    return ContractTarget("local", lambda: LocalProvider(root), tmp_path / "keys", ready_timeout_s=30)
+
+
+@pytest.fixture(scope="module")
+def hetzner_fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeHetzner]:
+    with running_fake(tmp_path_factory.mktemp("contract-hetzner") / "boxes") as fake:
+        yield fake
+
+
+@pytest.fixture
+def hetzner_target(hetzner_fake: FakeHetzner, tmp_path: Path) -> Iterator[ContractTarget]:
+    fake = hetzner_fake
+
+    def make() -> HetznerProvider:
+        return HetznerProvider(fake.token, endpoint=fake.url, ssh_user=current_user(), ssh_port=fake.ssh_port,
+                               poll_interval_s=0.02)
+
+    async def add_foreign() -> str:
+        return str(fake.add_server("foreign-web-1", {"team": "web"}).id)
+
+    async def remove_foreign(server_id: str) -> None:
+        with fake._lock:
+            fake.servers.pop(int(server_id), None)
+
+    target = ContractTarget("hetzner", make, tmp_path / "keys", ready_timeout_s=30, add_foreign=add_foreign,
+                            remove_foreign=remove_foreign)
+    yield target
+    assert fake.live_servers(**{"boxforge-owner": target.owner}) == []
+    assert not [k for k in fake.ssh_keys.values() if k["labels"].get("boxforge-owner") == target.owner], \
+        "the owner's ssh key outlived the owner's last server"
