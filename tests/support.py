@@ -41,6 +41,7 @@ def local_boxes_dir(settings: Settings) -> Path:
 
 def cli_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BOXFORGE_", "HCLOUD_"))}
+    env["BOXFORGE_IMAGE_CACHE"] = os.environ["BOXFORGE_IMAGE_CACHE"]  # the run's one base image (conftest)
     env.update(BOXFORGE_HOME=str(settings.home), BOXFORGE_OWNER=settings.owner,
                BOXFORGE_LOCAL_SSHD=settings.env.get("BOXFORGE_LOCAL_SSHD", "auto"),
                BOXFORGE_CONFIG=str(settings.home / "no-config.toml"), PYTHONPATH=str(REPO_ROOT))

@@ -56,7 +56,7 @@ from providers.docker import image as base_image
 from providers.docker import network
 from providers.docker.client import Engine, ping
 from providers.docker.settings import DockerSettings, size_preset
-from providers.localbox import probe_ssh
+from providers.probe import probe_ssh
 
 SCHEDULE_LABELS = (LABEL_EXPIRES_AT, LABEL_READY, LABEL_CREATE_DEADLINE)
 IDENTITY_LABELS = (LABEL_MANAGED_BY, LABEL_OWNER, LABEL_NAME, LABEL_REQUEST)

@@ -15,7 +15,7 @@ import pytest
 from providers.contract import ContractTarget
 from providers.hetzner import HetznerProvider
 from providers.local import LocalProvider
-from providers.localbox import current_user
+from providers.local.supervisor import current_user
 from tests.fakes.hetzner_api import FakeHetzner, running_fake
 
 TARGETS = ["local", "hetzner"]

@@ -63,7 +63,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from providers import localbox
+from providers.local import supervisor as localbox
 from providers.base import BACKSTOP_EXPIRES_FILE, LABEL_EXPIRES_AT, LABEL_REQUEST, BoxSpec
 from tests.fakes.hetzner_catalog import IMAGES, LOCATIONS, FakeType, server_types
 
