@@ -56,6 +56,12 @@ class Settings:
     probe_timeout_s: float = 5.0
     transfer_roots: str = ""  # extra orchestrator dirs vm_upload/vm_download may use, separated by ':'
     sftp_timeout_s: float = 30.0  # one SFTP file operation; transfers get 1 s more per MiB
+    harvest_timeout_s: float = 120.0  # bringing a box's work home before a burn never takes longer
+    harvest_max_file_bytes: int = 10 * 1024 * 1024  # untracked/modified files over this stay out of the harvest
+    expiry_warn_s: int = 600  # results warn this long before a box's expiry
+    auto_extend: bool = True  # a box with a running job at its expiry gets more time
+    auto_extend_step_s: int = 1800
+    auto_extend_max_ttl_s: int = 24 * 3600  # the hard ceiling of automatic extension, from the box's creation
     # What the settings were loaded from: each provider reads its own settings out of these.
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     file_values: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -105,10 +111,27 @@ _FIELDS: dict[str, Any] = {
     "probe_timeout_s": float,
     "transfer_roots": str,
     "sftp_timeout_s": float,
+    "harvest_timeout_s": float,
+    "harvest_max_file_bytes": int,
+    "expiry_warn_s": int,
+    "auto_extend": "flag",
+    "auto_extend_step_s": int,
+    "auto_extend_max_ttl_s": int,
 }
 
 # Env names that differ from BOXFORGE_<FIELD>.
 _ENV_ALIASES = {"ready_timeout_s": "BOXFORGE_READY_TIMEOUT"}
+
+
+def _flag(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -150,9 +173,9 @@ def _core_values(env: Mapping[str, str], file_values: Mapping[str, Any]) -> dict
         if raw is None:
             continue
         try:
-            values[name] = kind(raw)
+            values[name] = _flag(raw) if kind == "flag" else kind(raw)
         except (TypeError, ValueError) as exc:
-            expected = kind.__name__.strip("_")
+            expected = "true or false" if kind == "flag" else kind.__name__.strip("_")
             raise InvalidInput(f"setting {name} has an invalid value {raw!r}: expected {expected}") from exc
     return values
 

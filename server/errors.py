@@ -20,6 +20,10 @@ class InvalidInput(ForgeError):
     """An argument is malformed (name, ttl, path, command)."""
 
 
+class IdempotencyConflict(InvalidInput):
+    """An idempotency key already named a different request on that box."""
+
+
 class UnknownServer(ForgeError):
     """No live box of ours has that name."""
 

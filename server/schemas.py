@@ -10,34 +10,36 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, PrivateAttr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, PrivateAttr, WithJsonSchema
 
 from server.domain.cost import cost_so_far
-from server.domain.durations import WARN_LEFT_S, format_duration, iso, parse_ttl, seconds_left
+from server.domain.durations import TTL_JSON_SCHEMA, WARN_LEFT_S, format_duration, iso, parse_ttl, seconds_left
 from server.domain.hints import Hint, HintKind
-from server.domain.inputs import ENV_NAME_RE, check_path_text
-from server.domain.names import JOB_ID_RE, NAME_RE, check_branch, check_job_id, check_name
+from server.domain.inputs import ENV_NAME_RE, PATH_PATTERN, check_path_text
+from server.domain.names import BRANCH_RE, JOB_ID_RE, NAME_RE, check_branch, check_job_id, check_name
 
 __all__ = [  # the domain rules the models use, importable from here as before
     "ENV_NAME_RE", "JOB_ID_RE", "NAME_RE", "check_name", "cost_so_far", "format_duration", "iso", "parse_ttl",
 ]
 
+# Patterns go into the schema only (json_schema_extra): the validators give the worded error.
 ServerName = Annotated[
     str,
-    Field(min_length=1, max_length=63, description="Box name: 1-63 lowercase letters, digits, '-' (RFC 1123 label)"),
+    Field(description="Box name", json_schema_extra={"pattern": NAME_RE.pattern}),
     AfterValidator(check_name),
 ]
 JobId = Annotated[
     str,
-    Field(min_length=1, max_length=64, description="Job id returned by vm_bash, like 'j-0123456789ab'"),
+    Field(description="Job id (j-...)", json_schema_extra={"pattern": JOB_ID_RE.pattern}),
     AfterValidator(check_job_id),
 ]
 TtlSeconds = Annotated[
     int,
     BeforeValidator(parse_ttl),
-    Field(description="Time to live: '90m', '2h', '1d', or a number of minutes; the box is burned at expiry"),
+    # what parse_ttl accepts, not the int it returns: a strict client sends '30m' as it is
+    WithJsonSchema(TTL_JSON_SCHEMA),
 ]
-Branch = Annotated[str, AfterValidator(check_branch)]
+Branch = Annotated[str, Field(json_schema_extra={"pattern": BRANCH_RE.pattern}), AfterValidator(check_branch)]
 
 
 # Outputs
@@ -111,6 +113,9 @@ class ServerInfo(Hinted):
                              description="What the provider made (a server type, a local size preset)")
     warnings: list[str] | None = Field(None, exclude_if=lambda v: not v,
                                        description="Facts about the box to know, e.g. that it is not isolated")
+    auto_extended: str | None = Field(None, exclude_if=lambda v: v is None,
+                                      description="The expiry was pushed automatically (to when, and for which "
+                                                  "running job), up to max_ttl")
     cost_so_far: float | None = Field(
         None, description="Estimated cost of a cloud box so far: hours started x hourly price, capped at the monthly "
                           "price (Hetzner bills per started hour)",
@@ -185,6 +190,9 @@ class DestroyResult(BaseModel):
     name: str
     destroyed: bool = Field(description="True if a box was burned by this call, False if it was already gone")
     message: str
+    harvested: bool | None = Field(None, description="Whether the box's work was brought home before the burn "
+                                                     "(None: nothing to harvest, or harvest=false)")
+    harvest: str | None = Field(None, description="What came home (the ref or bundle) or why nothing did")
 
 
 class CancelResult(Hinted):
@@ -198,12 +206,13 @@ class CancelResult(Hinted):
 Signal = Literal["TERM", "KILL", "INT"]  # the values of server.domain.states.Signal (a test keeps them equal)
 
 
-def time_left(expires_at: float | None, now: float | None = None) -> tuple[str | None, int | None, Hint | None]:
+def time_left(expires_at: float | None, now: float | None = None,
+              warn_s: int = WARN_LEFT_S) -> tuple[str | None, int | None, Hint | None]:
     """(human time left, seconds left, the warning to give) for an expiry."""
     if expires_at is None:
         return None, None, None
     left = seconds_left(expires_at, time.time() if now is None else now)
-    warning = Hint(HintKind.EXPIRES_SOON, left_s=left) if left <= WARN_LEFT_S else None
+    warning = Hint(HintKind.EXPIRES_SOON, left_s=left) if left <= warn_s else None
     return format_duration(left), max(left, 0), warning
 
 
@@ -212,7 +221,8 @@ def time_left(expires_at: float | None, now: float | None = None) -> tuple[str |
 BoxPath = Annotated[
     str,
     Field(min_length=1, max_length=4096, description="Path on the box: relative paths resolve in the project dir, "
-                                                     "'~/' in the box user's home; absolute paths are used as given"),
+                                                     "'~/' in the box user's home; absolute paths are used as given",
+          json_schema_extra={"pattern": PATH_PATTERN}),
     AfterValidator(check_path_text),
 ]
 Encoding = Literal["text", "base64"]
@@ -327,3 +337,70 @@ class AgentRun(Hinted):
     state: str
     prompt_path: str = Field(description="Where the prompt was stored on the box (0600)")
     hint: str
+
+
+# Git through the orchestrator
+
+class CommitLine(BaseModel):
+    id: str = Field(description="Short commit id")
+    subject: str
+
+
+class FetchResult(Hinted):
+    """The box's branch brought home into the user's repo."""
+
+    server: str
+    repo: str = Field(description="The repo the work came home to (the user's repo, or boxforge's cache of a URL)")
+    ref: str = Field(description="refs/boxforge/<box>/<branch>: merge, diff or check it out from there")
+    tip: str = Field(description="Commit the ref points at (the extra commit of uncommitted changes, if any)")
+    head: str = Field(description="The box's HEAD commit")
+    branch: str | None = Field(None, description="The box's branch (None: detached HEAD)")
+    base_commit: str | None = None
+    uncommitted_commit: str | None = Field(None, description="The extra commit holding uncommitted and untracked "
+                                                             "changes (marked 'boxforge: uncommitted changes')")
+    commits: list[CommitLine] = Field(default_factory=list, description="Commits ahead of base, newest first")
+    new_commits: list[CommitLine] = Field(default_factory=list, description="Commits new since the last fetch")
+    files: list[str] = Field(default_factory=list, description="Files touched since base")
+    diffstat: str = ""
+    rewritten: bool = Field(False, description="The box's branch was force-moved: the ref was reset, not advanced")
+    local_branch: str | None = Field(None, description="Local branch updated to the tip, when asked")
+    skipped_files: list[str] = Field(default_factory=list, description="Untracked or modified files over the size "
+                                                                       "cap, left out of the uncommitted commit")
+    time_left: str | None = None
+    warning: str | None = None
+    hint: str | None = None
+
+
+class CompareBox(BaseModel):
+    server: str
+    branch: str | None = None
+    base_commit: str | None = None
+    ahead: int = Field(0, description="Commits ahead of base on the box")
+    commits: list[CommitLine] = Field(default_factory=list)
+    files: list[str] = Field(default_factory=list, description="Files touched since base, uncommitted included")
+    diffstat: str = ""
+    uncommitted: bool = False
+    last_job: str | None = Field(None, description="The last job's id and end state, e.g. 'j-... succeeded (exit 0)'")
+    time_left: str | None = None
+    error: str | None = Field(None, description="Why this box could not be compared")
+
+
+class Overlap(BaseModel):
+    servers: list[str] = Field(description="Two boxes that touch the same files")
+    files: list[str]
+
+
+class CompareResult(Hinted):
+    boxes: list[CompareBox]
+    overlaps: list[Overlap] = Field(default_factory=list, description="Pairs of boxes touching the same files: where a "
+                                                                      "merge will conflict")
+    hint: str | None = None
+
+
+class PushResult(Hinted):
+    server: str
+    remote: str = Field(description="The remote pushed to (credentials never shown)")
+    branch: str = Field(description="Branch on the remote")
+    commit: str
+    message: str
+    hint: str | None = None

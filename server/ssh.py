@@ -16,7 +16,7 @@ Contract:
 
 Control channels. A new SSH session costs a channel open, a fork on the server and a shell start
 per call; a control channel is one long-lived session per lane running a small POSIX sh loop on the
-box (``_LOOP``: sh and coreutils only) that reads framed requests from its stdin and writes framed
+box (``server/onbox/sh/channel.sh``: sh and coreutils only) that reads framed requests from its stdin and writes framed
 responses, so a call costs one channel round trip plus the script itself. Framing (all lengths
 in bytes, every line ASCII):
 
@@ -54,6 +54,7 @@ from pathlib import Path
 import asyncssh
 
 from server.errors import BoxTimeout, BoxUnreachable, HostKeyMismatch
+from server.onbox import scripts
 
 log = logging.getLogger(__name__)
 
@@ -68,56 +69,8 @@ CHANNEL_HELLO = b"BOXFORGE-CHANNEL 1 "
 _DROP_ERRORS = (asyncssh.DisconnectError, asyncssh.ChannelOpenError, BrokenPipeError, ConnectionResetError)
 _CHANNEL_ERRORS = (asyncssh.Error, OSError, EOFError, asyncio.IncompleteReadError)
 
-# The box side of a control channel. Variables are prefixed __bf so that eval'd scripts see none of
-# theirs clobbered; the scratch dir of a loop that died is swept by the next loop to start.
-_LOOP = r"""exec 2>/dev/null
-__bfd="$HOME/.boxforge/ch"
-__bft="$__bfd/$$"
-mkdir -p -m 700 "$__bft" || exit 70
-for __bfx in "$__bfd"/*; do
-  case ${__bfx##*/} in *[!0-9]*) continue ;; esac
-  [ "$__bfx" = "$__bft" ] || kill -0 "${__bfx##*/}" || rm -rf "$__bfx"
-done
-__bfw=$(printf '\303\251')
-if [ "${#__bfw}" = 2 ]; then __bfw=1; else __bfw=0; fi
-printf 'BOXFORGE-CHANNEL 1 %s\n' "$$"
-while IFS=' ' read -r __bfn __bfk __bfs __bfi __bfz; do
-  case $__bfn.$__bfs.$__bfi in *[!0-9.]*|.*|*..*|*.) break ;; esac
-  case $__bfk in
-    L) __bfc=$(head -c "$__bfs"; echo .); eval "${__bfc%.}"; printf '%s 0 0 0 0\n' "$__bfn"; continue ;;
-    T) IFS= read -r __bfc || break ;;
-    B) __bfc=$(head -c "$__bfs"; echo .); __bfc=${__bfc%.} ;;
-    *) break ;;
-  esac
-  if [ "$__bfk$__bfw" = T1 ]; then
-    if [ "$__bfi" -gt 0 ]; then
-      __bfo=$(head -c "$__bfi" | {
-        (eval "$__bfc") 2>"$__bft/e" 3>"$__bft/b"; __bfr=$?; cat >/dev/null; exit "$__bfr"; }; echo ".$?")
-    else
-      __bfo=$( (eval "$__bfc") </dev/null 2>"$__bft/e" 3>"$__bft/b"; echo ".$?")
-    fi
-    __bfr=${__bfo##*.}; __bfo=${__bfo%.*}; __bfl=${#__bfo}
-  else
-    if [ "$__bfi" -gt 0 ]; then
-      head -c "$__bfi" | { (eval "$__bfc") >"$__bft/b" 2>"$__bft/e" 3>&1; __bfr=$?; cat >/dev/null; exit "$__bfr"; }
-    else
-      (eval "$__bfc") </dev/null >"$__bft/b" 2>"$__bft/e" 3>&1
-    fi
-    __bfr=$?; __bfo=; __bfl=0
-  fi
-  __bfb=0; __bfe=0
-  if [ -s "$__bft/b" ] || [ -s "$__bft/e" ]; then
-    set -- $(stat -c %s "$__bft/b" "$__bft/e")
-    if [ $# -ne 2 ]; then set -- $(wc -c <"$__bft/b") $(wc -c <"$__bft/e"); fi
-    __bfb=$1; __bfe=$2
-  fi
-  printf '%s %s %s %s %s\n%s' "$__bfn" "$__bfr" "$__bfl" "$__bfb" "$__bfe" "$__bfo"
-  [ "$__bfb" = 0 ] || head -c "$__bfb" "$__bft/b"
-  [ "$__bfe" = 0 ] || head -c "$__bfe" "$__bft/e"
-done
-rm -rf "$__bft"
-"""
-_LOOP_COMMAND = "exec /bin/sh -c " + shlex.quote(_LOOP)
+# The box side of a control channel (sh/channel.sh), started with exec so it is the session's process.
+_LOOP_COMMAND = "exec /bin/sh -c " + shlex.quote(scripts.text("channel.sh"))
 
 
 @dataclass(frozen=True)
@@ -168,7 +121,7 @@ class _ChannelBroken(Exception):
 
 
 class _Channel:
-    """One control channel: a session running ``_LOOP`` on the box, one request at a time."""
+    """One control channel: a session running ``channel.sh`` on the box, one request at a time."""
 
     def __init__(self, proc: asyncssh.SSHClientProcess[bytes], pid: int) -> None:
         self.proc = proc

@@ -23,7 +23,7 @@ START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
 BRIDGE_PREFIX = "bfd-"  # the Docker provider's per-box bridges (providers/docker/network.py)
 FILTER_CHAINS = ("DOCKER", "DOCKER-ISOLATION-STAGE-1", "DOCKER-ISOLATION-STAGE-2", "DOCKER-USER")
-NAT_CHAINS = ("DOCKER",)
+SERVE_PID_FILE = "serve.pid"
 
 
 def _iptables(*args: str) -> subprocess.CompletedProcess[str]:
@@ -125,6 +125,10 @@ class DockerDaemon:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+        # dockerd bind-mounts its data root onto itself and leaves the mount behind when it exits
+        data = str((self.root / "data").resolve())
+        if any(line.split()[1] == data for line in Path("/proc/mounts").read_text().splitlines()):
+            subprocess.run(["umount", data], capture_output=True, check=False)
 
     def restart(self) -> None:
         self.stop()
@@ -164,14 +168,20 @@ class DockerDaemon:
 
 
 def serve(root: Path) -> int:
-    """Run a daemon until SIGTERM/SIGINT, then remove its containers, stop it and clean the host."""
+    """Run a daemon until SIGTERM/SIGINT (SIGHUP restarts dockerd), then remove its containers, stop it and
+    clean the host. ``serve.pid`` in ``root`` names this process while it serves."""
     daemon = DockerDaemon(root)
     daemon.start()
     print(daemon.url, flush=True)
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    (root / SERVE_PID_FILE).write_text(f"{os.getpid()}\n")
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
     while daemon.proc is not None and daemon.proc.poll() is None:
-        if signal.sigtimedwait([signal.SIGTERM, signal.SIGINT], 1.0) is not None:
+        got = signal.sigtimedwait([signal.SIGTERM, signal.SIGINT, signal.SIGHUP], 1.0)
+        if got is not None and got.si_signo == signal.SIGHUP:
+            daemon.restart()  # the daemon-restart test asks for this; containers live on (--live-restore)
+        elif got is not None:
             break
+    (root / SERVE_PID_FILE).unlink(missing_ok=True)
     daemon.remove_containers()
     daemon.stop()
     daemon.clean_host()
@@ -182,3 +192,29 @@ if __name__ == "__main__":
     if len(sys.argv) != 3 or sys.argv[1] != "serve":
         sys.exit("usage: python -m tests.docker_daemon serve DIR")
     sys.exit(serve(Path(sys.argv[2])))
+
+
+def dockerd_pid(root: Path) -> int | None:
+    try:
+        return int((root / "dockerd.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def restart_served(sock: Path, timeout: float = START_TIMEOUT_S) -> bool:
+    """Ask the ``serve`` process owning the daemon at ``sock`` to restart dockerd and wait until a new dockerd
+    answers. False when no such process serves it (the daemon is not ours to restart)."""
+    root = sock.parent
+    try:
+        serve_pid = int((root / SERVE_PID_FILE).read_text().strip())
+        os.kill(serve_pid, 0)
+    except (OSError, ValueError):
+        return False
+    old = dockerd_pid(root)
+    os.kill(serve_pid, signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while not (dockerd_pid(root) not in (None, old) and ping(sock, timeout=0.5)):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"dockerd at {sock} did not come back within {timeout:g}s")
+        time.sleep(0.05)
+    return True

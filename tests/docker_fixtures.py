@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 from providers.base import BoxSpec, ProviderContext, box_labels
 from providers.docker import DockerProvider, DockerSettings
 from server.keys import BoxKeys, create_box_keys
-from tests.docker_daemon import DockerDaemon
+from tests.docker_daemon import SERVE_PID_FILE, DockerDaemon, restart_served
 
 DEFAULT_CACHE = Path("/var/cache/boxforge-test-images")
 
@@ -43,10 +44,11 @@ def docker_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
             _require(f"no Docker daemon answers at DOCKER_HOST={host}")
         if os.geteuid() != 0 or shutil.which("dockerd") is None:
             _require("no Docker daemon here, and none can be started (needs root and dockerd)")
-        daemon = DockerDaemon(Path(tmp_path_factory.mktemp("dockerd", numbered=True)))
+        daemon = DockerDaemon(Path(tempfile.mkdtemp(prefix="bfd-", dir="/tmp")))  # containerd wants a short path
         daemon.start()
         host = daemon.url
     env = {"DOCKER_HOST": host, "BOXFORGE_IMAGE_CACHE": cache}
+    _owned_daemon[:] = [daemon] if daemon is not None else []
     settings = DockerSettings.load(env, {}, "docker")
     provider = DockerProvider(settings, state_dir=Path(tmp_path_factory.mktemp("image-home")) / "docker",
                               image_cache=Path(cache))
@@ -57,6 +59,28 @@ def docker_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
         daemon.remove_containers()
         daemon.stop()
         daemon.clean_host()
+        shutil.rmtree(daemon.root, ignore_errors=True)
+
+
+_owned_daemon: list[DockerDaemon] = []
+
+
+@pytest.fixture(scope="session")
+def docker_restart(docker_env: dict[str, str]) -> Callable[[], None]:
+    """Restart the session's dockerd: the one this session started, or one ``python -m tests.docker_daemon serve``
+    runs (CI's); skip (fail with BOXFORGE_REQUIRE_DOCKER=1) when the daemon is someone else's."""
+    host = docker_env["DOCKER_HOST"]
+    if _owned_daemon:
+        return _owned_daemon[0].restart
+    sock = Path(host.removeprefix("unix://"))
+    if not host.startswith("unix://") or not (sock.parent / SERVE_PID_FILE).exists():
+        _require(f"the Docker daemon at {host} is not one this suite may restart")
+
+    def restart() -> None:
+        if not restart_served(sock):
+            raise RuntimeError(f"nothing serves the Docker daemon at {host} any more")
+
+    return restart
 
 
 @pytest.fixture
@@ -85,4 +109,4 @@ def make_docker_spec(keys_root: Path, *, owner: str, name: str, ttl_s: float = 6
     return spec, keys
 
 
-__all__ = ["docker_env", "docker_provider_factory", "make_docker_spec"]
+__all__ = ["docker_env", "docker_provider_factory", "docker_restart", "make_docker_spec"]

@@ -147,10 +147,13 @@ async def test_set_labels_moves_the_expiry_the_watchdog_reads_and_keeps_identity
 
 async def test_size_presets_become_cpu_memory_and_pids_limits(shared: Shared) -> None:
     host_config = container_attrs(shared.provider, shared.box.id)["HostConfig"]
-    assert host_config["NanoCpus"] == 2 * 10**9
-    assert host_config["Memory"] == 4 * 1024**3 and host_config["MemorySwap"] == 4 * 1024**3
+    host_cpus = shared.provider.engine.client.info()["NCPU"]
+    assert host_config["NanoCpus"] == min(4, host_cpus) * 10**9
+    assert host_config["Memory"] == 8 * 1024**3 and host_config["MemorySwap"] == 8 * 1024**3
     assert host_config["PidsLimit"] == 4096
     assert shared.box.size == "medium"
+    capped = [w for w in shared.box.warnings if "CPUs" in w]
+    assert bool(capped) == (host_cpus < 4), shared.box.warnings
     pids_max = await run(shared.box, shared.keys, "cat /sys/fs/cgroup/pids.max 2>/dev/null || "
                                                    "cat /sys/fs/cgroup/pids/pids.max")
     assert pids_max.stdout.strip() == "4096"

@@ -33,7 +33,8 @@ async def test_a_failing_clone_burns_the_box_and_says_why(tmp_path: Path) -> Non
     not_a_repo = tmp_path / "plain-dir"
     not_a_repo.mkdir()
     async with Client(build_server(settings)) as client:
-        result = await client.call_tool("create_server", {"name": "doomed", "repo": str(not_a_repo)})
+        result = await client.call_tool("create_server", {"name": "doomed", "repo": str(not_a_repo),
+                                                          "repo_via": "box"})
         assert result.is_error
         text = result.content[0].text
         assert "box was burned" in text and "bootstrap failed" in text and "does not exist" in text

@@ -28,6 +28,7 @@ from providers.base import (
 )
 from providers.hetzner import HetznerProvider, HetznerSettings
 from providers.hetzner.catalog import choose
+from providers.hetzner.servers import to_box
 from providers.local.supervisor import current_user
 from server.keys import create_box_keys
 from tests.fakes.hetzner_api import FakeHetzner, running_fake
@@ -114,6 +115,10 @@ async def test_the_settings_floor_and_a_pinned_type_decide_the_default(fake: Fak
     assert box.size == "ccx13" and box.warnings == ()
     await pinned.destroy(box.id)
     await pinned.aclose()
+    stale = provider(fake, server_type="cx22")  # a pin from before the 2025-10-16 deprecation
+    with pytest.raises(CapacityError, match=r"cx22 is no longer sold .* pinned by BOXFORGE_HETZNER_SERVER_TYPE"):
+        await stale.create(spec(tmp_path))
+    await stale.aclose()
     assert fake.live_servers(**{"boxforge-owner": OWNER}) == []
 
 
@@ -193,6 +198,18 @@ def test_choice_is_a_pure_function_of_the_catalog_and_the_time(catalog_of: FakeH
                   now=later).server_type == "cx23"
     with pytest.raises(ProviderError, match=r"unknown Hetzner location 'mars1'"):
         choose(types, locations, size=None, location="mars1", architecture="x86", floor=FLOOR)
+
+
+def test_a_box_of_a_retired_type_says_so_when_listed(fake: FakeHetzner) -> None:
+    server = fake.add_server("old-cx22", {"team": "web"}, server_type="cx22")
+    try:
+        client = Client(token=fake.token, api_endpoint=fake.url)
+        box = to_box(client.servers.get_by_id(server.id), ssh_port=22, ssh_user="u", ipv6_only=False, choice=None)
+        assert box.size == "cx22"
+        assert box.warnings == ("server type cx22 is retired by Hetzner (not orderable after 2025-12-31)",)
+    finally:
+        with fake._lock:
+            fake.servers.pop(server.id)
 
 
 def test_the_fake_answers_datacenters_with_410_and_servers_carry_no_datacenter(fake: FakeHetzner) -> None:

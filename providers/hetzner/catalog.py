@@ -213,6 +213,8 @@ def warnings_of(server_type: Any, location: str | None) -> tuple[str, ...]:
 
 def deprecated_text(name: str, gone: Deprecation, successor: str | None = None) -> str:
     instead = f"; a current type like it there: {successor}" if successor else ""
+    if gone.passed(datetime.now(UTC)):  # a box made before its type was retired
+        return f"server type {name} is retired by Hetzner (not orderable after {gone.day()}){instead}"
     return f"server type {name} is deprecated by Hetzner and can be ordered only until {gone.day()}{instead}"
 
 

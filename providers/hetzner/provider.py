@@ -172,8 +172,14 @@ class HetznerProvider(Provider, PinsHostKey, WaitsForBoot, HasBackstop, HasPrici
             return self._box(existing)
         location = spec.location or self.location
         image = spec.image or self.image
-        choice = await self.catalog.choose(size=spec.size or self.server_type, location=location, image=image,
-                                           floor=self.floor)
+        try:
+            choice = await self.catalog.choose(size=spec.size or self.server_type, location=location, image=image,
+                                               floor=self.floor)
+        except ProviderError as exc:
+            if spec.size is None and self.server_type:  # the user did not name this size here: say where it is set
+                raise type(exc)(f"{exc} (the default size {self.server_type} is pinned by "
+                                "BOXFORGE_HETZNER_SERVER_TYPE or server_type in [providers.hetzner])") from exc
+            raise
         async with self.keys.creating(owner):
             server, action_id = await self._create_server(spec, choice.server_type, location, image, owner)
         if server is None:

@@ -4,6 +4,7 @@ the exit status (``run`` and ``ssh``: the remote command's)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import shutil
@@ -19,10 +20,10 @@ import anyio.to_thread
 from pydantic import TypeAdapter, ValidationError
 from rich.table import Table
 
-from server.cli.render import dump, err, job_line, out, servers_table, valid, worded
+from server.cli.render import dump, err, error_text, job_line, out, servers_table, valid, worded
 from server.cli.up import names_adapter, ttls_adapter
 from server.domain.names import is_job_id
-from server.errors import InvalidInput
+from server.errors import ForgeError, InvalidInput
 from server.schemas import JobId, JobStatusResult
 from server.service import Fleet
 from server.service.reaper import Reaper
@@ -156,19 +157,25 @@ async def cmd_burn(fleet: Fleet, args: argparse.Namespace) -> int:
             raise InvalidInput("give box names to burn, or --all --yes")
         names = [valid(names_adapter, n) for n in args.names]
     results = []
+    refused: list[str] = []
 
     async def one(name: str) -> None:
-        results.append(await fleet.destroy_server(name))
+        try:
+            results.append(await fleet.destroy_server(name, harvest=not args.no_harvest))
+        except ForgeError as exc:  # one box that cannot be harvested does not stop the others
+            refused.append(error_text(exc))
 
     async with anyio.create_task_group() as tg:
         for name in names:
             tg.start_soon(one, name)
     if args.json:
-        dump({"results": [r.model_dump(mode="json") for r in results]})
+        dump({"results": [r.model_dump(mode="json") for r in results], "refused": refused})
     else:
         for r in results:
-            out.print(r.message)
-    return 0
+            out.print(r.message, markup=False)
+    for text in refused:
+        err.print(f"[red]error:[/] {text}")
+    return 1 if refused else 0
 
 
 async def cmd_reap(fleet: Fleet, args: argparse.Namespace) -> int:
@@ -253,3 +260,65 @@ async def cmd_agent(fleet: Fleet, args: argparse.Namespace) -> int:
     else:
         err.print(job_line(started.job_id, status))
     return 0 if status.state == "succeeded" else 1
+
+
+async def cmd_fetch(fleet: Fleet, args: argparse.Namespace) -> int:
+    got = worded(await fleet.fetch(valid(names_adapter, args.name), include_uncommitted=not args.no_uncommitted,
+                                   local_branch=args.branch))
+    if args.json:
+        dump(got)
+        return 0
+    new = f"{len(got.new_commits)} new" if got.new_commits else "nothing new"
+    out.print(f"{got.server}: {got.ref} at {got.tip[:12]} in {got.repo} ({len(got.commits)} ahead of base, {new})")
+    for c in got.commits:
+        out.print(f"  {c.id} {c.subject}")
+    if got.diffstat:
+        out.print(got.diffstat, markup=False, highlight=False)
+    for text in (got.warning, got.hint):
+        if text:
+            err.print(f"[dim]{text}[/]", markup=True)
+    return 0
+
+
+async def cmd_compare(fleet: Fleet, args: argparse.Namespace) -> int:
+    result = worded(await fleet.compare([valid(names_adapter, n) for n in args.names]))
+    if args.json:
+        dump(result)
+        return 0
+    for box in result.boxes:
+        if box.error:
+            out.print(f"{box.server}: {box.error}")
+            continue
+        dirty = ", uncommitted changes" if box.uncommitted else ""
+        out.print(f"{box.server} ({box.branch or 'detached'}): {box.ahead} ahead{dirty}; {len(box.files)} file(s); "
+                  f"last job {box.last_job or '-'}; {box.time_left or '-'} left")
+        for name in box.files:
+            out.print(f"  {name}", markup=False, highlight=False)
+    for overlap in result.overlaps:
+        out.print(f"overlap {' and '.join(overlap.servers)}: {', '.join(overlap.files)}", markup=False)
+    if not result.overlaps:
+        out.print("no two boxes touch the same file")
+    if result.hint:
+        err.print(f"[dim]{result.hint}[/]")
+    return 0
+
+
+async def cmd_land(fleet: Fleet, args: argparse.Namespace) -> int:
+    outcome = await fleet.land([valid(names_adapter, n) for n in args.names], into=args.into, repo=args.repo)
+    if args.json:
+        dump(dataclasses.asdict(outcome) | {"ok": outcome.ok})
+    else:
+        out.print(outcome.summary(), markup=False)
+        if not outcome.ok:
+            out.print(f"the merge of {outcome.conflict_box} was aborted; {outcome.repo} is clean; not tried: "
+                      f"{', '.join(outcome.not_tried) or '-'}", markup=False)
+    return 0 if outcome.ok else 1
+
+
+async def cmd_push(fleet: Fleet, args: argparse.Namespace) -> int:
+    result = await fleet.push(valid(names_adapter, args.name), remote=args.remote)
+    if args.json:
+        dump(result)
+    else:
+        out.print(result.message, markup=False)
+    return 0

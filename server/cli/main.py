@@ -23,7 +23,8 @@ COMMANDS: dict[str, Callable[[Fleet, argparse.Namespace], Awaitable[int]]] = {
     "up": cmd_up, "run": commands.cmd_run, "jobs": commands.cmd_jobs, "job": commands.cmd_job,
     "ls": commands.cmd_ls, "extend": commands.cmd_extend, "burn": commands.cmd_burn, "reap": commands.cmd_reap,
     "demo": cmd_demo, "logs": commands.cmd_logs, "ssh": commands.cmd_ssh, "diff": commands.cmd_diff,
-    "agent": commands.cmd_agent,
+    "agent": commands.cmd_agent, "fetch": commands.cmd_fetch, "compare": commands.cmd_compare,
+    "land": commands.cmd_land, "push": commands.cmd_push,
 }
 
 

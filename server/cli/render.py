@@ -31,7 +31,8 @@ _WORDS: dict[HintKind, Callable[[Hint], str]] = {
     HintKind.AGENT_STARTED: lambda h: (f"the agent works in the background: follow it with boxforge logs {h.job_id} "
                                        f"--follow, then review its work with boxforge diff {h.server}"),
     HintKind.EXPIRES_SOON: lambda h: (f"box expires in {format_duration(h.left_s or 0)}: boxforge extend NAME TTL "
-                                      "keeps it, or save your work (e.g. git push) before it is burned"),
+                                      "keeps it; at the burn its branch (commits and uncommitted changes) is "
+                                      "harvested into refs/boxforge/<box>/<branch>, or boxforge fetch it now"),
     HintKind.NO_BOXES: lambda h: "create one with boxforge up",
     HintKind.LIST_JOBS: lambda h: "boxforge jobs shows all",
     HintKind.KILL_JOB: lambda h: "it ignores SIGTERM; boxforge burn NAME stops everything on its box",
@@ -41,7 +42,13 @@ _WORDS: dict[HintKind, Callable[[Hint], str]] = {
                                      "--agent-command), or run it with boxforge run"),
     HintKind.EXTEND_AGAIN: lambda h: f"run boxforge extend {h.server} again once it answers",
     HintKind.DIFF_CUT: lambda h: f"raise --max-bytes, or read single files with boxforge ssh {h.server} -- cat FILE",
-    HintKind.KEEP_WORK: lambda h: f"push the branch with boxforge run {h.server} 'git push' before it is burned",
+    HintKind.KEEP_WORK: lambda h: f"bring the work home with boxforge fetch {h.server}",
+    HintKind.FETCHED: lambda h: (f"boxforge compare NAME... shows overlaps; boxforge land {h.server} merges it; "
+                                 f"boxforge push {h.server} pushes it"),
+    HintKind.COMPARED: lambda h: f"boxforge land {h.server.replace(',', ' ') if h.server else 'NAME...'} merges "
+                                 "them in that order",
+    HintKind.BURN_UNHARVESTED: lambda h: f"boxforge burn {h.server} --no-harvest burns it without",
+    HintKind.KEY_TAKEN: lambda h: f"the first job's output: boxforge logs {h.job_id}; use a new key",
 }
 
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-TTL_RE = re.compile(r"^\s*(\d{1,7})\s*([smhd]?)\s*$")
+# A TTL is a count with an optional unit (none: minutes), at least one minute. TTL_RE parses it;
+# TTL_PATTERN, published in the tool schemas, admits exactly the strings parse_ttl accepts.
+TTL_RE = re.compile(r"^ *0*([1-9][0-9]{0,6}) *([smhd]?) *$")
+TTL_PATTERN = r"^ *0*(?:[1-9][0-9]{0,6} *[mhd]?|(?:[6-9][0-9]|[1-9][0-9]{2,6}) *s) *$"
+TTL_MAX_NUMBER = 9_999_999
 TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 60}
 MIN_TTL_S = 60
+TTL_JSON_SCHEMA = {"type": ["string", "integer"], "pattern": TTL_PATTERN, "minimum": 1, "maximum": TTL_MAX_NUMBER}
 WARN_LEFT_S = 600  # under this much time left, results carry a warning
 _TTL_HELP = "use a duration like '90m', '2h', '1d' or a number of minutes"
 
@@ -26,6 +31,8 @@ def parse_ttl(value: str | int) -> int:
         raise ValueError(f"ttl must be a duration: {_TTL_HELP}")
     match = TTL_RE.fullmatch(text)
     if not match:
+        if re.fullmatch(r" *0+ *[smhd]? *", text):
+            raise ValueError(f"ttl {text.strip()!r} is too short: the minimum is 1m")
         raise ValueError(f"invalid ttl {text[:40]!r}: {_TTL_HELP}")
     seconds = int(match.group(1)) * TTL_UNITS[match.group(2)]
     if seconds < MIN_TTL_S:

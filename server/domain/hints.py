@@ -29,6 +29,10 @@ class HintKind(enum.StrEnum):
     EXTEND_AGAIN = "extend_again"  #: the box's own backstop did not move: extend again once it answers
     DIFF_CUT = "diff_cut"  #: the review diff was cut: ask for more, or read single files
     KEEP_WORK = "keep_work"  #: the box changed things: bring the work home before it is burned
+    FETCHED = "fetched"  #: a box's work came home as a ref: compare, land or push it
+    COMPARED = "compared"  #: boxes compared: fetch and land them in an order
+    BURN_UNHARVESTED = "burn_unharvested"  #: the harvest failed: burn anyway only on purpose
+    KEY_TAKEN = "key_taken"  #: an idempotency key names another request's job: read that job, or use a new key
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MAX_ENV_VALUE_BYTES = 64 * 1024
 MAX_COMMAND_BYTES = 256 * 1024
 PATH_FORBIDDEN = ("\x00", "\r", "\n")  # a path with these cannot pass through a shell line or an env file
+PATH_PATTERN = r"^[^\x00\r\n]*$"  # the same rule, for the tool schemas
 
 
 def check_env(env: Mapping[str, str]) -> None:

@@ -7,7 +7,7 @@ import secrets
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 JOB_ID_RE = re.compile(r"^j-[0-9a-f]{12}$")
-BRANCH_RE = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/+-]{1,200}(?<![./])$")
+BRANCH_RE = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)(?!.*\.lock$)[A-Za-z0-9._/+-]{1,200}(?<![./])$")
 
 
 def _shown(value: str, limit: int) -> str:
@@ -39,7 +39,7 @@ def new_job_id() -> str:
 
 
 def check_branch(value: str) -> str:
-    if not BRANCH_RE.fullmatch(value) or value.endswith(".lock"):
+    if not BRANCH_RE.fullmatch(value):
         raise ValueError(f"invalid branch name {value[:80]!r}: use letters, digits and . _ / + - (e.g. 'feat/login')")
     return value
 

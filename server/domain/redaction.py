@@ -6,7 +6,7 @@ Output is read in chunks, so a secret can be cut in two by a chunk boundary: ``s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 
@@ -26,6 +26,16 @@ class Redactor:
         """Every value of ``env`` at least ``min_chars`` long (shorter ones would redact ordinary words)."""
         pairs = sorted(((v, k) for k, v in env.items() if len(v) >= min_chars), key=lambda vk: -len(vk[0]))
         return cls(tuple(pairs))
+
+    @classmethod
+    def merged(cls, envs: Iterable[Mapping[str, str]], min_chars: int) -> Redactor:
+        """Every value of every env in ``envs`` (a value named differently in two envs keeps the first name)."""
+        names: dict[str, str] = {}
+        for env in envs:
+            for name, value in env.items():
+                if len(value) >= min_chars:
+                    names.setdefault(value, name)
+        return cls(tuple(sorted(((v, k) for v, k in names.items()), key=lambda vk: -len(vk[0]))))
 
     def text(self, text: str) -> str:
         for value, name in self.secrets:

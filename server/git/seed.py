@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,18 +56,18 @@ async def _default_branch(repo: Path) -> str | None:
     return None
 
 
-async def _refresh_cache(state_dir: Path, source: RepoSource) -> Path:
+async def _refresh_cache(state_dir: Path, source: RepoSource, env: Mapping[str, str] | None) -> Path:
     """Fetch every branch of a URL source into its bare cache, with the orchestrator's credentials."""
     bare = cache_dir(state_dir, source.url)
     ensure_private_dir(bare.parent)
     async with _CACHE_LOCKS.setdefault(str(bare), anyio.Lock()):  # two creates from one URL fetch in turn
-        return await _fetch_cache(state_dir, source, bare)
+        return await _fetch_cache(state_dir, source, bare, env)
 
 
-async def _fetch_cache(state_dir: Path, source: RepoSource, bare: Path) -> Path:
+async def _fetch_cache(state_dir: Path, source: RepoSource, bare: Path, env: Mapping[str, str] | None) -> Path:
     if not (bare / "HEAD").exists():
         await local.git(None, "init", "--quiet", "--bare", str(bare))
-    creds = local.credential_env(state_dir, source.secret_env)
+    creds = local.credential_env(state_dir, source.secret_env, env)
     code, _, err = await local.git(bare, "fetch", "--quiet", "--prune", "--no-tags", "--", source.url,
                                    "+refs/heads/*:refs/heads/*", env=creds, check=False, timeout=SEED_TIMEOUT_S)
     if code != 0:
@@ -80,7 +81,8 @@ async def _fetch_cache(state_dir: Path, source: RepoSource, bare: Path) -> Path:
     return bare
 
 
-async def prepare(state_dir: Path, source: RepoSource, branch: str | None) -> Seed:
+async def prepare(state_dir: Path, source: RepoSource, branch: str | None,
+                  env: Mapping[str, str] | None = None) -> Seed:
     """Read the source and write the bundle a box is seeded from. Raises InvalidInput for a repo that
     does not exist or cannot be read, has no commits, or a branch name git refuses."""
     if source.is_local_path:
@@ -88,7 +90,7 @@ async def prepare(state_dir: Path, source: RepoSource, branch: str | None) -> Se
         if not await local.is_repo(home):
             raise InvalidInput(f"{source.url!r} is not a git repository; give the path of a git checkout or a URL")
     else:
-        home = await _refresh_cache(state_dir, source)
+        home = await _refresh_cache(state_dir, source, env)
     if branch:
         await local.check_branch_name(branch)
     default = await _default_branch(home)

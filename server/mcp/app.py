@@ -4,6 +4,7 @@ with wait=false finish."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,7 +15,7 @@ import anyio
 from mcp.server import MCPServer
 
 from server.config import Settings, load_settings
-from server.mcp.tools import register_tools
+from server.mcp.tools import build_tools
 from server.service import Fleet, open_resources
 from server.service.reaper import Reaper
 from server.service.wakeup import Wakeup
@@ -25,6 +26,14 @@ vm_bash(..., background=true) -> vm_job_status(job_id, wait_s=30) for long ones 
 Agents: run_agent(server, prompt) -> vm_job_status(job_id, wait_s=60) -> vm_diff(server) to review.
 Files: vm_read, vm_write, vm_ls, vm_grep on the box; vm_upload / vm_download to and from this machine.
 Boxes are burned at their TTL; extend_server pushes it. Output offsets let you read only new output."""
+
+
+def package_version() -> str:
+    """The installed boxforge's version (serverInfo.version, boxforge --version)."""
+    try:
+        return importlib.metadata.version("boxforge")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "0+unknown"
 
 
 @dataclass
@@ -44,6 +53,7 @@ def build_server(settings: Settings | None = None) -> MCPServer[AppContext]:
         async with open_resources(active) as res, anyio.create_task_group() as tg:
             # creates with wait=false finish in tg, or are burned when the server stops
             fleet = Fleet(res, background=tg, wakeup=wakeup)
+            await fleet.recover()
             reaper = Reaper(fleet.reaping, wakeup, max_sleep_s=active.reaper_max_sleep_s)
             tg.start_soon(reaper.run_forever)
             try:
@@ -52,9 +62,9 @@ def build_server(settings: Settings | None = None) -> MCPServer[AppContext]:
                 tg.cancel_scope.cancel()
 
     mcp: MCPServer[AppContext] = MCPServer(
-        "boxforge", instructions=INSTRUCTIONS, lifespan=lifespan, log_level="WARNING",
+        "boxforge", version=package_version(), instructions=INSTRUCTIONS, lifespan=lifespan, log_level="WARNING",
+        tools=build_tools(),
     )
-    register_tools(mcp)
     return mcp
 
 

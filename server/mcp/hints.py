@@ -30,8 +30,8 @@ _WORDS: dict[HintKind, Callable[[Hint], str]] = {
         f"the agent works in the background: poll vm_job_status(job_id='{h.job_id}', wait_s=60) "
         f"until it ends, then review its work with vm_diff(server='{h.server}')"),
     HintKind.EXPIRES_SOON: lambda h: (
-        f"box expires in {format_duration(h.left_s or 0)}: call extend_server to keep it, "
-        "or save your work (e.g. git push) before it is burned"),
+        f"box expires in {format_duration(h.left_s or 0)}: call extend_server to keep it; at the burn its branch "
+        "(commits and uncommitted changes) is harvested into refs/boxforge/<box>/<branch>, or vm_fetch it now"),
     HintKind.NO_BOXES: lambda h: "create one with create_server",
     HintKind.LIST_JOBS: lambda h: "vm_job_list shows all",
     HintKind.KILL_JOB: lambda h: f"retry with signal='KILL' (job_id='{h.job_id}')",
@@ -41,7 +41,13 @@ _WORDS: dict[HintKind, Callable[[Hint], str]] = {
                                      "or run it with vm_bash"),
     HintKind.EXTEND_AGAIN: lambda h: "call extend_server again once it answers",
     HintKind.DIFF_CUT: lambda h: "raise max_bytes (up to 1 MiB) or read single files with vm_read",
-    HintKind.KEEP_WORK: lambda h: "download artifacts with vm_download, or push the branch with vm_bash('git push')",
+    HintKind.KEEP_WORK: lambda h: f"bring the work home with vm_fetch(server='{h.server}'); download other artifacts "
+                                  "with vm_download",
+    HintKind.FETCHED: lambda h: (f"compare boxes with vm_compare(servers=[...]); push it with "
+                                 f"vm_push(server='{h.server}'); merging is the user's (boxforge land)"),
+    HintKind.COMPARED: lambda h: "vm_fetch each box, then merge them in an order that avoids the overlaps",
+    HintKind.BURN_UNHARVESTED: lambda h: f"destroy_server(name='{h.server}', harvest=false) burns it without",
+    HintKind.KEY_TAKEN: lambda h: f"the first job is vm_job_status(job_id='{h.job_id}'); send a new idempotency_key",
 }
 
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from server.mcp import file_tools
+from server.mcp import file_tools, git_tools
 from server.mcp.common import (
     CREATES,
     DESTROYS,
@@ -25,6 +25,7 @@ from server.mcp.common import (
     fleet_of,
     forge_errors,
 )
+from server.mcp.surface import SurfaceTool, make_tool
 from server.schemas import (
     Branch,
     CancelResult,
@@ -156,12 +157,15 @@ async def vm_job_cancel(
     return await fleet_of(ctx).cancel_job(job_id, signal)
 
 
-async def destroy_server(ctx: Context, name: ServerName) -> DestroyResult:
-    """Burn a box: stop it, delete it at the provider, drop its keys. Safe to call twice.
-
-    Save work first (e.g. vm_bash(command='git push')): everything on the box is lost.
-    """
-    return await fleet_of(ctx).destroy_server(name)
+async def destroy_server(
+    ctx: Context,
+    name: ServerName,
+    harvest: Annotated[bool, Field(description="false: burn without bringing the box's work home first")] = True,
+) -> DestroyResult:
+    """Burn a box: first its branch (commits and uncommitted changes) comes home as refs/boxforge/<box>/<branch>
+    (the `harvest` field says where), then the box is deleted at the provider and its keys dropped. A box whose
+    work cannot be brought home is not burned unless harvest=false. Safe to call twice."""
+    return await fleet_of(ctx).destroy_server(name, harvest=harvest)
 
 
 async def list_servers(ctx: Context) -> ServerList:
@@ -195,11 +199,13 @@ TOOLS: list[tuple[Callable[..., Awaitable[Any]], ToolAnnotations, str]] = [
     (file_tools.vm_download, WRITES_LOCAL, "Download a file from a box"),
     (file_tools.vm_diff, READ_ONLY, "Review a box's changes"),
     (file_tools.run_agent, RUNS, "Run the box's agent"),
+    (git_tools.vm_fetch, WRITES_LOCAL, "Bring a box's work home"),
+    (git_tools.vm_compare, READ_ONLY, "Compare boxes before merging"),
+    (git_tools.vm_push, RUNS, "Push a box's branch"),
 ]
 
 
-def register_tools(mcp: MCPServer[Any]) -> None:
-    for fn, hints, title in TOOLS:
-        mcp.add_tool(forge_errors(fn), name=fn.__name__, title=title, annotations=hints,
-                     structured_output=True)
+def build_tools() -> list[SurfaceTool]:
+    """Every tool, strict and compact, its results' hints worded as tool calls."""
+    return [make_tool(forge_errors(fn), title=title, annotations=hints) for fn, hints, title in TOOLS]
 

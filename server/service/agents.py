@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import posixpath
 import secrets
-import shlex
 from collections.abc import Mapping
 
 from server import agents
@@ -37,13 +36,14 @@ class Agents:
             raise InvalidInput(f"server {server!r} has no agent (created with agent='none')",
                                hint=Hint(HintKind.NEEDS_AGENT))
         prompt_id = "p-" + secrets.token_hex(6)
-        stored = await self.access.exec(rec)("/bin/sh -c " + shlex.quote(agents.write_prompt_script(prompt_id)),
+        stored = await self.access.exec(rec)(agents.write_prompt_script(prompt_id),
                                              data, PROMPT_STORE_TIMEOUT_S)
         if stored.exit_status != 0:
             raise ForgeError(f"could not store the prompt on {server!r}: "
                              f"{stored.stderr.decode(errors='replace').strip()[-300:]}")
         started = await self.jobs.run(server, agents.run_command(prompt_id, extra), background=True, cwd=cwd,
-                                      env=env, idempotency_key=idempotency_key)
+                                      env=env, idempotency_key=idempotency_key,
+                                      asked={"agent": rec.agent, "prompt": prompt, "args": extra})
         run = AgentRun(server=rec.name, job_id=started.job_id, agent=rec.agent, state=started.state,
                        prompt_path=posixpath.join(rec.home or "~", agents.PROMPTS_DIR, prompt_id), hint="")
         run.suggest("hint", Hint(HintKind.AGENT_STARTED, server=rec.name, job_id=started.job_id))

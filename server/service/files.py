@@ -19,6 +19,26 @@ from server.service.secrets import Secrets
 from server.store import BoxRecord
 
 
+SCAN_CHUNK_BYTES = 1024 * 1024
+
+
+def secret_in_file(path: Path, redact: Redactor) -> str | None:
+    """The name of a secret value ``path`` holds (read in chunks that overlap by the longest value), or None."""
+    values = [(value.encode(), name) for value, name in redact.secrets]
+    if not values:
+        return None
+    overlap = max(len(raw) for raw, _ in values) - 1
+    tail = b""
+    with path.open("rb") as f:
+        while chunk := f.read(SCAN_CHUNK_BYTES):
+            window = tail + chunk
+            for raw, name in values:
+                if raw in window:
+                    return name
+            tail = window[-overlap:] if overlap else b""
+    return None
+
+
 def credential_paths(settings: Settings, roots: list[Path]) -> list[Path]:
     """Local paths vm_upload/vm_download never touch: boxforge's state dir and config (the file these
     settings read, and the one this process's environment names, with their dirs), SSH keys, and the
@@ -98,8 +118,16 @@ class Files:
     async def download(self, server: str, remote_path: str, local_path: str, *,
                        overwrite: bool = False) -> DownloadResult:
         local = self._local_path(local_path)
-        _, fs = await self._files(server)
-        return await files.download(fs, remote_path, local, overwrite=overwrite)
+        rec, fs = await self._files(server)
+        redact = await self._redactor(rec)
+
+        def refuse(fetched: Path) -> str | None:
+            name = secret_in_file(fetched, redact)
+            return None if name is None else (
+                f"it holds the secret env value {name} of this box, which boxforge never hands out; read it with "
+                "vm_read (secrets shown as [redacted:NAME]) or remove the value on the box first")
+
+        return await files.download(fs, remote_path, local, overwrite=overwrite, refuse=refuse)
 
     async def diff(self, server: str, *, max_bytes: int = 64 * 1024) -> DiffResult:
         """The box's work: working tree and commits against the base commit recorded at create."""

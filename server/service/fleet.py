@@ -5,6 +5,8 @@ constructor."""
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,18 +17,22 @@ from anyio.abc import TaskGroup
 from providers.base import Provider
 from server.config import Settings
 from server.files import Encoding
+from server.git.land import LandOutcome
 from server.schemas import (
     AgentRun,
     CancelResult,
     CommandResult,
+    CompareResult,
     DestroyResult,
     DiffResult,
     DownloadResult,
+    FetchResult,
     FileContent,
     FileList,
     GrepResult,
     JobList,
     JobStatusResult,
+    PushResult,
     ServerInfo,
     ServerList,
     WriteResult,
@@ -36,6 +42,7 @@ from server.service.agents import Agents
 from server.service.boxes import Boxes
 from server.service.files import Files
 from server.service.forge import Forge, Progress
+from server.service.git import GitWork, Harvester
 from server.service.jobs import Jobs
 from server.service.providers import ProviderSet
 from server.service.reaper import Reaping
@@ -43,6 +50,15 @@ from server.service.secrets import Secrets
 from server.service.wakeup import Wakeup
 from server.ssh import SSHPool, SSHTarget
 from server.store import BoxRecord, Repository, Store
+
+log = logging.getLogger("boxforge.fleet")
+
+
+def notice(message: str) -> None:
+    """Something the person running boxforge must know at start: on stderr (never stdout, which may be the
+    MCP stdio transport) and in the log."""
+    log.warning(message)
+    print(f"boxforge: {message}", file=sys.stderr)
 
 
 @dataclass(frozen=True)
@@ -75,7 +91,9 @@ async def open_fleet(settings: Settings, *, background: TaskGroup | None = None,
                      wakeup: Wakeup | None = None) -> AsyncIterator[Fleet]:
     """A Fleet over freshly opened resources (for the CLI and tests; the MCP lifespan builds its own)."""
     async with open_resources(settings) as res:
-        yield Fleet(res, background=background, wakeup=wakeup)
+        fleet = Fleet(res, background=background, wakeup=wakeup)
+        await fleet.recover()
+        yield fleet
 
 
 class Fleet:
@@ -93,8 +111,11 @@ class Fleet:
         self.wakeup = wakeup or Wakeup()
         in_flight: set[str] = set()  # request ids of creates running in this process
         self.access = BoxAccess(self.settings, self.pool)
-        secrets = Secrets(self.settings.redact_min_chars)
-        self.boxes = Boxes(self.settings, self.repo, self._providers, self.access, secrets, self.wakeup, in_flight)
+        secrets = Secrets(self.settings.redact_min_chars, self.repo)
+        self.harvester = Harvester(self.settings, self.repo, self.access)
+        self.boxes = Boxes(self.settings, self.repo, self._providers, self.access, secrets, self.wakeup, in_flight,
+                           self.harvester)
+        self.git = GitWork(self.settings, self.repo, self.access, self.boxes, self.harvester)
         self.forge = Forge(self.settings, self.repo, self._providers, self.access, secrets, self.boxes, background,
                            in_flight)
         self.jobs = Jobs(self.settings, self.repo, self.access, secrets, self.boxes)
@@ -134,11 +155,30 @@ class Fleet:
             agent_command=agent_command, env=env, size=size, image=image, location=location, provider=provider,
             ready_timeout_s=ready_timeout_s, wait=wait, progress=progress, repo_via=repo_via)
 
-    async def destroy_server(self, name: str) -> DestroyResult:
-        return await self.boxes.destroy_server(name)
+    async def destroy_server(self, name: str, *, harvest: bool = True) -> DestroyResult:
+        return await self.boxes.destroy_server(name, harvest=harvest)
 
     async def extend_server(self, name: str, ttl_s: int) -> ServerInfo:
         return await self.boxes.extend_server(name, ttl_s)
+
+    async def recover(self, timeout_s: float = 60.0) -> list[str]:
+        """At start: end the creates whose orchestrator died (adopt or burn them). Bounded: a provider that
+        stalls leaves them to the reaper."""
+        store = self.repo.store
+        if store.moved_aside is not None:
+            aside, why = store.moved_aside
+            notice(f"the state store {store.path} was unreadable ({why}): moved it to {aside} and started a new one")
+        handled: list[str] = []
+        with anyio.move_on_after(timeout_s):
+            if store.fresh:
+                rebuilt = await self.boxes.rebuild_from_labels()
+                if rebuilt or store.moved_aside is not None:
+                    notice(f"rebuilt {len(rebuilt)} box{'es' if len(rebuilt) != 1 else ''} from the providers' "
+                           f"labels ({', '.join(rebuilt) or 'none'}); not recoverable: earlier jobs (their "
+                           "job output tails and idempotency keys), failed-create history, repo and branch")
+                store.fresh = False
+            handled = await self.boxes.recover_dead_creates()
+        return handled
 
     async def list_servers(self) -> ServerList:
         return await self.boxes.list_servers()
@@ -158,6 +198,21 @@ class Fleet:
     async def reap_once(self) -> tuple[list[str], float | None]:
         """Destroy expired and orphaned boxes of this owner; the names burned and when to look again."""
         return await self.reaping.reap_once()
+
+    # git: the work comes home
+
+    async def fetch(self, server: str, *, include_uncommitted: bool = True,
+                    local_branch: str | None = None) -> FetchResult:
+        return await self.git.fetch(server, include_uncommitted=include_uncommitted, local_branch=local_branch)
+
+    async def compare(self, servers: list[str]) -> CompareResult:
+        return await self.git.compare(servers)
+
+    async def land(self, servers: list[str], *, into: str | None = None, repo: str | None = None) -> LandOutcome:
+        return await self.git.land(servers, into=into, repo=repo)
+
+    async def push(self, server: str, *, remote: str = "origin") -> PushResult:
+        return await self.git.push(server, remote=remote)
 
     # jobs
 

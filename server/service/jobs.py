@@ -4,6 +4,8 @@ a box that vanishes."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Mapping
 
@@ -18,7 +20,7 @@ from server.domain.names import new_job_id
 from server.domain.output import Window, clean_end, complete_utf8_prefix, decode_output, head_tail, whole
 from server.domain.redaction import Redactor
 from server.domain.states import BoxStatus, JobState, Signal
-from server.errors import BoxUnreachable, ForgeError, UnknownJob
+from server.errors import BoxUnreachable, ForgeError, IdempotencyConflict, UnknownJob
 from server.schemas import CancelResult, CommandResult, JobList, JobStatusResult, JobSummary, time_left
 from server.service.access import BoxAccess
 from server.service.boxes import Boxes
@@ -27,6 +29,12 @@ from server.store import BoxRecord, JobRecord, Repository
 
 MAX_WAIT_S = 300.0
 LIST_TIMEOUT_S = 30.0
+
+
+def _request_hash(asked: object, cwd: str | None, env_names: list[str]) -> str:
+    """A digest of what a call asked for (never env values): what a reused idempotency key must match."""
+    canonical = json.dumps([asked, cwd, env_names], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _duration(st: jobs.JobStatus) -> float | None:
@@ -46,14 +54,17 @@ class Jobs:
 
     async def run(self, server: str, command: str, *, background: bool = False, timeout_s: float | None = None,
                   cwd: str | None = None, env: Mapping[str, str] | None = None, kill_on_timeout: bool = False,
-                  idempotency_key: str | None = None) -> CommandResult:
+                  idempotency_key: str | None = None, asked: object = None) -> CommandResult:
+        """Run ``command``; ``asked`` is what the caller asked for when it is not the command itself (an agent's
+        prompt and args): with ``idempotency_key`` it is what a reuse of the key must match."""
         check_command(command)
         env = dict(env or {})
         check_env(env)
         rec = await self.boxes.ready(server)
         ex = self.access.exec(rec)
-        job, reused = await self._start(rec, ex, command, resolve_cwd(cwd, project_dir=rec.project_dir,
-                                                                      home=rec.home), env, idempotency_key)
+        workdir = resolve_cwd(cwd, project_dir=rec.project_dir, home=rec.home)
+        request_hash = _request_hash(command if asked is None else asked, cwd, sorted(env))
+        job, reused = await self._start(rec, ex, command, workdir, env, idempotency_key, request_hash)
         _, _, warning = time_left(rec.expires_at)
         if background:
             started = CommandResult(server=rec.name, job_id=job.job_id, state=JobState.RUNNING)
@@ -70,14 +81,22 @@ class Jobs:
         return await self._command_result(rec, ex, st, wait)
 
     async def _start(self, rec: BoxRecord, ex: jobs.BoxExec, command: str, workdir: str, env: dict[str, str],
-                     idempotency_key: str | None) -> tuple[JobRecord, bool]:
-        """The job record and whether it existed already (same idempotency key: never run the task twice)."""
+                     idempotency_key: str | None, request_hash: str) -> tuple[JobRecord, bool]:
+        """The job record and whether it existed already (same idempotency key and request: never run the task
+        twice). The same key for a different request is refused, naming the key and the first job."""
         new_id = new_job_id()
         job = await self.repo.insert_job(JobRecord(
             job_id=new_id, box_name=rec.name, request_id=rec.request_id, command=command[:500],
             cwd=workdir, kind="command", idempotency_key=idempotency_key, state=JobState.RUNNING, exit_code=None,
-            created_at=time.time(), finished_at=None, secret_names=",".join(sorted(env)) if env else None))
+            created_at=time.time(), finished_at=None, secret_names=",".join(sorted(env)) if env else None,
+            request_hash=request_hash))
         if job.job_id != new_id:
+            if job.request_hash is not None and job.request_hash != request_hash:
+                raise IdempotencyConflict(
+                    f"idempotency_key {idempotency_key!r} was already used on {rec.name!r} for job {job.job_id}, "
+                    "a different request (command, cwd, env names or prompt): reuse a key only to retry the same "
+                    "request, or choose a new key for this one",
+                    hint=Hint(HintKind.KEY_TAKEN, job_id=job.job_id))
             return job, True
         if env:
             self.secrets.remember_job(job.job_id, env)

@@ -10,21 +10,27 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from providers.base import Box, Provider, ProviderError, is_expired, owner_labels
+import anyio
+
+from providers.base import LABEL_EXPIRES_AT, Box, Provider, ProviderError, owner_labels
+from providers.capabilities import HasBackstop
+from server import jobs
 from server.config import Settings
-from server.domain.states import BoxStatus
+from server.domain.durations import iso
+from server.domain.states import BoxStatus, JobState
 from server.errors import ForgeError
 from server.service.boxes import Boxes
 from server.service.providers import ProviderSet
 from server.service.wakeup import Wakeup
-from server.store import Repository
+from server.store import BoxRecord, Repository
 
 log = logging.getLogger("boxforge.reaper")
 EXPIRED = "expired"
 ORPHAN = "orphan: creation never finished"
+NOT_WORK_KINDS = ("bootstrap", "setup", "service")  # services run for ever: they never keep a box alive
 
 
 def _earliest(a: float | None, b: float | None) -> float | None:
@@ -46,33 +52,47 @@ class ReapPolicy:
 
     owner: str
     orphan_grace_s: float
+    max_ttl_s: float | None = None
 
-    def why_doomed(self, box: Box, now: float, in_flight: Iterable[str] = ()) -> str | None:
+    def expires_at(self, box: Box, recorded: Mapping[str, float] | None = None) -> float | None:
+        """When the box expires: the earlier of its label and the reaper's own record (the store, which only
+        create and extend_server move); without a record, at most ``max_ttl_s`` from the provider's creation
+        time. A label moved into the future by anything else buys nothing."""
+        label = None if box.expires_at is None else float(box.expires_at)
+        own = (recorded or {}).get(box.request_id or "")
+        if own is None and self.max_ttl_s is not None:
+            own = box.created_at + self.max_ttl_s
+        return _earliest(label, own)
+
+    def why_doomed(self, box: Box, now: float, in_flight: Iterable[str] = (),
+                   recorded: Mapping[str, float] | None = None) -> str | None:
         if box.owner != self.owner:
             return None  # never a machine that is not ours
-        if is_expired(box, now):
+        expires_at = self.expires_at(box, recorded)
+        if expires_at is not None and expires_at <= now:
             return EXPIRED
         if not box.ready and box.request_id not in set(in_flight) and now > box.orphan_at(self.orphan_grace_s):
             return ORPHAN
         return None
 
-    def next_look(self, box: Box) -> float | None:
+    def next_look(self, box: Box, recorded: Mapping[str, float] | None = None) -> float | None:
         """When a surviving box could next become doomed."""
-        look = None if box.expires_at is None else float(box.expires_at)
+        look = self.expires_at(box, recorded)
         return look if box.ready else _earliest(look, box.orphan_at(self.orphan_grace_s))
 
-    def plan(self, boxes: Iterable[Box], now: float, in_flight: Iterable[str] = ()) -> ReapPlan:
+    def plan(self, boxes: Iterable[Box], now: float, in_flight: Iterable[str] = (),
+             recorded: Mapping[str, float] | None = None) -> ReapPlan:
         creating = set(in_flight)
         doomed: list[tuple[Box, str]] = []
         next_look: float | None = None
         for box in boxes:
             if box.owner != self.owner:
                 continue
-            why = self.why_doomed(box, now, creating)
+            why = self.why_doomed(box, now, creating, recorded)
             if why is not None:
                 doomed.append((box, why))
             else:
-                next_look = _earliest(next_look, self.next_look(box))
+                next_look = _earliest(next_look, self.next_look(box, recorded))
         return ReapPlan(tuple(doomed), next_look)
 
 
@@ -88,11 +108,13 @@ class Reaping:
 
     def __init__(self, settings: Settings, repo: Repository, providers: ProviderSet, boxes: Boxes,
                  in_flight: set[str]) -> None:
+        self.settings = settings
         self.repo = repo
         self.providers = providers
         self.boxes = boxes
         self.in_flight = in_flight
-        self.policy = ReapPolicy(settings.owner, settings.orphan_grace_s)
+        self.policy = ReapPolicy(settings.owner, settings.orphan_grace_s,
+                                 max(settings.max_ttl_s, settings.auto_extend_max_ttl_s if settings.auto_extend else 0))
         self.owner = settings.owner
 
     async def reap_once(self) -> tuple[list[str], float | None]:
@@ -107,7 +129,7 @@ class Reaping:
                 found = await prov.list(owner_labels(self.owner))
             except (ProviderError, ForgeError):
                 continue  # a provider that cannot answer now is looked at next pass
-            plan = self.policy.plan(found, now, self.in_flight)
+            plan = self.policy.plan(found, now, self.in_flight, {r.request_id: r.expires_at for r in recs})
             next_look = _earliest(next_look, plan.next_look)
             for box, _ in plan.doomed:
                 if await self._burn(prov, box):
@@ -120,15 +142,63 @@ class Reaping:
         try:
             async with self.boxes.lock(box.name):
                 current = await prov.get(box.id)  # again under the lock: an extend may just have saved it
-                why = None if current is None else self.policy.why_doomed(current, time.time(), self.in_flight)
+                if box.request_id:
+                    rec = await self.repo.box_by_request(box.request_id)
+                recorded = {rec.request_id: rec.expires_at} if rec is not None and rec.live else None
+                why = None if current is None else self.policy.why_doomed(current, time.time(), self.in_flight,
+                                                                          recorded)
                 if why is None:
                     return False
+                if why == EXPIRED and rec is not None and current is not None and \
+                        await self._extend_for_job(prov, current, rec):
+                    return False
+                said = None
+                if why == EXPIRED and rec is not None and rec.state == BoxStatus.READY:
+                    # Harvest first, within its time limit; the TTL burns the box whatever the harvest says.
+                    _, said = await self.boxes.harvester.before_burn(rec, "ttl")
                 await self.boxes.destroy_box(prov, rec, box.id)
         except (ForgeError, ProviderError):
             return False
         if rec is not None:
-            await self.repo.end_box(rec.request_id, BoxStatus.DESTROYED, error=why)
-        await self.repo.add_event("reap", box_name=box.name, detail=f"{box.id}: {why}")
+            await self.repo.end_box(rec.request_id, BoxStatus.DESTROYED, error=why + (f"; work {said}" if said else ""))
+        await self.repo.add_event("reap", box_name=box.name, detail=f"{box.id}: {why}" + (f"; {said}" if said else ""))
+        return True
+
+
+    async def _extend_for_job(self, prov: Provider, box: Box, rec: BoxRecord) -> bool:
+        """A box whose command or agent job still runs at its expiry gets ``auto_extend_step_s`` more, up to
+        ``auto_extend_max_ttl_s`` from its creation; recorded in the event log. Whether it was extended."""
+        ceiling = rec.created_at + self.settings.auto_extend_max_ttl_s
+        now = time.time()
+        if not self.settings.auto_extend or now >= ceiling or rec.state != BoxStatus.READY:
+            return False
+        running = [j for j in await self.repo.jobs_of_box(rec.request_id)
+                   if j.state == JobState.RUNNING and j.kind not in NOT_WORK_KINDS]
+        alive = None
+        for job in running:  # the store may lag: ask the box
+            try:
+                with anyio.fail_after(self.settings.probe_timeout_s):
+                    st = await jobs.status(self.boxes.access.exec(rec), job.job_id, stdout_offset=1 << 40,
+                                           stderr_offset=1 << 40, max_bytes=0)
+            except (ForgeError, TimeoutError):
+                continue
+            if st.state == JobState.RUNNING:
+                alive = job.job_id
+                break
+        if alive is None:
+            return False
+        expires_at = int(min(now + self.settings.auto_extend_step_s, ceiling))
+        try:
+            await prov.set_labels(box.id, {**box.labels, LABEL_EXPIRES_AT: str(expires_at)})
+        except ProviderError:
+            return False
+        await self.repo.update_box(rec.request_id, expires_at=float(expires_at))
+        await self.repo.merge_data(rec.request_id, auto_extended=f"{iso(expires_at)} (job {alive} was running)")
+        if isinstance(prov, HasBackstop):
+            await self.boxes.access.call(rec, prov.backstop_move(box, expires_at))
+        await self.repo.add_event("auto-extend", box_name=rec.name, job_id=alive,
+                                  detail=f"job {alive} still running: expires at {iso(expires_at)}"
+                                         + (" (the max_ttl ceiling)" if expires_at >= int(ceiling) else ""))
         return True
 
 

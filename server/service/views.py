@@ -8,7 +8,7 @@ import time
 from providers.base import Box, BoxState, Provider
 from providers.capabilities import HasPricing
 from server.domain.cost import cost_so_far
-from server.domain.durations import iso
+from server.domain.durations import WARN_LEFT_S, iso
 from server.domain.states import BoxStatus
 from server.schemas import ServerInfo, time_left
 from server.store import BoxRecord
@@ -42,9 +42,10 @@ def _address(rec: BoxRecord) -> str | None:
     return f"{rec.ssh_user}@{host}:{rec.ssh_port}"
 
 
-def server_info(rec: BoxRecord, prov: Provider | None, now: float | None = None) -> ServerInfo:
+def server_info(rec: BoxRecord, prov: Provider | None, now: float | None = None,
+                warn_s: int = WARN_LEFT_S) -> ServerInfo:
     now = time.time() if now is None else now
-    left, left_s, warning = time_left(rec.expires_at, now) if rec.live else (None, None, None)
+    left, left_s, warning = time_left(rec.expires_at, now, warn_s) if rec.live else (None, None, None)
     data = rec.data or {}
     price, cost = _cost(rec, prov, now)
     info = ServerInfo(
@@ -56,6 +57,7 @@ def server_info(rec: BoxRecord, prov: Provider | None, now: float | None = None)
         expires_at=iso(rec.expires_at), time_left=left, time_left_s=left_s, error=rec.error,
         ip=data.get("ip") if rec.live else None, price_per_hour=price, cost_so_far=cost,
         size=data.get(MADE_SIZE) or rec.size, warnings=data.get(WARNINGS) or None,
+        auto_extended=data.get("auto_extended"),
     )
     info.suggest("warning", warning)
     return info

@@ -58,5 +58,6 @@ class JobRecord:
     out_tail: str | None = None
     err_tail: str | None = None
     secret_names: str | None = None  # names of the job's secret env (never values): redaction must fetch them
+    request_hash: str | None = None  # what was asked (command, cwd, env names, prompt): an idempotency key's check
 
 

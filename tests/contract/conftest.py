@@ -12,13 +12,17 @@ from pathlib import Path
 
 import pytest
 
+from providers.base import ProviderContext
 from providers.contract import ContractTarget
+from providers.docker import DockerProvider, DockerSettings
+from providers.docker.image import base_tag
 from providers.hetzner import HetznerProvider
 from providers.local import LocalProvider
 from providers.local.supervisor import current_user
+from tests.docker_fixtures import docker_env  # noqa: F401 - the session's Docker daemon
 from tests.fakes.hetzner_api import FakeHetzner, running_fake
 
-TARGETS = ["local", "hetzner"]
+TARGETS = ["local", "hetzner", "docker"]
 
 
 @pytest.fixture(params=TARGETS)
@@ -59,3 +63,32 @@ def hetzner_target(hetzner_fake: FakeHetzner, tmp_path: Path) -> Iterator[Contra
     assert fake.live_servers(**{"boxforge-owner": target.owner}) == []
     assert not [k for k in fake.ssh_keys.values() if k["labels"].get("boxforge-owner") == target.owner], \
         "the owner's ssh key outlived the owner's last server"
+
+
+@pytest.fixture
+def docker_target(docker_env: dict[str, str], tmp_path: Path) -> Iterator[ContractTarget]:  # noqa: F811
+    settings = DockerSettings.load(docker_env, {}, "docker")
+    home = tmp_path / "home"
+    made: list[DockerProvider] = []
+    owner_holder: list[str] = []
+
+    def make() -> DockerProvider:
+        provider = DockerProvider.from_settings(settings, ProviderContext(home, owner_holder[0]))
+        made.append(provider)
+        return provider
+
+    async def add_foreign() -> str:
+        client = made[0].engine.client
+        container = await made[0].engine.run(client.containers.run, base_tag(), ["sleep", "300"], detach=True,
+                                             labels={"team": "web"}, network_mode="none")
+        return container.name
+
+    async def remove_foreign(container_name: str) -> None:
+        await made[0].engine.run(made[0].engine.client.api.remove_container, container_name, force=True)
+
+    target = ContractTarget("docker", make, tmp_path / "keys", ready_timeout_s=60, add_foreign=add_foreign,
+                            remove_foreign=remove_foreign)
+    owner_holder.append(target.owner)
+    yield target
+    for provider in made:
+        provider.engine.close()

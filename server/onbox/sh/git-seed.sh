@@ -1,4 +1,5 @@
 # shellcheck shell=sh
+# shellcheck disable=SC2154 # the params are quoted assignments set before this file
 # Seed the project checkout from a git bundle read on stdin (sent by the orchestrator, which read the
 # source with its own credentials: the box never sees a token).
 # Params: project (checkout dir), branch (to check out), start (commit it starts at), origin (URL shown

@@ -1,0 +1,31 @@
+# shellcheck shell=sh
+# The job wrapper (a job's `run` file), leader of the job's session: sh run <job dir> keep|forget.
+# It locks fd 9 (`run`, opened by bf_launch) for as long as it lives, records its pid, and runs the
+# command in a subshell (without fd 9, so nothing the job leaves behind holds the lock) that sources
+# the env files first: the box env, then the job's own (kept as the 0600 `secrets` so any
+# orchestrator can redact those values, or deleted with `forget`). The env files may set any name,
+# PATH included, so nothing of the wrapper lives where they reach: after sourcing, the subshell
+# uses positional parameters only (the shell and rm resolved beforehand), and the wrapper itself
+# never sources them. The trap keeps the wrapper alive through TERM/INT sent to the group (a
+# handler, not '', so the command keeps the default dispositions) to record the exit code.
+d=$1
+trap : TERM INT
+if command -v flock >/dev/null 2>&1; then flock -n 9 2>/dev/null || :; fi
+echo $$ > "$d/pid.tmp" && mv -f "$d/pid.tmp" "$d/pid"
+sh_=$(command -v bash 2>/dev/null) || sh_=$(command -v sh)
+envf=
+if [ -e "$d/env" ]; then
+  envf=$d/env
+  if [ "$2" = keep ]; then mv -f "$d/env" "$d/secrets" && envf=$d/secrets; fi
+fi
+(
+  set -- "$d" "$sh_" "$envf" "$2" "$(command -v rm)" "$HOME/.boxforge/env"
+  # shellcheck disable=SC1090 # the env files are written at run time
+  if [ -r "$6" ]; then . "$6"; fi
+  # shellcheck disable=SC1090 # the job env file too
+  if [ -n "$3" ]; then . "$3"; if [ "$4" != keep ]; then "$5" -f "$3"; fi; fi
+  exec "$2" "$1/cmd" 9<&-
+)
+code=$?
+t=$(date +%s.%N 2>/dev/null); case $t in ""|*[!0-9.]*|*.|.*) t=$(date +%s) ;; esac
+printf '%s %s\n' "$code" "$t" > "$d/exit.tmp" && mv -f "$d/exit.tmp" "$d/exit"
