@@ -94,11 +94,13 @@ def _userns_fd(uid: int) -> int:
 
 def bwrap_argv(info: dict[str, Any], root: Path, ssh: Path, userns_fd: int) -> list[str]:
     bwrap = shutil.which("bwrap") or "/usr/bin/bwrap"
+    # the host's resolvers (the rules let a box with egress reach them; a copy would go stale)
+    resolv = ["--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"] if info.get("egress") else []
     hostname = "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in info["name"])[:63] or "box"
     return [bwrap, "--userns", str(userns_fd), "--unshare-pid", "--unshare-ipc", "--unshare-uts",
             "--unshare-cgroup-try", "--hostname", hostname, "--die-with-parent", "--cap-add", "ALL",
             "--bind", str(root), "/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/run", "--dir", "/run/sshd",
-            "--ro-bind", str(ssh), BOX_SSH_DIR,
+            "--ro-bind", str(ssh), BOX_SSH_DIR, *resolv,
             "--clearenv", "--setenv", "PATH", BOX_PATH, "--setenv", "HOME", "/root", "--setenv", "LANG", "C.UTF-8",
             "--chdir", "/root",
             "--", "/usr/sbin/sshd", "-D", "-e", "-f", f"{BOX_SSH_DIR}/sshd_config"]

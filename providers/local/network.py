@@ -63,11 +63,31 @@ def _run(argv: list[str], stdin: str | None = None) -> None:
         raise NetworkError(f"{' '.join(argv[:3])} failed: {(proc.stderr or proc.stdout).strip()}")
 
 
+def nameservers(resolv_conf: Path = Path("/etc/resolv.conf")) -> list[str]:
+    """The host's IPv4 resolvers that a box can use through NAT (not loopback ones, which are the host's)."""
+    found = []
+    try:
+        lines = resolv_conf.read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "nameserver":
+            with contextlib.suppress(ValueError):
+                addr = ipaddress.ip_address(parts[1])
+                if addr.version == 4 and not addr.is_loopback:
+                    found.append(str(addr))
+    return found
+
+
 def _rules() -> str:
     fwd = [f"-A {CHAIN_FWD} -i {PREFIX}+ -o {PREFIX}+ -j DROP",
            f"-A {CHAIN_FWD} -i {PREFIX}n+ -j DROP",
            f"-A {CHAIN_FWD} -o {PREFIX}n+ -j DROP"]
-    fwd += [f"-A {CHAIN_FWD} -i {PREFIX}e+ -d {net} -j DROP" for net in BLOCKED_FOR_EGRESS]
+    # DNS to the host's own resolvers, which may sit in a private range the next rules close
+    fwd += [f"-A {CHAIN_FWD} -d {ns}/32 -i {PREFIX}e+ -p {proto} -m {proto} --dport 53 -j ACCEPT"
+            for ns in nameservers() for proto in ("udp", "tcp")]
+    fwd += [f"-A {CHAIN_FWD} -d {net} -i {PREFIX}e+ -j DROP" for net in BLOCKED_FOR_EGRESS]
     fwd += [f"-A {CHAIN_FWD} -i {PREFIX}e+ -j ACCEPT",
             f"-A {CHAIN_FWD} -o {PREFIX}e+ -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
             f"-A {CHAIN_FWD} -o {PREFIX}+ -j DROP"]

@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "as cx33); default: the cheapest that fits")
     p.add_argument("--location", help="where (cloud providers: a Hetzner location such as nbg1)")
     p.add_argument("--image", help="OS image (cloud providers)")
+    p.add_argument("--egress", choices=("nat", "none"), help="outbound internet for local boxes (default nat)")
 
     p = add("run", "run a command on a box")
     p.add_argument("name")
