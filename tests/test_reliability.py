@@ -208,7 +208,7 @@ async def _stdout(fleet: Fleet, job_id: str) -> str:
 
 
 async def test_an_unanswering_box_is_shown_unreachable_then_reconnected(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "state", local_sshd="embedded", probe_timeout_s=1.0,
+    settings = make_settings(tmp_path / "state", local_isolation="none", local_sshd="embedded", probe_timeout_s=1.0,
                              keepalive_interval_s=0.5)
     async with open_fleet(settings) as fleet:
         await fleet.create_server("frozen")
