@@ -138,7 +138,8 @@ async def cmd_up(fleet: Fleet, args: argparse.Namespace) -> int:
     options = {"ttl_s": valid(ttls_adapter, args.ttl) if args.ttl else None, "repo": args.repo, "agent": args.agent,
                "agent_install": args.agent_install, "agent_command": args.agent_command,
                "env": env_from_names(args.env), "provider": args.provider, "size": args.size,
-               "location": args.location, "image": args.image, "repo_via": args.repo_via}
+               "location": args.location, "image": args.image, "repo_via": args.repo_via,
+               "egress": args.egress}
     limiter = anyio.CapacityLimiter(fleet.settings.max_parallel_creates)
     started = time.monotonic()
     live = err.is_terminal and not args.json
