@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "as cx33); default: the cheapest that fits")
     p.add_argument("--location", help="where (cloud providers: a Hetzner location such as nbg1)")
     p.add_argument("--image", help="OS image (cloud providers)")
+    p.add_argument("--egress", choices=("nat", "none"), help="outbound internet for local boxes (default nat)")
 
     p = add("run", "run a command on a box")
     p.add_argument("name")
@@ -88,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remote", default="origin", help="remote name or URL (default origin)")
     p = add("reap", "destroy expired boxes now (--loop: keep doing it, for systemd or cron)")
     p.add_argument("--loop", action="store_true")
+    p = add("image", "the base image of local boxes: build it now, or list what is cached")
+    p.add_argument("image_verb", choices=("build", "ls"))
+    p.add_argument("--force", action="store_true", help="build again even when cached")
+    p.add_argument("--provider", help="the provider whose image (default: the default provider)")
     p = add("demo", "forge local boxes, run a job on each, print a table, burn them")
     p.add_argument("--boxes", type=int, default=3, choices=range(1, 11), metavar="N")
     p = add("plan", "plans: tasks fanned out over a pool of boxes, with dependencies (docs/plans.md)", json_flag=False)
