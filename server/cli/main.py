@@ -13,7 +13,7 @@ import anyio
 from providers.base import ProviderError
 from server.cli import commands
 from server.cli.parser import build_parser
-from server.cli.plans import cmd_plan_check, cmd_plan_run, cmd_plan_status
+from server.cli.plans import cmd_plan_cancel, cmd_plan_check, cmd_plan_land, cmd_plan_run, cmd_plan_status
 from server.cli.render import err, error_text
 from server.cli.up import cmd_demo, cmd_image, cmd_up
 from server.config import Settings, load_settings
@@ -28,7 +28,8 @@ COMMANDS: dict[str, Callable[[Fleet, argparse.Namespace], Awaitable[int]]] = {
     "land": commands.cmd_land, "push": commands.cmd_push,
 }
 
-PLAN_COMMANDS: dict[str, Callable[[Fleet, argparse.Namespace], Awaitable[int]]] = {"status": cmd_plan_status}
+PLAN_COMMANDS: dict[str, Callable[[Fleet, argparse.Namespace], Awaitable[int]]] = {
+    "status": cmd_plan_status, "land": cmd_plan_land, "cancel": cmd_plan_cancel}
 
 
 def cmd_mcp(settings: Settings, args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -114,6 +115,27 @@ async def cmd_plan_run(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_plan_status(fleet: Fleet, args: argparse.Namespace) -> int:
     board = await fleet.plan_status(args.plan_id, wait_s=args.wait or 0.0)
+    if args.json:
+        dump(board)
+    else:
+        out.print(board_table(board))
+    return 0
+
+
+async def cmd_plan_land(fleet: Fleet, args: argparse.Namespace) -> int:
+    outcome = await fleet.plan_land(args.plan_id, into=args.into)
+    if args.json:
+        dump(dataclasses.asdict(outcome) | {"ok": outcome.ok})
+    else:
+        out.print(outcome.summary(), markup=False)
+        if not outcome.ok:
+            out.print(f"the merge of {outcome.conflict_box} was aborted; {outcome.repo} is clean; not tried: "
+                      f"{', '.join(outcome.not_tried) or '-'}", markup=False)
+    return 0 if outcome.ok else 1
+
+
+async def cmd_plan_cancel(fleet: Fleet, args: argparse.Namespace) -> int:
+    board = await fleet.plan_cancel(args.plan_id)
     if args.json:
         dump(board)
     else:

@@ -23,7 +23,7 @@ from anyio.abc import TaskGroup
 from server.domain.names import check_name, name_from_branch
 from server.errors import BoxUnreachable, ForgeError, InvalidInput, ProvisionFailed, UnknownJob, UnknownServer
 from server.git import local
-from server.git.land import land_refs
+from server.git.land import LandOutcome, land_refs
 from server.plans.board import TERMINAL_TASK, PlanBoard, TaskBoard
 from server.plans.model import Plan, PlanTask
 from server.plans.validate import topo_order, validated
@@ -147,6 +147,20 @@ class Plans:
             with anyio.fail_after(120):
                 await run.finished.wait()
         return self._shown(run.board)
+
+    async def land(self, plan_id: str, *, into: str | None = None) -> LandOutcome:
+        """Merge the plan's succeeded tasks' fetched work into ``into`` (default: the repo's current branch) in
+        dependency order, with the git-home land: stops at the first conflict with the repo clean."""
+        board = await self.status(plan_id)
+        row = await self.repo.plan(plan_id)
+        assert row is not None
+        order = topo_order(Plan.model_validate(row[1]["plan"]))
+        by_id = {t.id: t for t in board.tasks}
+        refs = [(tid, by_id[tid].ref) for tid in order if by_id[tid].state == "succeeded" and by_id[tid].ref]
+        if not refs:
+            raise InvalidInput(f"plan {plan_id} has no succeeded task to land")
+        return await land_refs(Path(board.repo), [(t, r) for t, r in refs if r], into,
+                               self.settings.home / "git" / "tmp")
 
     async def wait(self, plan_id: str) -> PlanBoard:
         run = self.runs[plan_id]

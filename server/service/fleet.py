@@ -311,3 +311,6 @@ class Fleet:
 
     async def plan_cancel(self, plan_id: str) -> PlanBoard:
         return await self.plans.cancel(plan_id)
+
+    async def plan_land(self, plan_id: str, *, into: str | None = None) -> LandOutcome:
+        return await self.plans.land(plan_id, into=into)

@@ -70,3 +70,8 @@ def test_plan_run_and_status_through_the_cli(tmp_path: Path) -> None:
                            text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr
     assert "succeeded - 2 done" in shown.stdout and "feat/ui" in shown.stdout
+    landed = subprocess.run([*boxforge_cmd(), "plan", "land", board["plan_id"], "--into", "main", "--json"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert landed.returncode == 0, landed.stderr
+    assert json.loads(landed.stdout)["landed"] == ["api", "ui"]
+    assert (repo / "server" / "api.txt").read_text() == "the api\n" and (repo / "web" / "ui.txt").exists()
