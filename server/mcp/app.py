@@ -25,7 +25,10 @@ Typical flow: create_server(name, repo, branch, agent, ttl) -> vm_bash(server, c
 vm_bash(..., background=true) -> vm_job_status(job_id, wait_s=30) for long ones -> destroy_server(name).
 Agents: run_agent(server, prompt) -> vm_job_status(job_id, wait_s=60) -> vm_diff(server) to review.
 Files: vm_read, vm_write, vm_ls, vm_grep on the box; vm_upload / vm_download to and from this machine.
-Boxes are burned at their TTL; extend_server pushes it. Output offsets let you read only new output."""
+Paths and cwd on a box are relative to its project dir ('~/' is home). Keys and tokens: env_from names
+(the user stores values with `boxforge secret set NAME`), never values in env.
+Boxes are burned at their TTL; extend_server pushes it. Output offsets let you read only new output.
+Fan-out: start jobs on several boxes, then vm_job_wait(job_ids) returns when any ends."""
 
 
 def package_version() -> str:
