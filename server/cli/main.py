@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
@@ -14,6 +15,7 @@ from providers.base import ProviderError
 from server.cli import commands
 from server.cli.parser import build_parser
 from server.cli.render import err, error_text
+from server.cli.secrets import cmd_secret
 from server.cli.up import cmd_demo, cmd_up
 from server.config import Settings, load_settings
 from server.errors import ForgeError
@@ -31,6 +33,11 @@ COMMANDS: dict[str, Callable[[Fleet, argparse.Namespace], Awaitable[int]]] = {
 def cmd_mcp(settings: Settings, args: argparse.Namespace) -> int:
     from server.mcp.app import build_server, configure_logging
 
+    if not args.http and sys.stdin.isatty():
+        err.print("boxforge mcp speaks MCP on stdio: an MCP client starts it, e.g. register it with\n"
+                  "  claude mcp add boxforge -- boxforge mcp\n"
+                  "(or serve HTTP with boxforge mcp --http). Ctrl-C ends it.", markup=False)
+
     configure_logging(settings)
     server = build_server(settings)
     if not args.http:
@@ -43,11 +50,17 @@ def cmd_mcp(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_help()
+        return 0
     try:
         settings = load_settings()
         if args.verb == "mcp":
             return cmd_mcp(settings, args)
+        if args.verb == "secret":
+            return cmd_secret(settings, args)
 
         async def run() -> int:
             async with open_fleet(settings) as fleet:

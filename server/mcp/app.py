@@ -4,7 +4,6 @@ with wait=false finish."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +13,7 @@ from typing import Any
 import anyio
 from mcp.server import MCPServer
 
+from server import package_version
 from server.config import Settings, load_settings
 from server.mcp.tools import build_tools
 from server.service import Fleet, open_resources
@@ -29,14 +29,6 @@ Paths and cwd on a box are relative to its project dir ('~/' is home). Keys and 
 (the user stores values with `boxforge secret set NAME`), never values in env.
 Boxes are burned at their TTL; extend_server pushes it. Output offsets let you read only new output.
 Fan-out: start jobs on several boxes, then vm_job_wait(job_ids) returns when any ends."""
-
-
-def package_version() -> str:
-    """The installed boxforge's version (serverInfo.version, boxforge --version)."""
-    try:
-        return importlib.metadata.version("boxforge")
-    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
-        return "0+unknown"
 
 
 @dataclass
