@@ -15,9 +15,10 @@ import shlex
 from dataclasses import dataclass
 
 from server.errors import InvalidInput
+from server.onbox import protocol, scripts
 
-AGENT_RUN_FILE = ".boxforge/agent-run"  # relative to the box user's home
-PROMPTS_DIR = ".boxforge/prompts"
+AGENT_RUN_FILE = protocol.AGENT_RUN_FILE  # relative to the box user's home
+PROMPTS_DIR = protocol.PROMPTS_DIR
 MAX_AGENT_COMMAND_CHARS = 4096
 MAX_PROMPT_BYTES = 1024 * 1024
 MAX_AGENT_ARGS = 64
@@ -90,14 +91,9 @@ def plan_agent(agent: str, *, install: str | None = None, command: str | None = 
 
 
 def agent_run_script(plan: AgentPlan) -> str:
-    """The content of ``~/.boxforge/agent-run``: the run command, with extra args appended."""
+    """The content of ``~/.boxforge/agent-run`` (``sh/agent-run.sh``): the run command, extra args appended."""
     assert plan.run is not None
-    return (
-        "#!/bin/sh\n"
-        "# written by boxforge: runs the agent of this box non-interactively, the prompt on stdin\n"
-        'export PATH="$HOME/.local/bin:$PATH"\n'
-        f'{plan.run} "$@"\n'
-    )
+    return "#!/bin/sh\n" + scripts.program("agent-run.sh", {"run": plan.run})
 
 
 def check_agent_args(args: list[str]) -> None:
@@ -120,8 +116,7 @@ def check_prompt(prompt: str) -> bytes:
 
 def write_prompt_script(prompt_id: str) -> str:
     """A command line that stores stdin as the prompt file ``prompt_id`` (0600)."""
-    return (f'umask 077 && mkdir -p "$HOME/{PROMPTS_DIR}" && '
-            f'cat > "$HOME/{PROMPTS_DIR}/{prompt_id}"')
+    return scripts.command_line("agent-prompt.sh", {"prompt_id": prompt_id})
 
 
 def run_command(prompt_id: str, args: list[str]) -> str:

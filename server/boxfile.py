@@ -14,19 +14,20 @@ Setup runs as one job (``setup_job_id`` in ServerInfo) with the box env sourced,
 
 from __future__ import annotations
 
-import shlex
 from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from server.errors import InvalidInput
+from server.onbox import scripts
+from server.onbox.protocol import Exit
 from server.schemas import parse_ttl
 
 BOXFILE_NAME = ".boxforge.yml"
 MAX_BOXFILE_BYTES = 64 * 1024
 DEFAULT_SETUP_TIMEOUT_S = 30 * 60
-_MISSING_EXIT = 3
+_MISSING_EXIT = Exit.NO_BOXFILE
 
 
 def _command(value: Any) -> str:
@@ -102,8 +103,8 @@ def parse_boxfile(text: str) -> BoxFile:
 
 def read_script(project_dir: str) -> str:
     """A command line printing the boxfile (at most one byte over the limit); exit 3 when there is none."""
-    path = shlex.quote(f"{project_dir}/{BOXFILE_NAME}")
-    return f"if [ -f {path} ]; then head -c {MAX_BOXFILE_BYTES + 1} {path}; else exit {_MISSING_EXIT}; fi"
+    return scripts.command_line("boxfile-read.sh", {"path": f"{project_dir}/{BOXFILE_NAME}",
+                                                     "max_bytes": MAX_BOXFILE_BYTES}, protocol=True)
 
 
 def missing(exit_status: int | None) -> bool:
@@ -116,16 +117,11 @@ def _head(command: str) -> str:
 
 
 def setup_script(boxfile: BoxFile) -> str:
-    """The setup job: each command in order; the first failure ends the job with its exit code."""
-    q = shlex.quote
+    """The setup job (``sh/boxfile-setup.sh``): each command in order; the first failure ends the
+    job with its exit code."""
     total = len(boxfile.setup)
-    lines = ['run_user() { if command -v bash >/dev/null 2>&1; then bash -c "$1"; else sh -c "$1"; fi; }']
+    params: dict[str, str | int] = {"count": total}
     for i, command in enumerate(boxfile.setup, 1):
-        label = f"setup {i}/{total}: {_head(command)}"
-        lines += [
-            f"echo {q('[boxforge] ' + label)}",
-            f"run_user {q(command)} || {{ code=$?; echo {q('[boxforge] failed: ' + label)}\" (exit $code)\" >&2; "
-            'exit "$code"; }',
-        ]
-    lines.append("echo '[boxforge] setup done'")
-    return "\n".join(lines) + "\n"
+        params[f"cmd_{i}"] = command
+        params[f"label_{i}"] = f"setup {i}/{total}: {_head(command)}"
+    return scripts.program("boxfile-setup.sh", params)

@@ -22,10 +22,9 @@ import os
 import posixpath
 import re
 import secrets
-import shlex
 import stat
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,8 @@ import asyncssh
 
 from server.errors import BoxUnreachable, ForgeError, InvalidInput
 from server.jobs import BoxExec
+from server.onbox import scripts
+from server.onbox.protocol import Exit
 from server.schemas import (
     DiffFile,
     DiffResult,
@@ -152,8 +153,10 @@ class BoxFiles:
             raise BoxUnreachable(f"lost the SSH connection to {self.target.where} during a file transfer; "
                                  "retry") from exc
 
-    async def shell(self, script: str, timeout: float = 120.0) -> tuple[int | None, bytes, bytes]:
-        result = await self.run("/bin/sh -c " + shlex.quote(script), None, timeout)
+    async def shell(self, script: str, params: Mapping[str, str | int],
+                    timeout: float = 120.0) -> tuple[int | None, bytes, bytes]:
+        """Run box-side script ``script`` (a file of ``server/onbox/sh``) with ``params``."""
+        result = await self.run(scripts.command_line(script, params, protocol=True), None, timeout)
         return result.exit_status, result.stdout, result.stderr
 
 
@@ -376,21 +379,16 @@ async def list_files(fs: BoxFiles, path: str = ".", pattern: str = "*", *, max_e
     check_pattern(pattern)
     regex = glob_regex(pattern)
     segments = pattern.split("/")
-    depth = "" if "**" in segments else f"-maxdepth {len(segments)}"
-    name_test = "" if segments[-1] == "**" else f"-name {shlex.quote(segments[-1])}"
-    pruned = [p for p in DEFAULT_PRUNED if p not in pattern]
-    prune = " -o ".join(f"-name {p}" for p in pruned)
-    prune_expr = f"\\( {prune} \\) -prune -o" if pruned else ""
-    q = shlex.quote(base)
-    script = (
-        f"[ -e {q} ] || exit 3\n[ -d {q} ] || exit 4\ncd {q} || exit 5\n"
-        f"find . -mindepth 1 {depth} {prune_expr} {name_test} -printf '%y %s %T@ %P\\0' 2>/dev/null "
-        f"| head -c {MAX_LS_OUTPUT_BYTES}\n"
-    )
-    code, out, err = await fs.shell(script)
-    if code == 3:
+    code, out, err = await fs.shell("files-ls.sh", {
+        "base": base,
+        "maxdepth": "" if "**" in segments else len(segments),
+        "name": "" if segments[-1] == "**" else segments[-1],
+        "pruned": " ".join(p for p in DEFAULT_PRUNED if p not in pattern),
+        "max_bytes": MAX_LS_OUTPUT_BYTES,
+    })
+    if code == Exit.NO_PATH:
         raise InvalidInput(f"{base} does not exist on the box")
-    if code == 4:
+    if code == Exit.NOT_A_DIR:
         raise InvalidInput(f"{base} is a file, not a directory; read it with vm_read")
     if code not in (0, None) and not out:
         raise ForgeError(f"listing {base} failed on the box: {err.decode(errors='replace').strip()[-300:]}")
@@ -424,23 +422,17 @@ async def grep(fs: BoxFiles, pattern: str, path: str = ".", *, glob: str | None 
     if not pattern or "\x00" in pattern or "\n" in pattern or "\r" in pattern:
         raise InvalidInput("pattern must be a non-empty regex on one line (no NUL, CR or LF)")
     target = fs.resolve(path)
-    options = ["-rnHIs", "-Z", *(f"--exclude-dir={p}" for p in DEFAULT_PRUNED)]
-    if ignore_case:
-        options.append("-i")
     if glob is not None:
         check_pattern(glob)
-        options.append("--include=" + glob)
-    q = shlex.quote(target)
-    script = (
-        f"[ -e {q} ] || exit 3\n"
-        f"if [ -d {q} ]; then cd {q} || exit 5; where=.; else where={q}; fi\n"
-        "grep -P -e x /dev/null >/dev/null 2>&1; if [ $? -eq 1 ]; then flavor=-P; else flavor=-E; fi\n"
-        'echo "flavor $flavor"\n'
-        f"grep {' '.join(shlex.quote(o) for o in options)} \"$flavor\" -e {shlex.quote(pattern)} -- \"$where\" "
-        f"| head -c {MAX_GREP_OUTPUT_BYTES}\n"
-    )
-    code, out, err = await fs.shell(script)
-    if code == 3:
+    code, out, err = await fs.shell("files-grep.sh", {
+        "target": target,
+        "pattern": pattern,
+        "ignore_case": int(ignore_case),
+        "include": glob or "",
+        "pruned": " ".join(DEFAULT_PRUNED),
+        "max_bytes": MAX_GREP_OUTPUT_BYTES,
+    })
+    if code == Exit.NO_PATH:
         raise InvalidInput(f"{target} does not exist on the box")
     header, _, body = out.partition(b"\n")
     flavor = "pcre" if header.strip() == b"flavor -P" else "posix-extended"
@@ -600,52 +592,19 @@ async def download(fs: BoxFiles, remote_path: str, local: Path, *, overwrite: bo
 # review
 
 
-_DIFF_SCRIPT = r"""
-cd "$project" 2>/dev/null || exit 3
-top=$(git rev-parse --show-toplevel 2>/dev/null) || exit 4
-cd "$top" || exit 4
-git cat-file -e "$base^{tree}" 2>/dev/null || exit 5
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/boxforge-diff.XXXXXX") || exit 70
-trap 'rm -rf "$tmp"' EXIT
-g() { git -c core.quotePath=false "$@"; }
-echo "@@boxforge head $(git rev-parse --verify --quiet HEAD || true) $(git branch --show-current 2>/dev/null || true)"
-echo "@@boxforge untracked"
-g ls-files --others --exclude-standard | head -n 1000
-echo "@@boxforge commits"
-if git rev-parse --verify --quiet HEAD >/dev/null; then
-  g log --no-decorate --format='%h %s' -n 50 "$base..HEAD" 2>/dev/null || true
-fi
-idx=$(git rev-parse --git-path index)
-if [ -f "$idx" ]; then cp "$idx" "$tmp/index"; fi
-# a private index holding the whole working tree: the real index (what the agent staged) is left alone
-export GIT_INDEX_FILE="$tmp/index"
-git add -A . >/dev/null 2>"$tmp/add-err" || { cat "$tmp/add-err" >&2; exit 6; }
-echo "@@boxforge numstat"
-g diff --cached --no-renames --numstat "$base"
-echo "@@boxforge status"
-g diff --cached --no-renames --name-status "$base"
-echo "@@boxforge stat"
-g diff --cached --no-renames --stat=120 "$base"
-g diff --cached --no-renames "$base" > "$tmp/patch"
-echo "@@boxforge patch $(wc -c < "$tmp/patch")"
-head -c "$maxb" "$tmp/patch"
-"""
-
-
 async def diff(fs: BoxFiles, base: str | None, *, max_bytes: int = 64 * 1024) -> DiffResult:
     """The working tree (untracked files included, .gitignore respected) against ``base``."""
     if base is not None and not _COMMIT_RE.fullmatch(base):
         raise ForgeError(f"the recorded base commit {base[:20]!r} of {fs.name!r} is not a commit id")
-    script = (f"project={shlex.quote(fs.project_dir)}\nbase={base or EMPTY_TREE}\nmaxb={int(max_bytes)}\n"
-              + _DIFF_SCRIPT)
-    code, out, err = await fs.shell(script)
+    code, out, err = await fs.shell("files-diff.sh", {"project": fs.project_dir, "base": base or EMPTY_TREE,
+                                                      "maxb": int(max_bytes)})
     problem = err.decode(errors="replace").strip()[-300:]
-    if code == 3:
+    if code == Exit.NO_PATH:
         raise ForgeError(f"the project dir {fs.project_dir} is missing on {fs.name!r}")
-    if code == 4:
+    if code == Exit.NOT_GIT:
         raise InvalidInput(f"{fs.project_dir} on {fs.name!r} is not a git checkout: vm_diff needs a box created "
                            "with a repo")
-    if code == 5:
+    if code == Exit.NO_BASE:
         raise ForgeError(f"the base commit {base} is not in the box's repository any more (history rewritten?); "
                          "compare by hand with vm_bash('git diff ...')")
     if code != 0:

@@ -55,6 +55,19 @@ import asyncssh
 
 from server.errors import BoxTimeout, BoxUnreachable, HostKeyMismatch
 from server.onbox import scripts
+from server.transport.channel import (
+    CHANNEL_HELLO,
+    CHANNEL_OPEN_TIMEOUT_S,
+    STREAM_ERRORS,
+    Channel,
+    ChannelBroken,
+    read_hello,
+)
+from server.transport.channel import reason as _reason
+from server.transport.retry import Reconnect, reconnect_once
+from server.transport.types import ExecResult, ShellCall
+
+__all__ = ["CHANNEL_HELLO", "ExecResult", "SSHPool", "SSHTarget", "ShellCall"]
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +76,9 @@ DEFAULT_MAX_SESSIONS = 8
 
 DEFAULT_SHORT_CHANNELS = 2
 DEFAULT_LONG_CHANNELS = 2
-CHANNEL_OPEN_TIMEOUT_S = 10.0
-CHANNEL_HELLO = b"BOXFORGE-CHANNEL 1 "
 
 _DROP_ERRORS = (asyncssh.DisconnectError, asyncssh.ChannelOpenError, BrokenPipeError, ConnectionResetError)
-_CHANNEL_ERRORS = (asyncssh.Error, OSError, EOFError, asyncio.IncompleteReadError)
+_CHANNEL_ERRORS = (asyncssh.Error, *STREAM_ERRORS)
 
 # The box side of a control channel (sh/channel.sh), started with exec so it is the session's process.
 _LOOP_COMMAND = "exec /bin/sh -c " + shlex.quote(scripts.text("channel.sh"))
@@ -89,112 +100,33 @@ class SSHTarget:
         return f"box '{self.key}' at {self.host}:{self.port}"
 
 
-@dataclass(frozen=True)
-class ExecResult:
-    """A finished remote command. ``exit_status`` is None when the process died of a signal."""
+class _SSHStream:
+    """An SSH session's stdin and stdout, as ``transport.channel.Stream``."""
 
-    exit_status: int | None
-    stdout: bytes
-    stderr: bytes
-
-
-@dataclass(frozen=True)
-class ShellCall:
-    """A call of a function from a shell ``library`` (definitions only, the same text for many calls).
-
-    ``call`` is one line (assignments, then the function); its stdout must be text without NUL bytes
-    and binary output goes to fd 3, which follows stdout in the result. A channel defines the library
-    once and then sends only the call; over exec the whole is one ``/bin/sh -c`` command line.
-    ``long`` marks a call that may block for a while (a long-poll).
-    """
-
-    library: str
-    call: str
-    long: bool = False
-
-    def command_line(self) -> str:
-        return "/bin/sh -c " + shlex.quote("exec 3>&1\n" + self.library + "\n" + self.call + "\n")
-
-
-class _ChannelBroken(Exception):
-    """The channel died or answered out of step; the call may or may not have run."""
-
-
-class _Channel:
-    """One control channel: a session running ``channel.sh`` on the box, one request at a time."""
-
-    def __init__(self, proc: asyncssh.SSHClientProcess[bytes], pid: int) -> None:
+    def __init__(self, proc: asyncssh.SSHClientProcess[bytes]) -> None:
         self.proc = proc
-        self.pid = pid
-        self._libraries: set[str] = set()
-        self._seq = 0
 
     @property
     def usable(self) -> bool:
         return not self.proc.is_closing() and self.proc.exit_status is None and self.proc.exit_signal is None
 
+    def write(self, data: bytes) -> None:
+        self.proc.stdin.write(data)
+
+    async def drain(self) -> None:
+        await self.proc.stdin.drain()
+
+    def write_eof(self) -> None:
+        self.proc.stdin.write_eof()
+
+    async def readline(self) -> bytes:
+        return await self.proc.stdout.readline()
+
+    async def readexactly(self, n: int) -> bytes:
+        return await self.proc.stdout.readexactly(n)
+
     def close(self) -> None:
-        """End the channel; with EOF first, so the box-side loop cleans up and exits by itself."""
-        try:
-            if not self.proc.is_closing():
-                self.proc.stdin.write_eof()
-        except (OSError, asyncssh.Error):
-            pass
         self.proc.close()
-
-    async def request(self, script: str | ShellCall, stdin: bytes, timeout: float | None, where: str) -> ExecResult:
-        """One call; the channel is closed on any failure (it would be out of step)."""
-        try:
-            sent = []
-            data = bytearray()
-            if isinstance(script, ShellCall):
-                if "\n" in script.call:
-                    raise ValueError("a ShellCall's call must be one line")
-                if script.library not in self._libraries:
-                    library = script.library.encode()
-                    data += self._header("L", len(library), 0) + library
-                    sent.append(self._seq)
-                data += self._header("T", 0, len(stdin)) + script.call.encode() + b"\n" + stdin
-            else:
-                body = script.encode()
-                data += self._header("B", len(body), len(stdin)) + body + stdin
-            sent.append(self._seq)
-            try:
-                self.proc.stdin.write(bytes(data))
-                async with asyncio.timeout(timeout):
-                    await self.proc.stdin.drain()
-                    for seq in sent:
-                        result = await self._response(seq)
-            except TimeoutError as exc:
-                raise BoxTimeout(
-                    f"a command on {where} did not finish within {timeout:g}s; "
-                    "the box may be overloaded or the command stuck"
-                ) from exc
-            except _CHANNEL_ERRORS as exc:
-                raise _ChannelBroken(_reason(exc)) from exc
-            if isinstance(script, ShellCall):
-                self._libraries.add(script.library)
-            return result
-        except BaseException:
-            self.close()
-            raise
-
-    def _header(self, kind: str, script_len: int, stdin_len: int) -> bytes:
-        self._seq += 1
-        return f"{self._seq} {kind} {script_len} {stdin_len}\n".encode()
-
-    async def _response(self, seq: int) -> ExecResult:
-        line = await self.proc.stdout.readline()
-        fields = line.split()
-        if not line.endswith(b"\n") or len(fields) != 5 or not all(f.isdigit() for f in fields):
-            raise _ChannelBroken("the channel ended" if not line else "the channel answered out of step")
-        got, status, text_len, bin_len, err_len = (int(f) for f in fields)
-        if got != seq:
-            raise _ChannelBroken("the channel answered out of step")
-        size = text_len + bin_len + err_len
-        payload = await self.proc.stdout.readexactly(size) if size else b""
-        out = text_len + bin_len
-        return ExecResult(status, payload[:out], payload[out:])
 
 
 @dataclass
@@ -202,7 +134,7 @@ class _Lane:
     """Channels for one kind of call: at most ``permits`` at once, idle ones kept for reuse."""
 
     permits: asyncio.Semaphore
-    idle: list[_Channel] = field(default_factory=list)
+    idle: list[Channel] = field(default_factory=list)
 
 
 @dataclass
@@ -212,7 +144,7 @@ class _Entry:
     sessions: asyncio.Semaphore
     short: _Lane
     long: _Lane
-    channels: set[_Channel] = field(default_factory=set)
+    channels: set[Channel] = field(default_factory=set)
     channels_off: bool = False  # the box could not start a channel loop: exec only, on this connection
 
 
@@ -259,8 +191,7 @@ class SSHPool:
         ``stdin`` is fed then closed (an empty stdin is closed at once). ``timeout`` bounds the
         command, not the connect; on expiry the channel is closed and ``BoxTimeout`` raised.
         """
-        retried = False
-        while True:
+        async def attempt(retrying: bool) -> ExecResult:
             entry, fresh = await self._entry(target)
             try:
                 return await self._exec(entry, command, stdin, timeout)
@@ -270,15 +201,17 @@ class SSHPool:
                         f"{target.where} refused to open an SSH session ({_reason(exc)}); retry shortly"
                     ) from exc
                 await self._discard(target.key, entry)
-                if fresh or retried:
-                    raise BoxUnreachable(
-                        f"lost the SSH connection to {target.where} ({_reason(exc)}); "
-                        "check that the box is still running (list_servers) and retry"
-                    ) from exc
-                log.info("connection to %s dropped; reconnecting once", target.where)
-                retried = True
+                lost = BoxUnreachable(
+                    f"lost the SSH connection to {target.where} ({_reason(exc)}); "
+                    "check that the box is still running (list_servers) and retry"
+                )
+                if fresh or retrying:
+                    raise lost from exc
+                raise Reconnect(lost) from exc
             except (asyncssh.Error, OSError) as exc:
                 raise BoxUnreachable(f"SSH to {target.where} failed ({_reason(exc)}); retry") from exc
+
+        return await reconnect_once(attempt, f"SSH to {target.where}")
 
     async def channel_run(
         self,
@@ -312,7 +245,7 @@ class SSHPool:
                 if channel is not None:
                     try:
                         result = await channel.request(script, stdin or b"", left, target.where)
-                    except _ChannelBroken as exc:
+                    except ChannelBroken as exc:
                         entry.channels.discard(channel)
                         if entry.conn.is_closed():
                             await self._discard(target.key, entry)
@@ -349,7 +282,7 @@ class SSHPool:
         entries, self._entries = list(self._entries.values()), {}
         await asyncio.gather(*(_close_entry(entry) for entry in entries))
 
-    async def _take_channel(self, entry: _Entry, lane: _Lane) -> _Channel | None:
+    async def _take_channel(self, entry: _Entry, lane: _Lane) -> Channel | None:
         """An idle channel of ``lane``, else a new one; None when none can be opened (use exec)."""
         while lane.idle:
             channel = lane.idle.pop()
@@ -366,7 +299,7 @@ class SSHPool:
             return None
         try:
             async with asyncio.timeout(CHANNEL_OPEN_TIMEOUT_S):
-                pid = await _read_hello(proc)
+                pid = await read_hello(_SSHStream(proc))
         except (TimeoutError, *_CHANNEL_ERRORS) as exc:
             proc.close()
             if not entry.conn.is_closed():
@@ -377,7 +310,7 @@ class SSHPool:
         except BaseException:
             proc.close()
             raise
-        channel = _Channel(proc, pid)
+        channel = Channel(_SSHStream(proc), pid, _CHANNEL_ERRORS)
         entry.channels.add(channel)
         return channel
 
@@ -552,22 +485,6 @@ async def _acquire(slots: asyncio.Semaphore, timeout: float | None, where: str) 
             "retry when they have finished"
         ) from exc
     return max(timeout - (loop.time() - started), 0.0)
-
-
-def _reason(exc: BaseException) -> str:
-    text = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
-    return str(text).strip()
-
-
-async def _read_hello(proc: asyncssh.SSHClientProcess[bytes]) -> int:
-    """The pid in the loop's hello line, skipping anything a login shell printed before it."""
-    for _ in range(100):
-        line = await proc.stdout.readline()
-        if not line.endswith(b"\n"):
-            raise EOFError("the channel loop ended before saying hello")
-        if line.startswith(CHANNEL_HELLO) and line[len(CHANNEL_HELLO):].strip().isdigit():
-            return int(line[len(CHANNEL_HELLO):])
-    raise EOFError("no hello from the channel loop")
 
 
 async def _close_entry(entry: _Entry) -> None:

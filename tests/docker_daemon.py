@@ -98,6 +98,8 @@ class DockerDaemon:
         if not shutil.which("dockerd"):
             raise RuntimeError("dockerd is not installed (Debian package docker.io)")
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.userns_remap:
+            self.root.chmod(0o711)  # the remapped root must traverse to its graph dir
         if not self._chains_before:
             self._chains_before = {"filter": _chains("filter"), "nat": _chains("nat")}
             self._forward_policy_before = _forward_policy()

@@ -43,7 +43,6 @@ from providers.hetzner.api import translate
 from providers.hetzner.cloud_init import BACKSTOP_GRACE_S, BACKSTOP_SERVICE, backstop_script, cloud_config
 from providers.hetzner.servers import server_name
 from providers.localbox import current_user
-from server.bootstrap import cloud_init_wait_lines
 from server.keys import create_box_keys
 from server.onbox import scripts
 from tests.fakes.hetzner_api import FakeHetzner, label_selector_matches, parse_cloud_config, running_fake
@@ -330,21 +329,6 @@ def test_backstop_powers_off_only_after_expiry_plus_grace(tmp_path: Path, expire
     assert result.returncode == 0, result.stderr
     calls = (tmp_path / "calls").read_text() if (tmp_path / "calls").exists() else ""
     assert ("systemctl poweroff" in calls) is powers_off
-
-
-def test_bootstrap_waits_for_cloud_init_only_where_boxforge_cloud_init_ran(tmp_path: Path) -> None:
-    flag, ready = tmp_path / "flag", tmp_path / "ready"
-    script = "set -eu\n" + "\n".join(cloud_init_wait_lines()) + "\necho bootstrapped\n"
-    paths = {CLOUD_INIT_FLAG_FILE: str(flag), CLOUD_INIT_READY_FILE: str(ready)}
-    assert _run_with(script, tmp_path, paths).stdout == "bootstrapped\n"  # a local box: nothing to wait for
-    assert not (tmp_path / "calls").exists()
-    flag.touch()
-    missing = _run_with(script, tmp_path, paths)
-    assert missing.returncode == 4 and "cloud-init did not finish" in missing.stderr
-    ready.touch()
-    done = _run_with(script, tmp_path, paths)
-    assert done.returncode == 0 and done.stdout.endswith("bootstrapped\n")
-    assert "cloud-init status --wait" in (tmp_path / "calls").read_text()
 
 
 @pytest.mark.parametrize(("code", "kind", "fragment"), [

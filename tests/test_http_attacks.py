@@ -3,6 +3,14 @@ uvicorn server on loopback (127.0.0.1, and 127.0.0.2 for "any other loopback")."
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
+import os
+import resource
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,10 +19,13 @@ import anyio
 import httpx2
 import pytest
 import uvicorn
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 from server.mcp.app import build_server
 from server.mcp.http import choose_token, http_app
-from tests.support import eventually, make_settings
+from tests.support import REPO_ROOT, cli_env, eventually, make_settings
 
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
     "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
@@ -82,3 +93,88 @@ async def test_origin_and_host_match_exactly_on_127_0_0_1(tmp_path: Path) -> Non
             answer = await http.post(url, json=INIT, headers={**MCP_HEADERS, "Origin": origin,
                                                               "Host": f"localhost:{port}"})
             assert answer.status_code == 200, origin
+
+
+async def test_vm_write_reaches_its_4_mib_over_http_and_a_bigger_body_is_a_clear_tool_error(tmp_path: Path) -> None:
+    """Attack 3: the 4 MiB HTTP body cap (JSON and base64 included) kept vm_write from its documented 4 MiB,
+    and the client saw an opaque error."""
+    async with serving(tmp_path, "127.0.0.1", "w-token") as port:
+        http = httpx2.AsyncClient(headers={"Authorization": "Bearer w-token"}, timeout=120)
+        url = f"http://127.0.0.1:{port}/mcp"
+        async with http, Client(streamable_http_client(url, http_client=http)) as client:
+            made = await client.call_tool("create_server", {"name": "big-write"})
+            assert not made.is_error, made.content
+            try:
+                data = os.urandom(4 * 1024 * 1024)
+                wrote = await client.call_tool("vm_write", {"server": "big-write", "path": "blob.bin",
+                                                            "content": base64.b64encode(data).decode(),
+                                                            "encoding": "base64"})
+                assert not wrote.is_error, wrote.content
+                sums = await client.call_tool("vm_bash", {"server": "big-write", "command": "sha256sum blob.bin"})
+                assert sums.structured_content["stdout"].split()[0] == hashlib.sha256(data).hexdigest()
+                with pytest.raises(MCPError, match="over the 8 MiB limit.*vm_write takes at most 4 MiB"):
+                    await client.call_tool("vm_write", {"server": "big-write", "path": "x.txt",
+                                                        "content": "\x01" * (2 * 1024 * 1024)})  # 12 MiB of JSON
+                ok = await client.call_tool("list_servers", {})  # the session goes on
+                assert ok.structured_content["count"] == 1
+            finally:
+                await client.call_tool("destroy_server", {"name": "big-write"})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _low_fd_limit() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (FLOOD_FD_LIMIT, FLOOD_FD_LIMIT))
+
+
+FLOOD_FD_LIMIT = 256
+FLOOD_CONNECTIONS = 400
+
+
+async def test_a_slow_header_flood_cannot_wedge_the_server_and_it_recovers(tmp_path: Path) -> None:
+    """Attack 2: 1000 half-open connections with slow headers, unauthenticated, took the process to its fd
+    limit and the accept loop never recovered. Here: `ulimit -n 256`, 400 slow clients held open."""
+    settings = make_settings(tmp_path / "state")
+    port = _free_port()
+    env = {**cli_env(settings), "BOXFORGE_HTTP_TOKEN": "flood-token", "BOXFORGE_HTTP_HEADER_TIMEOUT_S": "1"}
+    err_log = (tmp_path / "server.err").open("w")  # a file, not a pipe: a full pipe would stall the server
+    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "mcp", "--http", "--port", str(port)], env=env,
+                            cwd=REPO_ROOT, stderr=err_log, text=True, preexec_fn=_low_fd_limit)
+    url = f"http://127.0.0.1:{port}/mcp"
+    headers = {**MCP_HEADERS, "Authorization": "Bearer flood-token"}
+    slow: list[socket.socket] = []
+    try:
+        async with httpx2.AsyncClient(timeout=5) as http:
+            async def answers() -> bool:
+                try:
+                    return (await http.post(url, json=INIT, headers=headers)).status_code == 200
+                except httpx2.HTTPError:
+                    return False
+
+            await eventually(answers, timeout=60, interval=0.2, what="the HTTP server to start")
+            most_fds = 0
+            for _ in range(FLOOD_CONNECTIONS):
+                s = socket.socket()
+                s.setblocking(False)
+                with contextlib.suppress(BlockingIOError, OSError):
+                    s.connect(("127.0.0.1", port))
+                with contextlib.suppress(OSError):
+                    s.send(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")  # and never the rest
+                slow.append(s)
+            for _ in range(20):
+                most_fds = max(most_fds, len(os.listdir(f"/proc/{proc.pid}/fd")))
+                await anyio.sleep(0.05)  # sampling the fd count while the flood is held, not waiting for state
+            # the flood is still held open by the attacker; the server must answer again anyway
+            await eventually(answers, timeout=20, interval=0.2, what="an authed request during the held flood")
+            assert proc.poll() is None
+            assert most_fds < FLOOD_FD_LIMIT - 16, most_fds
+    finally:
+        for s in slow:
+            s.close()
+        proc.terminate()
+        proc.wait(timeout=30)
+        err_log.close()

@@ -23,7 +23,7 @@ from providers.local import LocalProvider
 from providers.localbox import supervisor_pid
 from server.errors import NotOwned, ProvisionFailed
 from server.keys import create_box_keys, generate_keypair
-from server.service import Fleet, open_fleet
+from server.service import Fleet, open_fleet, open_resources
 from tests.support import (
     REPO_ROOT,
     box_pids,
@@ -117,7 +117,10 @@ async def test_orchestrator_killed_mid_create_leaves_an_orphan_the_sweep_burns(t
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
     (box_dir,) = local_boxes_dir(settings).glob("lb-*")
-    async with open_fleet(settings) as fleet:
+    # a Fleet that skips the start-up recovery (tests/test_fault_attacks.py covers that): the sweep alone
+    async with open_resources(settings) as res:
+        fleet = Fleet(res)
+
         async def swept() -> bool:
             burned, _ = await fleet.reap_once()
             return burned == ["halfmade"]

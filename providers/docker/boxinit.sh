@@ -7,6 +7,7 @@ set -u
 schedule=${BOXFORGE_STOP_AT_FILE:-/run/boxforge/stop-at}
 sshd_config=${BOXFORGE_SSHD_CONFIG:-/etc/ssh/boxforge/sshd_config}
 poll_s=${BOXFORGE_WATCHDOG_POLL_S:-1}
+shadow=${BOXFORGE_SHADOW_FILE:-/etc/shadow}
 
 expired() {
   at=$(cat "$schedule" 2>/dev/null) || return 1
@@ -20,8 +21,8 @@ if [ "${BOXFORGE_NO_SSHD:-}" = 1 ]; then
 else
   mkdir -p /run/sshd && chmod 0755 /run/sshd
   # sshd without PAM refuses a locked account: an image's "root:!" becomes "root:*" (no password either way).
-  if grep -q '^root:!' /etc/shadow 2>/dev/null; then
-    sed -i 's/^root:!*/root:*/' /etc/shadow
+  if grep -q '^root:!' "$shadow" 2>/dev/null; then
+    sed -i 's/^root:!*/root:*/' "$shadow"
   fi
   "$sshd_bin" -D -e -f "$sshd_config" &
   sshd_pid=$!

@@ -4,7 +4,7 @@ Each box gets its own bridge network (``bfd-<hash>``, a /28 of the provider's su
 traffic off), so boxes never share a segment; Docker's own isolation chains drop traffic between its
 bridges. What Docker does not stop is a box opening connections to the host itself (through its
 gateway) or to addresses it routes to, such as local boxes: the guard adds two iptables rules per box
-bridge (INPUT: new connections from the bridge; DOCKER-USER: forwarding to boxforge's box ranges) and
+bridge (INPUT: new connections from the bridge, TCP by its SYN; DOCKER-USER: forwarding to boxforge's box ranges) and
 removes them with the box. The guard needs root on the daemon's host; without it, boxes carry a warning.
 """
 
@@ -66,7 +66,10 @@ def _iptables(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _guard_rules(bridge: str) -> list[tuple[str, ...]]:
-    return [("INPUT", "-i", bridge, "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP")] + [
+    # TCP by its SYN, not by conntrack state: a reply of a host-initiated connection (the published SSH
+    # port) whose conntrack entry was flushed is picked up as NEW and must not be dropped mid-session.
+    return [("INPUT", "-i", bridge, "-p", "tcp", "--syn", "-j", "DROP"),
+            ("INPUT", "-i", bridge, "!", "-p", "tcp", "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP")] + [
         ("DOCKER-USER", "-i", bridge, "-d", dest, "-j", "DROP") for dest in BOX_RANGES]
 
 

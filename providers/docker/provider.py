@@ -56,8 +56,8 @@ from providers.capabilities import Isolated, Isolation, PinsHostKey
 from providers.docker import image as base_image
 from providers.docker import network
 from providers.docker.client import Engine, ping
-from providers.docker.settings import DockerSettings, size_preset
-from providers.localbox import probe_ssh
+from providers.docker.settings import SIZES, DockerSettings, size_preset
+from providers.probe import probe_ssh
 
 SCHEDULE_LABELS = (LABEL_EXPIRES_AT, LABEL_READY, LABEL_CREATE_DEADLINE)
 IDENTITY_LABELS = (LABEL_MANAGED_BY, LABEL_OWNER, LABEL_NAME, LABEL_REQUEST)
@@ -144,6 +144,7 @@ class DockerProvider(Provider, PinsHostKey, Isolated):
         self.engine = Engine(settings.host, settings.api_timeout_s)
         self._create_lock = threading.Lock()  # one create at a time picks a subnet and checks the request id
         self._userns: bool | None = None
+        self._daemon_cpus = 0
         local = settings.host.startswith("unix://")
         self.guarded = settings.guard_host == "on" or (settings.guard_host == "auto" and local
                                                        and network.guard_possible())
@@ -201,13 +202,14 @@ class DockerProvider(Provider, PinsHostKey, Isolated):
         bindings = (attrs.get("NetworkSettings", {}).get("Ports") or {}).get(SSH_PORT) or []
         port = next((int(b["HostPort"]) for b in bindings if b.get("HostPort")), 0)
         created = attrs.get("Created", "")
+        size_name = (attrs.get("Config", {}).get("Labels") or {}).get(LABEL_SIZE)
         return Box(
             id=container.name, name=labels.get(LABEL_NAME, container.name), state=state,
             host=PUBLISH_HOST if port and state is BoxState.RUNNING else None, ssh_port=port or 22,
             ssh_user="root", labels=labels, created_at=_created_at(created),
             data={"container_id": container.id, "status": status, "bridge": network.bridge_name(container.name),
                   "image": attrs.get("Config", {}).get("Image", "")},
-            size=(attrs.get("Config", {}).get("Labels") or {}).get(LABEL_SIZE), warnings=self._warnings(),
+            size=size_name, warnings=self._warnings() + _cpu_warning(size_name, attrs),
         )
 
     def _warnings(self) -> tuple[str, ...]:
@@ -235,6 +237,7 @@ class DockerProvider(Provider, PinsHostKey, Isolated):
         if self._userns is None:
             info = self.engine.client.info()
             self._userns = any("userns" in opt for opt in info.get("SecurityOptions") or [])
+            self._daemon_cpus = int(info.get("NCPU") or 0)
 
     async def create(self, spec: BoxSpec) -> Box:
         """Make the network and start the container (PENDING until sshd answers); idempotent by request id."""
@@ -253,6 +256,7 @@ class DockerProvider(Provider, PinsHostKey, Isolated):
             except SDKNotFound:
                 pass
             size_name, size = size_preset(spec.size)
+            cpus = min(size.cpus, self._daemon_cpus) if self._daemon_cpus else size.cpus  # Docker refuses more
             image = self._ensure_image(spec.image or self.settings.image)
             try:
                 self._ensure_network(box_id, spec)
@@ -266,7 +270,7 @@ class DockerProvider(Provider, PinsHostKey, Isolated):
                     command=[], labels={**identity, LABEL_SIZE: size_name}, network=box_id,
                     ports={SSH_PORT: (PUBLISH_HOST, None)}, init=True,
                     volumes={str(self._mount_dir(box_id)): {"bind": MOUNT_POINT, "mode": "ro"}},
-                    mem_limit=size.memory_bytes, memswap_limit=size.memory_bytes, nano_cpus=int(size.cpus * 1e9),
+                    mem_limit=size.memory_bytes, memswap_limit=size.memory_bytes, nano_cpus=int(cpus * 1e9),
                     pids_limit=size.pids, cap_drop=["NET_RAW", "MKNOD"], security_opt=["no-new-privileges"],
                     environment={}, stdin_open=False, tty=False, detach=True,
                 )
@@ -449,6 +453,17 @@ class DockerProvider(Provider, PinsHostKey, Isolated):
 
     async def aclose(self) -> None:
         self.engine.close()
+
+
+def _cpu_warning(size_name: str | None, attrs: Mapping[str, Any]) -> tuple[str, ...]:
+    """A warning when the daemon's machine has fewer CPUs than the size preset gives."""
+    if size_name not in SIZES:
+        return ()
+    given = (attrs.get("HostConfig", {}).get("NanoCpus") or 0) / 1e9
+    wanted = SIZES[size_name].cpus
+    if given and given < wanted:
+        return (f"size {size_name} gives {wanted:g} CPUs; the Docker host has {given:g}, so the box got {given:g}",)
+    return ()
 
 
 def _created_at(raw: str) -> float:

@@ -26,9 +26,10 @@ class Size:
 
 GIB = 1024**3
 SIZES: dict[str, Size] = {
-    "small": Size(cpus=1.0, memory_bytes=1 * GIB, pids=1024),
-    "medium": Size(cpus=2.0, memory_bytes=4 * GIB, pids=4096),
-    "large": Size(cpus=4.0, memory_bytes=8 * GIB, pids=8192),
+    # the floors the same words give Hetzner boxes; CPUs are capped at what the daemon's machine has
+    "small": Size(cpus=2.0, memory_bytes=4 * GIB, pids=2048),
+    "medium": Size(cpus=4.0, memory_bytes=8 * GIB, pids=4096),
+    "large": Size(cpus=8.0, memory_bytes=16 * GIB, pids=8192),
 }
 DEFAULT_SIZE = "small"
 

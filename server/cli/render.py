@@ -32,7 +32,8 @@ _WORDS: dict[HintKind, Callable[[Hint], str]] = {
                                        f"--follow, then review its work with boxforge diff {h.server}"),
     HintKind.EXPIRES_SOON: lambda h: (f"box expires in {format_duration(h.left_s or 0)}: boxforge extend NAME TTL "
                                       "keeps it; at the burn its branch (commits and uncommitted changes) is "
-                                      "harvested into refs/boxforge/<box>/<branch>, or boxforge fetch it now"),
+                                      f"harvested into refs/boxforge/{h.server or '<box>'}/<branch>, or "
+                                      "boxforge fetch it now"),
     HintKind.NO_BOXES: lambda h: "create one with boxforge up",
     HintKind.LIST_JOBS: lambda h: "boxforge jobs shows all",
     HintKind.KILL_JOB: lambda h: "it ignores SIGTERM; boxforge burn NAME stops everything on its box",

@@ -48,6 +48,7 @@ def build_server(settings: Settings | None = None) -> MCPServer[AppContext]:
         async with open_resources(active) as res, anyio.create_task_group() as tg:
             # creates with wait=false finish in tg, or are burned when the server stops
             fleet = Fleet(res, background=tg, wakeup=wakeup)
+            await fleet.recover()
             reaper = Reaper(fleet.reaping, wakeup, max_sleep_s=active.reaper_max_sleep_s)
             tg.start_soon(reaper.run_forever)
             try:

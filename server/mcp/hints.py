@@ -31,7 +31,8 @@ _WORDS: dict[HintKind, Callable[[Hint], str]] = {
         f"until it ends, then review its work with vm_diff(server='{h.server}')"),
     HintKind.EXPIRES_SOON: lambda h: (
         f"box expires in {format_duration(h.left_s or 0)}: call extend_server to keep it; at the burn its branch "
-        "(commits and uncommitted changes) is harvested into refs/boxforge/<box>/<branch>, or vm_fetch it now"),
+        f"(commits and uncommitted changes) is harvested into refs/boxforge/{h.server or '<box>'}/<branch>, "
+        "or vm_fetch it now"),
     HintKind.NO_BOXES: lambda h: "create one with create_server",
     HintKind.LIST_JOBS: lambda h: "vm_job_list shows all",
     HintKind.KILL_JOB: lambda h: f"retry with signal='KILL' (job_id='{h.job_id}')",

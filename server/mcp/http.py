@@ -28,6 +28,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 TOKEN_ENV = "BOXFORGE_HTTP_TOKEN"
 ALLOWED_HOSTS_ENV = "BOXFORGE_HTTP_ALLOWED_HOSTS"
 MCP_PATH = "/mcp"
+# One request's body: room for vm_write's 4 MiB of content as base64 (5.4 MiB) or 6 MiB of plain text, in JSON.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+DRAIN_BYTES = 64 * 1024 * 1024  # an oversize body read and dropped before the 413; beyond, the connection closes
 NO_TOKEN_BINDS = ("127.0.0.1", "::1")  # exactly these; any other loopback name or address needs a token
 
 
@@ -145,18 +148,105 @@ class BearerAuth:
         return False
 
 
+class BodyLimit:
+    """Refuse a request whose Content-Length is over ``MAX_BODY_BYTES`` with a JSON-RPC error the MCP client shows
+    as the tool call's error (413), instead of a bare status. The SDK's own limit (same size) catches a chunked
+    body that grows past it."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = dict(scope.get("headers", [])).get(b"content-length", b"0")
+            if length.isdigit() and int(length) > self.limit:
+                message = (f"the request is {int(length)} bytes, over the {self.limit // (1024 * 1024)} MiB limit of one "
+                           "HTTP request: vm_write takes at most 4 MiB of content (as text or base64); for bigger "
+                           "files use vm_upload, or write the file in parts")
+                body = json.dumps({"jsonrpc": "2.0", "id": None,
+                                   "error": {"code": -32600, "message": message}}).encode()
+                # read what the client is sending (up to a bound), so it reads the answer instead of a reset
+                drained, more = 0, True
+                while more and drained <= DRAIN_BYTES:
+                    event = await receive()
+                    drained += len(event.get("body", b""))
+                    more = event.get("more_body", False) and event["type"] == "http.request"
+                await send({"type": "http.response.start", "status": 413, "headers": [
+                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                    *([(b"connection", b"close")] if more else [])]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
 def http_app(mcp: MCPServer[Any], *, host: str, token: str | None, env: Mapping[str, str]) -> ASGIApp:
     """The streamable HTTP app at /mcp, behind the Host/Origin allow-list and the bearer check."""
     if token is None and host not in NO_TOKEN_BINDS:
         raise ValueError(f"a bearer token is required when binding {host!r} (only 127.0.0.1 and ::1 go without)")
-    app: ASGIApp = mcp.streamable_http_app(streamable_http_path=MCP_PATH, host=host)
+    app: ASGIApp = BodyLimit(mcp.streamable_http_app(streamable_http_path=MCP_PATH, host=host,
+                                                     max_request_body_size=MAX_BODY_BYTES))
     if token:
         app = BearerAuth(app, token)
     return HostGuard(app, allowed_host_names(host, env), wildcard=host in ("0.0.0.0", "::", ""))
 
 
+HEADER_TIMEOUT_ENV = "BOXFORGE_HTTP_HEADER_TIMEOUT_S"
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+FD_RESERVE = 64  # descriptors kept for the store, the log, SSH to the boxes
+
+
+def connection_cap(soft_fd_limit: int) -> int:
+    """How many HTTP connections to hold at once: half of what the fd limit leaves after the reserve (the other
+    half is for SSH to the boxes), between 16 and 1024."""
+    return max(16, min(1024, (soft_fd_limit - FD_RESERVE) // 2))
+
+
+def guarded_protocol(header_timeout_s: float, max_connections: int) -> type:
+    """uvicorn's h11 protocol with a header-read deadline and a connection cap: a connection that has not sent a
+    whole request head within ``header_timeout_s`` (at its start, or after a response) is closed, and one over
+    the cap is closed at once, so slow or half-open clients cannot take every descriptor."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11(H11Protocol):
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > max_connections:
+                transport.close()
+                return
+            self._idle_since = self.loop.time()
+            self._head_timer = self.loop.call_later(header_timeout_s, self._check_head)
+
+        def _check_head(self) -> None:
+            if self.transport.is_closing():
+                return
+            waited = self.loop.time() - self._idle_since
+            if self.conn.their_state is h11.IDLE and (self.cycle is None or self.cycle.response_complete) \
+                    and waited >= header_timeout_s:
+                self.transport.close()
+                return
+            self._head_timer = self.loop.call_later(max(0.05, header_timeout_s - waited) if
+                                                    self.conn.their_state is h11.IDLE else header_timeout_s,
+                                                    self._check_head)
+
+        def on_response_complete(self) -> None:
+            self._idle_since = self.loop.time()
+            super().on_response_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            timer = getattr(self, "_head_timer", None)
+            if timer is not None:
+                timer.cancel()
+            super().connection_lost(exc)
+
+    return GuardedH11
+
+
 async def serve(mcp: MCPServer[Any], *, host: str, port: int, env: Mapping[str, str]) -> None:
     """Serve until interrupted."""
+    import resource
+
     import uvicorn
 
     token, generated = choose_token(host, env)
@@ -166,6 +256,11 @@ async def serve(mcp: MCPServer[Any], *, host: str, port: int, env: Mapping[str, 
         print(f"boxforge: bearer token (shown once; set {TOKEN_ENV} to choose your own): {token}", file=sys.stderr)
     elif token is None:
         print(f"boxforge: no token required on {host} (set BOXFORGE_HTTP_TOKEN to require one)", file=sys.stderr)
+    header_timeout_s = float(env.get(HEADER_TIMEOUT_ENV) or DEFAULT_HEADER_TIMEOUT_S)
+    cap = connection_cap(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     config = uvicorn.Config(http_app(mcp, host=host, token=token, env=env), host=host, port=port, lifespan="on",
+                            http=guarded_protocol(header_timeout_s, cap),
+                            # asyncio accepts up to `backlog` sockets in one go: keep a burst within the fd budget
+                            backlog=max(16, cap // 2),
                             log_level="warning")
     await uvicorn.Server(config).serve()

@@ -18,6 +18,12 @@ class Exit(IntEnum):
     NO_SETSID = 47  #: the box lacks setsid (util-linux), which detached jobs need
     NOT_STARTED = 48  #: the job's wrapper did not record its pid in time
     NO_BOXFILE = 3  #: the project has no .boxforge.yml
+    NO_PATH = 50  #: the path a file tool was given does not exist
+    NOT_A_DIR = 51  #: the path is a file where a directory is needed
+    CANNOT_ENTER = 52  #: the directory cannot be entered
+    NOT_GIT = 53  #: the project dir is not a git checkout
+    NO_BASE = 54  #: the base commit is not in the repository
+    GIT_FAILED = 55  #: git refused the working tree (stderr says why)
 
 
 # Paths relative to the box user's home; the scripts build them from $HOME the same way.

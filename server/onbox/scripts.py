@@ -34,9 +34,10 @@ def assignments(params: Mapping[str, str | int]) -> str:
     return "".join(lines)
 
 
-def program(name: str, params: Mapping[str, str | int] = {}) -> str:
-    """A script with its parameters set first: the text ``sh -c`` or a job runs."""
-    return assignments(params) + text(name)
+def program(name: str, params: Mapping[str, str | int] = {}, *, protocol: bool = False) -> str:
+    """A script with its parameters set first (and ``protocol.sh``'s constants, if asked): the text
+    ``sh -c`` or a job runs."""
+    return (text("protocol.sh") if protocol else "") + assignments(params) + text(name)
 
 
 def library(*names: str) -> str:
@@ -44,7 +45,8 @@ def library(*names: str) -> str:
     return "".join(text(name) for name in ("protocol.sh", *names))
 
 
-def command_line(name: str, params: Mapping[str, str | int] = {}, *, sudo: bool = False) -> str:
+def command_line(name: str, params: Mapping[str, str | int] = {}, *, sudo: bool = False,
+                 protocol: bool = False) -> str:
     """The ``/bin/sh -c`` command line that runs script ``name`` with ``params``."""
-    line = "/bin/sh -c " + shlex.quote(program(name, params))
+    line = "/bin/sh -c " + shlex.quote(program(name, params, protocol=protocol))
     return "sudo -n " + line if sudo else line

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import posixpath
 import secrets
-import shlex
 from collections.abc import Mapping
 
 from server import agents
@@ -37,7 +36,7 @@ class Agents:
             raise InvalidInput(f"server {server!r} has no agent (created with agent='none')",
                                hint=Hint(HintKind.NEEDS_AGENT))
         prompt_id = "p-" + secrets.token_hex(6)
-        stored = await self.access.exec(rec)("/bin/sh -c " + shlex.quote(agents.write_prompt_script(prompt_id)),
+        stored = await self.access.exec(rec)(agents.write_prompt_script(prompt_id),
                                              data, PROMPT_STORE_TIMEOUT_S)
         if stored.exit_status != 0:
             raise ForgeError(f"could not store the prompt on {server!r}: "

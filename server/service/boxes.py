@@ -3,12 +3,15 @@ with what the providers still have."""
 
 from __future__ import annotations
 
+import logging
+import posixpath
+import sqlite3
 import time
 
 import anyio
 
-from providers.base import LABEL_EXPIRES_AT, LABEL_REQUEST, Box, Provider, ProviderError, owner_labels
-from providers.capabilities import HasBackstop
+from providers.base import LABEL_EXPIRES_AT, LABEL_NAME, LABEL_READY, LABEL_REQUEST, Box, Provider, ProviderError, owner_labels
+from providers.capabilities import HasBackstop, OnboxCall
 from server.config import Settings
 from server.domain.durations import check_ttl_within, iso
 from server.domain.hints import Hint, HintKind
@@ -16,6 +19,8 @@ from server.domain.states import BoxStatus
 from server.errors import ForgeError, InvalidInput, NotOwned, ProviderFailure, UnknownServer
 from server.schemas import DestroyResult, ServerInfo, ServerList
 from server.service.access import BoxAccess
+from server.service import onbox
+from server.service.creators import CREATOR, creator_alive
 from server.service.git import Harvester
 from server.service.providers import ProviderSet
 from server.service.secrets import Secrets
@@ -23,7 +28,10 @@ from server.service.views import server_info
 from server.service.wakeup import Wakeup
 from server.store import BoxRecord, Repository
 
-FAILED_SHOWN_S = 3600.0  # list_servers shows creates that failed this recently
+log = logging.getLogger("boxforge.fleet")
+FAILED_SHOWN_S = 3600.0
+REBUILT = "rebuilt"  # key of BoxRecord.data: the record was rebuilt from provider labels
+HOME_PROBE = OnboxCall("home.sh")  # list_servers shows creates that failed this recently
 
 
 class Boxes:
@@ -129,11 +137,13 @@ class Boxes:
                 raise UnknownServer(f"server {name!r} is gone (expired or destroyed outside boxforge)")
             self.check_owner(name, box)
             expires_at = int(time.time() + ttl_s)
+            # the store first: the reaper (here or in another process) takes the earlier of store and label
+            await self.repo.update_box(rec.request_id, expires_at=float(expires_at))
             try:
                 await prov.set_labels(box.id, {**box.labels, LABEL_EXPIRES_AT: str(expires_at)})
             except ProviderError as exc:
+                await self.repo.update_box(rec.request_id, expires_at=rec.expires_at)
                 raise ProviderFailure(f"could not extend {name!r}: {exc}") from exc
-            await self.repo.update_box(rec.request_id, expires_at=float(expires_at))
             await self.repo.add_event("extend", box_name=name, detail=str(ttl_s))
             moved = not isinstance(prov, HasBackstop) or await self.access.call(
                 rec, prov.backstop_move(box, expires_at))
@@ -183,6 +193,86 @@ class Boxes:
             for rec in recs:
                 if rec.provider == provider_name and rec.box_id not in alive:
                     await self._reconcile_gone(rec)
+
+    async def rebuild_from_labels(self) -> list[str]:
+        """A fresh store (lost, emptied or moved aside): record every ready box of ours the providers have and
+        the store does not know, from its labels (name, request, expiry) and the keys still in the keys dir.
+        The names rebuilt. A box not ready yet is left to the orphan sweep."""
+        rebuilt = []
+        for provider_name in self.providers.swept([]):
+            try:
+                prov = self.providers.get(provider_name)
+                boxes = await prov.list(owner_labels(self.settings.owner))
+            except (ProviderError, ForgeError):
+                log.warning("provider %s could not be listed to rebuild the store", provider_name, exc_info=True)
+                continue
+            for box in boxes:
+                request_id, name = box.labels.get(LABEL_REQUEST), box.labels.get(LABEL_NAME)
+                if box.labels.get(LABEL_READY) != "1" or not request_id or not name or box.host is None \
+                        or await self.repo.box_by_request(request_id) is not None:
+                    continue
+                rec = BoxRecord(
+                    name=name, box_id=box.id, provider=provider_name, state=BoxStatus.READY, step="ready",
+                    key_id=f"{name}-{request_id}", request_id=request_id, host=box.host, ssh_port=box.ssh_port,
+                    ssh_user=box.ssh_user, home=None, project_dir=None, repo=None, branch=None, base_commit=None,
+                    agent=None, size=box.size, location=None, data={REBUILT: True}, error=None,
+                    created_at=box.created_at, ready_at=box.created_at,
+                    # a label says at most max_ttl from the box's creation (anyone may have moved it)
+                    expires_at=min(float(box.expires_at if box.expires_at is not None else time.time()),
+                                   box.created_at + self.settings.max_ttl_s), destroyed_at=None)
+                try:
+                    await self.repo.insert_box(rec)
+                except sqlite3.IntegrityError:
+                    continue  # a live record already holds the name
+                await self._probe_rebuilt_home(rec)
+                await self.repo.add_event("rebuilt", box_name=name, detail=provider_name)
+                rebuilt.append(name)
+        return rebuilt
+
+    async def _probe_rebuilt_home(self, rec: BoxRecord) -> None:
+        try:
+            with anyio.fail_after(self.settings.probe_timeout_s):
+                result = await onbox.run(self.access.exec(rec), HOME_PROBE, self.settings.probe_timeout_s)
+        except (ForgeError, TimeoutError, OSError):
+            return  # commands still run from ~ on the box
+        home = result.stdout.decode(errors="replace").strip()
+        if result.exit_status == 0 and home.startswith("/"):
+            project = posixpath.join(home, "project")
+            await self.repo.update_box(rec.request_id, home=home, project_dir=project)
+
+    async def recover_dead_creates(self) -> list[str]:
+        """Creates whose process died (its recorded creator is gone): adopted if the box had reached ready at
+        the provider, else burned and failed with the step they reached. The names handled."""
+        handled = []
+        for rec in await self.repo.live_boxes():
+            creator = (rec.data or {}).get(CREATOR)
+            if rec.state != BoxStatus.PROVISIONING or rec.request_id in self.in_flight or not creator \
+                    or creator_alive(creator) is not False:
+                continue
+            try:
+                await self._end_dead_create(rec, creator)
+            except (ForgeError, ProviderError):
+                log.warning("could not end the dead create of %s now; the reaper retries", rec.name, exc_info=True)
+                continue
+            handled.append(rec.name)
+        return handled
+
+    async def _end_dead_create(self, rec: BoxRecord, creator: dict[str, object]) -> None:
+        prov = self.providers.get(rec.provider)
+        found = [await prov.get(rec.box_id)] if rec.box_id else await prov.list({LABEL_REQUEST: rec.request_id})
+        box = next((b for b in found if b is not None), None)
+        if box is not None and box.labels.get(LABEL_READY) == "1" and box.host is not None:
+            await self.repo.update_box(rec.request_id, state=BoxStatus.READY, step="ready", box_id=box.id,
+                                       host=box.host, ssh_port=box.ssh_port, ssh_user=box.ssh_user,
+                                       ready_at=time.time())
+            await self.repo.add_event("adopt", box_name=rec.name, detail=f"creator pid {creator.get('pid')} died")
+            return
+        self.check_owner(rec.name, box)
+        await self.destroy_box(prov, rec, box.id if box is not None else None)
+        await self.repo.end_box(rec.request_id, BoxStatus.FAILED,
+                                error=f"the orchestrator creating it (pid {creator.get('pid')}) died at step "
+                                      f"{rec.step or 'provision'}; the box was burned")
+        await self.repo.add_event("create_died", box_name=rec.name, detail=rec.step)
 
     async def _reconcile_gone(self, rec: BoxRecord) -> None:
         if rec.state == BoxStatus.READY:

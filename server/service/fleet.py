@@ -5,6 +5,8 @@ constructor."""
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -52,6 +54,15 @@ from server.service.wakeup import Wakeup
 from server.ssh import SSHPool, SSHTarget
 from server.store import BoxRecord, Repository, Store
 
+log = logging.getLogger("boxforge.fleet")
+
+
+def notice(message: str) -> None:
+    """Something the person running boxforge must know at start: on stderr (never stdout, which may be the
+    MCP stdio transport) and in the log."""
+    log.warning(message)
+    print(f"boxforge: {message}", file=sys.stderr)
+
 
 @dataclass(frozen=True)
 class FleetResources:
@@ -83,7 +94,9 @@ async def open_fleet(settings: Settings, *, background: TaskGroup | None = None,
                      wakeup: Wakeup | None = None) -> AsyncIterator[Fleet]:
     """A Fleet over freshly opened resources (for the CLI and tests; the MCP lifespan builds its own)."""
     async with open_resources(settings) as res:
-        yield Fleet(res, background=background, wakeup=wakeup)
+        fleet = Fleet(res, background=background, wakeup=wakeup)
+        await fleet.recover()
+        yield fleet
 
 
 class Fleet:
@@ -157,6 +170,25 @@ class Fleet:
 
     async def extend_server(self, name: str, ttl_s: int) -> ServerInfo:
         return await self.boxes.extend_server(name, ttl_s)
+
+    async def recover(self, timeout_s: float = 60.0) -> list[str]:
+        """At start: end the creates whose orchestrator died (adopt or burn them). Bounded: a provider that
+        stalls leaves them to the reaper."""
+        store = self.repo.store
+        if store.moved_aside is not None:
+            aside, why = store.moved_aside
+            notice(f"the state store {store.path} was unreadable ({why}): moved it to {aside} and started a new one")
+        handled: list[str] = []
+        with anyio.move_on_after(timeout_s):
+            if store.fresh:
+                rebuilt = await self.boxes.rebuild_from_labels()
+                if rebuilt or store.moved_aside is not None:
+                    notice(f"rebuilt {len(rebuilt)} box{'es' if len(rebuilt) != 1 else ''} from the providers' "
+                           f"labels ({', '.join(rebuilt) or 'none'}); not recoverable: earlier jobs (their "
+                           "job output tails and idempotency keys), failed-create history, repo and branch")
+                store.fresh = False
+            handled = await self.boxes.recover_dead_creates()
+        return handled
 
     async def list_servers(self) -> ServerList:
         return await self.boxes.list_servers()

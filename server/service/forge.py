@@ -29,7 +29,7 @@ from providers.base import (
     ReadyTimeout,
     box_labels,
 )
-from providers.capabilities import OnboxCall, SeesLocalPaths, WaitsForBoot
+from providers.capabilities import InstallsPackages, OnboxCall, SeesLocalPaths, WaitsForBoot
 from server import boxfile, jobs
 from server.agents import AgentPlan, plan_agent
 from server.bootstrap import RepoSource, base_commit_from, bootstrap_script, parse_repo
@@ -46,6 +46,7 @@ from server.schemas import ServerInfo
 from server.service import onbox
 from server.service.access import BoxAccess
 from server.service.boxes import Boxes
+from server.service.creators import CREATOR, this_process
 from server.service.createjobs import CreateJobs, Step, read_boxfile
 from server.service.providers import ProviderSet
 from server.service.secrets import Secrets
@@ -55,6 +56,7 @@ from server.store import BoxRecord, Repository
 log = logging.getLogger("boxforge.fleet")
 Progress = Callable[[str, int, int], Awaitable[None]]
 PROJECT_DIR_NAME = "project"
+NODE_PACKAGES = ("nodejs", "npm")  # what an npm-installed agent needs on a box that lacks it
 HOME_PROBE = OnboxCall("home.sh")
 REPO_VIA = ("orchestrator", "box")
 GIT_DATA = "git"  # key of BoxRecord.data: the box's home repo and seed (see server/git)
@@ -205,7 +207,7 @@ class Forge:
             key_id=f"{name}-{request_id}", request_id=request_id, host=None, ssh_port=None, ssh_user=None,
             home=None, project_dir=None, repo=req.source.url if req.source else None,
             branch=req.seed.branch if req.seed else branch, base_commit=None, agent=req.plan.name, size=size,
-            location=location, data=_git_data(req), error=None,
+            location=location, data={**(_git_data(req) or {}), CREATOR: this_process()}, error=None,
             created_at=now, ready_at=None, expires_at=now + ttl_s, destroyed_at=None,
         )
         try:
@@ -260,14 +262,11 @@ class Forge:
             made.box = await req.prov.wait_ready(made.box.id, timeout=req.timeout)
             await step(CreateStep.SSH)
             fresh, ex, project_dir = await self._reach(rec, made.box, req)
+            if isinstance(req.prov, WaitsForBoot):  # the box's own boot setup (it installs git) comes first
+                await self._boot_wait(self.access.exec(fresh, long=True), req.prov, made.box, req.timeout)
             if req.seed is not None:
                 await step(CreateStep.CLONE)
                 assert req.source is not None
-                if isinstance(req.prov, WaitsForBoot):  # the boot setup installs git
-                    boot = await onbox.run(ex, req.prov.boot_wait(made.box), req.timeout)
-                    if boot.exit_status != 0:
-                        raise ForgeError("the box's boot setup failed: "
-                                         f"{boot.stderr.decode(errors='replace').strip()[-500:]}")
                 await seed_git.install(self.access.exec(fresh, long=True), req.seed, project_dir,
                                        None if req.source.is_local_path else req.source.url)
                 _drop_bundle(req)
@@ -312,12 +311,21 @@ class Forge:
 
     async def _bootstrap(self, rec: BoxRecord, ex: jobs.BoxExec, project_dir: str, req: CreateRequest,
                          step: Step) -> str | None:
+        packages = (onbox.command_line(req.prov.package_install(NODE_PACKAGES))
+                    if isinstance(req.prov, InstallsPackages) else "")
         script = bootstrap_script(project_dir=project_dir, repo=req.source, branch=rec.branch, agent=req.plan,
-                                  seeded=req.seed is not None)
+                                  seeded=req.seed is not None, package_install=packages)
         job_id = await self.create_jobs.start(rec, ex, "bootstrap", "[bootstrap]", script, rec.home or "~")
         await self.repo.merge_data(rec.request_id, bootstrap_job_id=job_id)
         markers = await self.create_jobs.follow(rec, ex, job_id, "bootstrap", req.timeout, step)
         return base_commit_from("\n".join(markers))
+
+    @staticmethod
+    async def _boot_wait(ex: jobs.BoxExec, prov: WaitsForBoot, box: Box, timeout: float) -> None:
+        boot = await onbox.run(ex, prov.boot_wait(box), timeout)
+        if boot.exit_status != 0:
+            raise ForgeError("the box's boot setup failed: "
+                             f"{boot.stderr.decode(errors='replace').strip()[-500:]}")
 
     async def _push_deadline(self, prov: Provider, box_id: str, seconds: float) -> None:
         """Move the box's create deadline so no orchestrator's sweep takes a long setup for an orphan."""

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 
 from providers.capabilities import OnboxCall
-from server.config import Settings
+from server.config import Settings, ensure_private_dir
 from server.domain.durations import format_duration
 from server.domain.hints import Hint, HintKind
 from server.errors import ForgeError, InvalidInput
@@ -148,6 +148,7 @@ class Harvester:
             if user:
                 return said
             saved = self._bundle_path(rec)
+            await anyio.to_thread.run_sync(ensure_private_dir, saved.parent)  # the first harvest makes the dir
             await local.git(home, "bundle", "create", "--quiet", str(saved), fetched.ref)
             return f"{said}; bundle {saved}"
         assert rec.project_dir is not None
@@ -162,7 +163,7 @@ class Harvester:
 
     def _bundle_path(self, rec: BoxRecord) -> Path:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        return self.settings.home / "harvests" / f"{rec.name}-{rec.request_id}-{stamp}.bundle"
+        return ensure_private_dir(self.settings.home / "harvests") / f"{rec.name}-{rec.request_id}-{stamp}.bundle"
 
 
 class GitWork:

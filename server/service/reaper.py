@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import anyio
 
-from providers.base import LABEL_EXPIRES_AT, Box, Provider, ProviderError, is_expired, owner_labels
+from providers.base import LABEL_EXPIRES_AT, Box, Provider, ProviderError, owner_labels
 from providers.capabilities import HasBackstop
 from server import jobs
 from server.config import Settings
@@ -52,33 +52,47 @@ class ReapPolicy:
 
     owner: str
     orphan_grace_s: float
+    max_ttl_s: float | None = None
 
-    def why_doomed(self, box: Box, now: float, in_flight: Iterable[str] = ()) -> str | None:
+    def expires_at(self, box: Box, recorded: Mapping[str, float] | None = None) -> float | None:
+        """When the box expires: the earlier of its label and the reaper's own record (the store, which only
+        create and extend_server move); without a record, at most ``max_ttl_s`` from the provider's creation
+        time. A label moved into the future by anything else buys nothing."""
+        label = None if box.expires_at is None else float(box.expires_at)
+        own = (recorded or {}).get(box.request_id or "")
+        if own is None and self.max_ttl_s is not None:
+            own = box.created_at + self.max_ttl_s
+        return _earliest(label, own)
+
+    def why_doomed(self, box: Box, now: float, in_flight: Iterable[str] = (),
+                   recorded: Mapping[str, float] | None = None) -> str | None:
         if box.owner != self.owner:
             return None  # never a machine that is not ours
-        if is_expired(box, now):
+        expires_at = self.expires_at(box, recorded)
+        if expires_at is not None and expires_at <= now:
             return EXPIRED
         if not box.ready and box.request_id not in set(in_flight) and now > box.orphan_at(self.orphan_grace_s):
             return ORPHAN
         return None
 
-    def next_look(self, box: Box) -> float | None:
+    def next_look(self, box: Box, recorded: Mapping[str, float] | None = None) -> float | None:
         """When a surviving box could next become doomed."""
-        look = None if box.expires_at is None else float(box.expires_at)
+        look = self.expires_at(box, recorded)
         return look if box.ready else _earliest(look, box.orphan_at(self.orphan_grace_s))
 
-    def plan(self, boxes: Iterable[Box], now: float, in_flight: Iterable[str] = ()) -> ReapPlan:
+    def plan(self, boxes: Iterable[Box], now: float, in_flight: Iterable[str] = (),
+             recorded: Mapping[str, float] | None = None) -> ReapPlan:
         creating = set(in_flight)
         doomed: list[tuple[Box, str]] = []
         next_look: float | None = None
         for box in boxes:
             if box.owner != self.owner:
                 continue
-            why = self.why_doomed(box, now, creating)
+            why = self.why_doomed(box, now, creating, recorded)
             if why is not None:
                 doomed.append((box, why))
             else:
-                next_look = _earliest(next_look, self.next_look(box))
+                next_look = _earliest(next_look, self.next_look(box, recorded))
         return ReapPlan(tuple(doomed), next_look)
 
 
@@ -99,7 +113,8 @@ class Reaping:
         self.providers = providers
         self.boxes = boxes
         self.in_flight = in_flight
-        self.policy = ReapPolicy(settings.owner, settings.orphan_grace_s)
+        self.policy = ReapPolicy(settings.owner, settings.orphan_grace_s,
+                                 max(settings.max_ttl_s, settings.auto_extend_max_ttl_s if settings.auto_extend else 0))
         self.owner = settings.owner
 
     async def reap_once(self) -> tuple[list[str], float | None]:
@@ -114,7 +129,7 @@ class Reaping:
                 found = await prov.list(owner_labels(self.owner))
             except (ProviderError, ForgeError):
                 continue  # a provider that cannot answer now is looked at next pass
-            plan = self.policy.plan(found, now, self.in_flight)
+            plan = self.policy.plan(found, now, self.in_flight, {r.request_id: r.expires_at for r in recs})
             next_look = _earliest(next_look, plan.next_look)
             for box, _ in plan.doomed:
                 if await self._burn(prov, box):
@@ -127,7 +142,11 @@ class Reaping:
         try:
             async with self.boxes.lock(box.name):
                 current = await prov.get(box.id)  # again under the lock: an extend may just have saved it
-                why = None if current is None else self.policy.why_doomed(current, time.time(), self.in_flight)
+                if box.request_id:
+                    rec = await self.repo.box_by_request(box.request_id)
+                recorded = {rec.request_id: rec.expires_at} if rec is not None and rec.live else None
+                why = None if current is None else self.policy.why_doomed(current, time.time(), self.in_flight,
+                                                                          recorded)
                 if why is None:
                     return False
                 if why == EXPIRED and rec is not None and current is not None and \

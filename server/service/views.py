@@ -3,6 +3,7 @@ price their boxes) and the provider's size and warnings."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from providers.base import Box, BoxState, Provider
@@ -59,5 +60,5 @@ def server_info(rec: BoxRecord, prov: Provider | None, now: float | None = None,
         size=data.get(MADE_SIZE) or rec.size, warnings=data.get(WARNINGS) or None,
         auto_extended=data.get("auto_extended"),
     )
-    info.suggest("warning", warning)
+    info.suggest("warning", dataclasses.replace(warning, server=rec.name) if warning else None)
     return info

@@ -73,6 +73,10 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs(request_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_box ON jobs(request_id);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     ts REAL NOT NULL,
@@ -101,9 +105,28 @@ def _job(row: sqlite3.Row) -> JobRecord:
 
 
 class Store:
+    """``fresh``: this database was just made (a first start, or a store that was lost, emptied or moved
+    aside): what it should know must be rebuilt from the providers. ``moved_aside``: where a corrupt file
+    went, and why."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self.moved_aside: tuple[Path, str] | None = None
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:  # not a database, or damaged: a cache, so move it aside
+            self._db.close()
+            aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+            for suffix in ("", "-wal", "-shm"):
+                part = path.with_name(path.name + suffix)
+                if part.exists():
+                    part.rename(aside.with_name(aside.name + suffix))
+            self.moved_aside = (aside, str(exc))
+            self._open()
+
+    def _open(self) -> None:
+        path = self.path
         self._db = sqlite3.connect(path, timeout=30.0, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         path.chmod(0o600)
@@ -117,6 +140,9 @@ class Store:
                 for column, kind in columns.items():
                     if column not in present:
                         self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            made = self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('created', ?)",
+                                    (str(time.time()),))
+            self.fresh = made.rowcount == 1
 
     def close(self) -> None:
         with self._lock:

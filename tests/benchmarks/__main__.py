@@ -26,11 +26,14 @@ MEASURES: list[tuple[str, Measure]] = [
     ("long-poll", figures.measure_long_poll),
     ("memory", figures.measure_memory),
     ("Hetzner against the fake", figures.measure_hetzner),
+    ("Docker beside local", figures.measure_docker),
 ]
 
 
-async def run(sizes: figures.Sizes, report: Report) -> None:
+async def run(sizes: figures.Sizes, report: Report, only: list[str] | None = None) -> None:
     for title, measure in MEASURES:
+        if only and title not in only:
+            continue
         started = time.monotonic()
         print(f"measuring {title} ...", file=sys.stderr, flush=True)
         home = Path(tempfile.mkdtemp(prefix="boxforge-bench-"))
@@ -44,13 +47,15 @@ async def run(sizes: figures.Sizes, report: Report) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run, not figures of record)")
+    parser.add_argument("--only", choices=[title for title, _ in MEASURES], action="append",
+                        help="measure only these (repeatable); the report then holds only their figures")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "performance.md",
                         help="where to write the report (default: docs/performance.md)")
     args = parser.parse_args(argv)
     figures.ensure_openssh()
     sizes = figures.Sizes.quick() if args.quick else figures.Sizes()
     report = Report(quick=args.quick)
-    anyio.run(run, sizes, report)
+    anyio.run(run, sizes, report, args.only)
     print(report.table())
     print()
     print(report.samples_table())

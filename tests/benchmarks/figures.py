@@ -490,3 +490,49 @@ def ensure_openssh() -> None:
         raise SystemExit("the benchmarks run on local OpenSSH boxes: install openssh-server (sshd)")
     if shutil.which("ssh") is None:
         print("note: no ssh client; the ControlMaster comparison is skipped")
+
+
+# Docker beside local -------------------------------------------------------------------------
+
+
+async def measure_docker(home: Path, sizes: Sizes, report: Report) -> None:
+    """create_server + first vm_bash, and a foreground vm_bash, on Docker and on local boxes in the same run."""
+    from providers.docker import DockerProvider, DockerSettings
+
+    docker_env = {k: os.environ[k] for k in ("DOCKER_HOST", "BOXFORGE_IMAGE_CACHE") if os.environ.get(k)}
+    if not DockerProvider.configured(DockerSettings.load(docker_env, {}, "docker")):
+        report.notes.append("no Docker daemon answered (DOCKER_HOST): the Docker figures were not measured")
+        return
+    providers = {
+        "local": make_settings(home / "local", local_sshd="openssh"),
+        "docker": load_settings({"BOXFORGE_HOME": str(home / "docker"), "BOXFORGE_PROVIDER": "docker",
+                                 "BOXFORGE_OWNER": "obench" + secrets.token_hex(3),
+                                 "BOXFORGE_CONFIG": str(home / "no-config.toml"), **docker_env}),
+    }
+    medians: dict[str, tuple[float, float]] = {}
+    for name, settings in providers.items():
+        async with mcp_client(settings) as client:
+            async def forge_and_answer(box: str) -> float:
+                started = time.perf_counter()
+                await call(client, "create_server", name=box, ttl="30m")
+                await call(client, "vm_bash", server=box, command="true")
+                return time.perf_counter() - started
+
+            creates = []
+            for i in range(sizes.creates + 1):
+                took = await forge_and_answer(f"{name}-{i}")
+                await destroy(client, f"{name}-{i}")
+                if i:  # the first create warms up imports (and, on Docker, checks the image)
+                    creates.append(took)
+            create = report.add(Sample(f"create_server ({name}, no repo) + first vm_bash('true'), same run",
+                                       tuple(creates)))
+            hot = f"{name}-hot"
+            await call(client, "create_server", name=hot, ttl="30m")
+            bash = report.add(Sample(f"vm_bash('true') in the foreground on a {name} box (MCP), same run", await timed(
+                sizes.iterations, lambda hot=hot: call(client, "vm_bash", server=hot, command="true"))))
+            await destroy(client, hot)
+            medians[name] = (create.median_ms, bash.median_ms)
+    report.notes.append(
+        f"Docker beside local in one run: create + first vm_bash {fmt_ms(medians['docker'][0])} on Docker vs "
+        f"{fmt_ms(medians['local'][0])} local; a foreground vm_bash {fmt_ms(medians['docker'][1])} vs "
+        f"{fmt_ms(medians['local'][1])} (a Docker create makes a network, a container and its iptables guard)")

@@ -74,7 +74,11 @@ async def test_a_token_repo_seeds_boxes_that_never_see_the_token_and_push_goes_b
             pushed = await call(client, "vm_push", server="tok")
             assert git(bare, "rev-parse", "refs/heads/feat/pushme") == pushed["commit"]
             assert CANARY not in json.dumps(pushed)
-    assert any(seen) and CANARY not in "".join(seen)  # the token came as Basic auth, never in a path
+            burned = await call(client, "destroy_server", name="tok")  # a URL source: a bundle is kept too
+            assert burned["harvested"] and "bundle" in burned["harvest"]
+    (bundle,) = (settings.home / "harvests").glob("tok-*.bundle")
+    assert "refs/boxforge/tok/feat/pushme" in git(tmp_path, "bundle", "list-heads", str(bundle))
+    assert any(seen)  # the orchestrator authenticated (Basic auth) for the seed and the push
     assert CANARY.encode() not in settings.db_path.read_bytes()
 
 

@@ -115,4 +115,9 @@ async def test_bad_repos_are_refused_before_anything_is_made(tmp_path: Path) -> 
         assert "not a git repository" in await call_error(client, "create_server", name="x2", repo=str(plain))
         assert "could not read repo" in await call_error(client, "create_server", name="x3",
                                                          repo="http://127.0.0.1:9/none.git")
+        repo = make_repo(tmp_path / "repo")
+        assert "git refuses the branch name" in await call_error(client, "create_server", name="x4", repo=str(repo),
+                                                                 branch="feat/.hidden")
+        assert "token never goes to a box" in await call_error(
+            client, "create_server", name="x5", repo="https://tok@example.invalid/r.git", repo_via="box")
         assert (await call(client, "list_servers"))["count"] == 0

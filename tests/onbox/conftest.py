@@ -16,11 +16,12 @@ import pytest
 from server import jobs
 from server.ssh import ExecResult
 
-SHELLS = [s for s in (("/bin/sh",), ("dash",), ("busybox", "sh")) if shutil.which(s[0])]
+# absolute paths: the scripts may run with a PATH that does not lead to the shell
+SHELLS = [(str(shutil.which(s[0])), *s[1:]) for s in (("/bin/sh",), ("dash",), ("busybox", "sh")) if shutil.which(s[0])]
 
 
 def shell_id(shell: tuple[str, ...]) -> str:
-    return " ".join(shell)
+    return " ".join((os.path.basename(shell[0]), *shell[1:])) if shell[0] != "/bin/sh" else "/bin/sh"
 
 
 @pytest.fixture(params=SHELLS, ids=shell_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from server.cli import render as cli
@@ -9,6 +11,8 @@ from server.domain.hints import Hint, HintKind
 from server.errors import UnknownServer
 from server.mcp import hints as mcp
 from server.schemas import CommandResult, ServerInfo, ServerList, render_hints
+from server.service.views import server_info
+from server.store import BoxRecord
 
 EVERY_HINT = [Hint(kind, server="feat-a", job_id="j-0123456789ab", stdout_offset=3, stderr_offset=4, wait_s=50,
                    left_s=300) for kind in HintKind]
@@ -64,3 +68,19 @@ def test_size_and_warnings_show_only_when_set() -> None:
     made = ServerInfo(name="a", provider="local", state="ready", size="cx22", warnings=["not isolated"])
     assert made.model_dump(mode="json")["size"] == "cx22"
     assert made.model_dump(mode="json")["warnings"] == ["not isolated"]
+
+
+def test_the_expiry_warning_names_the_box_and_what_its_burn_harvests_on_each_surface() -> None:
+    now = time.time()
+    rec = BoxRecord(name="fix-12", box_id="lb-1", provider="local", state="ready", step="ready", key_id="k",
+                    request_id="r1", host="127.0.0.1", ssh_port=2222, ssh_user="u", home="/h", project_dir="/h/p",
+                    repo="/src", branch="fix/12", base_commit="abc", agent="none", size=None, location=None,
+                    data=None, error=None, created_at=now - 60, ready_at=now - 50, expires_at=now + 300,
+                    destroyed_at=None)
+    for words, next_step in ((mcp.words, "vm_fetch"), (cli.words, "boxforge fetch")):
+        info = server_info(rec, None, now)
+        render_hints(info, words)
+        assert "refs/boxforge/fix-12/" in info.warning and next_step in info.warning
+    calm = server_info(rec, None, now, warn_s=60)
+    render_hints(calm, mcp.words)
+    assert calm.warning is None

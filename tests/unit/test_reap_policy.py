@@ -55,3 +55,17 @@ def test_the_loop_sleeps_until_the_next_look_within_its_bounds() -> None:
     assert sleep_before_next_pass(10, 0, max_sleep_s=30, min_sleep_s=0.2) == 10.05
     assert sleep_before_next_pass(0, 5, max_sleep_s=30, min_sleep_s=0.2) == 0.2
     assert sleep_before_next_pass(100, 0, max_sleep_s=30, min_sleep_s=0.2) == 30
+
+
+def test_a_label_moved_past_the_reapers_own_record_is_ignored() -> None:
+    """Attack 10: an expiry label moved far into the future by anything but extend_server kept the box alive."""
+    policy = ReapPolicy(owner=OWNER, orphan_grace_s=100.0, max_ttl_s=3600.0)
+    moved = box("moved", expires_at=10**10, created_at=0)
+    assert policy.why_doomed(moved, now=1000, recorded={"r-moved": 900.0}) == EXPIRED  # our record: 900
+    assert policy.why_doomed(moved, now=1000, recorded={"r-moved": 2000.0}) is None
+    assert policy.plan([moved], now=1000, recorded={"r-moved": 2000.0}).next_look == 2000.0
+    # no record (the store was lost): max_ttl from the provider's own creation time
+    assert policy.why_doomed(moved, now=3599) is None and policy.why_doomed(moved, now=3601) == EXPIRED
+    assert policy.plan([moved], now=1000).next_look == 3600.0
+    # an earlier label still wins over a later record
+    assert policy.why_doomed(box("early", expires_at=500), now=1000, recorded={"r-early": 5000.0}) == EXPIRED

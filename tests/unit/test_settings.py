@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
+
 from server.config import Settings, load_settings
+from server.errors import InvalidInput
 from server.service.providers import ProviderSet
 
 
@@ -48,3 +51,12 @@ def test_providers_are_built_generically_under_the_state_dir(tmp_path: Path) -> 
     settings = settings_with(tmp_path, BOXFORGE_LOCAL_SSHD="embedded")
     local = ProviderSet(settings).get("local")
     assert local.root == (settings.home / "local-boxes").resolve() and local.server == "embedded"
+
+
+def test_git_settings_read_flags_and_numbers_from_env(tmp_path: Path) -> None:
+    base = {"BOXFORGE_HOME": str(tmp_path), "BOXFORGE_OWNER": "o1", "BOXFORGE_CONFIG": str(tmp_path / "none.toml")}
+    settings = load_settings({**base, "BOXFORGE_AUTO_EXTEND": "false", "BOXFORGE_HARVEST_TIMEOUT_S": "30"})
+    assert settings.auto_extend is False and settings.harvest_timeout_s == 30.0
+    assert load_settings(base).auto_extend is True and load_settings(base).auto_extend_max_ttl_s == 24 * 3600
+    with pytest.raises(InvalidInput, match="true or false"):
+        load_settings({**base, "BOXFORGE_AUTO_EXTEND": "maybe"})

@@ -1,0 +1,6 @@
+# shellcheck shell=sh
+# shellcheck disable=SC2154 # run is a quoted assignment boxforge writes above this text
+# ~/.boxforge/agent-run, written by the bootstrap: runs the agent of this box non-interactively,
+# the prompt on stdin. run is the agent's command line; extra args follow it.
+export PATH="$HOME/.local/bin:$PATH"
+eval "$run"' "$@"'
