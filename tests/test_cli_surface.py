@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from server.config import Settings
-from server.service.vault import SECRETS_FILE
+from server.vault import SECRETS_FILE
 from tests.support import assert_cli_words, boxforge_cmd, cli_env, make_settings
 
 VALUE = "sv-" + secrets.token_hex(10)

@@ -15,7 +15,7 @@ from mcp import Client
 
 from server.config import load_settings
 from server.mcp.app import build_server
-from server.service.vault import secret_store
+from server.vault import secret_store
 from tests.support import git, make_repo
 
 STORED_VALUE = "stored-" + secrets.token_hex(8)

@@ -10,7 +10,7 @@ import sys
 from server.cli.render import err, out
 from server.config import Settings
 from server.errors import InvalidInput
-from server.service.vault import check_secret_name, secret_store
+from server.vault import check_secret_name, secret_store
 
 
 def _read_value(name: str) -> str:

@@ -49,7 +49,7 @@ from server.service.jobwait import wait_any
 from server.service.providers import ProviderSet
 from server.service.reaper import Reaping
 from server.service.secrets import Secrets
-from server.service.vault import resolve_env, secret_store
+from server.vault import resolve_env, secret_store
 from server.service.wakeup import Wakeup
 from server.ssh import SSHPool, SSHTarget
 from server.store import BoxRecord, Repository, Store
