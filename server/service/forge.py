@@ -46,8 +46,8 @@ from server.schemas import ServerInfo
 from server.service import onbox
 from server.service.access import BoxAccess
 from server.service.boxes import Boxes
-from server.service.creators import CREATOR, this_process
 from server.service.createjobs import CreateJobs, Step, read_boxfile
+from server.service.creators import CREATOR, this_process
 from server.service.providers import ProviderSet
 from server.service.secrets import Secrets
 from server.service.views import MADE_SIZE, WARNINGS
@@ -153,12 +153,7 @@ class Forge:
         name = provider or self.settings.provider
         prov = self.providers.get(name)
         if source is not None and repo_via == "box":
-            if source.secret_env:
-                raise InvalidInput("repo_via='box' clones a public URL on the box, and a token never goes to a box: "
-                                   "drop the token from the URL, or let the orchestrator seed the box (the default)")
-            if source.is_local_path and not isinstance(prov, SeesLocalPaths):
-                raise InvalidInput("repo_via='box' needs a URL the box can reach; a local path is seeded by the "
-                                   "orchestrator (repo_via='orchestrator', the default)")
+            _check_box_clone(source, prov)
         if not wait and self.background is None:
             raise InvalidInput("wait=false needs a long-running MCP server to finish the create; wait for it instead")
         timeout = ready_timeout_s if ready_timeout_s is not None else self.settings.ready_timeout_s
@@ -363,3 +358,13 @@ class Forge:
             await self.repo.end_box(rec.request_id, BoxStatus.FAILED, error=reason(exc)[:2000])
         if current is not None:
             await self.repo.add_event("create-failed", box_name=rec.name, detail=type(exc).__name__)
+
+
+def _check_box_clone(source: RepoSource, prov: Provider) -> None:
+    """A repo the box clones itself must be public and reachable from the box."""
+    if source.secret_env:
+        raise InvalidInput("repo_via='box' clones a public URL on the box, and a token never goes to a box: "
+                           "drop the token from the URL, or let the orchestrator seed the box (the default)")
+    if source.is_local_path and not isinstance(prov, SeesLocalPaths):
+        raise InvalidInput("repo_via='box' needs a URL the box can reach; a local path is seeded by the "
+                           "orchestrator (repo_via='orchestrator', the default)")
