@@ -136,7 +136,8 @@ async def cmd_up(fleet: Fleet, args: argparse.Namespace) -> int:
     options = {"ttl_s": valid(ttls_adapter, args.ttl) if args.ttl else None, "repo": args.repo, "agent": args.agent,
                "agent_install": args.agent_install, "agent_command": args.agent_command,
                "env_from": env_names(args.env), "provider": args.provider, "size": args.size,
-               "location": args.location, "image": args.image, "repo_via": args.repo_via}
+               "location": args.location, "image": args.image, "repo_via": args.repo_via,
+               "egress": args.egress}
     if options["ttl_s"] is not None and (too_long := check_ttl_within(options["ttl_s"], fleet.settings.max_ttl_s)):
         raise InvalidInput(too_long, hint=Hint(HintKind.EXTEND_LATER))  # before any progress is drawn
     limiter = anyio.CapacityLimiter(fleet.settings.max_parallel_creates)

@@ -63,6 +63,7 @@ async def create_server(
     size: Annotated[str | None, Field(max_length=64, description="small, medium, large or the provider's")] = None,
     image: Annotated[str | None, Field(max_length=128)] = None,
     location: Annotated[str | None, Field(max_length=64)] = None,
+    egress: Annotated[Literal["nat", "none"] | None, Field(description="Outbound internet (local boxes)")] = None,
     provider: Annotated[ProviderName | None, Field()] = None,
     ready_timeout_s: Annotated[float | None, Field(gt=0, le=3600)] = None,
     wait: Annotated[bool, Field(description="false: return at once")] = True,
@@ -79,6 +80,7 @@ async def create_server(
         name, ttl_s=ttl, repo=repo, branch=branch, agent=agent, agent_install=agent_install,
         agent_command=agent_command, env=env, env_from=env_from, size=size, image=image, location=location,
         provider=provider, ready_timeout_s=ready_timeout_s, wait=wait, progress=progress, repo_via=repo_via,
+        egress=egress,
     )
 
 

@@ -49,10 +49,10 @@ from server.service.jobwait import wait_any
 from server.service.providers import ProviderSet
 from server.service.reaper import Reaping
 from server.service.secrets import Secrets
-from server.vault import resolve_env, secret_store
 from server.service.wakeup import Wakeup
 from server.ssh import SSHPool, SSHTarget
 from server.store import BoxRecord, Repository, Store
+from server.vault import resolve_env, secret_store
 
 log = logging.getLogger("boxforge.fleet")
 
@@ -157,13 +157,13 @@ class Fleet:
                             size: str | None = None, image: str | None = None, location: str | None = None,
                             provider: str | None = None, ready_timeout_s: float | None = None, wait: bool = True,
                             progress: Progress | None = None, repo_via: str = "orchestrator",
-                            env_from: Sequence[str] | None = None) -> ServerInfo:
+                            egress: str | None = None, env_from: Sequence[str] | None = None) -> ServerInfo:
         """Forge a box and bootstrap it; on any failure the box is burned and ProvisionFailed raised."""
         return await self.forge.create_server(
             name, ttl_s=ttl_s, repo=repo, branch=branch, agent=agent, agent_install=agent_install,
             agent_command=agent_command, env=await self.env(env, env_from), size=size, image=image, location=location,
-            provider=provider,
-            ready_timeout_s=ready_timeout_s, wait=wait, progress=progress, repo_via=repo_via)
+            provider=provider, ready_timeout_s=ready_timeout_s, wait=wait, progress=progress, repo_via=repo_via,
+            egress=egress)
 
     async def destroy_server(self, name: str, *, harvest: bool = True) -> DestroyResult:
         return await self.boxes.destroy_server(name, harvest=harvest)

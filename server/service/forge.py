@@ -74,6 +74,7 @@ class CreateRequest:
     timeout: float
     repo_via: str = "orchestrator"
     seed: Seed | None = None  # prepared by the orchestrator before anything is made
+    egress: str | None = None  # "nat" or "none"; None: the provider's default
 
 
 @dataclass
@@ -164,7 +165,8 @@ class Forge:
                             agent_command: str | None = None, env: Mapping[str, str] | None = None,
                             size: str | None = None, image: str | None = None, location: str | None = None,
                             provider: str | None = None, ready_timeout_s: float | None = None, wait: bool = True,
-                            progress: Progress | None = None, repo_via: str = "orchestrator") -> ServerInfo:
+                            progress: Progress | None = None, repo_via: str = "orchestrator",
+                            egress: str | None = None) -> ServerInfo:
         """Forge a box and bootstrap it; on any failure the box is burned and ProvisionFailed raised.
 
         The repo is read by the orchestrator (before anything is made, so a repo that cannot be read
@@ -177,6 +179,10 @@ class Forge:
             ttl_s=ttl_s, repo=repo, branch=branch, agent=agent, agent_install=agent_install,
             agent_command=agent_command, env=env, image=image, provider=provider,
             ready_timeout_s=ready_timeout_s, wait=wait, repo_via=repo_via)
+        if egress is not None:
+            if egress not in ("nat", "none"):
+                raise InvalidInput("egress must be 'nat' (outbound internet through NAT) or 'none'")
+            req = dataclasses.replace(req, egress=egress)
         if req.source is not None and repo_via == "orchestrator":
             req = dataclasses.replace(req, seed=await seed_git.prepare(self.settings.home, req.source, branch,
                                                                    self.settings.env or None))
@@ -284,7 +290,7 @@ class Forge:
                                 expires_at=rec.expires_at), LABEL_CREATE_DEADLINE: str(int(deadline))}
         return BoxSpec(name=rec.name, request_id=rec.request_id, labels=labels, host_key_private=keys.host_private,
                        host_key_public=keys.host_public, authorized_key=keys.client_public, size=rec.size,
-                       image=req.image, location=rec.location)
+                       image=req.image, location=rec.location, egress=req.egress)
 
     async def _reach(self, rec: BoxRecord, box: Box, req: CreateRequest) -> tuple[BoxRecord, jobs.BoxExec, str]:
         """Record where the box is, find its home over SSH, give it its env: (record, exec, project dir)."""

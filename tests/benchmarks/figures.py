@@ -23,7 +23,8 @@ import anyio
 from mcp import Client, StdioServerParameters
 
 from providers.base import LABEL_NAME
-from providers.localbox import current_user, probe_ssh
+from providers.local.supervisor import current_user
+from providers.probe import probe_ssh
 from server import jobs
 from server.config import Settings, load_settings
 from server.keys import load_box_keys
