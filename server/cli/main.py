@@ -17,7 +17,7 @@ from server.cli.parser import build_parser
 from server.cli.plans import cmd_plan_check
 from server.cli.render import err, error_text
 from server.cli.secrets import cmd_secret
-from server.cli.up import cmd_demo, cmd_up
+from server.cli.up import cmd_demo, cmd_image, cmd_up
 from server.config import Settings, load_settings
 from server.errors import ForgeError
 from server.service import Fleet, open_fleet
@@ -25,7 +25,7 @@ from server.service import Fleet, open_fleet
 COMMANDS: dict[str, Callable[[Fleet, argparse.Namespace], Awaitable[int]]] = {
     "up": cmd_up, "run": commands.cmd_run, "jobs": commands.cmd_jobs, "job": commands.cmd_job,
     "ls": commands.cmd_ls, "extend": commands.cmd_extend, "burn": commands.cmd_burn, "reap": commands.cmd_reap,
-    "demo": cmd_demo, "logs": commands.cmd_logs, "ssh": commands.cmd_ssh, "diff": commands.cmd_diff,
+    "demo": cmd_demo, "image": cmd_image, "logs": commands.cmd_logs, "ssh": commands.cmd_ssh, "diff": commands.cmd_diff,
     "agent": commands.cmd_agent, "fetch": commands.cmd_fetch, "compare": commands.cmd_compare,
     "land": commands.cmd_land, "push": commands.cmd_push,
 }

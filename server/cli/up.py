@@ -199,6 +199,10 @@ async def cmd_demo(fleet: Fleet, args: argparse.Namespace) -> int:
     async def one(name: str) -> None:
         rows[name] = await _demo_box(fleet, name)
 
+    if not await fleet.image_ready():
+        # the first demo on a fresh machine: say so, and show the build going
+        err.print("building the base image of local boxes first (once per machine, about a minute)...")
+        await fleet.build_image(lambda line: err.print(f"  {line}", markup=False, highlight=False))
     try:
         if not args.json:
             out.print(f"forging {len(names)} local boxes in parallel...")
@@ -213,3 +217,22 @@ async def cmd_demo(fleet: Fleet, args: argparse.Namespace) -> int:
         if not args.json:
             out.print(f"burned {len(names)} boxes")
     return 0 if len(rows) == len(names) and all(r["state"] == "succeeded" for r in rows.values()) else 1
+
+
+async def cmd_image(fleet: Fleet, args: argparse.Namespace) -> int:
+    """``boxforge image build``: build (or find) the base image now, with progress; ``image ls``: what is cached."""
+    if args.image_verb == "build":
+        built = await fleet.build_image(lambda line: err.print(f"  {line}", markup=False, highlight=False),
+                                        provider=args.provider, force=args.force)
+        images = [built]
+    else:
+        images = await fleet.list_images(args.provider)
+    if args.json:
+        out.print_json(data={"images": images})
+        return 0
+    if not images:
+        out.print("no image cached yet: boxforge image build (or the first create builds it)")
+    for img in images:
+        took = f", built in {img['build_s']:.0f}s" if img.get("build_s") else ""
+        out.print(f"{img['name']}  {img['rootfs']}  ({img['source']}{took})", markup=False, highlight=False)
+    return 0

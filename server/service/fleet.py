@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
+import anyio.to_thread
 from anyio.abc import TaskGroup
 
 from providers.base import Provider
+from providers.capabilities import BuildsImages
 from server.config import Settings
+from server.errors import InvalidInput
 from server.files import Encoding
 from server.git.land import LandOutcome
 from server.schemas import (
@@ -164,6 +167,28 @@ class Fleet:
             agent_command=agent_command, env=await self.env(env, env_from), size=size, image=image, location=location,
             provider=provider, ready_timeout_s=ready_timeout_s, wait=wait, progress=progress, repo_via=repo_via,
             egress=egress)
+
+    def _image_builder(self, provider: str | None) -> BuildsImages:
+        prov = self._providers.get(provider or self.settings.provider)
+        if not isinstance(prov, BuildsImages):
+            raise InvalidInput(f"provider {prov.name!r} builds no images here (local boxes do)")
+        return prov
+
+    async def list_images(self, provider: str | None = None) -> list[dict[str, object]]:
+        """The images a provider has cached for its boxes."""
+        builder = self._image_builder(provider)
+        return await anyio.to_thread.run_sync(builder.cached_images)
+
+    async def image_ready(self, provider: str | None = None) -> bool:
+        """False when the next create must build the provider's image first (about a minute)."""
+        prov = self._providers.get(provider or self.settings.provider)
+        return not isinstance(prov, BuildsImages) or await anyio.to_thread.run_sync(prov.image_ready)
+
+    async def build_image(self, progress: Callable[[str], None], *, provider: str | None = None,
+                          force: bool = False) -> dict[str, object]:
+        """Build (or find) the provider's image now; ``progress`` gets one line per step."""
+        builder = self._image_builder(provider)
+        return await anyio.to_thread.run_sync(lambda: builder.build_image(progress, force))
 
     async def destroy_server(self, name: str, *, harvest: bool = True) -> DestroyResult:
         return await self.boxes.destroy_server(name, harvest=harvest)
