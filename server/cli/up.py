@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,8 @@ from rich.table import Table
 
 from providers.base import ProviderError
 from server.cli.render import dump, err, error_text, out, valid, worded
+from server.domain.durations import check_ttl_within
+from server.domain.hints import Hint, HintKind
 from server.domain.names import name_from_branch
 from server.domain.states import CREATE_STEPS
 from server.errors import ForgeError, InvalidInput
@@ -67,18 +68,15 @@ class _UpProgress:
         return table
 
 
-def env_from_names(names: Sequence[str]) -> dict[str, str]:
-    """--env NAME copies NAME from this environment (values never go on a command line)."""
-    env = {}
+def env_names(names: Sequence[str]) -> list[str]:
+    """--env NAME passes NAME's value from the secret store (boxforge secret set) or this environment; values
+    never go on a command line."""
     for name in names:
         if "=" in name:
             raise InvalidInput(f"--env takes a variable name, not NAME=VALUE (values on a command line leak into "
-                               f"ps and shell history): export {name.split('=')[0]} and pass --env "
-                               f"{name.split('=')[0]}")
-        if name not in os.environ:
-            raise InvalidInput(f"--env {name}: {name} is not set in this environment")
-        env[name] = os.environ[name]
-    return env
+                               f"ps and shell history): boxforge secret set {name.split('=')[0]} (or export it) "
+                               f"and pass --env {name.split('=')[0]}")
+    return list(names)
 
 
 def _specs(args: argparse.Namespace) -> list[tuple[str, str | None]]:
@@ -137,9 +135,11 @@ async def cmd_up(fleet: Fleet, args: argparse.Namespace) -> int:
     rows = [_Row(name, branch) for name, branch in _specs(args)]
     options = {"ttl_s": valid(ttls_adapter, args.ttl) if args.ttl else None, "repo": args.repo, "agent": args.agent,
                "agent_install": args.agent_install, "agent_command": args.agent_command,
-               "env": env_from_names(args.env), "provider": args.provider, "size": args.size,
+               "env_from": env_names(args.env), "provider": args.provider, "size": args.size,
                "location": args.location, "image": args.image, "repo_via": args.repo_via,
                "egress": args.egress}
+    if options["ttl_s"] is not None and (too_long := check_ttl_within(options["ttl_s"], fleet.settings.max_ttl_s)):
+        raise InvalidInput(too_long, hint=Hint(HintKind.EXTEND_LATER))  # before any progress is drawn
     limiter = anyio.CapacityLimiter(fleet.settings.max_parallel_creates)
     started = time.monotonic()
     live = err.is_terminal and not args.json
