@@ -51,8 +51,17 @@ def _segment_meet(a: str, b: str) -> bool:
     return (pa.startswith(pb) or pb.startswith(pa)) and (sa.endswith(sb) or sb.endswith(sa))
 
 
+@lru_cache(maxsize=65536)
+def literal(segs: tuple[str, ...]) -> bool:
+    """A plain path (only the implied trailing ``**``)."""
+    return not any(_WILD.search(s) for s in segs[:-1]) and segs[-1] == "**"
+
+
 def overlap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     """True when some path could match both segment patterns."""
+    if literal(a) and literal(b):  # plain paths: one is the other's ancestor
+        n = min(len(a), len(b)) - 1
+        return a[:n] == b[:n]
     return _meet(a, b)
 
 

@@ -88,7 +88,7 @@ def load_plan_text(text: str, source: str = "plan") -> Plan:
     if len(text.encode()) > MAX_PLAN_BYTES:
         raise PlanInvalid([f"{source} is larger than {MAX_PLAN_BYTES // (1024 * 1024)} MiB"])
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -197,7 +197,7 @@ def predicted_conflicts(plan: Plan, order: list[str]) -> list[Conflict]:
             return
         if i1 > i2:
             (i1, a, pa, sa), (i2, b, pb, sb) = (i2, b, pb, sb), (i1, a, pa, sa)
-        if related(a, b) or not globs.overlap(sa, sb):
+        if not globs.overlap(sa, sb) or related(a, b):
             return
         paths = found.setdefault((a, b), [])
         text = f"{pa} ~ {pb}"
