@@ -77,7 +77,9 @@ def bootstrap_script(*, project_dir: str, repo: RepoSource | None, branch: str |
         raise InvalidInput("a repo token never goes to a box: clone it through the orchestrator "
                            "(repo_via='orchestrator', the default)")
     checkout = "seeded" if seeded else "empty" if repo is None else "clone"
-    return scripts.program("bootstrap.sh", {
+    if plan.package and plan.resolved is None:
+        raise InvalidInput(f"the {plan.name} agent's release is resolved from the npm registry first")
+    return scripts.assignments({
         "project": project_dir,
         "checkout": checkout,
         "repo_url": repo.url if repo is not None and checkout == "clone" else "",
@@ -87,9 +89,12 @@ def bootstrap_script(*, project_dir: str, repo: RepoSource | None, branch: str |
         "agent_package": plan.package or "",
         "agent_binary": plan.binary or "",
         "agent_install": plan.install or "",
+        "agent_version": plan.resolved.version if plan.resolved else "",
+        "node_condition": plan.resolved.node_condition if plan.resolved else "any",
+        "node_pkg": plan.resolved.node_package_version if plan.resolved else "",
         "agent_run_file": agent_run_script(plan) if plan.run is not None else "",
         "pkg_install": package_install,
-    })
+    }) + scripts.text("agent-ensure.sh") + scripts.text("bootstrap.sh")
 
 
 def base_commit_from(stdout: str) -> str | None:

@@ -195,6 +195,7 @@ def ssh_command(target: Any, known_hosts: Path, project_dir: str | None, command
     """The system ssh command line for a box: its key only, and only its pinned host key accepted."""
     alias = f"boxforge-{target.key}"
     setup = f"cd {shlex.quote(project_dir)} 2>/dev/null; " if project_dir else ""
+    setup += '[ -r "$HOME/.boxforge/profile" ] && . "$HOME/.boxforge/profile"; '  # the agent on the PATH
     setup += '[ -r "$HOME/.boxforge/env" ] && . "$HOME/.boxforge/env"; '
     remote = setup + (" ".join(command) if command else 'exec "${SHELL:-/bin/sh}" -l')
     return [

@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ttl", help="time to live: 90m, 2h, 1d (default 2h)")
     p.add_argument("--name", help="box name (single box)")
     p.add_argument("--agent", default="none", help="agent to install: none, claude, codex, custom")
+    p.add_argument("--agent-version", help="exact release of the claude/codex npm package (default: the latest)")
     p.add_argument("--agent-install", help="shell command that installs the agent (run in the project dir)")
     p.add_argument("--agent-command", help="command that runs the agent with the prompt on stdin (custom agents)")
     p.add_argument("--env", action="append", default=[], metavar="NAME",

@@ -52,6 +52,10 @@ async def create_server(
                                            "when it does not exist yet")] = None,
     agent: Annotated[str, Field(max_length=32, description="Agent to install: none, claude (Claude Code), codex "
                                 "(OpenAI Codex CLI), or custom (give agent_command); run it with run_agent")] = "none",
+    agent_version: Annotated[str | None, Field(max_length=64, pattern=r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$",
+                                               description="Exact release of the claude/codex npm package to "
+                                               "install (e.g. '2.1.300'); default the registry's latest. The box "
+                                               "gets a Node that meets its engines")] = None,
     agent_install: Annotated[str | None, Field(max_length=4096, description="Shell command that installs the agent, "
                                                "run in the project dir after the clone (e.g. './tools/install-agent.sh'"
                                                "); replaces a preset's npm install. Run once per box")] = None,
@@ -92,6 +96,7 @@ async def create_server(
         name, ttl_s=ttl, repo=repo, branch=branch, agent=agent, agent_install=agent_install,
         agent_command=agent_command, env=env, size=size, image=image, location=location, provider=provider,
         ready_timeout_s=ready_timeout_s, wait=wait, progress=progress, repo_via=repo_via,
+        agent_version=agent_version,
     )
 
 

@@ -148,12 +148,14 @@ class Fleet:
                             agent_command: str | None = None, env: Mapping[str, str] | None = None,
                             size: str | None = None, image: str | None = None, location: str | None = None,
                             provider: str | None = None, ready_timeout_s: float | None = None, wait: bool = True,
-                            progress: Progress | None = None, repo_via: str = "orchestrator") -> ServerInfo:
+                            progress: Progress | None = None, repo_via: str = "orchestrator",
+                            agent_version: str | None = None) -> ServerInfo:
         """Forge a box and bootstrap it; on any failure the box is burned and ProvisionFailed raised."""
         return await self.forge.create_server(
             name, ttl_s=ttl_s, repo=repo, branch=branch, agent=agent, agent_install=agent_install,
             agent_command=agent_command, env=env, size=size, image=image, location=location, provider=provider,
-            ready_timeout_s=ready_timeout_s, wait=wait, progress=progress, repo_via=repo_via)
+            ready_timeout_s=ready_timeout_s, wait=wait, progress=progress, repo_via=repo_via,
+            agent_version=agent_version)
 
     async def destroy_server(self, name: str, *, harvest: bool = True) -> DestroyResult:
         return await self.boxes.destroy_server(name, harvest=harvest)
