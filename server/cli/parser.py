@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from server import package_version
+
+ENV_HELP = ("pass this variable, its value from boxforge secret set or this environment (kept secret: a 0600 "
+            "file on the box); repeatable")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="boxforge", description="Forge, drive and burn boxes for coding agents.")
-    sub = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"boxforge {package_version()}")
+    sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
 
     def add(name: str, help_text: str, json_flag: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -27,8 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent-version", help="exact release of the claude/codex npm package (default: the latest)")
     p.add_argument("--agent-install", help="shell command that installs the agent (run in the project dir)")
     p.add_argument("--agent-command", help="command that runs the agent with the prompt on stdin (custom agents)")
-    p.add_argument("--env", action="append", default=[], metavar="NAME",
-                   help="copy this environment variable to the boxes (secret: a 0600 file there); repeatable")
+    p.add_argument("--env", action="append", default=[], metavar="NAME", help=ENV_HELP)
     p.add_argument("--provider", help="local or hetzner")
     p.add_argument("--size", help="small, medium, large, or the provider's own size (a Hetzner server type such "
                                   "as cx33); default: the cheapest that fits")
@@ -43,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="seconds to wait before leaving it running (default 50)")
     p.add_argument("--cwd", help="working dir (relative to the project dir)")
     p.add_argument("--kill-on-timeout", action="store_true")
+    p.add_argument("--env", action="append", default=[], metavar="NAME", help=ENV_HELP)
 
     p = add("jobs", "list jobs")
     p.add_argument("--server")
@@ -64,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prompt", help="the task, or - to read it from stdin")
     p.add_argument("--arg", action="append", help="extra argument for the agent command; repeatable")
     p.add_argument("--follow", "-f", action="store_true", help="stream the agent's output until it ends")
+    p.add_argument("--env", action="append", default=[], metavar="NAME", help=ENV_HELP)
     add("ls", "list live boxes")
     p = add("extend", "push a box's expiry")
     p.add_argument("name")
@@ -90,8 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remote", default="origin", help="remote name or URL (default origin)")
     p = add("reap", "destroy expired boxes now (--loop: keep doing it, for systemd or cron)")
     p.add_argument("--loop", action="store_true")
+    p = add("image", "the base image of local boxes: build it now, or list what is cached")
+    p.add_argument("image_verb", choices=("build", "ls"))
+    p.add_argument("--force", action="store_true", help="build again even when cached")
+    p.add_argument("--provider", help="the provider whose image (default: the default provider)")
     p = add("demo", "forge local boxes, run a job on each, print a table, burn them")
     p.add_argument("--boxes", type=int, default=3, choices=range(1, 11), metavar="N")
+    p = add("secret", "the secrets env_from passes to boxes: set NAME (value from the terminal or stdin), ls, rm NAME")
+    p.add_argument("action", choices=("set", "ls", "rm"))
+    p.add_argument("name", nargs="?", help="an env variable name, e.g. ANTHROPIC_API_KEY")
     p = add("plan", "plans: tasks fanned out over a pool of boxes, with dependencies (docs/plans.md)", json_flag=False)
     plan_sub = p.add_subparsers(dest="plan_verb", required=True, metavar="PLAN_COMMAND")
     pc = plan_sub.add_parser("check", help="validate a plan file and print its tasks, owned paths, dependencies and "
@@ -99,6 +113,26 @@ def build_parser() -> argparse.ArgumentParser:
                              description="validate a plan without forging; exit 1 when it would be refused")
     pc.add_argument("file", help="the plan's YAML file (- for stdin)")
     pc.add_argument("--json", action="store_true", help="print one JSON document")
+    pr = plan_sub.add_parser("run", help="run a plan: tasks on a pool of boxes as their dependencies succeed, with a "
+                                         "live board; every box is burned at the end (work fetched home first)",
+                             description="run a plan to its end; exit 0 when every task succeeded")
+    pr.add_argument("file", help="the plan's YAML file (- for stdin); its repo: is relative to the file")
+    pr.add_argument("--json", action="store_true", help="print the final board as one JSON document")
+    ps = plan_sub.add_parser("status", help="a plan's board: per task its state, box, elapsed time, check, branch",
+                             description="show a plan's board")
+    ps.add_argument("plan_id")
+    ps.add_argument("--wait", type=float, help="seconds to wait for the next change")
+    ps.add_argument("--json", action="store_true", help="print one JSON document")
+    pl = plan_sub.add_parser("land", help="merge a plan's succeeded tasks' branches in dependency order (stops at "
+                                          "the first conflict, repo clean; never pushes)",
+                             description="fan-in: land a plan's work")
+    pl.add_argument("plan_id")
+    pl.add_argument("--into", help="branch to land into (default: the repo's current branch)")
+    pl.add_argument("--json", action="store_true", help="print one JSON document")
+    px = plan_sub.add_parser("cancel", help="cancel a plan run by this machine's MCP server or plan run",
+                             description="cancel a plan")
+    px.add_argument("plan_id")
+    px.add_argument("--json", action="store_true", help="print one JSON document")
     p = add("mcp", "serve MCP over stdio (for Claude Code: claude mcp add boxforge -- boxforge mcp), or over "
                    "streamable HTTP with --http", json_flag=False)
     p.add_argument("--http", action="store_true", help="serve streamable HTTP at http://HOST:PORT/mcp")
