@@ -12,7 +12,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from server.mcp import file_tools, git_tools
+from server.mcp import file_tools, git_tools, port_tools
 from server.mcp.common import (
     CREATES,
     DESTROYS,
@@ -202,6 +202,9 @@ TOOLS: list[tuple[Callable[..., Awaitable[Any]], ToolAnnotations, str]] = [
     (git_tools.vm_fetch, WRITES_LOCAL, "Bring a box's work home"),
     (git_tools.vm_compare, READ_ONLY, "Compare boxes before merging"),
     (git_tools.vm_push, RUNS, "Push a box's branch"),
+    (port_tools.vm_forward, CREATES, "Forward a box's port"),
+    (port_tools.vm_forward_list, READ_ONLY, "List port forwards"),
+    (port_tools.vm_forward_close, DESTROYS, "Close a port forward"),
 ]
 
 
