@@ -77,6 +77,7 @@ class BoxSpec:
     size: str | None = None
     image: str | None = None
     location: str | None = None
+    egress: str | None = None  # "nat" (outbound internet) or "none"; None: the provider's default
 
     @property
     def expires_at(self) -> int | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from server.domain.inputs import is_one_line
 from server.errors import InvalidInput
 from server.onbox import protocol, scripts
 
@@ -58,19 +59,23 @@ class AgentPlan:
     run: str | None = None
 
 
+def _check_agent_command(label: str, text: str | None) -> None:
+    if text is None:
+        return
+    if not text.strip():
+        raise InvalidInput(f"{label} is empty: give a shell command or leave it out")
+    if "\x00" in text or len(text) > MAX_AGENT_COMMAND_CHARS:
+        raise InvalidInput(f"{label} must be at most {MAX_AGENT_COMMAND_CHARS} characters without NUL bytes")
+
+
 def plan_agent(agent: str, *, install: str | None = None, command: str | None = None) -> AgentPlan:
     """Validate the agent choice. ``install`` replaces a preset's npm install; ``command``
     replaces its run command. ``custom`` needs ``command`` (``install`` is optional)."""
     if agent not in PRESETS:
         raise InvalidInput(f"unknown agent {agent!r}; choose one of: {', '.join(AGENT_NAMES)}")
-    for label, text in (("agent_install", install), ("agent_command", command)):
-        if text is None:
-            continue
-        if not text.strip():
-            raise InvalidInput(f"{label} is empty: give a shell command or leave it out")
-        if "\x00" in text or len(text) > MAX_AGENT_COMMAND_CHARS:
-            raise InvalidInput(f"{label} must be at most {MAX_AGENT_COMMAND_CHARS} characters without NUL bytes")
-    if command is not None and ("\n" in command or "\r" in command):
+    _check_agent_command("agent_install", install)
+    _check_agent_command("agent_command", command)
+    if command is not None and not is_one_line(command):
         raise InvalidInput("agent_command must be one line: the command that runs the agent with the prompt "
                            "on stdin, e.g. './tools/agent --yes'")
     preset = PRESETS[agent]

@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from server.agents import AgentPlan, agent_run_script, plan_agent
+from server.domain.inputs import is_one_line
 from server.errors import InvalidInput
 from server.onbox import scripts
 
@@ -41,7 +42,7 @@ class RepoSource:
 
 def parse_repo(repo: str) -> RepoSource:
     """Split credentials off a repo URL; resolve a local path to an absolute one."""
-    if "\x00" in repo or "\n" in repo:
+    if not is_one_line(repo):
         raise InvalidInput("repo must be a git URL or a path, without control characters")
     if "://" in repo:
         parts = urlsplit(repo)
@@ -73,23 +74,30 @@ def bootstrap_script(*, project_dir: str, repo: RepoSource | None, branch: str |
     the agent. ``package_install`` is a command line that installs Node.js and npm on a box that
     lacks them (from the provider's ``InstallsPackages``); empty where the provider cannot."""
     plan = plan_agent(agent) if isinstance(agent, str) else agent
-    if repo is not None and repo.secret_env and not seeded:
+    return scripts.program("bootstrap.sh", {"project": project_dir, **_checkout_params(repo, branch, seeded),
+                                            **_agent_params(plan), "pkg_install": package_install})
+
+
+def _checkout_params(repo: RepoSource | None, branch: str | None, seeded: bool) -> dict[str, str]:
+    if seeded:  # the orchestrator made the checkout and recorded the base
+        return {"checkout": "seeded", "repo_url": "", "repo_ssh": "0", "branch": branch or ""}
+    if repo is None:
+        return {"checkout": "empty", "repo_url": "", "repo_ssh": "0", "branch": branch or ""}
+    if repo.secret_env:
         raise InvalidInput("a repo token never goes to a box: clone it through the orchestrator "
                            "(repo_via='orchestrator', the default)")
-    checkout = "seeded" if seeded else "empty" if repo is None else "clone"
-    return scripts.program("bootstrap.sh", {
-        "project": project_dir,
-        "checkout": checkout,
-        "repo_url": repo.url if repo is not None and checkout == "clone" else "",
-        "repo_ssh": "1" if repo is not None and repo.is_ssh else "0",
-        "branch": branch or "",
+    return {"checkout": "clone", "repo_url": repo.url, "repo_ssh": "1" if repo.is_ssh else "0",
+            "branch": branch or ""}
+
+
+def _agent_params(plan: AgentPlan) -> dict[str, str]:
+    return {
         "agent_name": plan.name,
         "agent_package": plan.package or "",
         "agent_binary": plan.binary or "",
         "agent_install": plan.install or "",
         "agent_run_file": agent_run_script(plan) if plan.run is not None else "",
-        "pkg_install": package_install,
-    })
+    }
 
 
 def base_commit_from(stdout: str) -> str | None:

@@ -24,6 +24,10 @@ class IdempotencyConflict(InvalidInput):
     """An idempotency key already named a different request on that box."""
 
 
+class StoreFull(ForgeError):
+    """The state store could not be written: its filesystem is full."""
+
+
 class UnknownServer(ForgeError):
     """No live box of ours has that name."""
 

@@ -33,6 +33,7 @@ import anyio
 import anyio.to_thread
 import asyncssh
 
+from server.domain.inputs import is_one_line
 from server.errors import BoxUnreachable, ForgeError, InvalidInput
 from server.jobs import BoxExec
 from server.onbox import scripts
@@ -72,7 +73,7 @@ _DROPS = (asyncssh.DisconnectError, asyncssh.ChannelOpenError, asyncssh.Connecti
 
 
 def check_box_path(path: str, what: str = "path") -> str:
-    if not path or "\x00" in path or "\n" in path or "\r" in path:
+    if not path or not is_one_line(path):
         raise InvalidInput(f"{what} must be a non-empty path without NUL, CR or LF characters")
     if len(path) > 4096:
         raise InvalidInput(f"{what} is longer than 4096 characters")
@@ -392,20 +393,8 @@ async def list_files(fs: BoxFiles, path: str = ".", pattern: str = "*", *, max_e
         raise InvalidInput(f"{base} is a file, not a directory; read it with vm_read")
     if code not in (0, None) and not out:
         raise ForgeError(f"listing {base} failed on the box: {err.decode(errors='replace').strip()[-300:]}")
-    entries: list[FileEntry] = []
-    matched = 0
-    records = out.split(b"\0")
     capped = len(out) >= MAX_LS_OUTPUT_BYTES
-    for record in records[:-1] if records else []:
-        parts = record.decode(errors="replace").split(" ", 3)
-        if len(parts) != 4 or not regex.fullmatch(parts[3]):
-            continue
-        matched += 1
-        if len(entries) < max_entries:
-            kind, size, mtime, rel = parts
-            entries.append(FileEntry(path=rel, type=_TYPES.get(kind, "other"),  # type: ignore[arg-type]
-                                     size=int(size) if size.isdigit() else 0,
-                                     modified=iso(float(mtime)) if mtime.replace(".", "", 1).isdigit() else None))
+    entries, matched = _ls_entries(out, regex, max_entries)
     entries.sort(key=lambda e: e.path)
     truncated = matched > len(entries) or capped
     hint = None
@@ -417,9 +406,27 @@ async def list_files(fs: BoxFiles, path: str = ".", pattern: str = "*", *, max_e
                     truncated=truncated, hint=hint)
 
 
+def _ls_entries(out: bytes, regex: re.Pattern[str], max_entries: int) -> tuple[list[FileEntry], int]:
+    """The first ``max_entries`` of files-ls.sh's records that match ``regex``, and how many matched."""
+    entries: list[FileEntry] = []
+    matched = 0
+    records = out.split(b"\0")
+    for record in records[:-1] if records else []:
+        parts = record.decode(errors="replace").split(" ", 3)
+        if len(parts) != 4 or not regex.fullmatch(parts[3]):
+            continue
+        matched += 1
+        if len(entries) < max_entries:
+            kind, size, mtime, rel = parts
+            entries.append(FileEntry(path=rel, type=_TYPES.get(kind, "other"),  # type: ignore[arg-type]
+                                     size=int(size) if size.isdigit() else 0,
+                                     modified=iso(float(mtime)) if mtime.replace(".", "", 1).isdigit() else None))
+    return entries, matched
+
+
 async def grep(fs: BoxFiles, pattern: str, path: str = ".", *, glob: str | None = None, ignore_case: bool = False,
                max_results: int = 100) -> GrepResult:
-    if not pattern or "\x00" in pattern or "\n" in pattern or "\r" in pattern:
+    if not pattern or not is_one_line(pattern):
         raise InvalidInput("pattern must be a non-empty regex on one line (no NUL, CR or LF)")
     target = fs.resolve(path)
     if glob is not None:
@@ -440,6 +447,19 @@ async def grep(fs: BoxFiles, pattern: str, path: str = ".", *, glob: str | None 
     if problem and not body:
         raise InvalidInput(f"grep refused the pattern ({'Perl' if flavor == 'pcre' else 'POSIX extended'} regex): "
                            f"{problem[-300:]}")
+    matches, seen = _grep_matches(body, max_results)
+    truncated = seen > len(matches) or len(body) + len(header) + 1 >= MAX_GREP_OUTPUT_BYTES
+    hint = None
+    if truncated:
+        hint = "more matches exist: narrow path, add glob (e.g. '*.py'), or raise max_results"
+    elif not matches:
+        hint = "no match; binary files, .git and node_modules are skipped"
+    return GrepResult(server=fs.name, path=target, pattern=pattern, regex_flavor=flavor,  # type: ignore[arg-type]
+                      matches=matches, count=len(matches), truncated=truncated, hint=hint)
+
+
+def _grep_matches(body: bytes, max_results: int) -> tuple[list[GrepMatch], int]:
+    """The first ``max_results`` of grep -Z's ``name\\0line:text`` records, and how many there were."""
     matches: list[GrepMatch] = []
     seen = 0
     for record in body.split(b"\n"):
@@ -452,14 +472,7 @@ async def grep(fs: BoxFiles, pattern: str, path: str = ".", *, glob: str | None 
             shown = name.decode(errors="replace").removeprefix("./")
             matches.append(GrepMatch(path=shown, line=int(number),
                                      text=text.decode(errors="replace")[:MAX_GREP_LINE_CHARS]))
-    truncated = seen > len(matches) or len(body) + len(header) + 1 >= MAX_GREP_OUTPUT_BYTES
-    hint = None
-    if truncated:
-        hint = "more matches exist: narrow path, add glob (e.g. '*.py'), or raise max_results"
-    elif not matches:
-        hint = "no match; binary files, .git and node_modules are skipped"
-    return GrepResult(server=fs.name, path=target, pattern=pattern, regex_flavor=flavor,  # type: ignore[arg-type]
-                      matches=matches, count=len(matches), truncated=truncated, hint=hint)
+    return matches, seen
 
 
 # upload / download
@@ -477,7 +490,7 @@ def transfer_roots(extra: str, cwd: Path | None = None, home: Path | None = None
 
 def check_local_path(path: str, *, roots: Sequence[Path], forbidden: Sequence[Path]) -> Path:
     """An absolute, symlink-resolved local path inside ``roots`` and outside ``forbidden``."""
-    if not path or "\x00" in path or "\n" in path or "\r" in path:
+    if not path or not is_one_line(path):
         raise InvalidInput("local_path must be a non-empty path without NUL, CR or LF characters")
     full = Path(path).expanduser()
     if not full.is_absolute():
@@ -598,47 +611,13 @@ async def diff(fs: BoxFiles, base: str | None, *, max_bytes: int = 64 * 1024) ->
         raise ForgeError(f"the recorded base commit {base[:20]!r} of {fs.name!r} is not a commit id")
     code, out, err = await fs.shell("files-diff.sh", {"project": fs.project_dir, "base": base or EMPTY_TREE,
                                                       "maxb": int(max_bytes)})
-    problem = err.decode(errors="replace").strip()[-300:]
-    if code == Exit.NO_PATH:
-        raise ForgeError(f"the project dir {fs.project_dir} is missing on {fs.name!r}")
-    if code == Exit.NOT_GIT:
-        raise InvalidInput(f"{fs.project_dir} on {fs.name!r} is not a git checkout: vm_diff needs a box created "
-                           "with a repo")
-    if code == Exit.NO_BASE:
-        raise ForgeError(f"the base commit {base} is not in the box's repository any more (history rewritten?); "
-                         "compare by hand with vm_bash('git diff ...')")
-    if code != 0:
-        raise ForgeError(f"git diff failed on {fs.name!r} (exit {code}): {problem}")
+    _raise_diff_failure(fs, base, code, err)
     head, sep, patch = out.partition(b"\n@@boxforge patch ")
     if not sep:
         raise ForgeError(f"git diff on {fs.name!r} answered in an unexpected format; retry")
     size_text, _, patch = patch.partition(b"\n")
-    sections: dict[str, list[str]] = {}
-    current = ""
-    head_commit = branch = None
-    for line in head.decode(errors="replace").split("\n"):
-        if line.startswith("@@boxforge "):
-            words = line.split(" ")
-            current = words[1]
-            if current == "head":
-                head_commit = words[2] or None if len(words) > 2 else None
-                branch = words[3] or None if len(words) > 3 else None
-            sections.setdefault(current, [])
-        elif line:
-            sections.setdefault(current, []).append(line)
-    untracked = set(sections.get("untracked", []))
-    statuses = {name: status for status, name in
-                (line.split("\t", 1) for line in sections.get("status", []) if "\t" in line)}
-    files = []
-    for line in sections.get("numstat", []):
-        parts = line.split("\t", 2)
-        if len(parts) != 3:
-            continue
-        added, deleted, name = parts
-        files.append(DiffFile(path=name, status=statuses.get(name, "M"),
-                              added=int(added) if added.isdigit() else None,
-                              deleted=int(deleted) if deleted.isdigit() else None,
-                              untracked=name in untracked))
+    sections, head_commit, branch = _diff_sections(head.decode(errors="replace"))
+    files = _diff_files(sections)
     total = int(size_text) if size_text.strip().isdigit() else len(patch)
     text, _ = decode_output(utf8_head(patch, max_bytes))
     truncated = total > len(patch)
@@ -652,3 +631,51 @@ async def diff(fs: BoxFiles, base: str | None, *, max_bytes: int = 64 * 1024) ->
     return DiffResult(server=fs.name, base_commit=base or EMPTY_TREE, head_commit=head_commit, branch=branch,
                       commits=sections.get("commits", []), files=files, stat="\n".join(sections.get("stat", [])),
                       diff=text, diff_bytes=total, truncated=truncated, hint=hint)
+
+
+def _raise_diff_failure(fs: BoxFiles, base: str | None, code: int | None, err: bytes) -> None:
+    if code == Exit.NO_PATH:
+        raise ForgeError(f"the project dir {fs.project_dir} is missing on {fs.name!r}")
+    if code == Exit.NOT_GIT:
+        raise InvalidInput(f"{fs.project_dir} on {fs.name!r} is not a git checkout: vm_diff needs a box created "
+                           "with a repo")
+    if code == Exit.NO_BASE:
+        raise ForgeError(f"the base commit {base} is not in the box's repository any more (history rewritten?); "
+                         "compare by hand with vm_bash('git diff ...')")
+    if code != 0:
+        problem = err.decode(errors="replace").strip()[-300:]
+        raise ForgeError(f"git diff failed on {fs.name!r} (exit {code}): {problem}")
+
+
+def _diff_sections(head: str) -> tuple[dict[str, list[str]], str | None, str | None]:
+    """The ``@@boxforge <section>`` sections of files-diff.sh's answer, and the head commit and branch."""
+    sections: dict[str, list[str]] = {}
+    current = ""
+    head_commit = branch = None
+    for line in head.split("\n"):
+        if line.startswith("@@boxforge "):
+            words = [*line.split(" "), "", ""]
+            current = words[1]
+            if current == "head":
+                head_commit, branch = words[2] or None, words[3] or None
+            sections.setdefault(current, [])
+        elif line:
+            sections.setdefault(current, []).append(line)
+    return sections, head_commit, branch
+
+
+def _diff_files(sections: dict[str, list[str]]) -> list[DiffFile]:
+    untracked = set(sections.get("untracked", []))
+    statuses = {name: status for status, name in
+                (line.split("\t", 1) for line in sections.get("status", []) if "\t" in line)}
+    files = []
+    for line in sections.get("numstat", []):
+        parts = line.split("\t", 2)
+        if len(parts) != 3:
+            continue
+        added, deleted, name = parts
+        files.append(DiffFile(path=name, status=statuses.get(name, "M"),
+                              added=int(added) if added.isdigit() else None,
+                              deleted=int(deleted) if deleted.isdigit() else None,
+                              untracked=name in untracked))
+    return files

@@ -368,9 +368,7 @@ async def read_many_secrets(ex: BoxExec, job_ids: Sequence[str]) -> dict[str, di
         _check_job_id(job_id)
     if not job_ids:
         return {}
-    script = (f'for j in {" ".join(job_ids)}; do printf "\\000%s\\000" "$j"; '
-              'cat "$HOME/.boxforge/jobs/$j/secrets" 2>/dev/null; done; true')
-    result = await ex(script, None, CALL_TIMEOUT_S)
+    result = await _call(ex, "read_many_secrets", jobs=" ".join(job_ids))
     parts = result.stdout.split(b"\0")[1:]
     found = {parts[i].decode(): parse_env_file(parts[i + 1].decode(errors="replace"))
              for i in range(0, len(parts) - 1, 2)}

@@ -25,12 +25,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def make_settings(home: Path, *, local_sshd: str = "auto", local_watchdog_grace_s: float | None = None,
-                  **overrides: Any) -> Settings:
-    """Settings on ``home`` with a fresh owner; the local provider's own settings go in as its env vars."""
+                  local_isolation: str | None = None, **overrides: Any) -> Settings:
+    """Settings on ``home`` with a fresh owner; the local provider's own settings go in as its env vars.
+
+    ``local_isolation="none"``: unisolated local boxes, for the tests that look into a box's files or
+    processes from the host (an isolated box's are out of the host-side test's sight by design)."""
     env = {"BOXFORGE_HOME": str(home), "BOXFORGE_OWNER": "otest" + secrets.token_hex(3),
            "BOXFORGE_CONFIG": str(home / "no-config.toml"), "BOXFORGE_LOCAL_SSHD": local_sshd}
     if local_watchdog_grace_s is not None:
         env["BOXFORGE_LOCAL_WATCHDOG_GRACE_S"] = str(local_watchdog_grace_s)
+    if local_isolation is not None:
+        env["BOXFORGE_LOCAL_ISOLATION"] = local_isolation
     return load_settings(env, **overrides)
 
 
@@ -41,8 +46,10 @@ def local_boxes_dir(settings: Settings) -> Path:
 
 def cli_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BOXFORGE_", "HCLOUD_"))}
+    env["BOXFORGE_IMAGE_CACHE"] = os.environ["BOXFORGE_IMAGE_CACHE"]  # the run's one base image (conftest)
     env.update(BOXFORGE_HOME=str(settings.home), BOXFORGE_OWNER=settings.owner,
                BOXFORGE_LOCAL_SSHD=settings.env.get("BOXFORGE_LOCAL_SSHD", "auto"),
+               BOXFORGE_LOCAL_ISOLATION=settings.env.get("BOXFORGE_LOCAL_ISOLATION", "auto"),
                BOXFORGE_CONFIG=str(settings.home / "no-config.toml"), PYTHONPATH=str(REPO_ROOT))
     return env
 

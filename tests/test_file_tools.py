@@ -16,7 +16,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from providers.localbox import supervisor_pid
+from providers.local.supervisor import supervisor_pid
 from server import files, text
 from server.domain.output import complete_utf8_prefix, decode_output
 from server.errors import BoxUnreachable, InvalidInput
@@ -30,7 +30,7 @@ ALL_BYTES = bytes(range(256)) * 4
 
 
 async def test_write_then_read_lines_by_offset_in_new_dirs(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "state")
+    settings = make_settings(tmp_path / "state", local_isolation="none")
     async with session(settings) as client:
         box = await call(client, "create_server", name="files")
         text = "".join(f"line {i} é\n" for i in range(1, 11))
@@ -205,7 +205,7 @@ def write_big_file(path: Path) -> None:
 
 
 async def test_a_cancelled_upload_leaves_no_temp_file_on_the_box(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "state")
+    settings = make_settings(tmp_path / "state", local_isolation="none")
     big = tmp_path / "big.bin"
     write_big_file(big)
     repo = make_repo(tmp_path / "repo")
@@ -222,7 +222,7 @@ async def test_a_cancelled_upload_leaves_no_temp_file_on_the_box(tmp_path: Path)
 
 
 async def test_a_cancelled_download_leaves_no_partial_local_file(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "state")
+    settings = make_settings(tmp_path / "state", local_isolation="none")
     out = tmp_path / "out"
     out.mkdir()
     async with open_fleet(settings) as fleet:
@@ -237,7 +237,7 @@ async def test_a_cancelled_download_leaves_no_partial_local_file(tmp_path: Path)
 
 
 async def test_file_operations_on_a_stalled_box_fail_with_a_clear_error(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "state", local_sshd="embedded", sftp_timeout_s=1.0)
+    settings = make_settings(tmp_path / "state", local_isolation="none", local_sshd="embedded", sftp_timeout_s=1.0)
     local = tmp_path / "small.txt"
     local.write_text("small\n")
     async with open_fleet(settings) as fleet:
@@ -272,7 +272,7 @@ def grep_pids(box_dir: Path, fifo: Path) -> list[int]:
 
 
 async def test_slow_greps_do_not_hold_up_short_calls_to_the_same_box(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "state")
+    settings = make_settings(tmp_path / "state", local_isolation="none")
     async with open_fleet(settings) as fleet:
         project = Path((await fleet.create_server("busy")).project_dir)
         (box_dir,) = local_boxes_dir(settings).glob("lb-*")

@@ -173,6 +173,9 @@ async def test_list_never_returns_pods_without_our_labels(kube: KubernetesProvid
     fake.pods[("boxforge", "bf-kb-0123456789")] = FakePod(stranger)
     try:
         assert await kube.list({"boxforge-owner": spec.labels["boxforge-owner"]}) == []
-        assert await kube.get("bf-kb-0123456789") is None
+        seen = await kube.get("bf-kb-0123456789")
+        assert seen is not None and "managed-by" not in seen.labels, "a stranger's Pod is shown as it is, not as ours"
+        with pytest.raises(ProviderError, match="refusing"):
+            await kube.destroy("bf-kb-0123456789")
     finally:
         fake.pods.pop(("boxforge", "bf-kb-0123456789"))

@@ -17,8 +17,9 @@ import asyncssh
 import pytest
 
 from providers.base import LABEL_EXPIRES_AT, Box, BoxState, Provider, ProviderError, owner_labels
-from providers.local import LocalProvider
-from providers.localbox import probe_ssh, read_pid, write_labels
+from providers.local import UnisolatedLocalProvider as LocalProvider  # the unisolated mode keeps this suite
+from providers.local.supervisor import read_pid, write_labels
+from providers.probe import probe_ssh
 from server.keys import create_box_keys, generate_keypair
 from tests.conftest import BoxHandle, MakeBox, connect_pinned
 from tests.support import box_pids
@@ -257,7 +258,7 @@ async def test_box_outlives_the_process_that_created_it(
     script = (
         "import anyio, json, sys\n"
         "from providers.base import BoxSpec\n"
-        "from providers.local import LocalProvider\n"
+        "from providers.local import UnisolatedLocalProvider as LocalProvider\n"
         "async def main():\n"
         "    provider = LocalProvider(sys.argv[1], server='embedded')\n"
         "    box = await provider.create(BoxSpec(**json.loads(open(sys.argv[2]).read())))\n"

@@ -25,7 +25,7 @@ async def full_flow(client: Client, repo: Path, local_boxes: Path) -> None:
     created = await call(client, "create_server", name="feat-a", repo=str(repo), branch="feat/a", ttl="30m")
     assert created["state"] == "ready"
     assert created["branch"] == "feat/a"
-    assert re.fullmatch(r"[^@\s]+@127\.0\.0\.1:\d+", created["address"])
+    assert re.fullmatch(r"root@10\.231\.\d+\.\d+:22", created["address"])  # an isolated box on its own veth
     assert created["project_dir"].endswith("/project")
     assert 29 * 60 <= created["time_left_s"] <= 30 * 60
     assert created["expires_at"].endswith("Z")

@@ -20,7 +20,7 @@ import pytest
 
 from providers.base import LABEL_OWNER, Box, BoxSpec, CapacityError, box_labels
 from providers.local import LocalProvider
-from providers.localbox import supervisor_pid
+from providers.local.supervisor import supervisor_pid
 from server.errors import NotOwned, ProvisionFailed
 from server.keys import create_box_keys, generate_keypair
 from server.service import Fleet, open_fleet, open_resources
@@ -208,7 +208,7 @@ async def _stdout(fleet: Fleet, job_id: str) -> str:
 
 
 async def test_an_unanswering_box_is_shown_unreachable_then_reconnected(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "state", local_sshd="embedded", probe_timeout_s=1.0,
+    settings = make_settings(tmp_path / "state", local_isolation="none", local_sshd="embedded", probe_timeout_s=1.0,
                              keepalive_interval_s=0.5)
     async with open_fleet(settings) as fleet:
         await fleet.create_server("frozen")

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal
 import anyio
 
 from providers.base import (
+    LABEL_OWNER,
     LABEL_REQUEST,
     Box,
     BoxSpec,
@@ -179,7 +180,7 @@ class KubernetesProvider(Provider, PinsHostKey, Isolated):
             return None, None
         kind = await self.kind()
         obj = await self._read(box_id, kind)
-        if obj is None or not mf.is_managed(obj.get("metadata") or {}):
+        if obj is None:
             return None, None
         pod = obj if kind == "pod" else await self.api.read_pod(box_id)
         return await self._box(obj, pod, kind), pod
@@ -199,10 +200,12 @@ class KubernetesProvider(Provider, PinsHostKey, Isolated):
         return box
 
     async def get(self, box_id: str) -> Box | None:
-        """The box, or None once it is gone (deleted, evicted, failed, past its deadline)."""
+        """The box, or None once it is gone (deleted, evicted, failed, past its deadline). A Pod without our labels
+        is returned as it is (no owner label), so that callers can refuse it."""
         box, _ = await self._current(box_id)
         if box is not None and box.state is BoxState.GONE:
-            await self.destroy(box_id)  # an evicted Pod's object and Secret: gone means gone
+            if box.labels.get(LABEL_OWNER):
+                await self.destroy(box_id)  # an evicted box's Pod object and Secret: gone means gone
             return None
         return box
 
@@ -260,6 +263,10 @@ class KubernetesProvider(Provider, PinsHostKey, Isolated):
         if not mf.is_box_name(box_id):
             return
         kind = await self.kind()
+        obj = await self._read(box_id, kind)
+        if obj is not None and not mf.is_managed(obj.get("metadata") or {}):
+            raise ProviderError(f"refusing to delete kubernetes {kind} {box_id}: it lacks boxforge's managed-by and "
+                                "owner labels, so it is not a box")
         await self.forwards.close(box_id)
         if kind == "sandbox":
             await self.api.delete_sandbox(box_id)

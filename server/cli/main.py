@@ -13,6 +13,7 @@ import anyio
 from providers.base import ProviderError
 from server.cli import commands
 from server.cli.parser import build_parser
+from server.cli.plans import cmd_plan_check
 from server.cli.render import err, error_text
 from server.cli.up import cmd_demo, cmd_up
 from server.config import Settings, load_settings
@@ -48,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         if args.verb == "mcp":
             return cmd_mcp(settings, args)
+        if args.verb == "plan" and args.plan_verb == "check":
+            return cmd_plan_check(args)  # forges nothing: no fleet
 
         async def run() -> int:
             async with open_fleet(settings) as fleet:

@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "as cx33); default: the cheapest that fits")
     p.add_argument("--location", help="where (cloud providers: a Hetzner location such as nbg1)")
     p.add_argument("--image", help="OS image (cloud providers)")
+    p.add_argument("--egress", choices=("nat", "none"), help="outbound internet for local boxes (default nat)")
 
     p = add("run", "run a command on a box")
     p.add_argument("name")
@@ -97,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loop", action="store_true")
     p = add("demo", "forge local boxes, run a job on each, print a table, burn them")
     p.add_argument("--boxes", type=int, default=3, choices=range(1, 11), metavar="N")
+    p = add("plan", "plans: tasks fanned out over a pool of boxes, with dependencies (docs/plans.md)", json_flag=False)
+    plan_sub = p.add_subparsers(dest="plan_verb", required=True, metavar="PLAN_COMMAND")
+    pc = plan_sub.add_parser("check", help="validate a plan file and print its tasks, owned paths, dependencies and "
+                                           "predicted conflicts, without forging anything",
+                             description="validate a plan without forging; exit 1 when it would be refused")
+    pc.add_argument("file", help="the plan's YAML file (- for stdin)")
+    pc.add_argument("--json", action="store_true", help="print one JSON document")
     p = add("mcp", "serve MCP over stdio (for Claude Code: claude mcp add boxforge -- boxforge mcp), or over "
                    "streamable HTTP with --http", json_flag=False)
     p.add_argument("--http", action="store_true", help="serve streamable HTTP at http://HOST:PORT/mcp")

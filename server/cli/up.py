@@ -138,7 +138,8 @@ async def cmd_up(fleet: Fleet, args: argparse.Namespace) -> int:
     options = {"ttl_s": valid(ttls_adapter, args.ttl) if args.ttl else None, "repo": args.repo, "agent": args.agent,
                "agent_install": args.agent_install, "agent_command": args.agent_command,
                "env": env_from_names(args.env), "provider": args.provider, "size": args.size,
-               "location": args.location, "image": args.image, "repo_via": args.repo_via}
+               "location": args.location, "image": args.image, "repo_via": args.repo_via,
+               "egress": args.egress}
     limiter = anyio.CapacityLimiter(fleet.settings.max_parallel_creates)
     started = time.monotonic()
     live = err.is_terminal and not args.json
@@ -148,17 +149,21 @@ async def cmd_up(fleet: Fleet, args: argparse.Namespace) -> int:
             for row in rows:
                 tg.start_soon(_forge_row, fleet, args, row, limiter, options, started, live)
     failed = {r.name: r.result for r in rows if not isinstance(r.result, ServerInfo)}
-    if args.json:
+    _up_report(rows, failed, started, args.json)
+    return 1 if failed else 0
+
+
+def _up_report(rows: list[_Row], failed: dict[str, Any], started: float, as_json: bool) -> None:
+    if as_json:
         dump({"servers": [r.result.model_dump(mode="json") for r in rows if isinstance(r.result, ServerInfo)],
               "failed": failed})
-    else:
-        out.print(_up_table(rows, started))
-        for row in rows:
-            for warning in row.result.warnings or [] if isinstance(row.result, ServerInfo) else []:
-                err.print(f"[yellow]{row.name}[/]: {warning}")
-        for name, message in failed.items():
-            err.print(f"[red]{name}[/]: {message}")
-    return 1 if failed else 0
+        return
+    out.print(_up_table(rows, started))
+    for row in rows:
+        for warning in row.result.warnings or [] if isinstance(row.result, ServerInfo) else []:
+            err.print(f"[yellow]{row.name}[/]: {warning}")
+    for name, message in failed.items():
+        err.print(f"[red]{name}[/]: {message}")
 
 
 async def _demo_box(fleet: Fleet, name: str) -> dict[str, Any]:

@@ -39,9 +39,14 @@ def check_command(command: str) -> None:
         raise InvalidInput("command is larger than 256 KiB; write a script in parts or upload it")
 
 
+def is_one_line(text: str) -> bool:
+    """No NUL, CR or LF: the text can pass through a shell line, an env file or a line protocol."""
+    return not any(ch in text for ch in PATH_FORBIDDEN)
+
+
 def check_path_text(value: str) -> str:
     """A path on a box: no NUL, CR or LF (ValueError, for pydantic validators)."""
-    if any(ch in value for ch in PATH_FORBIDDEN):
+    if not is_one_line(value):
         raise ValueError("paths must not contain NUL, CR or LF characters")
     return value
 

@@ -66,6 +66,9 @@ async def create_server(
                                       "that fits. The result's size says what was made")] = None,
     image: Annotated[str | None, Field(max_length=128, description="OS image (cloud providers)")] = None,
     location: Annotated[str | None, Field(max_length=64, description="Location (cloud providers)")] = None,
+    egress: Annotated[Literal["nat", "none"] | None, Field(
+        description="Outbound internet for the box: 'nat' or 'none' (local boxes; default from "
+                    "BOXFORGE_LOCAL_EGRESS, nat)")] = None,
     provider: Annotated[str | None, Field(max_length=32, description="local or hetzner; default from "
                                           "BOXFORGE_PROVIDER")] = None,
     ready_timeout_s: Annotated[float | None, Field(gt=0, le=3600, description="How long to wait for the box to "
@@ -91,7 +94,7 @@ async def create_server(
     return await fleet_of(ctx).create_server(
         name, ttl_s=ttl, repo=repo, branch=branch, agent=agent, agent_install=agent_install,
         agent_command=agent_command, env=env, size=size, image=image, location=location, provider=provider,
-        ready_timeout_s=ready_timeout_s, wait=wait, progress=progress, repo_via=repo_via,
+        ready_timeout_s=ready_timeout_s, wait=wait, progress=progress, repo_via=repo_via, egress=egress,
     )
 
 

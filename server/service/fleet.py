@@ -150,12 +150,13 @@ class Fleet:
                             agent_command: str | None = None, env: Mapping[str, str] | None = None,
                             size: str | None = None, image: str | None = None, location: str | None = None,
                             provider: str | None = None, ready_timeout_s: float | None = None, wait: bool = True,
-                            progress: Progress | None = None, repo_via: str = "orchestrator") -> ServerInfo:
+                            progress: Progress | None = None, repo_via: str = "orchestrator",
+                            egress: str | None = None) -> ServerInfo:
         """Forge a box and bootstrap it; on any failure the box is burned and ProvisionFailed raised."""
         return await self.forge.create_server(
             name, ttl_s=ttl_s, repo=repo, branch=branch, agent=agent, agent_install=agent_install,
             agent_command=agent_command, env=env, size=size, image=image, location=location, provider=provider,
-            ready_timeout_s=ready_timeout_s, wait=wait, progress=progress, repo_via=repo_via)
+            ready_timeout_s=ready_timeout_s, wait=wait, progress=progress, repo_via=repo_via, egress=egress)
 
     async def destroy_server(self, name: str, *, harvest: bool = True) -> DestroyResult:
         return await self.boxes.destroy_server(name, harvest=harvest)
@@ -166,19 +167,19 @@ class Fleet:
     async def recover(self, timeout_s: float = 60.0) -> list[str]:
         """At start: end the creates whose orchestrator died (adopt or burn them). Bounded: a provider that
         stalls leaves them to the reaper."""
-        store = self.repo.store
-        if store.moved_aside is not None:
-            aside, why = store.moved_aside
-            notice(f"the state store {store.path} was unreadable ({why}): moved it to {aside} and started a new one")
+        if self.repo.moved_aside is not None:
+            aside, why = self.repo.moved_aside
+            notice(f"the state store {self.settings.db_path} was unreadable ({why}): moved it to {aside} and started "
+                   "a new one")
         handled: list[str] = []
         with anyio.move_on_after(timeout_s):
-            if store.fresh:
+            if self.repo.fresh:
                 rebuilt = await self.boxes.rebuild_from_labels()
-                if rebuilt or store.moved_aside is not None:
+                if rebuilt or self.repo.moved_aside is not None:
                     notice(f"rebuilt {len(rebuilt)} box{'es' if len(rebuilt) != 1 else ''} from the providers' "
                            f"labels ({', '.join(rebuilt) or 'none'}); not recoverable: earlier jobs (their "
                            "job output tails and idempotency keys), failed-create history, repo and branch")
-                store.fresh = False
+                self.repo.rebuilt()
             handled = await self.boxes.recover_dead_creates()
         return handled
 

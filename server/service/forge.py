@@ -46,8 +46,8 @@ from server.schemas import ServerInfo
 from server.service import onbox
 from server.service.access import BoxAccess
 from server.service.boxes import Boxes
-from server.service.creators import CREATOR, this_process
 from server.service.createjobs import CreateJobs, Step, read_boxfile
+from server.service.creators import CREATOR, this_process
 from server.service.providers import ProviderSet
 from server.service.secrets import Secrets
 from server.service.views import MADE_SIZE, WARNINGS
@@ -74,6 +74,7 @@ class CreateRequest:
     timeout: float
     repo_via: str = "orchestrator"
     seed: Seed | None = None  # prepared by the orchestrator before anything is made
+    egress: str | None = None  # "nat" or "none"; None: the provider's default
 
 
 @dataclass
@@ -153,12 +154,7 @@ class Forge:
         name = provider or self.settings.provider
         prov = self.providers.get(name)
         if source is not None and repo_via == "box":
-            if source.secret_env:
-                raise InvalidInput("repo_via='box' clones a public URL on the box, and a token never goes to a box: "
-                                   "drop the token from the URL, or let the orchestrator seed the box (the default)")
-            if source.is_local_path and not isinstance(prov, SeesLocalPaths):
-                raise InvalidInput("repo_via='box' needs a URL the box can reach; a local path is seeded by the "
-                                   "orchestrator (repo_via='orchestrator', the default)")
+            _check_box_clone(source, prov)
         if not wait and self.background is None:
             raise InvalidInput("wait=false needs a long-running MCP server to finish the create; wait for it instead")
         timeout = ready_timeout_s if ready_timeout_s is not None else self.settings.ready_timeout_s
@@ -169,7 +165,8 @@ class Forge:
                             agent_command: str | None = None, env: Mapping[str, str] | None = None,
                             size: str | None = None, image: str | None = None, location: str | None = None,
                             provider: str | None = None, ready_timeout_s: float | None = None, wait: bool = True,
-                            progress: Progress | None = None, repo_via: str = "orchestrator") -> ServerInfo:
+                            progress: Progress | None = None, repo_via: str = "orchestrator",
+                            egress: str | None = None) -> ServerInfo:
         """Forge a box and bootstrap it; on any failure the box is burned and ProvisionFailed raised.
 
         The repo is read by the orchestrator (before anything is made, so a repo that cannot be read
@@ -182,6 +179,10 @@ class Forge:
             ttl_s=ttl_s, repo=repo, branch=branch, agent=agent, agent_install=agent_install,
             agent_command=agent_command, env=env, image=image, provider=provider,
             ready_timeout_s=ready_timeout_s, wait=wait, repo_via=repo_via)
+        if egress is not None:
+            if egress not in ("nat", "none"):
+                raise InvalidInput("egress must be 'nat' (outbound internet through NAT) or 'none'")
+            req = dataclasses.replace(req, egress=egress)
         if req.source is not None and repo_via == "orchestrator":
             req = dataclasses.replace(req, seed=await seed_git.prepare(self.settings.home, req.source, branch,
                                                                    self.settings.env or None))
@@ -289,7 +290,7 @@ class Forge:
                                 expires_at=rec.expires_at), LABEL_CREATE_DEADLINE: str(int(deadline))}
         return BoxSpec(name=rec.name, request_id=rec.request_id, labels=labels, host_key_private=keys.host_private,
                        host_key_public=keys.host_public, authorized_key=keys.client_public, size=rec.size,
-                       image=req.image, location=rec.location)
+                       image=req.image, location=rec.location, egress=req.egress)
 
     async def _reach(self, rec: BoxRecord, box: Box, req: CreateRequest) -> tuple[BoxRecord, jobs.BoxExec, str]:
         """Record where the box is, find its home over SSH, give it its env: (record, exec, project dir)."""
@@ -363,3 +364,13 @@ class Forge:
             await self.repo.end_box(rec.request_id, BoxStatus.FAILED, error=reason(exc)[:2000])
         if current is not None:
             await self.repo.add_event("create-failed", box_name=rec.name, detail=type(exc).__name__)
+
+
+def _check_box_clone(source: RepoSource, prov: Provider) -> None:
+    """A repo the box clones itself must be public and reachable from the box."""
+    if source.secret_env:
+        raise InvalidInput("repo_via='box' clones a public URL on the box, and a token never goes to a box: "
+                           "drop the token from the URL, or let the orchestrator seed the box (the default)")
+    if source.is_local_path and not isinstance(prov, SeesLocalPaths):
+        raise InvalidInput("repo_via='box' needs a URL the box can reach; a local path is seeded by the "
+                           "orchestrator (repo_via='orchestrator', the default)")

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 
 import anyio
 
@@ -20,13 +21,14 @@ from server.domain.names import new_job_id
 from server.domain.output import Window, clean_end, complete_utf8_prefix, decode_output, head_tail, whole
 from server.domain.redaction import Redactor
 from server.domain.states import BoxStatus, JobState, Signal
-from server.errors import BoxUnreachable, ForgeError, IdempotencyConflict, UnknownJob
+from server.errors import BoxUnreachable, ForgeError, IdempotencyConflict, StoreFull, UnknownJob
 from server.schemas import CancelResult, CommandResult, JobList, JobStatusResult, JobSummary, time_left
 from server.service.access import BoxAccess
 from server.service.boxes import Boxes
 from server.service.secrets import Secrets
 from server.store import BoxRecord, JobRecord, Repository
 
+log = logging.getLogger("boxforge.jobs")
 MAX_WAIT_S = 300.0
 LIST_TIMEOUT_S = 30.0
 
@@ -106,7 +108,7 @@ class Jobs:
             with anyio.CancelScope(shield=True):
                 await self.repo.delete_job(job.job_id)
             raise
-        await self.repo.add_event("job", box_name=rec.name, job_id=job.job_id)
+        await self._cache(self.repo.add_event("job", box_name=rec.name, job_id=job.job_id))
         return job, False
 
     async def _window(self, ex: jobs.BoxExec, st: jobs.JobStatus, stream: jobs.Stream,
@@ -128,7 +130,7 @@ class Jobs:
         redactor = await self.secrets.redactor(rec, ex, st.job_id)
         out, next_out = await self._window(ex, st, "out", redactor)
         err, next_err = await self._window(ex, st, "err", redactor)
-        await self.repo.append_output(st.job_id, out.text, err.text)
+        await self._cache(self.repo.append_output(st.job_id, out.text, err.text))
         result = CommandResult(
             server=rec.name, job_id=st.job_id, state=st.state, exit_code=st.exit_code, stdout=out.text,
             stderr=err.text, stdout_dropped_bytes=out.dropped, stderr_dropped_bytes=err.dropped,
@@ -141,9 +143,18 @@ class Jobs:
         result.suggest("warning", time_left(rec.expires_at)[2])
         return result
 
+    async def _cache(self, write: Awaitable[None]) -> None:
+        """A write to the store's cache of a job (state, output tail, event): the box holds the truth, so a
+        full state dir must not turn a job's answer into an error (the next write that finds room catches up)."""
+        try:
+            await write
+        except StoreFull:
+            log.warning("the store is full: a job's cached state or output was not written")
+
     async def _record_state(self, job_id: str, st: jobs.JobStatus) -> None:
         if st.state != JobState.RUNNING:
-            await self.repo.update_job(job_id, state=st.state, exit_code=st.exit_code, finished_at=st.finished_at)
+            await self._cache(self.repo.update_job(job_id, state=st.state, exit_code=st.exit_code,
+                                                   finished_at=st.finished_at))
 
     async def _job_box(self, job_id: str) -> tuple[JobRecord, BoxRecord | None]:
         job, rec = await self.repo.job_and_box(job_id)
@@ -197,7 +208,7 @@ class Jobs:
         if out_text or err_text:
             redactor = await self.secrets.redactor(rec, ex, job)
             out_text, err_text = redactor.text(out_text), redactor.text(err_text)
-            await self.repo.append_output(job.job_id, out_text, err_text)
+            await self._cache(self.repo.append_output(job.job_id, out_text, err_text))
         next_out, next_err = st.stdout_offset + len(out), st.stderr_offset + len(err)
         more = next_out < st.stdout_size or next_err < st.stderr_size
         result = JobStatusResult(

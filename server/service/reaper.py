@@ -141,12 +141,7 @@ class Reaping:
         rec = await self.repo.box_by_request(box.request_id) if box.request_id else None
         try:
             async with self.boxes.lock(box.name):
-                current = await prov.get(box.id)  # again under the lock: an extend may just have saved it
-                if box.request_id:
-                    rec = await self.repo.box_by_request(box.request_id)
-                recorded = {rec.request_id: rec.expires_at} if rec is not None and rec.live else None
-                why = None if current is None else self.policy.why_doomed(current, time.time(), self.in_flight,
-                                                                          recorded)
+                rec, current, why = await self._verdict(prov, box, rec)
                 if why is None:
                     return False
                 if why == EXPIRED and rec is not None and current is not None and \
@@ -164,6 +159,16 @@ class Reaping:
         await self.repo.add_event("reap", box_name=box.name, detail=f"{box.id}: {why}" + (f"; {said}" if said else ""))
         return True
 
+
+    async def _verdict(self, prov: Provider, box: Box,
+                       rec: BoxRecord | None) -> tuple[BoxRecord | None, Box | None, str | None]:
+        """Look again under the box's lock (an extend may just have saved it): (record, box, why doomed)."""
+        current = await prov.get(box.id)
+        if box.request_id:
+            rec = await self.repo.box_by_request(box.request_id)
+        recorded = {rec.request_id: rec.expires_at} if rec is not None and rec.live else None
+        why = None if current is None else self.policy.why_doomed(current, time.time(), self.in_flight, recorded)
+        return rec, current, why
 
     async def _extend_for_job(self, prov: Provider, box: Box, rec: BoxRecord) -> bool:
         """A box whose command or agent job still runs at its expiry gets ``auto_extend_step_s`` more, up to

@@ -6,6 +6,8 @@ its box, a record's data merged with new values) makes them in the same trip.
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 import time
 from collections.abc import Callable
 from functools import partial
@@ -15,6 +17,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
+from server.errors import StoreFull
 from server.store.records import BoxRecord, JobRecord
 from server.store.sqlite import Store
 
@@ -32,11 +35,39 @@ class Repository:
     async def open(cls, path: Path) -> Repository:
         return cls(await anyio.to_thread.run_sync(Store, path))
 
+    @property
+    def moved_aside(self) -> tuple[Path, str] | None:
+        """Where an unreadable store file was moved at open, and why (None: it was fine)."""
+        return self.store.moved_aside
+
+    @property
+    def fresh(self) -> bool:
+        """The store was just made (first start, or lost, emptied or moved aside): rebuild what it should know."""
+        return self.store.fresh
+
+    def rebuilt(self) -> None:
+        self.store.fresh = False
+
     def close(self) -> None:
         self.store.close()
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._limiter)
+        try:
+            return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._limiter)
+        except sqlite3.OperationalError as exc:
+            if "full" in str(exc) or "disk I/O" in str(exc):
+                raise StoreFull(self._full_message()) from exc
+            raise
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise StoreFull(self._full_message()) from exc
+            raise
+
+    def _full_message(self) -> str:
+        where = self.store.path.parent
+        return (f"no space left on the filesystem of boxforge's state dir {where} (the store {self.store.path} could "
+                f"not be written): free space there (old state.db.corrupt-* files, boxforge.log, other files on that "
+                "filesystem) and retry; nothing already recorded was lost, and jobs on the boxes go on")
 
     # boxes
 

@@ -27,6 +27,7 @@ MEASURES: list[tuple[str, Measure]] = [
     ("memory", figures.measure_memory),
     ("Hetzner against the fake", figures.measure_hetzner),
     ("Docker beside local", figures.measure_docker),
+    ("Kubernetes beside local", figures.measure_kubernetes),
 ]
 
 

@@ -23,7 +23,8 @@ import anyio
 from mcp import Client, StdioServerParameters
 
 from providers.base import LABEL_NAME
-from providers.localbox import current_user, probe_ssh
+from providers.local.supervisor import current_user
+from providers.probe import probe_ssh
 from server import jobs
 from server.config import Settings, load_settings
 from server.keys import load_box_keys
@@ -536,3 +537,51 @@ async def measure_docker(home: Path, sizes: Sizes, report: Report) -> None:
         f"Docker beside local in one run: create + first vm_bash {fmt_ms(medians['docker'][0])} on Docker vs "
         f"{fmt_ms(medians['local'][0])} local; a foreground vm_bash {fmt_ms(medians['docker'][1])} vs "
         f"{fmt_ms(medians['local'][1])} (a Docker create makes a network, a container and its iptables guard)")
+
+
+# Kubernetes (through the fake API) beside local ------------------------------------------------
+
+
+async def measure_kubernetes(home: Path, sizes: Sizes, report: Report) -> None:
+    """create_server + first vm_bash, and a foreground vm_bash, on kubernetes (tests/fakes/kube_api.py: Pods backed
+    by local boxes, every SSH connection a port-forward websocket over the API) and on local boxes, same run."""
+    from tests.fakes.kube_api import running_kube
+
+    with running_kube(home / "kube-fake") as fake:
+        config = fake.write_kubeconfig(home / "kubeconfig")
+        providers = {
+            "local": make_settings(home / "local-k", local_sshd="openssh"),
+            "kubernetes": load_settings({"BOXFORGE_HOME": str(home / "kubernetes"), "BOXFORGE_PROVIDER": "kubernetes",
+                                         "BOXFORGE_OWNER": "obench" + secrets.token_hex(3),
+                                         "BOXFORGE_KUBECONFIG": str(config), "BOXFORGE_KUBE_KIND": "pod",
+                                         "BOXFORGE_CONFIG": str(home / "no-config.toml")}),
+        }
+        medians: dict[str, tuple[float, float]] = {}
+        for name, settings in providers.items():
+            async with mcp_client(settings) as client:
+                async def forge_and_answer(box: str) -> float:
+                    started = time.perf_counter()
+                    await call(client, "create_server", name=box, ttl="30m")
+                    await call(client, "vm_bash", server=box, command="true")
+                    return time.perf_counter() - started
+
+                creates = []
+                for i in range(sizes.creates + 1):
+                    took = await forge_and_answer(f"{name[:4]}-{i}")
+                    await destroy(client, f"{name[:4]}-{i}")
+                    if i:  # the first create warms up imports and the API client
+                        creates.append(took)
+                create = report.add(Sample(f"create_server ({name}, no repo) + first vm_bash('true'), kube run",
+                                           tuple(creates)))
+                hot = f"{name[:4]}-hot"
+                await call(client, "create_server", name=hot, ttl="30m")
+                bash = report.add(Sample(f"vm_bash('true') in the foreground on a {name} box (MCP), kube run",
+                                         await timed(sizes.iterations, lambda hot=hot: call(
+                                             client, "vm_bash", server=hot, command="true"))))
+                await destroy(client, hot)
+                medians[name] = (create.median_ms, bash.median_ms)
+    report.notes.append(
+        f"Kubernetes (fake API, Pods = local boxes) beside local in one run: create + first vm_bash "
+        f"{fmt_ms(medians['kubernetes'][0])} vs {fmt_ms(medians['local'][0])} local; a foreground vm_bash "
+        f"{fmt_ms(medians['kubernetes'][1])} vs {fmt_ms(medians['local'][1])} (a real cluster adds scheduling, "
+        "image pulls and its API server's latency: not measured here)")

@@ -18,11 +18,12 @@ from providers.docker import DockerProvider, DockerSettings
 from providers.docker.image import base_tag
 from providers.hetzner import HetznerProvider
 from providers.local import LocalProvider
-from providers.localbox import current_user
+from providers.local.supervisor import current_user
 from tests.docker_fixtures import docker_env  # noqa: F401 - the session's Docker daemon
 from tests.fakes.hetzner_api import FakeHetzner, running_fake
+from tests.fakes.kube_api import FakeKube, FakePod, running_kube
 
-TARGETS = ["local", "hetzner", "docker"]
+TARGETS = ["local", "hetzner", "docker", "kubernetes"]
 
 
 @pytest.fixture(params=TARGETS)
@@ -92,3 +93,37 @@ def docker_target(docker_env: dict[str, str], tmp_path: Path) -> Iterator[Contra
     yield target
     for provider in made:
         provider.engine.close()
+
+
+@pytest.fixture(scope="module")
+def kube_fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeKube]:
+    with running_kube(tmp_path_factory.mktemp("contract-kube")) as fake:
+        yield fake
+
+
+@pytest.fixture
+def kubernetes_target(kube_fake: FakeKube, tmp_path: Path) -> Iterator[ContractTarget]:
+    from providers.kubernetes import KubernetesProvider, KubeSettings
+
+    fake = kube_fake
+    config = fake.write_kubeconfig(tmp_path / "kubeconfig")
+    settings = KubeSettings.load({"BOXFORGE_KUBECONFIG": str(config), "BOXFORGE_KUBE_KIND": "pod"}, {}, "kubernetes")
+
+    def make() -> KubernetesProvider:
+        return KubernetesProvider.from_settings(settings, ProviderContext(tmp_path / "home", "unused"))
+
+    async def add_foreign() -> str:  # a Pod of another team in the same namespace, named like one of ours
+        name = "bf-web-0123456789"
+        fake.pods[("boxforge", name)] = FakePod({
+            "metadata": {"name": name, "namespace": "boxforge", "uid": "u-web", "labels": {"team": "web"},
+                         "resourceVersion": "1"},
+            "spec": {"containers": [{"name": "web", "image": "nginx"}]}, "status": {"phase": "Running"}})
+        return name
+
+    async def remove_foreign(name: str) -> None:
+        fake.pods.pop(("boxforge", name), None)
+
+    target = ContractTarget("kubernetes", make, tmp_path / "keys", ready_timeout_s=30, add_foreign=add_foreign,
+                            remove_foreign=remove_foreign)
+    yield target
+    assert fake.live_pods(**{"boxforge-owner": target.owner}) == []

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from providers import localbox
+from providers.local import supervisor as localbox
 from providers.base import LABEL_EXPIRES_AT, Box, BoxSpec, NotFound
 from providers.contract import (
     EXTRA_LABEL,

@@ -30,7 +30,7 @@ API changelog entries (docs.hetzner.cloud/changelog) it follows:
 - 2026-07-01 "removing datacenters": the ``datacenter`` property is gone from servers (and
   primary IPs); placement is by ``location`` only.
 
-Each server boots a REAL local box (providers.localbox) on its own loopback address
+Each server boots a REAL local box (providers.local.supervisor, unisolated) on its own loopback address
 127.A.B.N with one shared SSH port: the host key pair and the authorized key are read from
 the cloud-config user data, as cloud-init would, so the Hetzner path runs end to end
 (API -> cloud-init-equivalent -> SSH -> jobs -> delete). Deleting a server burns its box.
@@ -63,7 +63,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from providers import localbox
+from providers.local import supervisor as localbox
 from providers.base import BACKSTOP_EXPIRES_FILE, LABEL_EXPIRES_AT, LABEL_REQUEST, BoxSpec
 from tests.fakes.hetzner_catalog import IMAGES, LOCATIONS, FakeType, server_types
 

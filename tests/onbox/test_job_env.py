@@ -51,3 +51,14 @@ async def test_a_box_env_path_applies_to_the_command_and_the_job_env_overrides_i
     await jobs.launch(local_ex, job_id, 'echo "$PATH $A"', cwd="~", env={"A": "job"})
     st = await finished(local_ex, job_id)
     assert (st.state, st.stdout) == ("succeeded", b"/box-only job\n")
+
+
+async def test_the_secrets_of_several_jobs_are_read_back_in_one_call(local_ex: jobs.BoxExec) -> None:
+    first, second, plain = jobs.new_job_id(), jobs.new_job_id(), jobs.new_job_id()
+    await jobs.launch(local_ex, first, "true", cwd="~", env={"TOKEN": "it's\nsecret"})
+    await jobs.launch(local_ex, second, "true", cwd="~", env={"A": "1", "B": "two words"})
+    await jobs.launch(local_ex, plain, "true", cwd="~")
+    for job_id in (first, second, plain):
+        await finished(local_ex, job_id)
+    assert await jobs.read_many_secrets(local_ex, [first, second, plain]) == {
+        first: {"TOKEN": "it's\nsecret"}, second: {"A": "1", "B": "two words"}, plain: {}}

@@ -53,6 +53,11 @@ def test_paths_with_nul_cr_or_lf_are_refused(bad: str) -> None:
         inputs.check_path_text(bad)
     with pytest.raises(InvalidInput, match="NUL, CR or LF"):
         inputs.resolve_cwd(bad, project_dir="/p", home="/h")
+    assert not inputs.is_one_line(bad)
+
+
+def test_one_line_text_may_hold_any_other_character() -> None:
+    assert inputs.is_one_line("a b\t'\"$(x)`;|&é\x7f")
 
 
 def test_cwd_resolves_in_the_project_dir_and_home() -> None:

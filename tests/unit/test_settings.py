@@ -48,9 +48,12 @@ def test_the_reaper_sweeps_store_named_and_configured_providers(tmp_path: Path) 
 
 
 def test_providers_are_built_generically_under_the_state_dir(tmp_path: Path) -> None:
-    settings = settings_with(tmp_path, BOXFORGE_LOCAL_SSHD="embedded")
+    settings = settings_with(tmp_path, BOXFORGE_LOCAL_SSHD="embedded", BOXFORGE_LOCAL_ISOLATION="none")
     local = ProviderSet(settings).get("local")
     assert local.root == (settings.home / "local-boxes").resolve() and local.server == "embedded"
+    assert type(local).__name__ == "UnisolatedLocalProvider"
+    isolated = ProviderSet(settings_with(tmp_path, BOXFORGE_LOCAL_EGRESS="none")).get("local")
+    assert type(isolated).__name__ == "LocalProvider" and isolated.egress == "none"
 
 
 def test_git_settings_read_flags_and_numbers_from_env(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 import asyncssh
 
-from providers.localbox import (
+from providers.local.supervisor import (
     AUTHORIZED_KEYS_FILE,
     BOX_ENV_VAR,
     DEFAULT_PATH,

@@ -11,16 +11,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import anyio
 import anyio.to_thread
 
-from providers import localbox
 from providers.base import (
     Box,
     BoxSpec,
@@ -32,9 +32,10 @@ from providers.base import (
     ProviderSettings,
     ReadyTimeout,
 )
-from providers.capabilities import SeesLocalPaths
-
-ServerChoice = Literal["auto", "openssh", "embedded"]
+from providers.capabilities import InstallsPackages, Isolated, Isolation, OnboxCall, PinsHostKey, SeesLocalPaths
+from providers.local import cgroup, image, network
+from providers.local import supervisor as localbox
+from providers.local.settings import BOXES_DIR_NAME, LocalSettings, ServerChoice
 
 DESTROY_TIMEOUT_S = 10.0
 READY_POLL_S = 0.01
@@ -82,6 +83,7 @@ def box_from_dir(box_dir: Path) -> Box | None:
         state = BoxState.ERROR  # its supervisor died: nothing watches or serves this box
     else:
         state = BoxState.PENDING
+    isolated = info.get("isolation") == "full"
     return Box(
         id=box_dir.name,
         name=info["name"],
@@ -93,30 +95,43 @@ def box_from_dir(box_dir: Path) -> Box | None:
         created_at=float(info["created_at"]),
         data={
             "box_dir": str(box_dir),
-            "home": str(box_dir / localbox.HOME_DIR),
+            "home": "/root" if isolated else str(box_dir / localbox.HOME_DIR),
             "server": info["server"],
+            "isolation": "full" if isolated else "none",
         },
+        size=info.get("size"),
+        warnings=() if isolated else (UNISOLATED_WARNING,),
     )
 
 
-# Minimal settings for the spine-b branch only: the local-provider branch brings the real LocalSettings.
-BOXES_DIR_NAME = "local-boxes"  # under the orchestrator's state dir, as in the first edition
+UNISOLATED_WARNING = ("this local box is NOT isolated (BOXFORGE_LOCAL_ISOLATION=none): it runs as the "
+                      "orchestrator's user and can read the orchestrator's files, keys and processes")
 
 
-class LocalSettings(ProviderSettings):
-    """BOXFORGE_LOCAL_SSHD (auto, openssh, embedded), BOXFORGE_LOCAL_WATCHDOG_GRACE_S; legacy ``local_*`` keys."""
+def isolation_problems() -> list[str]:
+    """Why isolated boxes cannot run here (empty: they can)."""
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("boxforge is not running as root (isolated boxes need root for their netns, cgroup, "
+                        "uid range and mounts)")
+    for tool in ("bwrap", "ip", "iptables", "iptables-save", "iptables-restore"):
+        if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
+            problems.append(f"{tool} is not installed (apt-get install bubblewrap iproute2 iptables)")
+    try:
+        if int(Path("/proc/sys/user/max_user_namespaces").read_text()) == 0:
+            problems.append("user namespaces are disabled (sysctl user.max_user_namespaces=0)")
+    except (OSError, ValueError):
+        problems.append("this kernel has no user namespaces (not Linux?)")
+    return problems
 
-    env_prefix: ClassVar[str] = "BOXFORGE_LOCAL_"
-    legacy_prefix: ClassVar[str] = "local_"
-    sshd: ServerChoice = "auto"
-    watchdog_grace_s: float = 5.0
 
+class LocalProvider(Provider, PinsHostKey, Isolated, InstallsPackages):
+    """Isolated boxes on this machine. See providers.base.Provider for the contract.
 
-class LocalProvider(Provider, SeesLocalPaths):
-    """Boxes on this machine. See providers.base.Provider for the contract.
-
-    ``server``: ``auto`` uses the system OpenSSH sshd when present, else the embedded
-    asyncssh server. ``host``/``port``: where boxes listen; port 0 picks a free port per box.
+    Each box: its own netns and address in 10.231.0.0/16, its own host uid range (root inside a user
+    namespace), its own cgroup (``size`` presets), an overlay on the cached base image, sshd inside, and a
+    supervisor outside its reach that burns it at its TTL. ``isolation="none"`` gives the old unisolated box
+    (``UnisolatedLocalProvider``).
     """
 
     name: ClassVar[str] = "local"
@@ -125,24 +140,50 @@ class LocalProvider(Provider, SeesLocalPaths):
     @classmethod
     def from_settings(cls, settings: ProviderSettings, ctx: ProviderContext) -> LocalProvider:
         assert isinstance(settings, LocalSettings)
-        return cls(ctx.home / BOXES_DIR_NAME, server=settings.sshd, watchdog_grace_s=settings.watchdog_grace_s)
+        root = ctx.home / BOXES_DIR_NAME
+        if settings.isolation == "none":
+            return UnisolatedLocalProvider(root, server=settings.sshd, watchdog_grace_s=settings.watchdog_grace_s)
+        return cls(root, egress=settings.egress, user_image=settings.image or None,
+                   image_cache=image.cache_dir(ctx.home), watchdog_grace_s=settings.watchdog_grace_s)
 
     def __init__(
         self,
         root: Path,
         *,
+        egress: str = "nat",
+        user_image: str | None = None,
+        image_cache: Path | None = None,
+        watchdog_grace_s: float = localbox.WATCHDOG_GRACE_S,
         server: ServerChoice = "auto",
         host: str = "127.0.0.1",
         port: int = 0,
-        watchdog_grace_s: float = localbox.WATCHDOG_GRACE_S,
     ) -> None:
         if server not in ("auto", "openssh", "embedded"):
             raise ProviderError(f"unknown local SSH server {server!r}; use auto, openssh or embedded")
+        if egress not in ("nat", "none"):
+            raise ProviderError(f"unknown egress {egress!r}; use nat or none")
         self.root = Path(root).expanduser().resolve()
         self.server = server
         self.host = host
         self.port = port
+        self.egress = egress
+        self.user_image = user_image
+        self.image_cache = Path(image_cache) if image_cache else image.cache_dir(self.root.parent)
         self.watchdog_grace_s = watchdog_grace_s
+
+    def isolation(self, box: Box | None = None) -> Isolation:
+        return Isolation("own mount, pid, user (uid range), ipc, uts, cgroup and network namespaces; "
+                         "cgroup limits; no host services, no other box; shared kernel")
+
+    def package_install(self, packages: tuple[str, ...]) -> OnboxCall:
+        return OnboxCall("apt-install.sh", {"PACKAGES": " ".join(packages)})
+
+    def ensure_image(self, progress: image.Progress = lambda _: None) -> image.Image:
+        """The image boxes boot from, built (about a minute, once per cache) or unpacked now if needed."""
+        try:
+            return image.ensure_image(self.image_cache, self.user_image, progress=progress)
+        except image.ImageError as exc:
+            raise ProviderError(str(exc)) from exc
 
     def _box_dir(self, box_id: str) -> Path | None:
         return self.root / box_id if localbox.BOX_ID_RE.match(box_id) else None
@@ -160,7 +201,7 @@ class LocalProvider(Provider, SeesLocalPaths):
         """Start a box (PENDING until its server answers); idempotent by ``spec.request_id``."""
         try:
             box_dir = await anyio.to_thread.run_sync(self._create_blocking, spec)
-        except (localbox.BoxStartError, ValueError, OSError) as exc:
+        except (localbox.BoxStartError, network.NetworkError, ValueError, OSError) as exc:
             raise ProviderError(f"cannot create local box {spec.name!r}: {exc}") from exc
         box = box_from_dir(box_dir)
         if box is None:
@@ -168,15 +209,26 @@ class LocalProvider(Provider, SeesLocalPaths):
         return box
 
     def _create_blocking(self, spec: BoxSpec) -> Path:
-        server = localbox.resolve_server(self.server)
+        problems = isolation_problems()
+        if problems:
+            raise ProviderError(
+                "isolated local boxes cannot run here: " + "; ".join(problems) + ". Run boxforge as root on "
+                "Linux, or use the docker or hetzner provider (--provider), or accept an UNISOLATED box with "
+                "BOXFORGE_LOCAL_ISOLATION=none")
+        try:
+            size, limits = cgroup.limits_for(spec.size)
+        except ValueError as exc:
+            raise ProviderError(str(exc)) from exc
+        egress = (spec.egress or self.egress) != "none"
+        rootfs = self.ensure_image().rootfs
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         with _root_lock(self.root):
             for box_dir in self._box_dirs():
                 info = localbox.read_box_info(box_dir)
                 if info is not None and info.get("request_id") == spec.request_id:
                     return box_dir
-            box_dir = localbox.prepare_box_dir(self.root, spec, server=server, host=self.host, port=self.port,
-                                               watchdog_grace_s=self.watchdog_grace_s)
+            box_dir = localbox.prepare_isolated_dir(self.root, spec, egress=egress, image=rootfs,
+                                                    size=size, limits=limits, watchdog_grace_s=self.watchdog_grace_s)
         localbox.start_supervisor(box_dir)
         return box_dir
 
@@ -188,6 +240,12 @@ class LocalProvider(Provider, SeesLocalPaths):
         while True:
             box = box_from_dir(box_dir) if box_dir else None
             if box is None:
+                failed = self.root / f".failed-{box_id}.log"
+                if failed.exists():
+                    why = failed.read_text(errors="replace")
+                    failed.unlink(missing_ok=True)
+                    raise ProviderError(f"local box {box_id} failed to start and was burned; its log ends "
+                                        f"with:\n{why}")
                 raise NotFound(f"local box {box_id} does not exist (any more)")
             if box.state is BoxState.RUNNING and await localbox.probe_ssh(box.host or "", box.ssh_port):
                 return box
@@ -239,3 +297,24 @@ class LocalProvider(Provider, SeesLocalPaths):
 
     async def aclose(self) -> None:
         """Nothing to release: boxes outlive this object on purpose."""
+
+
+class UnisolatedLocalProvider(LocalProvider, SeesLocalPaths):
+    """The first edition's local box (BOXFORGE_LOCAL_ISOLATION=none): an SSH server as the orchestrator's own
+    user with another HOME. Not a sandbox: every box it makes carries a warning saying so."""
+
+    def isolation(self, box: Box | None = None) -> Isolation:
+        return Isolation("none: the orchestrator's user, filesystem, processes and network", UNISOLATED_WARNING)
+
+    def _create_blocking(self, spec: BoxSpec) -> Path:
+        server = localbox.resolve_server(self.server)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with _root_lock(self.root):
+            for box_dir in self._box_dirs():
+                info = localbox.read_box_info(box_dir)
+                if info is not None and info.get("request_id") == spec.request_id:
+                    return box_dir
+            box_dir = localbox.prepare_box_dir(self.root, spec, server=server, host=self.host, port=self.port,
+                                               watchdog_grace_s=self.watchdog_grace_s)
+        localbox.start_supervisor(box_dir)
+        return box_dir

@@ -41,13 +41,14 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import anyio
 
 from providers.base import LABEL_EXPIRES_AT, BoxSpec, expires_at_from_labels
+from providers.local import boxinit, cgroup, network, syscalls
 from providers.probe import probe_ssh
 
 ServerKind = Literal["openssh", "embedded"]
@@ -69,7 +70,7 @@ LOG_FILE = "supervisor.log"
 
 BOX_ENV_VAR = "BOXFORGE_BOX"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-SUPERVISOR_MODULE = "providers.localbox"
+SUPERVISOR_MODULE = "providers.local.supervisor"
 WATCH_INTERVAL_S = 0.25
 SERVER_START_TIMEOUT_S = 10.0
 PORT_ATTEMPTS = 5
@@ -287,6 +288,8 @@ def _running_job_groups(home: Path) -> dict[int, float]:
 def burn_box(box_dir: Path, *, timeout: float = 5.0) -> None:
     """Stop the box's SSH server, kill every process of the box, remove its directory.
 
+    An isolated box burns through its cgroup and netns (``burn_isolated``).
+
     Idempotent and safe from any process: the supervisor calls it at expiry or SIGTERM, the
     provider calls it as a fallback when the supervisor is dead or stuck. Never kills the
     calling process or its ancestors. Blocking (up to ``timeout`` while processes die).
@@ -294,6 +297,12 @@ def burn_box(box_dir: Path, *, timeout: float = 5.0) -> None:
     box_dir = Path(box_dir).resolve()
     box_id = box_dir.name
     info = read_box_info(box_dir) or {}
+    if info.get("isolation") == "full":
+        burn_isolated(box_dir, info, timeout=timeout)
+        return
+    if any(d.exists() for d in cgroup.dirs(box_id)) or any(
+            network.exists(network.names(box_id, flag)[0]) for flag in (True, False)):
+        burn_leftover(box_id, timeout)  # an isolated box whose box.json is already gone
     not_before = float(info.get("created_at", 0)) - 2.0
     roots = set()
     sup = supervisor_pid(box_dir)
@@ -379,7 +388,7 @@ def prepare_box_dir(
 def _supervisor_env(home: Path) -> dict[str, str]:
     """A clean environment: the orchestrator's secrets must not reach a box."""
     # The supervisor must import this very code (and the same dependencies) as its creator.
-    python_path = [str(Path(__file__).resolve().parent.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+    python_path = [str(Path(__file__).resolve().parents[2]), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {"PATH": os.environ.get("PATH", DEFAULT_PATH), "PYTHONPATH": os.pathsep.join(python_path)}
     env["HOME"] = str(home)
     for name in ("LANG", "LC_ALL", "TZ"):
@@ -397,7 +406,7 @@ def start_supervisor(box_dir: Path) -> int:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
-            cwd=box_dir / HOME_DIR,
+            cwd=box_dir / HOME_DIR if (box_dir / HOME_DIR).is_dir() else box_dir,
             env=_supervisor_env(box_dir / HOME_DIR),
             start_new_session=True,
         )
@@ -516,7 +525,7 @@ class _EmbeddedServer:
         self.acceptor: Any = None
 
     async def start(self) -> None:
-        from providers import embedded_sshd  # asyncssh is only needed by embedded boxes
+        from providers.local import sshd as embedded_sshd  # asyncssh is only needed by embedded boxes
 
         self.acceptor = await embedded_sshd.listen(self.box_dir, self.info)
 
@@ -629,15 +638,197 @@ def _daemonize(box_dir: Path) -> None:
         os._exit(0)
 
 
+# --- isolated boxes ------------------------------------------------------------------
+
+
+def prepare_isolated_dir(root: Path, spec: BoxSpec, *, egress: bool, image: Path, size: str,
+                         limits: cgroup.Limits, watchdog_grace_s: float = WATCHDOG_GRACE_S) -> Path:
+    """Write an isolated box's directory (built aside, then renamed into place) and return it.
+
+    Orchestrator-side files (box.json, labels.json, logs, pids) are root's, 0600: the box cannot see this dir
+    at all (its own mount namespace), and its host uid cannot read them either."""
+    root = Path(root).resolve()
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    box_id = new_box_id()
+    box_dir = root / box_id
+    index = network.claim(box_dir, burn_leftover)
+    staging = root / f".staging-{box_id}"
+    staging.mkdir(mode=0o700)
+    try:
+        host_side, box_addr = network.addresses(index)
+        netns, veth = network.names(box_id, egress)
+        info = {
+            "id": box_id, "name": spec.name, "request_id": spec.request_id, "created_at": time.time(),
+            "isolation": "full", "index": index, "uid": boxinit.host_uid(index), "host": box_addr,
+            "gateway": host_side, "port": 22, "port_auto": False, "user": "root", "server": "openssh",
+            "netns": netns, "veth": veth, "egress": egress, "image": str(image), "size": size,
+            "limits": limits.describe(), "watchdog_grace_s": watchdog_grace_s,
+        }
+        write_labels(staging, spec.labels)
+        write_json(staging / BOX_FILE, info)
+        boxinit.prepare_fs(staging, info, spec.host_key_private, spec.authorized_key)
+        staging.rename(box_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        network.release(index, box_dir)
+        raise
+    return box_dir
+
+
+def _kill_until_gone(pids_of: Callable[[], set[int]], timeout: float) -> None:
+    spare = _ancestors(os.getpid())
+    deadline = time.monotonic() + timeout
+    while True:
+        victims = {pid for pid in pids_of() - spare if pid_alive(pid)}
+        if not victims or time.monotonic() > deadline:
+            return
+        for pid in victims:
+            _kill(pid)
+        time.sleep(0.01)
+
+
+def _remove_cgroup(box_id: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:  # a cgroup can be removed once its last (killed) process is reaped
+        cgroup.remove(box_id)
+        if not any(d.exists() for d in cgroup.dirs(box_id)) or time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
+
+
+def burn_leftover(box_id: str, timeout: float = 5.0) -> None:
+    """What a box whose dir is gone may have left: processes in its cgroup or netns, the netns, the cgroup."""
+    if not BOX_ID_RE.match(box_id):
+        return
+    netnses = [network.names(box_id, flag)[0] for flag in (True, False)]
+    _kill_until_gone(lambda: cgroup.pids(box_id) | {p for ns in netnses for p in network.netns_pids(ns)}, timeout)
+    network.teardown(box_id)
+    _remove_cgroup(box_id, timeout)
+
+
+def _limits_of(info: Mapping[str, Any]) -> cgroup.Limits:
+    raw = info["limits"]
+    return cgroup.Limits(int(raw["cores"]), int(raw["memory_mib"]) << 20, int(raw["pids"]))
+
+
+def burn_isolated(box_dir: Path, info: Mapping[str, Any], *, timeout: float = 5.0) -> None:
+    """Kill the supervisor, then every process in the box's cgroup and netns, then remove the netns, veth,
+    cgroup and dirs. The box's mounts live only in its own mount namespace: they go with its last process."""
+    box_id = box_dir.name
+    sup = supervisor_pid(box_dir)
+    if sup is not None and sup != os.getpid():
+        _kill(sup)
+    netns = str(info.get("netns", ""))
+    _kill_until_gone(lambda: cgroup.pids(box_id) | network.netns_pids(netns), timeout)
+    network.teardown(box_id, bool(info.get("egress")))
+    if not (box_dir / READY_FILE).exists() and (box_dir / LOG_FILE).exists():
+        # a box that never came up: keep why, for the create that waits on it (wait_ready reports it)
+        with contextlib.suppress(OSError):
+            write_atomic(box_dir.parent / f".failed-{box_id}.log", log_tail(box_dir))
+    _remove_cgroup(box_id, timeout)
+    shutil.rmtree(box_dir, ignore_errors=True)
+    if "index" in info:
+        network.release(int(info["index"]), box_dir)
+
+
+def _start_isolated(box_dir: Path) -> int:
+    """Network, cgroup, then the box itself (a child of this, the supervisor). Blocking, main thread only."""
+    info = read_box_info(box_dir)
+    if info is None:
+        raise BoxStartError("box.json is missing")
+    cgroup.create(box_dir.name, _limits_of(info))
+    network.setup(box_dir.name, int(info["index"]), egress=bool(info["egress"]))
+    pid = boxinit.spawn(box_dir, info)
+    write_atomic(box_dir / SERVER_PID_FILE, f"{pid}\n")
+    return pid
+
+
+def _spawn_undertaker(box_dir: Path) -> None:
+    """A small shell that burns the box when this supervisor dies however it dies (SIGKILL included): it
+    waits for EOF on a pipe only the supervisor holds."""
+    read_end, write_end = os.pipe()
+    env = _supervisor_env(box_dir)
+    subprocess.Popen(["/bin/sh", "-c", 'cat >/dev/null; exec "$0" -m "$1" --burn "$2"', sys.executable,
+                      SUPERVISOR_MODULE, str(box_dir)],
+                     stdin=read_end, stdout=subprocess.DEVNULL, stderr=None, env=env, start_new_session=True)
+    os.close(read_end)
+    os.set_inheritable(write_end, False)  # kept open, never passed on: its EOF is this process's death
+
+
+async def supervise_isolated(box_dir: Path, box_pid: int) -> None:
+    """Watch an isolated box until it expires, is told to stop, or its pid 1 dies; then burn it."""
+    reason = "supervisor failed"
+    info = read_box_info(box_dir) or {}
+    try:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with anyio.create_task_group() as tg:
+
+                async def on_signal() -> None:
+                    nonlocal reason
+                    async for signum in signals:
+                        reason = f"received {signal.Signals(signum).name}"
+                        tg.cancel_scope.cancel()
+
+                tg.start_soon(on_signal)
+                with anyio.fail_after(SERVER_START_TIMEOUT_S):
+                    while not await probe_ssh(info["host"], 22, timeout=0.5):
+                        if not pid_alive(box_pid):
+                            raise BoxStartError("the box's init exited before its SSH server answered")
+                        await anyio.sleep(0.005)
+                write_json(box_dir / READY_FILE, {"port": 22, "ready_at": time.time()})
+                print(f"ready on {info['host']}:22", file=sys.stderr, flush=True)
+                while True:
+                    if not (box_dir / BOX_FILE).exists():
+                        reason = "box directory vanished"
+                        break
+                    if _expired(box_dir):
+                        reason = f"expired ({LABEL_EXPIRES_AT} reached)"
+                        break
+                    if not pid_alive(box_pid):
+                        reason = "the box's init exited"
+                        break
+                    await anyio.sleep(WATCH_INTERVAL_S)
+                tg.cancel_scope.cancel()
+    except Exception:
+        traceback.print_exc()
+    finally:
+        with anyio.CancelScope(shield=True):
+            print(f"burning {box_dir.name}: {reason}", file=sys.stderr, flush=True)
+            await anyio.to_thread.run_sync(burn_box, box_dir)
+
+
+def _reap_children(signum: int, frame: object) -> None:
+    """As a child subreaper, collect every orphan of the box's host-side chain at once (no zombies)."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+
+
 def main(argv: Iterable[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) == 2 and args[0] == "--burn":
+        burn_box(Path(args[1]).resolve())
+        return
     if len(args) != 1:
-        sys.exit("usage: python -m providers.localbox <box_dir>")
+        sys.exit("usage: python -m providers.local.supervisor [--burn] <box_dir>")
     box_dir = Path(args[0]).resolve()
     if not (box_dir / BOX_FILE).is_file():
         sys.exit(f"{box_dir} is not a box directory")
     _daemonize(box_dir)
-    anyio.run(supervise, box_dir)
+    if (read_box_info(box_dir) or {}).get("isolation") != "full":
+        anyio.run(supervise, box_dir)
+        return
+    syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+    _spawn_undertaker(box_dir)
+    try:
+        if _expired(box_dir):
+            raise BoxStartError("expired before start")
+        box_pid = _start_isolated(box_dir)
+    except Exception:
+        traceback.print_exc()
+        burn_box(box_dir)
+        return
+    anyio.run(supervise_isolated, box_dir, box_pid)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,145 @@
+"""The plan: a YAML file, or the same structure as the ``plan_start`` tool's argument.
+
+Field-level rules live here (shapes, branch names git accepts, a pool of at least one box); rules across
+tasks (unknown ids, cycles, predicted conflicts) live in ``server.plans.validate``."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from server.domain.inputs import ENV_NAME_RE
+from server.schemas import TtlSeconds
+
+TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_REF_BAD = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+
+
+def git_branch_problem(value: str) -> str | None:
+    """Why ``git check-ref-format --branch`` refuses ``value``, or None (the same rules, without a process)."""
+    if not value:
+        return "it is empty"
+    if len(value) > 200:
+        return "it is longer than 200 characters"
+    if value.startswith("-"):
+        return "it starts with '-'"
+    if value == "HEAD" or value == "@":
+        return f"{value!r} is reserved"
+    if _REF_BAD.search(value):
+        return "it holds a space, a control character or one of ~ ^ : ? * [ \\"
+    if ".." in value:
+        return "it holds '..'"
+    if "@{" in value:
+        return "it holds '@{'"
+    if value.startswith("/") or value.endswith("/") or "//" in value:
+        return "it starts or ends with '/' or holds '//'"
+    if value.endswith("."):
+        return "it ends with '.'"
+    for part in value.split("/"):
+        if part.startswith("."):
+            return f"the component {part!r} starts with '.'"
+        if part.endswith(".lock"):
+            return f"the component {part!r} ends with '.lock'"
+    return None
+
+
+def _check_git_branch(value: str) -> str:
+    problem = git_branch_problem(value)
+    if problem:
+        raise ValueError(f"git refuses the branch name {value[:80]!r}: {problem} (e.g. 'feat/login')")
+    return value
+
+
+def _check_task_id(value: str) -> str:
+    if not TASK_ID_RE.fullmatch(value):
+        raise ValueError(f"invalid task id {value[:80]!r}: use 1-63 letters, digits, '.', '_' or '-', starting "
+                         "with a letter or digit (e.g. 'api')")
+    return value
+
+
+GitBranch = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_check_git_branch)]
+TaskId = Annotated[str, Field(min_length=1, max_length=63, json_schema_extra={"pattern": TASK_ID_RE.pattern}),
+                   AfterValidator(_check_task_id)]
+OwnedGlob = Annotated[str, Field(min_length=1, max_length=512)]
+
+
+class PlanBoxes(BaseModel):
+    """The pool: create_server's parameters plus ``max``; boxes are reused between tasks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max: int = Field(1, description="Boxes in the pool at most (at least 1)")
+    ttl: TtlSeconds | None = Field(None, description="Each box's time to live ('2h'); default 2h")
+    agent: str = Field("none", max_length=32, description="none, claude, codex or custom")
+    agent_install: str | None = Field(None, max_length=4096)
+    agent_command: str | None = Field(None, max_length=4096)
+    env_from: list[str] = Field(default_factory=list, max_length=64,
+                                description="Names of orchestrator env variables copied to each box (secret)")
+    size: str | None = Field(None, max_length=64)
+    provider: str | None = Field(None, max_length=32)
+    location: str | None = Field(None, max_length=64)
+    image: str | None = Field(None, max_length=128)
+
+    @field_validator("max")
+    @classmethod
+    def _pool(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"boxes.max is {value}: a plan needs a pool of at least 1 box")
+        if value > 100:
+            raise ValueError(f"boxes.max is {value}: at most 100 boxes per plan")
+        return value
+
+    @field_validator("env_from")
+    @classmethod
+    def _env_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not ENV_NAME_RE.fullmatch(name):
+                raise ValueError(f"invalid env name {name[:64]!r} in boxes.env_from: use letters, digits and '_'")
+        return value
+
+
+class PlanTask(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: TaskId
+    branch: GitBranch
+    prompt: str | None = Field(None, max_length=64 * 1024, description="What the agent is asked to do")
+    command: str | None = Field(None, max_length=4096, description="A plain command run instead of the agent")
+    owns: list[OwnedGlob] = Field(default_factory=list, max_length=256,
+                                  description="Paths this task changes (globs; a directory owns its subtree)")
+    depends_on: list[TaskId] = Field(default_factory=list, max_length=256)
+    check: str | None = Field(None, max_length=4096,
+                              description="Acceptance command run on the box after the agent; exit 0 = done")
+    retries: int | None = Field(None, ge=0, le=10, description="Reassignments after a box dies (default: plan's)")
+    allow_overlap: bool = Field(False, description="Accept owning paths another independent task owns")
+
+    @field_validator("prompt", "command", "check")
+    @classmethod
+    def _not_blank(cls, value: str | None, info) -> str | None:  # type: ignore[no-untyped-def]
+        if value is not None and not value.strip():
+            raise ValueError(f"{info.field_name} is empty: give the text or leave the key out")
+        return value
+
+    def content_hash(self) -> str:
+        """Same id and same content -> same hash: a re-sent task is not run twice."""
+        body = "\0".join([self.id, self.branch, self.prompt or "", self.command or "", self.check or "",
+                          ",".join(sorted(self.depends_on))])
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+class Plan(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: TaskId = Field(description="The plan's name")
+    repo: str = Field(".", min_length=1, max_length=2048, description="The user's repo (path or URL)")
+    base: GitBranch = Field("main", description="Branch tasks without dependencies start from")
+    boxes: PlanBoxes = Field(default_factory=PlanBoxes)
+    require: dict[str, str] = Field(default_factory=dict, max_length=32,
+                                    description="Tool versions checked on every box before work, e.g. node: '>=20'")
+    retries: int = Field(1, ge=0, le=10, description="Reassignments of a dead box's task (default 1)")
+    budget: float | None = Field(None, gt=0, description="Currency amount the plan's boxes never exceed")
+    allow_overlap: bool = Field(False, description="Report predicted conflicts without refusing the plan")
+    tasks: list[PlanTask] = Field(min_length=1, max_length=2000)
