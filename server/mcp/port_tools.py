@@ -29,7 +29,7 @@ async def vm_forward_list(
     ctx: Context,
     server: Annotated[ServerName | None, Field(description="Only this box")] = None,
 ) -> ForwardList:
-    """Open port forwards and their local urls."""
+    """Open port forwards of one box or all boxes, with their local urls."""
     return await fleet_of(ctx).list_forwards(server)
 
 
