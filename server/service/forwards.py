@@ -21,7 +21,7 @@ from server.errors import BoxUnreachable, ForgeError, InvalidInput
 from server.schemas import ForwardInfo
 from server.ssh import SSHPool, SSHTarget
 
-BOX_HOST = "localhost"  # the box's own loopback, as the box's sshd resolves it
+BOX_HOST = "127.0.0.1"  # the box's own loopback (IPv4: a box may resolve no names)
 CHECK_TIMEOUT_S = 5.0
 LOOPBACK = "127.0.0.1"
 MIN_LOCAL_PORT = 1024
