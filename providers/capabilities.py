@@ -9,7 +9,7 @@ offers and implements their methods. Shell that a capability wants run on the bo
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from providers.base import Box, BoxSpec
@@ -87,6 +87,20 @@ class Isolated(ABC):
     def isolation(self, box: Box | None = None) -> Isolation: ...
 
 
+class BuildsImages(ABC):
+    """The provider boots boxes from an image it builds and caches here (local boxes' Debian root)."""
+
+    @abstractmethod
+    def cached_images(self) -> list[dict[str, object]]: ...
+
+    @abstractmethod
+    def image_ready(self) -> bool: ...
+
+    @abstractmethod
+    def build_image(self, progress: Callable[[str], None], force: bool = False) -> dict[str, object]:
+        """Blocking: build (or unpack) the image now if missing, or always with ``force``."""
+
+
 class CanFork(ABC):
     """New boxes can start as a copy of a running box's filesystem."""
 
@@ -97,4 +111,4 @@ class CanFork(ABC):
 def capabilities(provider: object) -> list[str]:
     """The names of the capabilities a provider declares (for docs, ``boxforge providers``)."""
     return [cap.__name__ for cap in (PinsHostKey, SeesLocalPaths, WaitsForBoot, HasBackstop, HasPricing,
-                                     InstallsPackages, Isolated, CanFork) if isinstance(provider, cap)]
+                                     InstallsPackages, Isolated, CanFork, BuildsImages) if isinstance(provider, cap)]

@@ -25,12 +25,12 @@ __all__ = [  # the domain rules the models use, importable from here as before
 # Patterns go into the schema only (json_schema_extra): the validators give the worded error.
 ServerName = Annotated[
     str,
-    Field(description="Box name", json_schema_extra={"pattern": NAME_RE.pattern}),
+    Field(json_schema_extra={"pattern": NAME_RE.pattern}),
     AfterValidator(check_name),
 ]
 JobId = Annotated[
     str,
-    Field(description="Job id (j-...)", json_schema_extra={"pattern": JOB_ID_RE.pattern}),
+    Field(json_schema_extra={"pattern": JOB_ID_RE.pattern}),
     AfterValidator(check_job_id),
 ]
 TtlSeconds = Annotated[
@@ -170,6 +170,27 @@ class JobStatusResult(Hinted):
     warning: str | None = None
 
 
+class JobBrief(BaseModel):
+    """One job in vm_job_wait: its state and how much output it has, no output."""
+
+    job_id: str
+    server: str
+    state: str
+    exit_code: int | None = None
+    stdout_size: int | None = Field(None, description="Stdout bytes so far (read from your offset with vm_job_status)")
+    stderr_size: int | None = None
+    box_reachable: bool = True
+
+
+class JobWaitResult(Hinted):
+    """Result of vm_job_wait."""
+
+    jobs: list[JobBrief]
+    ended: list[str] = Field(description="Ids of the jobs that are no longer running")
+    running: list[str] = Field(description="Ids still running")
+    hint: str | None = None
+
+
 class JobSummary(BaseModel):
     job_id: str
     server: str
@@ -220,9 +241,7 @@ def time_left(expires_at: float | None, now: float | None = None,
 
 BoxPath = Annotated[
     str,
-    Field(min_length=1, max_length=4096, description="Path on the box: relative paths resolve in the project dir, "
-                                                     "'~/' in the box user's home; absolute paths are used as given",
-          json_schema_extra={"pattern": PATH_PATTERN}),
+    Field(min_length=1, max_length=4096, json_schema_extra={"pattern": PATH_PATTERN}),
     AfterValidator(check_path_text),
 ]
 Encoding = Literal["text", "base64"]

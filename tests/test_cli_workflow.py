@@ -93,7 +93,7 @@ def test_ssh_uses_the_pinned_host_key_only(settings: Settings, tmp_path: Path) -
     try:
         ran = boxforge(settings, "ssh", "shell", "--", "pwd")
         assert ran.returncode == 0, ran.stderr
-        assert ran.stdout.splitlines()[0].endswith("/home/project")
+        assert ran.stdout.splitlines()[0].endswith("/project")  # /root/project in an isolated box
         (key_dir,) = settings.keys_dir.iterdir()
         (key_dir / HOST_PUB_FILE).write_text(generate_keypair("impostor")[1] + "\n")
         refused = boxforge(settings, "ssh", "shell", "--", "echo", "should-not-run")

@@ -214,3 +214,19 @@ async def test_egress_none_cuts_outbound_and_the_box_says_so(tmp_path: Path) -> 
         assert f"-A {network.CHAIN_FWD} -i bfln+ -j DROP" in rules
     finally:
         await provider.destroy(box.id)
+
+
+def test_image_build_and_ls_on_the_cli(tmp_path: Path) -> None:
+    from tests.support import assert_cli_words, boxforge_cmd, cli_env
+
+    env = cli_env(make_settings(tmp_path / "state"))
+    built = assert_cli_words(subprocess.run([*boxforge_cmd(), "image", "build"], env=env, capture_output=True,
+                                            text=True, timeout=600))
+    assert built.returncode == 0, built.stderr
+    listed = assert_cli_words(subprocess.run([*boxforge_cmd(), "image", "ls", "--json"], env=env,
+                                             capture_output=True, text=True, timeout=60))
+    import json
+
+    images = json.loads(listed.stdout)["images"]
+    assert any(img["name"].startswith("debian-") and Path(img["rootfs"], "usr/sbin/sshd").exists() for img in images)
+    assert images[0]["source"].startswith("debootstrap ")  # suite and mirror as this machine's apt sources say

@@ -17,8 +17,8 @@ from tests.support import box_pids, boxforge_cmd, call, cli_env, eventually, loc
 
 TOOL_NAMES = {"create_server", "vm_bash", "vm_job_status", "vm_job_list", "vm_job_cancel", "destroy_server",
               "list_servers", "extend_server", "vm_read", "vm_write", "vm_ls", "vm_grep", "vm_upload", "vm_download",
-              "vm_diff", "run_agent", "vm_fetch", "vm_compare", "vm_push", "vm_forward", "vm_forward_list",
-              "vm_forward_close"}
+              "vm_diff", "run_agent", "vm_fetch", "vm_compare", "vm_push", "vm_job_wait", "vm_forward",
+              "vm_forward_list", "vm_forward_close"}
 
 
 async def full_flow(client: Client, repo: Path, local_boxes: Path) -> None:
@@ -107,7 +107,7 @@ async def test_tools_carry_annotations_and_output_schemas(tmp_path: Path) -> Non
     for tool in tools.values():
         assert tool.output_schema is not None, tool.name
         assert tool.annotations is not None, tool.name
-        assert tool.description and len(tool.description) > 40, tool.name
+        assert tool.description and len(tool.description) > 20 and "\n " not in tool.description, tool.name
     assert tools["list_servers"].annotations.read_only_hint is True
     assert tools["vm_job_status"].annotations.read_only_hint is True
     assert tools["destroy_server"].annotations.destructive_hint is True

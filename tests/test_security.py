@@ -94,16 +94,18 @@ async def use_secrets_every_way(client: Client, cmd: list[str], env: dict[str, s
         done = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=60)
         witness.shown.append(done.stdout + done.stderr)
     (box_dir,) = local_boxes_dir(settings).glob("lb-*")
-    box_env_file = box_dir / "home" / ".boxforge" / "env"
+    # an isolated box's files are its overlay's upper dir (root's home inside); an unisolated box's, its home dir
+    box_home = box_dir / "fs" / "upper" / "root" if (box_dir / "fs").exists() else box_dir / "home"
+    box_env_file = box_home / ".boxforge" / "env"
     assert box_env_file.stat().st_mode & 0o777 == 0o600
     assert CANARIES["create_env"] in box_env_file.read_text(), "the scan looks where the secret is"
-    install_env = (box_dir / "home" / "install-env").read_text()
+    install_env = (box_home / "install-env").read_text()
     assert CANARIES["create_env"] in install_env and CANARIES["repo_token"] not in install_env
     # Per-job secrets stay (0600) where the job ran, for redaction; the bootstrap's repo token does not.
-    job_secrets = set((box_dir / "home" / ".boxforge" / "jobs").glob("*/secrets"))
+    job_secrets = set((box_home / ".boxforge" / "jobs").glob("*/secrets"))
     assert {oct(p.stat().st_mode & 0o777) for p in job_secrets} == {"0o600"}
     witness.files_during = scan_tree(settings.home,
-                                     allowed={box_env_file, box_dir / "home" / "install-env", *job_secrets})
+                                     allowed={box_env_file, box_home / "install-env", *job_secrets})
     assert {w for p in job_secrets for w in hits(p.read_bytes())} == {"bash_env"}
     await call("destroy_server", name="vault")
 

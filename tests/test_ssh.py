@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,14 @@ async def test_run_reconnects_after_the_connection_was_closed(pool: SSHPool, box
     await old.wait_closed()
     result = await pool.run(target, "echo again")
     assert result.stdout == b"again\n"
+
+
+async def test_the_connection_socket_has_tcp_nodelay(pool: SSHPool, box: BoxHandle) -> None:
+    # small request/response frames (control channels, job polls) must not wait out Nagle's delay
+    conn = await pool.connection(target_for(box))
+    sock = conn.get_extra_info("socket")
+    assert sock.family in (socket.AF_INET, socket.AF_INET6)
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
 
 async def test_concurrent_runs_share_one_connection(pool: SSHPool, box: BoxHandle) -> None:

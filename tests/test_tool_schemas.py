@@ -8,6 +8,7 @@ import importlib.metadata
 from pathlib import Path
 from typing import Any
 
+import anyio
 import jsonschema
 import pytest
 from hypothesis import given, settings
@@ -94,3 +95,20 @@ async def test_argument_errors_name_the_argument_the_problem_and_a_right_value(
     assert named in text and example in text, text
     assert "errors.pydantic.dev" not in text and "For further information" not in text
     assert not schema_admits(SCHEMAS[tool], args), "the schema refuses what the tool refuses"
+
+
+def test_required_output_fields_are_never_null() -> None:
+    """Results leave null fields out: only a field the output schema does not require may be null."""
+    for tool in build_server()._tool_manager.list_tools():
+        schema = tool.output_schema or {}
+        for defs in [schema, *schema.get("$defs", {}).values()]:
+            for name in defs.get("required", []):
+                kinds = defs["properties"][name].get("type")
+                assert kinds != "null" and "null" not in (kinds or []), (tool.name, name)
+
+
+def test_the_model_visible_tool_list_stays_within_12_kib() -> None:
+    from tests.benchmarks.tool_list_size import measure
+
+    figures = anyio.run(measure)
+    assert figures["model_visible_bytes"] <= 12 * 1024, figures["per_tool"]

@@ -32,7 +32,7 @@ from providers.base import (
     ProviderSettings,
     ReadyTimeout,
 )
-from providers.capabilities import InstallsPackages, Isolated, Isolation, OnboxCall, PinsHostKey, SeesLocalPaths
+from providers.capabilities import BuildsImages, InstallsPackages, Isolated, Isolation, OnboxCall, PinsHostKey, SeesLocalPaths
 from providers.local import cgroup, image, network
 from providers.local import supervisor as localbox
 from providers.local.settings import BOXES_DIR_NAME, LocalSettings, ServerChoice
@@ -125,7 +125,7 @@ def isolation_problems() -> list[str]:
     return problems
 
 
-class LocalProvider(Provider, PinsHostKey, Isolated, InstallsPackages):
+class LocalProvider(Provider, PinsHostKey, Isolated, InstallsPackages, BuildsImages):
     """Isolated boxes on this machine. See providers.base.Provider for the contract.
 
     Each box: its own netns and address in 10.231.0.0/16, its own host uid range (root inside a user
@@ -177,6 +177,20 @@ class LocalProvider(Provider, PinsHostKey, Isolated, InstallsPackages):
 
     def package_install(self, packages: tuple[str, ...]) -> OnboxCall:
         return OnboxCall("apt-install.sh", {"PACKAGES": " ".join(packages)})
+
+    def cached_images(self) -> list[dict[str, object]]:
+        return [img.describe() for img in image.list_images(self.image_cache)]
+
+    def image_ready(self) -> bool:
+        return image.find_image(self.image_cache, self.user_image) is not None
+
+    def build_image(self, progress: image.Progress, force: bool = False) -> dict[str, object]:
+        try:
+            if force and not self.user_image:
+                return image.build_debian(self.image_cache, force=True, progress=progress).describe()
+            return image.ensure_image(self.image_cache, self.user_image, progress=progress).describe()
+        except image.ImageError as exc:
+            raise ProviderError(str(exc)) from exc
 
     def ensure_image(self, progress: image.Progress = lambda _: None) -> image.Image:
         """The image boxes boot from, built (about a minute, once per cache) or unpacked now if needed."""

@@ -73,6 +73,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SUPERVISOR_MODULE = "providers.local.supervisor"
 WATCH_INTERVAL_S = 0.25
 SERVER_START_TIMEOUT_S = 10.0
+ISOLATED_START_TIMEOUT_S = 120.0  # a loaded machine starting many boxes at once: wait_ready decides sooner
 PORT_ATTEMPTS = 5
 # How far a process's start (boot-relative ticks) and a file's mtime may disagree on one instant.
 CLOCK_SLACK_S = 0.1
@@ -770,7 +771,7 @@ async def supervise_isolated(box_dir: Path, box_pid: int) -> None:
                         tg.cancel_scope.cancel()
 
                 tg.start_soon(on_signal)
-                with anyio.fail_after(SERVER_START_TIMEOUT_S):
+                with anyio.fail_after(ISOLATED_START_TIMEOUT_S):
                     while not await probe_ssh(info["host"], 22, timeout=0.5):
                         if not pid_alive(box_pid):
                             raise BoxStartError("the box's init exited before its SSH server answered")

@@ -22,7 +22,7 @@ from pydantic import TypeAdapter, ValidationError
 from rich.table import Table
 
 from server.cli.render import dump, err, error_text, job_line, out, servers_table, valid, worded
-from server.cli.up import names_adapter, ttls_adapter
+from server.cli.up import env_names, names_adapter, ttls_adapter
 from server.domain.names import is_job_id
 from server.errors import ForgeError, InvalidInput
 from server.schemas import JobId, JobStatusResult
@@ -37,7 +37,7 @@ FORWARD_WATCH_S = 1.0  # how often ``forward`` looks whether its box has burned
 async def cmd_run(fleet: Fleet, args: argparse.Namespace) -> int:
     result = worded(await fleet.run(
         valid(names_adapter, args.name), args.command, background=args.background, timeout_s=args.timeout,
-        cwd=args.cwd, kill_on_timeout=args.kill_on_timeout,
+        cwd=args.cwd, kill_on_timeout=args.kill_on_timeout, env_from=env_names(args.env),
     ))
     if args.json:
         dump(result)
@@ -279,7 +279,8 @@ async def cmd_diff(fleet: Fleet, args: argparse.Namespace) -> int:
 
 async def cmd_agent(fleet: Fleet, args: argparse.Namespace) -> int:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    started = worded(await fleet.run_agent(valid(names_adapter, args.name), prompt, args=args.arg or None))
+    started = worded(await fleet.run_agent(valid(names_adapter, args.name), prompt, args=args.arg or None,
+                                           env_from=env_names(args.env)))
     if not args.follow:
         if args.json:
             dump(started)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
@@ -15,7 +16,8 @@ from server.cli import commands
 from server.cli.parser import build_parser
 from server.cli.plans import cmd_plan_check
 from server.cli.render import err, error_text
-from server.cli.up import cmd_demo, cmd_up
+from server.cli.secrets import cmd_secret
+from server.cli.up import cmd_demo, cmd_image, cmd_up
 from server.config import Settings, load_settings
 from server.errors import ForgeError
 from server.service import Fleet, open_fleet
@@ -23,7 +25,7 @@ from server.service import Fleet, open_fleet
 COMMANDS: dict[str, Callable[[Fleet, argparse.Namespace], Awaitable[int]]] = {
     "up": cmd_up, "run": commands.cmd_run, "jobs": commands.cmd_jobs, "job": commands.cmd_job,
     "ls": commands.cmd_ls, "extend": commands.cmd_extend, "burn": commands.cmd_burn, "reap": commands.cmd_reap,
-    "demo": cmd_demo, "logs": commands.cmd_logs, "ssh": commands.cmd_ssh, "diff": commands.cmd_diff,
+    "demo": cmd_demo, "image": cmd_image, "logs": commands.cmd_logs, "ssh": commands.cmd_ssh, "diff": commands.cmd_diff,
     "agent": commands.cmd_agent, "fetch": commands.cmd_fetch, "compare": commands.cmd_compare,
     "land": commands.cmd_land, "push": commands.cmd_push, "forward": commands.cmd_forward,
 }
@@ -31,6 +33,11 @@ COMMANDS: dict[str, Callable[[Fleet, argparse.Namespace], Awaitable[int]]] = {
 
 def cmd_mcp(settings: Settings, args: argparse.Namespace) -> int:
     from server.mcp.app import build_server, configure_logging
+
+    if not args.http and sys.stdin.isatty():
+        err.print("boxforge mcp speaks MCP on stdio: an MCP client starts it, e.g. register it with\n"
+                  "  claude mcp add boxforge -- boxforge mcp\n"
+                  "(or serve HTTP with boxforge mcp --http). Ctrl-C ends it.", markup=False)
 
     configure_logging(settings)
     server = build_server(settings)
@@ -44,11 +51,17 @@ def cmd_mcp(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_help()
+        return 0
     try:
         settings = load_settings()
         if args.verb == "mcp":
             return cmd_mcp(settings, args)
+        if args.verb == "secret":
+            return cmd_secret(settings, args)
         if args.verb == "plan" and args.plan_verb == "check":
             return cmd_plan_check(args)  # forges nothing: no fleet
 

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from server import package_version
+
+ENV_HELP = ("pass this variable, its value from boxforge secret set or this environment (kept secret: a 0600 "
+            "file on the box); repeatable")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="boxforge", description="Forge, drive and burn boxes for coding agents.")
-    sub = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"boxforge {package_version()}")
+    sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
 
     def add(name: str, help_text: str, json_flag: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -26,8 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent", default="none", help="agent to install: none, claude, codex, custom")
     p.add_argument("--agent-install", help="shell command that installs the agent (run in the project dir)")
     p.add_argument("--agent-command", help="command that runs the agent with the prompt on stdin (custom agents)")
-    p.add_argument("--env", action="append", default=[], metavar="NAME",
-                   help="copy this environment variable to the boxes (secret: a 0600 file there); repeatable")
+    p.add_argument("--env", action="append", default=[], metavar="NAME", help=ENV_HELP)
     p.add_argument("--provider", help="local or hetzner")
     p.add_argument("--size", help="small, medium, large, or the provider's own size (a Hetzner server type such "
                                   "as cx33); default: the cheapest that fits")
@@ -42,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="seconds to wait before leaving it running (default 50)")
     p.add_argument("--cwd", help="working dir (relative to the project dir)")
     p.add_argument("--kill-on-timeout", action="store_true")
+    p.add_argument("--env", action="append", default=[], metavar="NAME", help=ENV_HELP)
 
     p = add("jobs", "list jobs")
     p.add_argument("--server")
@@ -63,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prompt", help="the task, or - to read it from stdin")
     p.add_argument("--arg", action="append", help="extra argument for the agent command; repeatable")
     p.add_argument("--follow", "-f", action="store_true", help="stream the agent's output until it ends")
+    p.add_argument("--env", action="append", default=[], metavar="NAME", help=ENV_HELP)
     add("ls", "list live boxes")
     p = add("extend", "push a box's expiry")
     p.add_argument("name")
@@ -96,8 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "only; another address exposes the box's port to its network)")
     p = add("reap", "destroy expired boxes now (--loop: keep doing it, for systemd or cron)")
     p.add_argument("--loop", action="store_true")
+    p = add("image", "the base image of local boxes: build it now, or list what is cached")
+    p.add_argument("image_verb", choices=("build", "ls"))
+    p.add_argument("--force", action="store_true", help="build again even when cached")
+    p.add_argument("--provider", help="the provider whose image (default: the default provider)")
     p = add("demo", "forge local boxes, run a job on each, print a table, burn them")
     p.add_argument("--boxes", type=int, default=3, choices=range(1, 11), metavar="N")
+    p = add("secret", "the secrets env_from passes to boxes: set NAME (value from the terminal or stdin), ls, rm NAME")
+    p.add_argument("action", choices=("set", "ls", "rm"))
+    p.add_argument("name", nargs="?", help="an env variable name, e.g. ANTHROPIC_API_KEY")
     p = add("plan", "plans: tasks fanned out over a pool of boxes, with dependencies (docs/plans.md)", json_flag=False)
     plan_sub = p.add_subparsers(dest="plan_verb", required=True, metavar="PLAN_COMMAND")
     pc = plan_sub.add_parser("check", help="validate a plan file and print its tasks, owned paths, dependencies and "

@@ -43,6 +43,7 @@ _WORDS: dict[HintKind, Callable[[Hint], str]] = {
                                      "--agent-command), or run it with boxforge run"),
     HintKind.EXTEND_AGAIN: lambda h: f"run boxforge extend {h.server} again once it answers",
     HintKind.DIFF_CUT: lambda h: f"raise --max-bytes, or read single files with boxforge ssh {h.server} -- cat FILE",
+    HintKind.JOBS_ENDED: lambda h: "read an ended job's output with boxforge logs JOB_ID",
     HintKind.KEEP_WORK: lambda h: f"bring the work home with boxforge fetch {h.server}",
     HintKind.FETCHED: lambda h: (f"boxforge compare NAME... shows overlaps; boxforge land {h.server} merges it; "
                                  f"boxforge push {h.server} pushes it"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,8 @@ from rich.table import Table
 
 from providers.base import ProviderError
 from server.cli.render import dump, err, error_text, out, valid, worded
+from server.domain.durations import check_ttl_within
+from server.domain.hints import Hint, HintKind
 from server.domain.names import name_from_branch
 from server.domain.states import CREATE_STEPS
 from server.errors import ForgeError, InvalidInput
@@ -67,18 +68,15 @@ class _UpProgress:
         return table
 
 
-def env_from_names(names: Sequence[str]) -> dict[str, str]:
-    """--env NAME copies NAME from this environment (values never go on a command line)."""
-    env = {}
+def env_names(names: Sequence[str]) -> list[str]:
+    """--env NAME passes NAME's value from the secret store (boxforge secret set) or this environment; values
+    never go on a command line."""
     for name in names:
         if "=" in name:
             raise InvalidInput(f"--env takes a variable name, not NAME=VALUE (values on a command line leak into "
-                               f"ps and shell history): export {name.split('=')[0]} and pass --env "
-                               f"{name.split('=')[0]}")
-        if name not in os.environ:
-            raise InvalidInput(f"--env {name}: {name} is not set in this environment")
-        env[name] = os.environ[name]
-    return env
+                               f"ps and shell history): boxforge secret set {name.split('=')[0]} (or export it) "
+                               f"and pass --env {name.split('=')[0]}")
+    return list(names)
 
 
 def _specs(args: argparse.Namespace) -> list[tuple[str, str | None]]:
@@ -137,9 +135,11 @@ async def cmd_up(fleet: Fleet, args: argparse.Namespace) -> int:
     rows = [_Row(name, branch) for name, branch in _specs(args)]
     options = {"ttl_s": valid(ttls_adapter, args.ttl) if args.ttl else None, "repo": args.repo, "agent": args.agent,
                "agent_install": args.agent_install, "agent_command": args.agent_command,
-               "env": env_from_names(args.env), "provider": args.provider, "size": args.size,
+               "env_from": env_names(args.env), "provider": args.provider, "size": args.size,
                "location": args.location, "image": args.image, "repo_via": args.repo_via,
                "egress": args.egress}
+    if options["ttl_s"] is not None and (too_long := check_ttl_within(options["ttl_s"], fleet.settings.max_ttl_s)):
+        raise InvalidInput(too_long, hint=Hint(HintKind.EXTEND_LATER))  # before any progress is drawn
     limiter = anyio.CapacityLimiter(fleet.settings.max_parallel_creates)
     started = time.monotonic()
     live = err.is_terminal and not args.json
@@ -199,6 +199,10 @@ async def cmd_demo(fleet: Fleet, args: argparse.Namespace) -> int:
     async def one(name: str) -> None:
         rows[name] = await _demo_box(fleet, name)
 
+    if not await fleet.image_ready():
+        # the first demo on a fresh machine: say so, and show the build going
+        err.print("building the base image of local boxes first (once per machine, about a minute)...")
+        await fleet.build_image(lambda line: err.print(f"  {line}", markup=False, highlight=False))
     try:
         if not args.json:
             out.print(f"forging {len(names)} local boxes in parallel...")
@@ -213,3 +217,22 @@ async def cmd_demo(fleet: Fleet, args: argparse.Namespace) -> int:
         if not args.json:
             out.print(f"burned {len(names)} boxes")
     return 0 if len(rows) == len(names) and all(r["state"] == "succeeded" for r in rows.values()) else 1
+
+
+async def cmd_image(fleet: Fleet, args: argparse.Namespace) -> int:
+    """``boxforge image build``: build (or find) the base image now, with progress; ``image ls``: what is cached."""
+    if args.image_verb == "build":
+        built = await fleet.build_image(lambda line: err.print(f"  {line}", markup=False, highlight=False),
+                                        provider=args.provider, force=args.force)
+        images = [built]
+    else:
+        images = await fleet.list_images(args.provider)
+    if args.json:
+        out.print_json(data={"images": images})
+        return 0
+    if not images:
+        out.print("no image cached yet: boxforge image build (or the first create builds it)")
+    for img in images:
+        took = f", built in {img['build_s']:.0f}s" if img.get("build_s") else ""
+        out.print(f"{img['name']}  {img['rootfs']}  ({img['source']}{took})", markup=False, highlight=False)
+    return 0

@@ -29,6 +29,7 @@ class HintKind(enum.StrEnum):
     EXTEND_AGAIN = "extend_again"  #: the box's own backstop did not move: extend again once it answers
     DIFF_CUT = "diff_cut"  #: the review diff was cut: ask for more, or read single files
     KEEP_WORK = "keep_work"  #: the box changed things: bring the work home before it is burned
+    JOBS_ENDED = "jobs_ended"  #: some of the jobs waited on ended: read their output, wait for the rest
     FETCHED = "fetched"  #: a box's work came home as a ref: compare, land or push it
     COMPARED = "compared"  #: boxes compared: fetch and land them in an order
     BURN_UNHARVESTED = "burn_unharvested"  #: the harvest failed: burn anyway only on purpose
@@ -47,3 +48,4 @@ class Hint:
     wait_s: float | None = None
     left_s: int | None = None
     reused: bool = False  # the job existed already (same idempotency key)
+    job_ids: tuple[str, ...] = ()  # the jobs still running (JOBS_ENDED)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+NAME_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 JOB_ID_RE = re.compile(r"^j-[0-9a-f]{12}$")
 BRANCH_RE = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)(?!.*\.lock$)[A-Za-z0-9._/+-]{1,200}(?<![./])$")
 

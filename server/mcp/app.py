@@ -4,7 +4,6 @@ with wait=false finish."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +13,7 @@ from typing import Any
 import anyio
 from mcp.server import MCPServer
 
+from server import package_version
 from server.config import Settings, load_settings
 from server.mcp.tools import build_tools
 from server.service import Fleet, open_resources
@@ -25,15 +25,10 @@ Typical flow: create_server(name, repo, branch, agent, ttl) -> vm_bash(server, c
 vm_bash(..., background=true) -> vm_job_status(job_id, wait_s=30) for long ones -> destroy_server(name).
 Agents: run_agent(server, prompt) -> vm_job_status(job_id, wait_s=60) -> vm_diff(server) to review.
 Files: vm_read, vm_write, vm_ls, vm_grep on the box; vm_upload / vm_download to and from this machine.
-Boxes are burned at their TTL; extend_server pushes it. Output offsets let you read only new output."""
-
-
-def package_version() -> str:
-    """The installed boxforge's version (serverInfo.version, boxforge --version)."""
-    try:
-        return importlib.metadata.version("boxforge")
-    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
-        return "0+unknown"
+Paths and cwd on a box are relative to its project dir ('~/' is home). Keys and tokens: env_from names
+(the user stores values with `boxforge secret set NAME`), never values in env.
+Boxes are burned at their TTL; extend_server pushes it. Output offsets let you read only new output.
+Fan-out: start jobs on several boxes, then vm_job_wait(job_ids) returns when any ends."""
 
 
 @dataclass

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated, Literal, ParamSpec, TypeVar
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
-from pydantic import Field
+from pydantic import AfterValidator, Field, WithJsonSchema
 
+from providers import REGISTRY
 from providers.base import ProviderError
+from server.agents import AGENT_NAMES
+from server.domain.inputs import ENV_NAME_RE, PATH_PATTERN
 from server.errors import ForgeError
 from server.mcp.hints import error_text, words
 from server.schemas import render_hints
@@ -32,11 +35,34 @@ WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent
 WRITES_LOCAL = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
                                open_world_hint=False)
 
+# Argument types several tools share: one definition, one wording.
+EnvName = Annotated[str, Field(pattern=ENV_NAME_RE.pattern)]
 EnvArg = Annotated[
     dict[str, str] | None,
-    Field(description="Environment variables (e.g. API keys). Values are secret: written to a 0600 file on the "
-                      "box, never echoed, logged or stored"),
+    WithJsonSchema({"type": ["object", "null"], "propertyNames": {"pattern": ENV_NAME_RE.pattern},
+                    "additionalProperties": {"type": "string"}}),
+    AfterValidator(lambda env: _checked_env(env)),
+    Field(description="Env vars (secret)"),
 ]
+EnvFromArg = Annotated[
+    list[EnvName] | None,
+    Field(max_length=64, description="Env var names the orchestrator fills in (keys)"),
+]
+CwdArg = Annotated[str | None, Field(max_length=4096, json_schema_extra={"pattern": PATH_PATTERN})]
+IdempotencyKey = Annotated[str | None, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$",
+                                             description="Same key: one job")]
+WaitArg = Annotated[float, Field(ge=0, le=300)]
+AgentName = Literal[AGENT_NAMES]  # type: ignore[valid-type]
+ProviderName = Literal[tuple(REGISTRY)]  # type: ignore[valid-type]
+
+
+def _checked_env(env: dict[str, str] | None) -> dict[str, str] | None:
+    if env is not None:
+        for key in env:
+            if not ENV_NAME_RE.fullmatch(key):
+                raise ValueError(f"invalid env name {key[:40]!r}: use letters, digits and '_', not starting with a "
+                                 "digit")
+    return env
 
 
 def fleet_of(ctx: Context) -> Fleet:

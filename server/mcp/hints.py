@@ -42,6 +42,9 @@ _WORDS: dict[HintKind, Callable[[Hint], str]] = {
                                      "or run it with vm_bash"),
     HintKind.EXTEND_AGAIN: lambda h: "call extend_server again once it answers",
     HintKind.DIFF_CUT: lambda h: "raise max_bytes (up to 1 MiB) or read single files with vm_read",
+    HintKind.JOBS_ENDED: lambda h: (
+        "read an ended job's output with vm_job_status(job_id=..., stdout_offset=<yours>)"
+        + (f"; wait for the rest with vm_job_wait(job_ids={list(h.job_ids)}, wait_s=60)" if h.job_ids else "")),
     HintKind.KEEP_WORK: lambda h: f"bring the work home with vm_fetch(server='{h.server}'); download other artifacts "
                                   "with vm_download",
     HintKind.FETCHED: lambda h: (f"compare boxes with vm_compare(servers=[...]); push it with "

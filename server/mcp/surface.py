@@ -17,8 +17,8 @@ from typing import Any
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
-from mcp_types import ToolAnnotations
-from pydantic import ConfigDict, ValidationError
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 # A right value for each argument name that recurs across tools, shown in argument errors.
 EXAMPLES: dict[str, Any] = {
@@ -107,15 +107,43 @@ def argument_errors(tool: str, exc: ValidationError, schema: dict[str, Any]) -> 
     return f"invalid arguments for {tool}: " + "; ".join(lines)
 
 
+def _omittable(arg_model: type[BaseModel]) -> frozenset[str]:
+    """Arguments whose default is None: a null for one of them means "not given"."""
+    return frozenset(field.alias or name for name, field in arg_model.model_fields.items()
+                     if not field.is_required() and field.default is None)
+
+
+def _without_null(schema: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
+    """The schema with ``null`` dropped from the types of ``names``: omitting them says it in fewer bytes."""
+    properties = {}
+    for name, prop in schema.get("properties", {}).items():
+        if name in names and isinstance(prop.get("type"), list) and "null" in prop["type"]:
+            kinds = [k for k in prop["type"] if k != "null"]
+            prop = {**prop, "type": kinds[0] if len(kinds) == 1 else kinds}
+            if "enum" in prop:
+                prop["enum"] = [v for v in prop["enum"] if v is not None]
+        properties[name] = prop
+    return {**schema, "properties": properties}
+
+
 class SurfaceTool(Tool):
-    """A tool whose argument errors are worded by ``argument_errors``."""
+    """A tool whose argument errors are worded by ``argument_errors`` and whose optional arguments given as
+    null count as not given (clients that send every field send null for the ones they leave out)."""
 
     async def run(self, arguments: dict[str, Any], context: Context[Any, Any], convert_result: bool = False) -> Any:
+        omittable = _omittable(self.fn_metadata.arg_model)
+        arguments = {k: v for k, v in arguments.items() if not (v is None and k in omittable)}
         try:
             self.fn_metadata.validate_arguments(arguments)
         except ValidationError as exc:
             raise ToolError(argument_errors(self.name, exc, self.parameters)) from None
-        return await super().run(arguments, context, convert_result=convert_result)
+        result = await super().run(arguments, context, convert_result=False)
+        if not convert_result or not isinstance(result, BaseModel):
+            return self.fn_metadata.convert_result(result) if convert_result else result
+        # Null fields are left out (the output schemas require none of them): fewer bytes for the model to read.
+        data = result.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return CallToolResult(content=[TextContent(type="text", text=json.dumps(data, indent=2))],
+                              structured_content=data)
 
 
 def make_tool(fn: Callable[..., Any], *, title: str, annotations: ToolAnnotations) -> SurfaceTool:
@@ -127,7 +155,7 @@ def make_tool(fn: Callable[..., Any], *, title: str, annotations: ToolAnnotation
     strict = type(loose.__name__, (loose,), {"model_config": ConfigDict(strict=True, extra="forbid"),
                                              "__module__": loose.__module__})
     tool.fn_metadata.arg_model = strict
-    tool.parameters = compact_schema(strict.model_json_schema(by_alias=True))
+    tool.parameters = _without_null(compact_schema(strict.model_json_schema(by_alias=True)), _omittable(strict))
     if tool.fn_metadata.output_schema is not None:
         tool.fn_metadata.output_schema = compact_schema(tool.fn_metadata.output_schema)
     return tool

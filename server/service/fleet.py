@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
+import anyio.to_thread
 from anyio.abc import TaskGroup
 
 from providers.base import Provider
+from providers.capabilities import BuildsImages
 from server.config import Settings
+from server.errors import InvalidInput
 from server.files import Encoding
 from server.git.land import LandOutcome
 from server.schemas import (
@@ -34,6 +37,7 @@ from server.schemas import (
     GrepResult,
     JobList,
     JobStatusResult,
+    JobWaitResult,
     PushResult,
     ServerInfo,
     ServerList,
@@ -46,12 +50,14 @@ from server.service.files import Files
 from server.service.forge import Forge, Progress
 from server.service.git import GitWork, Harvester
 from server.service.jobs import Jobs
+from server.service.jobwait import wait_any
 from server.service.providers import ProviderSet
 from server.service.reaper import Reaping
 from server.service.secrets import Secrets
 from server.service.wakeup import Wakeup
 from server.ssh import SSHPool, SSHTarget
 from server.store import BoxRecord, Repository, Store
+from server.vault import resolve_env, secret_store
 
 log = logging.getLogger("boxforge.fleet")
 
@@ -113,6 +119,7 @@ class Fleet:
         self.wakeup = wakeup or Wakeup()
         in_flight: set[str] = set()  # request ids of creates running in this process
         self.access = BoxAccess(self.settings, self.pool)
+        self.vault = secret_store(self.settings.config_path)
         secrets = Secrets(self.settings.redact_min_chars, self.repo)
         self.harvester = Harvester(self.settings, self.repo, self.access)
         self.boxes = Boxes(self.settings, self.repo, self._providers, self.access, secrets, self.wakeup, in_flight,
@@ -140,6 +147,10 @@ class Fleet:
     def provider(self, name: str) -> Provider:
         return self._providers.get(name)
 
+    async def env(self, env: Mapping[str, str] | None, env_from: Sequence[str] | None) -> dict[str, str]:
+        """``env`` plus the values of the ``env_from`` names (secret store, then this process's environment)."""
+        return await anyio.to_thread.run_sync(resolve_env, env, env_from, self.vault, self.settings.env)
+
     def info(self, rec: BoxRecord, now: float | None = None) -> ServerInfo:
         return self.boxes.info(rec, now)
 
@@ -151,12 +162,35 @@ class Fleet:
                             size: str | None = None, image: str | None = None, location: str | None = None,
                             provider: str | None = None, ready_timeout_s: float | None = None, wait: bool = True,
                             progress: Progress | None = None, repo_via: str = "orchestrator",
-                            egress: str | None = None) -> ServerInfo:
+                            egress: str | None = None, env_from: Sequence[str] | None = None) -> ServerInfo:
         """Forge a box and bootstrap it; on any failure the box is burned and ProvisionFailed raised."""
         return await self.forge.create_server(
             name, ttl_s=ttl_s, repo=repo, branch=branch, agent=agent, agent_install=agent_install,
-            agent_command=agent_command, env=env, size=size, image=image, location=location, provider=provider,
-            ready_timeout_s=ready_timeout_s, wait=wait, progress=progress, repo_via=repo_via, egress=egress)
+            agent_command=agent_command, env=await self.env(env, env_from), size=size, image=image, location=location,
+            provider=provider, ready_timeout_s=ready_timeout_s, wait=wait, progress=progress, repo_via=repo_via,
+            egress=egress)
+
+    def _image_builder(self, provider: str | None) -> BuildsImages:
+        prov = self._providers.get(provider or self.settings.provider)
+        if not isinstance(prov, BuildsImages):
+            raise InvalidInput(f"provider {prov.name!r} builds no images here (local boxes do)")
+        return prov
+
+    async def list_images(self, provider: str | None = None) -> list[dict[str, object]]:
+        """The images a provider has cached for its boxes."""
+        builder = self._image_builder(provider)
+        return await anyio.to_thread.run_sync(builder.cached_images)
+
+    async def image_ready(self, provider: str | None = None) -> bool:
+        """False when the next create must build the provider's image first (about a minute)."""
+        prov = self._providers.get(provider or self.settings.provider)
+        return not isinstance(prov, BuildsImages) or await anyio.to_thread.run_sync(prov.image_ready)
+
+    async def build_image(self, progress: Callable[[str], None], *, provider: str | None = None,
+                          force: bool = False) -> dict[str, object]:
+        """Build (or find) the provider's image now; ``progress`` gets one line per step."""
+        builder = self._image_builder(provider)
+        return await anyio.to_thread.run_sync(lambda: builder.build_image(progress, force))
 
     async def destroy_server(self, name: str, *, harvest: bool = True) -> DestroyResult:
         return await self.boxes.destroy_server(name, harvest=harvest)
@@ -240,14 +274,19 @@ class Fleet:
 
     async def run(self, server: str, command: str, *, background: bool = False, timeout_s: float | None = None,
                   cwd: str | None = None, env: Mapping[str, str] | None = None, kill_on_timeout: bool = False,
-                  idempotency_key: str | None = None) -> CommandResult:
-        return await self.jobs.run(server, command, background=background, timeout_s=timeout_s, cwd=cwd, env=env,
+                  idempotency_key: str | None = None, env_from: Sequence[str] | None = None) -> CommandResult:
+        return await self.jobs.run(server, command, background=background, timeout_s=timeout_s, cwd=cwd,
+                                   env=await self.env(env, env_from),
                                    kill_on_timeout=kill_on_timeout, idempotency_key=idempotency_key)
 
     async def job_status(self, job_id: str, *, stdout_offset: int = 0, stderr_offset: int = 0,
                          wait_s: float = 0.0, max_bytes: int | None = None) -> JobStatusResult:
         return await self.jobs.job_status(job_id, stdout_offset=stdout_offset, stderr_offset=stderr_offset,
                                           wait_s=wait_s, max_bytes=max_bytes)
+
+    async def wait_jobs(self, job_ids: Sequence[str], wait_s: float = 0.0) -> JobWaitResult:
+        """Every job's state, as soon as any of them ends (or after ``wait_s``)."""
+        return await wait_any(self.jobs, job_ids, wait_s)
 
     async def list_jobs(self, server: str | None = None) -> JobList:
         return await self.jobs.list_jobs(server)
@@ -288,6 +327,6 @@ class Fleet:
 
     async def run_agent(self, server: str, prompt: str, *, args: list[str] | None = None,
                         env: Mapping[str, str] | None = None, cwd: str | None = None,
-                        idempotency_key: str | None = None) -> AgentRun:
-        return await self.agents.run_agent(server, prompt, args=args, env=env, cwd=cwd,
+                        idempotency_key: str | None = None, env_from: Sequence[str] | None = None) -> AgentRun:
+        return await self.agents.run_agent(server, prompt, args=args, env=await self.env(env, env_from), cwd=cwd,
                                            idempotency_key=idempotency_key)

@@ -22,7 +22,15 @@ from server.domain.output import Window, clean_end, complete_utf8_prefix, decode
 from server.domain.redaction import Redactor
 from server.domain.states import BoxStatus, JobState, Signal
 from server.errors import BoxUnreachable, ForgeError, IdempotencyConflict, StoreFull, UnknownJob
-from server.schemas import CancelResult, CommandResult, JobList, JobStatusResult, JobSummary, time_left
+from server.schemas import (
+    CancelResult,
+    CommandResult,
+    JobBrief,
+    JobList,
+    JobStatusResult,
+    JobSummary,
+    time_left,
+)
 from server.service.access import BoxAccess
 from server.service.boxes import Boxes
 from server.service.secrets import Secrets
@@ -181,6 +189,22 @@ class Jobs:
             return await self._unreachable(job, rec, stdout_offset, stderr_offset, exc)
         await self._record_state(job_id, st)
         return await self._status_result(rec, ex, job, st)
+
+    async def brief(self, job_id: str, *, wait_s: float = 0.0) -> JobBrief:
+        """A job's state and output sizes, no output (waiting up to ``wait_s`` for it to end)."""
+        job, rec = await self._job_box(job_id)
+        if rec is not None:
+            try:
+                st = await jobs.status(self.access.exec(rec), job_id, max_bytes=0, wait_s=min(wait_s, MAX_WAIT_S))
+            except BoxUnreachable:
+                pass
+            else:
+                await self._record_state(job_id, st)
+                return JobBrief(job_id=job_id, server=rec.name, state=st.state, exit_code=st.exit_code,
+                                stdout_size=st.stdout_size, stderr_size=st.stderr_size)
+        state = job.state if rec is not None or job.state != JobState.RUNNING else JobState.LOST
+        return JobBrief(job_id=job_id, server=job.box_name, state=state, exit_code=job.exit_code,
+                        box_reachable=False)
 
     async def _chunks(self, rec: BoxRecord, ex: jobs.BoxExec, job: JobRecord,
                       st: jobs.JobStatus) -> tuple[bytes, bytes]:

@@ -159,6 +159,11 @@ class FakeKube:
         if drop:
             self.faults.drop_watch -= 1
         deadline = time.monotonic() + float(request.query.get("timeoutSeconds", "30"))
+        with contextlib.suppress(ConnectionError):  # the client ends a watch by closing it
+            await self._stream(resp, ns, ls, fs, drop, deadline)
+        return resp
+
+    async def _stream(self, resp: web.StreamResponse, ns: str, ls: str, fs: str, drop: bool, deadline: float) -> None:
         sent: dict[str, str] = {}
         assert self._changed is not None
         while time.monotonic() < deadline:
@@ -168,11 +173,10 @@ class FakeKube:
                     sent[name] = pod.obj["metadata"]["resourceVersion"]
                     await resp.write(json.dumps({"type": kind, "object": pod.obj}).encode() + b"\n")
             if drop:
-                return resp  # the connection ends early, as a proxy or an API server restart does
+                return  # the connection ends early, as a proxy or an API server restart does
             async with self._changed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), max(0.01, deadline - time.monotonic()))
-        return resp
 
     async def _pods_create(self, request: web.Request) -> web.Response:
         ns, body = request.match_info["ns"], await request.json()
@@ -283,8 +287,9 @@ class FakeKube:
             return ws
 
         async def down() -> None:
-            while chunk := await reader.read(65536):
-                await ws.send_bytes(bytes([0]) + chunk)
+            with contextlib.suppress(ConnectionError):  # the client or the Pod went away: the stream just ends
+                while chunk := await reader.read(65536):
+                    await ws.send_bytes(bytes([0]) + chunk)
 
         task = asyncio.create_task(down())
         pod.forwards.add(ws)
@@ -293,11 +298,14 @@ class FakeKube:
                 if msg.type == WSMsgType.BINARY and msg.data[:1] == b"\x00":
                     writer.write(msg.data[1:])
                     await writer.drain()
+        except ConnectionError:
+            pass  # the box's sshd went away (a burn, an eviction): the client sees the stream end
         finally:
             pod.forwards.discard(ws)
             task.cancel()
             writer.close()
-            await ws.close()
+            with contextlib.suppress(ConnectionError):
+                await ws.close()
         return ws
 
     # --- secrets, policies ---------------------------------------------------------------------------
