@@ -96,6 +96,12 @@ asyncio.run(main())
 '''
 
 
+async def forward(client: Client, server: str, port: int, **args: Any) -> dict[str, Any]:
+    opened = await call(client, "vm_forward", server=server, port=port, **args)
+    assert len(opened["forwards"]) == 1
+    return opened["forwards"][0]
+
+
 async def start_box_servers(client: Client, server: str) -> dict[str, int]:
     await call(client, "vm_write", server=server, path="servers.py", content=BOX_SERVERS)
     await call(client, "vm_bash", server=server, command="python3 servers.py", background=True)
@@ -105,6 +111,12 @@ async def start_box_servers(client: Client, server: str) -> dict[str, int]:
         return None if result.is_error else json.loads(result.structured_content["content"])
 
     return await eventually(ports, timeout=30, what="the box's servers to start")
+
+
+async def ws_roundtrip(local_port: int, text: str) -> str:
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"ws://127.0.0.1:{local_port}/") as ws:
+        await ws.send_str(text)
+        return await ws.receive_str(timeout=10)
 
 
 def http_get(url: str) -> str:
@@ -132,23 +144,21 @@ async def test_http_websocket_and_tcp_through_forwards(tmp_path: Path) -> None:
         await call(client, "create_server", name="fwd")
         ports = await start_box_servers(client, "fwd")
 
-        web = await call(client, "vm_forward", server="fwd", port=ports["http"])
+        web = await forward(client, "fwd", ports["http"])
         assert web["local_host"] == "127.0.0.1" and web["port"] == ports["http"]
         assert web["url"] == f"http://127.0.0.1:{web['local_port']}"
         body = await anyio.to_thread.run_sync(http_get, web["url"] + "/index")
         assert body.startswith("hello from ") and body.endswith(" at /index")
-        again = await call(client, "vm_forward", server="fwd", port=ports["http"])
+        again = await forward(client, "fwd", ports["http"])
         assert again["local_port"] == web["local_port"]  # the same forward, not a second one
 
         wanted = free_port()
-        ws_fwd = await call(client, "vm_forward", server="fwd", port=ports["ws"], local_port=wanted)
+        ws_fwd = await forward(client, "fwd", ports["ws"], local_port=wanted)
         assert ws_fwd["local_port"] == wanted
-        async with aiohttp.ClientSession() as http, http.ws_connect(f"ws://127.0.0.1:{wanted}/") as ws:
-            for text in ("hi", "x" * 3000):
-                await ws.send_str(text)
-                assert (await ws.receive_str(timeout=10)) == "echo:" + text
+        for text in ("hi", "x" * 3000):
+            assert await ws_roundtrip(wanted, text) == "echo:" + text
 
-        tcp = await call(client, "vm_forward", server="fwd", port=ports["tcp"])
+        tcp = await forward(client, "fwd", ports["tcp"])
         payload = os.urandom(1 << 20)
         async with await anyio.connect_tcp("127.0.0.1", tcp["local_port"]) as stream:
             async def send() -> None:
@@ -163,13 +173,11 @@ async def test_http_websocket_and_tcp_through_forwards(tmp_path: Path) -> None:
                         got += await stream.receive()
         assert bytes(got) == payload
 
-        listed = await call(client, "vm_forward_list")
-        assert sorted(f["port"] for f in listed["forwards"]) == sorted(ports.values())
-        closed = await call(client, "vm_forward_close", server="fwd", port=ports["http"])
+        closed = await call(client, "vm_forward", server="fwd", port=ports["http"], close=True)
         assert [f["port"] for f in closed["forwards"]] == [ports["http"]]
         assert await refused(web["local_port"])
-        left = await call(client, "vm_forward_list", server="fwd")
-        assert sorted(f["port"] for f in left["forwards"]) == sorted([ports["ws"], ports["tcp"]])
+        assert (await call(client, "vm_forward", server="fwd", port=ports["http"], close=True))["forwards"] == []
+        assert "echo:x" == await ws_roundtrip(wanted, "x")  # the other forwards stay open
 
 
 async def test_forward_faults_and_the_box_burning_under_a_connection(tmp_path: Path) -> None:
@@ -195,9 +203,9 @@ async def test_forward_faults_and_the_box_burning_under_a_connection(tmp_path: P
         assert "port" in error
         error = await call_error(client, "vm_forward", server="nosuchbox", port=ports["tcp"])
         assert "unknown server 'nosuchbox'" in error
-        assert (await call(client, "vm_forward_list"))["forwards"] == []  # the failures left nothing open
+        assert (await call(client, "vm_forward", server="faults", port=ports["tcp"], close=True))["forwards"] == []
 
-        fwd = await call(client, "vm_forward", server="faults", port=ports["tcp"])
+        fwd = await forward(client, "faults", ports["tcp"])
         async with await anyio.connect_tcp("127.0.0.1", fwd["local_port"]) as stream:
             await stream.send(b"ping")
             with anyio.fail_after(10):
@@ -215,7 +223,6 @@ async def test_forward_faults_and_the_box_burning_under_a_connection(tmp_path: P
                 return False
 
             await eventually(ended, timeout=20, what="the open connection to end when the box burned")
-        assert (await call(client, "vm_forward_list"))["forwards"] == []
         assert await refused(fwd["local_port"])
 
 

@@ -1,4 +1,5 @@
-"""The port tools: reach a TCP port of a box on this machine's loopback, over the box's SSH connection."""
+"""The port tool: reach a TCP port of a box on this machine's loopback, over the box's SSH connection.
+One tool opens and closes forwards (the tool list has a byte budget)."""
 
 from __future__ import annotations
 
@@ -8,35 +9,18 @@ from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from server.mcp.common import fleet_of
-from server.schemas import ForwardInfo, ForwardList, ServerName
-
-BoxPort = Annotated[int, Field(ge=1, le=65535, description="TCP port on the box")]
+from server.schemas import ForwardList, ServerName
 
 
 async def vm_forward(
     ctx: Context,
     server: ServerName,
-    port: BoxPort,
-    local_port: Annotated[int | None, Field(ge=1024, le=65535, description="Port on 127.0.0.1; default: a free "
-                                                                           "one")] = None,
-) -> ForwardInfo:
-    """Forward a box's TCP port (HTTP, WebSocket, any TCP) to 127.0.0.1 here over the box's SSH connection;
-    returns the local url. Fails if nothing listens yet. Closed by vm_forward_close or when the box burns."""
-    return await fleet_of(ctx).forward(server, port, local_port=local_port)
-
-
-async def vm_forward_list(
-    ctx: Context,
-    server: Annotated[ServerName | None, Field(description="Only this box")] = None,
+    port: Annotated[int, Field(ge=1, le=65535)],
+    local_port: Annotated[int | None, Field(ge=1024, le=65535)] = None,
+    close: bool = False,
 ) -> ForwardList:
-    """Open port forwards of one box or all boxes, with their local urls."""
-    return await fleet_of(ctx).list_forwards(server)
-
-
-async def vm_forward_close(
-    ctx: Context,
-    server: ServerName,
-    port: Annotated[int | None, Field(ge=1, le=65535, description="Box port; all of the box's when omitted")] = None,
-) -> ForwardList:
-    """Close a box's port forward (or all of them); returns those closed."""
-    return await fleet_of(ctx).close_forward(server, port)
+    """Reach a box's TCP port at a 127.0.0.1 url, over SSH; close=true ends it."""
+    fleet = fleet_of(ctx)
+    if close:
+        return await fleet.close_forward(server, port)
+    return ForwardList(forwards=[await fleet.forward(server, port, local_port=local_port)])

@@ -185,8 +185,6 @@ TOOLS: list[tuple[Callable[..., Awaitable[Any]], ToolAnnotations, str]] = [
     (git_tools.vm_compare, READ_ONLY, "Compare boxes before merging"),
     (git_tools.vm_push, RUNS, "Push a box's branch"),
     (port_tools.vm_forward, CREATES, "Forward a box's port"),
-    (port_tools.vm_forward_list, READ_ONLY, "List port forwards"),
-    (port_tools.vm_forward_close, DESTROYS, "Close a port forward"),
 ]
 
 

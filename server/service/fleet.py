@@ -244,9 +244,6 @@ class Fleet:
         rec = await self.boxes.ready(server)
         return await self.access.forwards.open(self.access.target(rec), port, local_port, bind)
 
-    async def list_forwards(self, server: str | None = None) -> ForwardList:
-        return ForwardList(forwards=self.access.forwards.list(server))
-
     async def close_forward(self, server: str, port: int | None = None) -> ForwardList:
         """Close one of the box's forwards, or all of them; the ones closed."""
         return ForwardList(forwards=await self.access.forwards.close(server, port))

@@ -82,10 +82,6 @@ class Forwards:
             fwd = self._forwards[(server, port)] = _Forward(server, port, bind, listener)
             return fwd.info()
 
-    def list(self, server: str | None = None) -> list[ForwardInfo]:
-        self._prune()
-        return [f.info() for (name, _), f in sorted(self._forwards.items()) if server in (None, name)]
-
     async def close(self, server: str, port: int | None = None) -> list[ForwardInfo]:
         """Close one forward of the box, or all of them (port None); what was closed."""
         self._prune()
