@@ -14,7 +14,7 @@ import anyio
 from providers.base import ProviderError
 from server.cli import commands
 from server.cli.parser import build_parser
-from server.cli.plans import cmd_plan_check
+from server.cli.plans import cmd_plan_cancel, cmd_plan_check, cmd_plan_land, cmd_plan_run, cmd_plan_status
 from server.cli.render import err, error_text
 from server.cli.secrets import cmd_secret
 from server.cli.up import cmd_demo, cmd_image, cmd_up
@@ -29,6 +29,9 @@ COMMANDS: dict[str, Callable[[Fleet, argparse.Namespace], Awaitable[int]]] = {
     "agent": commands.cmd_agent, "fetch": commands.cmd_fetch, "compare": commands.cmd_compare,
     "land": commands.cmd_land, "push": commands.cmd_push, "forward": commands.cmd_forward,
 }
+
+PLAN_COMMANDS: dict[str, Callable[[Fleet, argparse.Namespace], Awaitable[int]]] = {
+    "status": cmd_plan_status, "land": cmd_plan_land, "cancel": cmd_plan_cancel}
 
 
 def cmd_mcp(settings: Settings, args: argparse.Namespace) -> int:
@@ -64,9 +67,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_secret(settings, args)
         if args.verb == "plan" and args.plan_verb == "check":
             return cmd_plan_check(args)  # forges nothing: no fleet
+        if args.verb == "plan" and args.plan_verb == "run":
+            return anyio.run(cmd_plan_run, settings, args)  # its fleet gets a task group for the plan
 
         async def run() -> int:
             async with open_fleet(settings) as fleet:
+                if args.verb == "plan":
+                    return await PLAN_COMMANDS[args.plan_verb](fleet, args)
                 return await COMMANDS[args.verb](fleet, args)
 
         return anyio.run(run)

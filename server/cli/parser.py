@@ -119,6 +119,26 @@ def build_parser() -> argparse.ArgumentParser:
                              description="validate a plan without forging; exit 1 when it would be refused")
     pc.add_argument("file", help="the plan's YAML file (- for stdin)")
     pc.add_argument("--json", action="store_true", help="print one JSON document")
+    pr = plan_sub.add_parser("run", help="run a plan: tasks on a pool of boxes as their dependencies succeed, with a "
+                                         "live board; every box is burned at the end (work fetched home first)",
+                             description="run a plan to its end; exit 0 when every task succeeded")
+    pr.add_argument("file", help="the plan's YAML file (- for stdin); its repo: is relative to the file")
+    pr.add_argument("--json", action="store_true", help="print the final board as one JSON document")
+    ps = plan_sub.add_parser("status", help="a plan's board: per task its state, box, elapsed time, check, branch",
+                             description="show a plan's board")
+    ps.add_argument("plan_id")
+    ps.add_argument("--wait", type=float, help="seconds to wait for the next change")
+    ps.add_argument("--json", action="store_true", help="print one JSON document")
+    pl = plan_sub.add_parser("land", help="merge a plan's succeeded tasks' branches in dependency order (stops at "
+                                          "the first conflict, repo clean; never pushes)",
+                             description="fan-in: land a plan's work")
+    pl.add_argument("plan_id")
+    pl.add_argument("--into", help="branch to land into (default: the repo's current branch)")
+    pl.add_argument("--json", action="store_true", help="print one JSON document")
+    px = plan_sub.add_parser("cancel", help="cancel a plan run by this machine's MCP server or plan run",
+                             description="cancel a plan")
+    px.add_argument("plan_id")
+    px.add_argument("--json", action="store_true", help="print one JSON document")
     p = add("mcp", "serve MCP over stdio (for Claude Code: claude mcp add boxforge -- boxforge mcp), or over "
                    "streamable HTTP with --http", json_flag=False)
     p.add_argument("--http", action="store_true", help="serve streamable HTTP at http://HOST:PORT/mcp")

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from pathlib import Path
 
+import anyio
+from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from server.cli.render import dump, err, out
+from server.config import Settings
+from server.plans.board import PlanBoard
 from server.plans.validate import CheckReport, PlanInvalid, check_plan, load_plan_file, load_plan_text
+from server.service import Fleet, open_fleet
 
 
 def _load(path: str):  # type: ignore[no-untyped-def]
@@ -53,3 +61,83 @@ def cmd_plan_check(args: argparse.Namespace) -> int:
         err.print(f"plan {report.name!r} is valid: {len(report.tasks)} tasks, order {' -> '.join(report.order[:12])}"
                   f"{' ...' if len(report.order) > 12 else ''}")
     return 0 if report.ok else 1
+
+
+def board_table(board: PlanBoard) -> Table:
+    cost = f", cost {board.cost_so_far:.4f}" if board.cost_so_far is not None else ""
+    title = (f"plan {board.name} ({board.plan_id}): {board.state} - {board.done} done, {board.running} running, "
+             f"{board.pending} pending, {board.blocked} blocked, {board.failed} failed; boxes "
+             f"{board.boxes_in_use}/{board.boxes_max}{cost}")
+    table = Table(title=title)
+    for col in ("task", "state", "box", "elapsed", "check", "branch", "last output / reason"):
+        table.add_column(col)
+    colours = {"succeeded": "green", "failed": "red", "blocked": "yellow", "cancelled": "yellow"}
+    for t in board.tasks:
+        state = f"[{colours[t.state]}]{t.state}[/]" if t.state in colours else t.state
+        if t.attempts > 1:
+            state += f" (try {t.attempts})"
+        note = t.reason if t.state in ("failed", "blocked", "cancelled") or not t.last_line else t.last_line
+        table.add_row(t.id, state, t.box or "-", f"{t.elapsed_s:.0f}s" if t.elapsed_s is not None else "-",
+                      t.check or "-", t.branch, escape((note or "-")[:100]))
+    return table
+
+
+async def cmd_plan_run(settings: Settings, args: argparse.Namespace) -> int:
+    plan = _load(args.file)
+    base_dir = Path(await (anyio.Path.cwd() if args.file == "-" else anyio.Path(args.file).resolve()))
+    base_dir = base_dir if args.file == "-" else base_dir.parent
+    async with anyio.create_task_group() as tg:
+        async with open_fleet(settings, background=tg) as fleet:
+            board = await fleet.plan_start(plan, base_dir=base_dir)
+            plan_id = board.plan_id
+            err.print(f"plan {board.name} started as {plan_id}: boxforge plan status {plan_id} shows the board")
+            live = out.is_terminal and not args.json
+            if live:
+                with Live(board_table(board), console=out, refresh_per_second=4) as view:
+                    while board.state == "running":
+                        board = await fleet.plan_status(plan_id, wait_s=1.0)
+                        view.update(board_table(board))
+            else:
+                seen: dict[str, str] = {}
+                while board.state == "running":
+                    board = await fleet.plan_status(plan_id, wait_s=30.0)
+                    for t in board.tasks:
+                        if seen.get(t.id) != t.state:
+                            seen[t.id] = t.state
+                            err.print(f"[dim]{t.id}: {t.state}{' on ' + t.box if t.box else ''}"
+                                      f"{' - ' + t.reason if t.reason and t.state != 'running' else ''}[/]")
+            if args.json:
+                dump(board)
+            elif not live:
+                out.print(board_table(board))
+    return 0 if board.state == "succeeded" else 1
+
+
+async def cmd_plan_status(fleet: Fleet, args: argparse.Namespace) -> int:
+    board = await fleet.plan_status(args.plan_id, wait_s=args.wait or 0.0)
+    if args.json:
+        dump(board)
+    else:
+        out.print(board_table(board))
+    return 0
+
+
+async def cmd_plan_land(fleet: Fleet, args: argparse.Namespace) -> int:
+    outcome = await fleet.plan_land(args.plan_id, into=args.into)
+    if args.json:
+        dump(dataclasses.asdict(outcome) | {"ok": outcome.ok})
+    else:
+        out.print(outcome.summary(), markup=False)
+        if not outcome.ok:
+            out.print(f"the merge of {outcome.conflict_box} was aborted; {outcome.repo} is clean; not tried: "
+                      f"{', '.join(outcome.not_tried) or '-'}", markup=False)
+    return 0 if outcome.ok else 1
+
+
+async def cmd_plan_cancel(fleet: Fleet, args: argparse.Namespace) -> int:
+    board = await fleet.plan_cancel(args.plan_id)
+    if args.json:
+        dump(board)
+    else:
+        out.print(board_table(board))
+    return 0

@@ -12,7 +12,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from server.mcp import file_tools, git_tools, port_tools
+from server.mcp import file_tools, git_tools, plan_tools, port_tools
 from server.mcp.common import (
     CREATES,
     DESTROYS,
@@ -184,6 +184,9 @@ TOOLS: list[tuple[Callable[..., Awaitable[Any]], ToolAnnotations, str]] = [
     (git_tools.vm_fetch, WRITES_LOCAL, "Bring a box's work home"),
     (git_tools.vm_compare, READ_ONLY, "Compare boxes before merging"),
     (git_tools.vm_push, RUNS, "Push a box's branch"),
+    (plan_tools.plan_start, CREATES, "Start a plan of tasks on a pool of boxes"),
+    (plan_tools.plan_status, READ_ONLY, "A plan's board"),
+    (plan_tools.plan_cancel, DESTROYS, "Cancel a plan"),
     (port_tools.vm_forward, CREATES, "Forward a box's port"),
 ]
 

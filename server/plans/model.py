@@ -71,7 +71,8 @@ class PlanBoxes(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max: int = Field(1, description="Boxes in the pool at most (at least 1)")
+    max: int = Field(1, description="Boxes in the pool at most (at least 1)",
+                     json_schema_extra={"minimum": 1, "maximum": 100})
     ttl: TtlSeconds | None = Field(None, description="Each box's time to live ('2h'); default 2h")
     agent: str = Field("none", max_length=32, description="none, claude, codex or custom")
     agent_install: str | None = Field(None, max_length=4096)

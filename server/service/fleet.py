@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 import anyio.to_thread
@@ -21,6 +22,9 @@ from server.config import Settings
 from server.errors import InvalidInput
 from server.files import Encoding
 from server.git.land import LandOutcome
+from server.plans.board import PlanBoard
+from server.plans.model import Plan
+from server.plans.scheduler import Plans
 from server.schemas import (
     AgentRun,
     CancelResult,
@@ -131,6 +135,7 @@ class Fleet:
         self.files = Files(self.settings, self.access, secrets, self.boxes)
         self.agents = Agents(self.access, self.boxes, self.jobs)
         self.reaping = Reaping(self.settings, self.repo, self._providers, self.boxes, in_flight)
+        self.plans = Plans(self, background)
 
     # resources
 
@@ -327,3 +332,17 @@ class Fleet:
                         idempotency_key: str | None = None, env_from: Sequence[str] | None = None) -> AgentRun:
         return await self.agents.run_agent(server, prompt, args=args, env=await self.env(env, env_from), cwd=cwd,
                                            idempotency_key=idempotency_key)
+
+    # plans: tasks fanned out over a pool of boxes (server/plans, docs/plans.md)
+
+    async def plan_start(self, plan: Plan, *, base_dir: Path | None = None) -> PlanBoard:
+        return await self.plans.start(plan, base_dir=base_dir)
+
+    async def plan_status(self, plan_id: str, *, wait_s: float = 0.0) -> PlanBoard:
+        return await self.plans.status(plan_id, wait_s)
+
+    async def plan_cancel(self, plan_id: str) -> PlanBoard:
+        return await self.plans.cancel(plan_id)
+
+    async def plan_land(self, plan_id: str, *, into: str | None = None) -> LandOutcome:
+        return await self.plans.land(plan_id, into=into)

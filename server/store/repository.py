@@ -108,6 +108,20 @@ class Repository:
     async def failed_since(self, since: float) -> list[BoxRecord]:
         return await self._run(self.store.failed_since, since)
 
+    # plans
+
+    async def save_plan(self, plan_id: str, plan_key: str, name: str, state: str, doc: dict[str, Any]) -> None:
+        await self._run(self.store.save_plan, plan_id, plan_key, name, state, doc)
+
+    async def plan(self, plan_id: str) -> tuple[str, dict[str, Any]] | None:
+        return await self._run(self.store.plan, plan_id)
+
+    async def plans_by_key(self, plan_key: str) -> list[tuple[str, str]]:
+        return await self._run(self.store.plans_by_key, plan_key)
+
+    async def plans_in_state(self, state: str) -> list[str]:
+        return await self._run(self.store.plans_in_state, state)
+
     # jobs
 
     async def insert_job(self, record: JobRecord) -> JobRecord:

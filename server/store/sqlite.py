@@ -77,6 +77,16 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT
 );
+CREATE TABLE IF NOT EXISTS plans (
+    plan_id TEXT PRIMARY KEY,
+    plan_key TEXT NOT NULL,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS plans_key ON plans(plan_key);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     ts REAL NOT NULL,
@@ -250,6 +260,32 @@ class Store:
     def recent_job_ids(self, limit: int = 5) -> list[str]:
         rows = self._query("SELECT job_id FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,))
         return [r["job_id"] for r in rows]
+
+    # plans: the plan, its tasks' states and attempts, as one JSON document (no secret: env names only)
+
+    def save_plan(self, plan_id: str, plan_key: str, name: str, state: str, doc: dict[str, Any]) -> None:
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO plans (plan_id, plan_key, name, state, doc, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(plan_id) DO UPDATE SET state = excluded.state, "
+                "doc = excluded.doc, updated_at = excluded.updated_at",
+                (plan_id, plan_key, name, state, json.dumps(doc), now, now),
+            )
+
+    def plan(self, plan_id: str) -> tuple[str, dict[str, Any]] | None:
+        rows = self._query("SELECT state, doc FROM plans WHERE plan_id = ?", (plan_id,))
+        return (rows[0]["state"], json.loads(rows[0]["doc"])) if rows else None
+
+    def plans_by_key(self, plan_key: str) -> list[tuple[str, str]]:
+        """(plan_id, state) of the plans with this content, newest first."""
+        rows = self._query("SELECT plan_id, state FROM plans WHERE plan_key = ? ORDER BY created_at DESC",
+                           (plan_key,))
+        return [(r["plan_id"], r["state"]) for r in rows]
+
+    def plans_in_state(self, state: str) -> list[str]:
+        rows = self._query("SELECT plan_id FROM plans WHERE state = ? ORDER BY created_at", (state,))
+        return [r["plan_id"] for r in rows]
 
     # events
 

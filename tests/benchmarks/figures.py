@@ -185,7 +185,8 @@ async def ssh_control_master_sample(target: SSHTarget, n: int) -> Sample | None:
         return None
     scratch = Path(tempfile.mkdtemp(prefix="bf-cm-"))  # short: a control socket path is limited to ~100 bytes
     known_hosts = scratch / "known_hosts"
-    known_hosts.write_text(f"[{target.host}]:{target.port} {target.host_public_key}\n")
+    host = target.host if target.port == 22 else f"[{target.host}]:{target.port}"  # OpenSSH's known_hosts form
+    known_hosts.write_text(f"{host} {target.host_public_key}\n")
     socket_path = scratch / "cm"
     base = [ssh, "-F", "/dev/null", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={known_hosts}",
             "-o", "StrictHostKeyChecking=yes", "-o", f"ControlPath={socket_path}", "-p", str(target.port),
