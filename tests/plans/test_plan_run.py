@@ -75,3 +75,29 @@ def test_plan_run_and_status_through_the_cli(tmp_path: Path) -> None:
     assert landed.returncode == 0, landed.stderr
     assert json.loads(landed.stdout)["landed"] == ["api", "ui"]
     assert (repo / "server" / "api.txt").read_text() == "the api\n" and (repo / "web" / "ui.txt").exists()
+
+
+async def test_a_failing_check_blocks_its_dependents_only(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "state")
+    repo = plan_repo(tmp_path / "repo")
+    plan = three_tasks(repo, pool=2, name="failing")
+    plan["tasks"][0]["check"] = "echo 'api tests: 2 failed' && exit 1"
+    plan["tasks"].append({"id": "after-e2e", "branch": "feat/after", "depends_on": ["e2e"], "command": "true"})
+    async with session(settings) as client:
+        board = await call(client, "plan_start", plan=plan)
+        deadline = time.monotonic() + 600
+        while board["state"] == "running":
+            assert time.monotonic() < deadline, board
+            board = await call(client, "plan_status", plan_id=board["plan_id"], wait_s=30)
+        tasks = {t["id"]: t for t in board["tasks"]}
+        assert board["state"] == "failed" and (board["done"], board["failed"], board["blocked"]) == (1, 1, 2)
+        assert tasks["api"]["state"] == "failed" and tasks["api"]["check"] == "failed"
+        assert "check" in tasks["api"]["reason"] and "api tests: 2 failed" in tasks["api"]["reason"]
+        assert tasks["ui"]["state"] == "succeeded"  # independent: it went on
+        assert tasks["e2e"]["state"] == "blocked" and tasks["e2e"]["reason"] == "api failed"
+        assert tasks["after-e2e"]["state"] == "blocked" and tasks["after-e2e"]["reason"] == "e2e blocked"
+        assert tasks["e2e"].get("box") is None  # never forged
+        assert git(repo, "show", "feat/ui:web/ui.txt") == "the ui"
+        assert (await call(client, "list_servers"))["servers"] == []
+        # the failed task's work was harvested at the burn, not lost
+        assert git(repo, "for-each-ref", "--format=%(refname)", "refs/boxforge/").count("feat/api") == 1
