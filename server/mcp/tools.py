@@ -12,7 +12,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from server.mcp import file_tools, git_tools, plan_tools
+from server.mcp import file_tools, git_tools, plan_tools, port_tools
 from server.mcp.common import (
     CREATES,
     DESTROYS,
@@ -189,6 +189,7 @@ TOOLS: list[tuple[Callable[..., Awaitable[Any]], ToolAnnotations, str]] = [
     (plan_tools.plan_start, CREATES, "Start a plan of tasks on a pool of boxes"),
     (plan_tools.plan_status, READ_ONLY, "A plan's board"),
     (plan_tools.plan_cancel, DESTROYS, "Cancel a plan"),
+    (port_tools.vm_forward, CREATES, "Forward a box's port"),
 ]
 
 
