@@ -11,9 +11,11 @@ command line and never interpolated by a shell.
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass
 
+from server import npm
 from server.domain.inputs import is_one_line
 from server.errors import InvalidInput
 from server.onbox import protocol, scripts
@@ -57,6 +59,8 @@ class AgentPlan:
     binary: str | None = None
     install: str | None = None
     run: str | None = None
+    version: str | None = None  # a pinned release (agent_version); None: the registry's latest
+    resolved: npm.AgentResolution | None = None  # set by the orchestrator from the registry before the create
 
 
 def _check_agent_command(label: str, text: str | None) -> None:
@@ -68,7 +72,11 @@ def _check_agent_command(label: str, text: str | None) -> None:
         raise InvalidInput(f"{label} must be at most {MAX_AGENT_COMMAND_CHARS} characters without NUL bytes")
 
 
-def plan_agent(agent: str, *, install: str | None = None, command: str | None = None) -> AgentPlan:
+AGENT_VERSION = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$")
+
+
+def plan_agent(agent: str, *, install: str | None = None, command: str | None = None,
+               version: str | None = None) -> AgentPlan:
     """Validate the agent choice. ``install`` replaces a preset's npm install; ``command``
     replaces its run command. ``custom`` needs ``command`` (``install`` is optional)."""
     if agent not in PRESETS:
@@ -79,6 +87,12 @@ def plan_agent(agent: str, *, install: str | None = None, command: str | None = 
         raise InvalidInput("agent_command must be one line: the command that runs the agent with the prompt "
                            "on stdin, e.g. './tools/agent --yes'")
     preset = PRESETS[agent]
+    if version is not None:
+        if preset.package is None or install is not None:
+            raise InvalidInput("agent_version pins an npm agent's release: use it with agent='claude' or "
+                               "agent='codex' (and without agent_install)")
+        if not AGENT_VERSION.match(version):
+            raise InvalidInput(f"agent_version must be an exact release such as 2.1.300, not {version!r}")
     if agent == "none":
         if install or command:
             raise InvalidInput("agent_install/agent_command need an agent: use agent='custom' (or a preset)")
@@ -92,6 +106,7 @@ def plan_agent(agent: str, *, install: str | None = None, command: str | None = 
         binary=preset.binary,
         install=install,
         run=command or preset.run,
+        version=version,
     )
 
 

@@ -74,8 +74,10 @@ def bootstrap_script(*, project_dir: str, repo: RepoSource | None, branch: str |
     the agent. ``package_install`` is a command line that installs Node.js and npm on a box that
     lacks them (from the provider's ``InstallsPackages``); empty where the provider cannot."""
     plan = plan_agent(agent) if isinstance(agent, str) else agent
-    return scripts.program("bootstrap.sh", {"project": project_dir, **_checkout_params(repo, branch, seeded),
-                                            **_agent_params(plan), "pkg_install": package_install})
+    params = {"project": project_dir, **_checkout_params(repo, branch, seeded), **_agent_params(plan),
+              "pkg_install": package_install}
+    # the agent-ensure.sh functions come between the parameters and the program that calls them
+    return scripts.assignments(params) + scripts.text("agent-ensure.sh") + scripts.text("bootstrap.sh")
 
 
 def _checkout_params(repo: RepoSource | None, branch: str | None, seeded: bool) -> dict[str, str]:
@@ -91,11 +93,16 @@ def _checkout_params(repo: RepoSource | None, branch: str | None, seeded: bool) 
 
 
 def _agent_params(plan: AgentPlan) -> dict[str, str]:
+    if plan.package and plan.resolved is None:
+        raise InvalidInput(f"the {plan.name} agent's release is resolved from the npm registry first")
     return {
         "agent_name": plan.name,
         "agent_package": plan.package or "",
         "agent_binary": plan.binary or "",
         "agent_install": plan.install or "",
+        "agent_version": plan.resolved.version if plan.resolved else "",
+        "node_condition": plan.resolved.node_condition if plan.resolved else "any",
+        "node_pkg": plan.resolved.node_package_version if plan.resolved else "",
         "agent_run_file": agent_run_script(plan) if plan.run is not None else "",
     }
 

@@ -423,3 +423,17 @@ class PushResult(Hinted):
     commit: str
     message: str
     hint: str | None = None
+
+
+class ForwardInfo(BaseModel):
+    server: str
+    port: int = Field(description="The box's port")
+    local_host: str
+    local_port: int
+    url: str = Field(description="Where to reach it on the orchestrator's machine (http:// for web servers; "
+                                 "ws:// and plain TCP work on the same host and port)")
+    created_at: float
+
+
+class ForwardList(BaseModel):
+    forwards: list[ForwardInfo]

@@ -48,6 +48,7 @@ import asyncio
 import logging
 import shlex
 import socket
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,6 +171,7 @@ class SSHPool:
         self._short_channels = short_channels
         self._long_channels = long_channels
         self._entries: dict[str, _Entry] = {}
+        self._dialled: weakref.WeakSet[asyncssh.SSHClientConnection] = weakref.WeakSet()
         self._locks: dict[str, asyncio.Lock] = {}
         self._closed = False
 
@@ -177,6 +179,15 @@ class SSHPool:
         """The live connection for ``target.key``, connecting (once, shared) if needed."""
         entry, _fresh = await self._entry(target)
         return entry.conn
+
+    async def dial(self, target: SSHTarget) -> asyncssh.SSHClientConnection:
+        """A new connection of the caller's own (not pooled, never redialled): the caller closes it, and
+        ``aclose`` closes what is still open."""
+        if self._closed:
+            raise RuntimeError("SSHPool is closed")
+        conn = await self._connect(target)
+        self._dialled.add(conn)
+        return conn
 
     async def run(
         self,
@@ -281,6 +292,8 @@ class SSHPool:
         self._closed = True
         entries, self._entries = list(self._entries.values()), {}
         await asyncio.gather(*(_close_entry(entry) for entry in entries))
+        dialled, self._dialled = list(self._dialled), weakref.WeakSet()
+        await asyncio.gather(*(_close(conn) for conn in dialled))
 
     async def _take_channel(self, entry: _Entry, lane: _Lane) -> Channel | None:
         """An idle channel of ``lane``, else a new one; None when none can be opened (use exec)."""

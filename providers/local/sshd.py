@@ -32,6 +32,8 @@ from providers.local.supervisor import (
     HOST_KEY_FILE,
 )
 
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
 
 def _accepted_client_env(name: str) -> bool:
     return name == "LANG" or name.startswith("LC_")
@@ -52,6 +54,10 @@ class _BoxServer(asyncssh.SSHServer):
 
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         return username == self._user and key.public_data in self._authorized
+
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> bool:
+        """``direct-tcpip`` (the orchestrator's port forwards): only to the box's own loopback."""
+        return dest_host in _LOOPBACK_NAMES
 
 
 def _login_shell(user: str) -> str:

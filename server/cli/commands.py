@@ -8,6 +8,7 @@ import dataclasses
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,7 @@ from server.service.reaper import Reaper
 
 job_ids_adapter = TypeAdapter(JobId)
 FOLLOW_WAIT_S = 2.0
+FORWARD_WATCH_S = 1.0  # how often ``forward`` looks whether its box has burned
 
 
 async def cmd_run(fleet: Fleet, args: argparse.Namespace) -> int:
@@ -195,6 +197,7 @@ def ssh_command(target: Any, known_hosts: Path, project_dir: str | None, command
     """The system ssh command line for a box: its key only, and only its pinned host key accepted."""
     alias = f"boxforge-{target.key}"
     setup = f"cd {shlex.quote(project_dir)} 2>/dev/null; " if project_dir else ""
+    setup += '[ -r "$HOME/.boxforge/profile" ] && . "$HOME/.boxforge/profile"; '  # the agent on the PATH
     setup += '[ -r "$HOME/.boxforge/env" ] && . "$HOME/.boxforge/env"; '
     remote = setup + (" ".join(command) if command else 'exec "${SHELL:-/bin/sh}" -l')
     return [
@@ -224,6 +227,38 @@ async def cmd_ssh(fleet: Fleet, args: argparse.Namespace) -> int:
         return result.returncode
     finally:
         os.unlink(path)
+
+
+async def cmd_forward(fleet: Fleet, args: argparse.Namespace) -> int:
+    name = valid(names_adapter, args.name)
+    fwd = await fleet.forward(name, args.port, local_port=args.local_port, bind=args.bind)
+    # one line (JSON or the URL) at once, for whoever reads the output of this long-running command
+    sys.stdout.write((fwd.model_dump_json() if args.json else fwd.url) + "\n")
+    sys.stdout.flush()
+    err.print(f"[dim]{name}:{fwd.port} -> {fwd.local_host}:{fwd.local_port}; Ctrl-C to stop[/]")
+    stopped = False
+    async with anyio.create_task_group() as tg:
+        async def on_signal() -> None:
+            nonlocal stopped
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    stopped = True
+                    tg.cancel_scope.cancel()
+
+        async def on_burn() -> None:  # another process (the reaper, a burn) may end the box
+            while await fleet.repo.live_box(name) is not None:  # noqa: ASYNC110 (another process's store)
+                await anyio.sleep(FORWARD_WATCH_S)
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(on_signal)
+        tg.start_soon(on_burn)
+        await fleet.forward_ended(name)
+        tg.cancel_scope.cancel()
+    await fleet.close_forward(name)
+    if stopped:
+        return 0
+    err.print(f"[red]the forward ended: {name!r} burned or its SSH connection was lost[/]")
+    return 1
 
 
 async def cmd_diff(fleet: Fleet, args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ttl", help="time to live: 90m, 2h, 1d (default 2h)")
     p.add_argument("--name", help="box name (single box)")
     p.add_argument("--agent", default="none", help="agent to install: none, claude, codex, custom")
+    p.add_argument("--agent-version", help="exact release of the claude/codex npm package (default: the latest)")
     p.add_argument("--agent-install", help="shell command that installs the agent (run in the project dir)")
     p.add_argument("--agent-command", help="command that runs the agent with the prompt on stdin (custom agents)")
     p.add_argument("--env", action="append", default=[], metavar="NAME", help=ENV_HELP)
@@ -94,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("push", "push a box's committed branch to your remote with your git credentials")
     p.add_argument("name")
     p.add_argument("--remote", default="origin", help="remote name or URL (default origin)")
+    p = add("forward", "forward a box's TCP port to this machine (127.0.0.1 unless --bind) until Ctrl-C or the box "
+                       "burns; prints the local URL")
+    p.add_argument("name")
+    p.add_argument("port", type=int)
+    p.add_argument("--local-port", type=int, help="local port (default: a free one; 1024-65535)")
+    p.add_argument("--bind", default="127.0.0.1", help="local address to listen on (default 127.0.0.1: this machine "
+                                                       "only; another address exposes the box's port to its network)")
     p = add("reap", "destroy expired boxes now (--loop: keep doing it, for systemd or cron)")
     p.add_argument("--loop", action="store_true")
     p = add("image", "the base image of local boxes: build it now, or list what is cached")

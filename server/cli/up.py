@@ -134,7 +134,8 @@ def _up_table(rows: list[_Row], started: float) -> Table:
 async def cmd_up(fleet: Fleet, args: argparse.Namespace) -> int:
     rows = [_Row(name, branch) for name, branch in _specs(args)]
     options = {"ttl_s": valid(ttls_adapter, args.ttl) if args.ttl else None, "repo": args.repo, "agent": args.agent,
-               "agent_install": args.agent_install, "agent_command": args.agent_command,
+               "agent_install": args.agent_install, "agent_version": args.agent_version,
+               "agent_command": args.agent_command,
                "env_from": env_names(args.env), "provider": args.provider, "size": args.size,
                "location": args.location, "image": args.image, "repo_via": args.repo_via,
                "egress": args.egress}

@@ -12,7 +12,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from server.mcp import file_tools, git_tools, plan_tools
+from server.mcp import file_tools, git_tools, plan_tools, port_tools
 from server.mcp.common import (
     CREATES,
     DESTROYS,
@@ -55,6 +55,8 @@ async def create_server(
     repo: Annotated[str | None, Field(max_length=2048, description="Git URL or local path")] = None,
     branch: Annotated[Branch | None, Field(description="Created if missing")] = None,
     agent: Annotated[AgentName, Field(description="custom needs agent_command")] = "none",
+    agent_version: Annotated[str | None, Field(max_length=64, pattern=r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$",
+                                               description="Exact claude/codex npm release; default latest")] = None,
     agent_install: Annotated[str | None, Field(max_length=4096)] = None,
     agent_command: Annotated[str | None, Field(max_length=4096, description="Prompt on stdin")] = None,
     ttl: Annotated[TtlSeconds | None, Field(description="'90m', '2h', '1d' or minutes; default 2h")] = None,
@@ -80,7 +82,7 @@ async def create_server(
         name, ttl_s=ttl, repo=repo, branch=branch, agent=agent, agent_install=agent_install,
         agent_command=agent_command, env=env, env_from=env_from, size=size, image=image, location=location,
         provider=provider, ready_timeout_s=ready_timeout_s, wait=wait, progress=progress, repo_via=repo_via,
-        egress=egress,
+        egress=egress, agent_version=agent_version,
     )
 
 
@@ -187,6 +189,7 @@ TOOLS: list[tuple[Callable[..., Awaitable[Any]], ToolAnnotations, str]] = [
     (plan_tools.plan_start, CREATES, "Start a plan of tasks on a pool of boxes"),
     (plan_tools.plan_status, READ_ONLY, "A plan's board"),
     (plan_tools.plan_cancel, DESTROYS, "Cancel a plan"),
+    (port_tools.vm_forward, CREATES, "Forward a box's port"),
 ]
 
 

@@ -14,6 +14,7 @@ from server.config import Settings
 from server.errors import BoxUnreachable, ForgeError
 from server.keys import BoxKeys, delete_box_keys, load_box_keys
 from server.service import onbox
+from server.service.forwards import Forwards
 from server.ssh import ExecResult, SSHPool, SSHTarget
 from server.store import BoxRecord
 
@@ -35,6 +36,7 @@ class BoxAccess:
         self.pool = pool
         self._keys: dict[str, BoxKeys] = {}  # key id -> the box's key files, read once
         self._health: dict[str, Health] = {}  # box name -> reachability
+        self.forwards = Forwards(pool)  # the boxes' port forwards, over connections of their own
 
     def target(self, rec: BoxRecord) -> SSHTarget:
         if rec.host is None or rec.ssh_port is None or rec.ssh_user is None:
@@ -90,7 +92,8 @@ class BoxAccess:
         return result.exit_status == 0
 
     async def drop(self, name: str) -> None:
-        """Close the box's pooled connection (it is being burned, or has gone)."""
+        """Close the box's pooled connection and its port forwards (it is being burned, or has gone)."""
+        await self.forwards.close_box(name)
         await self.pool.drop(name)
 
     async def forget(self, rec: BoxRecord) -> None:

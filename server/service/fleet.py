@@ -36,6 +36,8 @@ from server.schemas import (
     FetchResult,
     FileContent,
     FileList,
+    ForwardInfo,
+    ForwardList,
     GrepResult,
     JobList,
     JobStatusResult,
@@ -165,13 +167,14 @@ class Fleet:
                             size: str | None = None, image: str | None = None, location: str | None = None,
                             provider: str | None = None, ready_timeout_s: float | None = None, wait: bool = True,
                             progress: Progress | None = None, repo_via: str = "orchestrator",
-                            egress: str | None = None, env_from: Sequence[str] | None = None) -> ServerInfo:
+                            egress: str | None = None, env_from: Sequence[str] | None = None,
+                            agent_version: str | None = None) -> ServerInfo:
         """Forge a box and bootstrap it; on any failure the box is burned and ProvisionFailed raised."""
         return await self.forge.create_server(
             name, ttl_s=ttl_s, repo=repo, branch=branch, agent=agent, agent_install=agent_install,
             agent_command=agent_command, env=await self.env(env, env_from), size=size, image=image, location=location,
             provider=provider, ready_timeout_s=ready_timeout_s, wait=wait, progress=progress, repo_via=repo_via,
-            egress=egress)
+            egress=egress, agent_version=agent_version)
 
     def _image_builder(self, provider: str | None) -> BuildsImages:
         prov = self._providers.get(provider or self.settings.provider)
@@ -238,6 +241,22 @@ class Fleet:
     async def reap_once(self) -> tuple[list[str], float | None]:
         """Destroy expired and orphaned boxes of this owner; the names burned and when to look again."""
         return await self.reaping.reap_once()
+
+    # ports
+
+    async def forward(self, server: str, port: int, *, local_port: int | None = None,
+                      bind: str = "127.0.0.1") -> ForwardInfo:
+        """Forward the ready box's TCP ``port`` to ``bind:local_port`` on this machine, over its SSH connection."""
+        rec = await self.boxes.ready(server)
+        return await self.access.forwards.open(self.access.target(rec), port, local_port, bind)
+
+    async def close_forward(self, server: str, port: int | None = None) -> ForwardList:
+        """Close one of the box's forwards, or all of them; the ones closed."""
+        return ForwardList(forwards=await self.access.forwards.close(server, port))
+
+    async def forward_ended(self, server: str) -> None:
+        """Return when the box's forwards have ended (closed, burned, or the box gone)."""
+        await self.access.forwards.wait_ended(server)
 
     # git: the work comes home
 

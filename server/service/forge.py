@@ -30,7 +30,7 @@ from providers.base import (
     box_labels,
 )
 from providers.capabilities import InstallsPackages, OnboxCall, SeesLocalPaths, WaitsForBoot
-from server import boxfile, jobs
+from server import boxfile, jobs, npm
 from server.agents import AgentPlan, plan_agent
 from server.bootstrap import RepoSource, base_commit_from, bootstrap_script, parse_repo
 from server.config import Settings
@@ -137,13 +137,13 @@ class Forge:
     def check(self, *, ttl_s: int | None, repo: str | None, branch: str | None, agent: str, agent_install: str | None,
               agent_command: str | None, env: Mapping[str, str] | None, image: str | None, provider: str | None,
               ready_timeout_s: float | None, wait: bool,
-              repo_via: str = "orchestrator") -> tuple[str, int, CreateRequest]:
+              repo_via: str = "orchestrator", agent_version: str | None = None) -> tuple[str, int, CreateRequest]:
         """Refuse a bad request before anything is made: (provider name, ttl, the request)."""
         ttl_s = ttl_s if ttl_s is not None else parse_ttl(self.settings.default_ttl)
         refused = check_ttl_within(ttl_s, self.settings.max_ttl_s)
         if refused:
             raise InvalidInput(refused, hint=Hint(HintKind.EXTEND_LATER))
-        plan = plan_agent(agent, install=agent_install, command=agent_command)
+        plan = plan_agent(agent, install=agent_install, command=agent_command, version=agent_version)
         env = dict(env or {})
         check_env(env)
         if branch and not repo:
@@ -166,8 +166,11 @@ class Forge:
                             size: str | None = None, image: str | None = None, location: str | None = None,
                             provider: str | None = None, ready_timeout_s: float | None = None, wait: bool = True,
                             progress: Progress | None = None, repo_via: str = "orchestrator",
-                            egress: str | None = None) -> ServerInfo:
+                            egress: str | None = None, agent_version: str | None = None) -> ServerInfo:
         """Forge a box and bootstrap it; on any failure the box is burned and ProvisionFailed raised.
+
+        An npm agent's release (the latest, or ``agent_version``) and the Node it needs are resolved from
+        the registry first, so a release that does not exist fails before anything is made.
 
         The repo is read by the orchestrator (before anything is made, so a repo that cannot be read
         fails at once) and pushed into the box as a bundle; ``repo_via="box"`` clones a public URL on
@@ -178,11 +181,14 @@ class Forge:
         provider_name, ttl, req = self.check(
             ttl_s=ttl_s, repo=repo, branch=branch, agent=agent, agent_install=agent_install,
             agent_command=agent_command, env=env, image=image, provider=provider,
-            ready_timeout_s=ready_timeout_s, wait=wait, repo_via=repo_via)
+            ready_timeout_s=ready_timeout_s, wait=wait, repo_via=repo_via, agent_version=agent_version)
         if egress is not None:
             if egress not in ("nat", "none"):
                 raise InvalidInput("egress must be 'nat' (outbound internet through NAT) or 'none'")
             req = dataclasses.replace(req, egress=egress)
+        if req.plan.package is not None:
+            resolved = await npm.resolve_agent(req.plan.package, req.plan.version)
+            req = dataclasses.replace(req, plan=dataclasses.replace(req.plan, resolved=resolved))
         if req.source is not None and repo_via == "orchestrator":
             req = dataclasses.replace(req, seed=await seed_git.prepare(self.settings.home, req.source, branch,
                                                                    self.settings.env or None))

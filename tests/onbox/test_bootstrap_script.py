@@ -10,13 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from server.agents import plan_agent
+import dataclasses
+
+from server.agents import AgentPlan, plan_agent
 from server.bootstrap import base_commit_from, bootstrap_script, parse_repo
 from server.boxfile import parse_boxfile, setup_script
 from server.errors import InvalidInput
+from server.npm import AgentResolution, compile_range
+from server.onbox import scripts
 from tests.support import git, make_repo
 
-TOOLS = ("mkdir", "date", "chmod", "cat", "cksum", "git", "sh", "head", "printf", "echo")
+TOOLS = ("mkdir", "date", "chmod", "cat", "cksum", "git", "sh", "head", "tail", "awk", "printf", "echo", "ln")
 
 
 @pytest.fixture
@@ -90,14 +94,27 @@ def test_a_repo_token_never_reaches_a_bootstrap() -> None:
                          branch=None)
 
 
+def resolved(agent: str, version: str = "2.1.300", node_range: str = ">=18.0.0") -> AgentPlan:
+    """A preset's plan as the orchestrator resolves it from the registry (fixed here: no registry needed)."""
+    plan = plan_agent(agent)
+    assert plan.package is not None
+    return dataclasses.replace(plan, resolved=AgentResolution(plan.package, version, node_range,
+                                                              compile_range(node_range), "22.23.3"))
+
+
+def test_an_npm_agent_needs_its_release_resolved_first() -> None:
+    with pytest.raises(InvalidInput, match="resolved from the npm registry"):
+        bootstrap_script(project_dir="/p", repo=None, branch=None, agent="claude")
+
+
 def test_an_npm_agent_without_npm_fails_clearly_where_the_provider_cannot_install(shell, home, bin_dir) -> None:
-    script = bootstrap_script(project_dir=str(home / "p"), repo=None, branch=None, agent="claude")
+    script = bootstrap_script(project_dir=str(home / "p"), repo=None, branch=None, agent=resolved("claude"))
     done = run(shell, script, home, bin_dir)
     assert done.returncode == 3 and "npm is needed to install the claude agent" in done.stderr
 
 
 def test_an_npm_agent_without_npm_runs_the_providers_package_install(shell, home, bin_dir, tmp_path) -> None:
-    script = bootstrap_script(project_dir=str(home / "p"), repo=None, branch=None, agent="claude",
+    script = bootstrap_script(project_dir=str(home / "p"), repo=None, branch=None, agent=resolved("claude"),
                               package_install=f"echo installing node > {tmp_path}/installed; exit 9")
     done = run(shell, script, home, bin_dir)
     assert done.returncode == 9 and (tmp_path / "installed").read_text() == "installing node\n"
@@ -125,3 +142,58 @@ def test_setup_runs_each_command_and_stops_at_the_first_failure(shell, home, bin
     assert done.stdout.splitlines() == ["[boxforge] setup 1/3: echo one \"$0\" >/dev/null; echo one", "one",
                                         "[boxforge] setup 2/3: echo \"it's two\"; exit 7", "it's two"]
     assert "[boxforge] failed: setup 2/3: echo \"it's two\"; exit 7 (exit 7)" in done.stderr
+
+
+FAKE_NODE = "#!/bin/sh\necho v22.1.0\n"
+# An npm that installs what it is asked into --prefix: a claude printing its version, or nothing at all.
+FAKE_NPM = """#!/bin/sh
+[ "$1" = config ] && { echo /nonexistent/npmrc; exit 0; }
+while [ $# -gt 0 ]; do case $1 in --prefix) prefix=$2; shift ;; @anthropic-ai/claude-code@*) want=${1##*@} ;; esac; shift; done
+echo "npm: installing $want" >&2
+[ -n "${BROKEN:-}" ] && exit 0
+mkdir -p "$prefix/bin" && printf '#!/bin/sh\\necho "%s (Claude Code)"\\n' "$want" > "$prefix/bin/claude"
+chmod +x "$prefix/bin/claude"
+"""
+
+
+def fake_npm(bin_dir: Path) -> None:
+    for name, text in (("node", FAKE_NODE), ("npm", FAKE_NPM)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+
+
+def test_an_agent_that_installs_but_does_not_run_fails_with_the_log_tail(shell, home, bin_dir) -> None:
+    fake_npm(bin_dir)
+    script = bootstrap_script(project_dir=str(home / "p"), repo=None, branch=None, agent=resolved("claude"))
+    done = run(shell, script, home, bin_dir, BROKEN="1")
+    assert done.returncode == 3
+    assert "claude --version failed" in done.stderr and "npm: installing 2.1.300" in done.stderr
+    assert not (home / ".boxforge" / "ready").exists()
+
+
+def test_the_agent_is_checked_installed_once_and_put_on_the_path_of_every_job(shell, home, bin_dir) -> None:
+    fake_npm(bin_dir)
+    script = bootstrap_script(project_dir=str(home / "p"), repo=None, branch=None, agent=resolved("claude"))
+    for _ in range(2):
+        done = run(shell, script, home, bin_dir)
+        assert done.returncode == 0, done.stderr
+    assert "claude-code@2.1.300 already installed" in done.stdout
+    assert "BOXFORGE_AGENT=2.1.300 22.1.0 box" in done.stdout
+    # the job wrapper, a login shell and ~/.bashrc all see the agent
+    job = home / "job"
+    job.mkdir()
+    (job / "cmd").write_text("command -v claude; claude --version\n")
+    wrapper = scripts.text("job-wrapper.sh")
+    ran = subprocess.run(["sh", "-c", wrapper, "sh", str(job), "forget"], capture_output=True, text=True,
+                         env={"HOME": str(home), "PATH": str(bin_dir)}, timeout=30)
+    assert ran.stdout == f"{home}/.local/bin/claude\n2.1.300 (Claude Code)\n", ran.stderr
+    for rc in (".profile", ".bashrc"):
+        assert sum("boxforge/profile" in line for line in (home / rc).read_text().splitlines()) == 1
+
+
+def test_a_pinned_release_that_reports_another_version_fails(shell, home, bin_dir) -> None:
+    fake_npm(bin_dir)
+    (bin_dir / "npm").write_text(FAKE_NPM.replace('"$want" >', '"2.0.0" >'))
+    script = bootstrap_script(project_dir=str(home / "p"), repo=None, branch=None, agent=resolved("claude"))
+    done = run(shell, script, home, bin_dir)
+    assert done.returncode == 3 and "says '2.0.0 (Claude Code)', not 2.1.300" in done.stderr

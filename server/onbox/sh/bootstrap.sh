@@ -12,6 +12,7 @@
 #   agent_name     what the log calls the agent
 #   agent_package  the npm package to install (may be empty)
 #   agent_binary   the command the package provides
+#   agent_version, node_condition, node_pkg: see agent-ensure.sh (its functions come first)
 #   agent_install  a shell command that installs the agent instead (may be empty)
 #   agent_run_file the content of ~/.boxforge/agent-run (may be empty: no agent)
 #   pkg_install    a command line that installs Node.js and npm (may be empty: the provider cannot,
@@ -72,20 +73,14 @@ esac
 echo BOXFORGE_STEP=agent
 export PATH="$HOME/.local/bin:$PATH"
 if [ -n "$agent_package" ]; then
-  if command -v "$agent_binary" >/dev/null 2>&1; then
-    echo "[boxforge] agent $agent_name: already installed at $(command -v "$agent_binary")"
-  else
-    if ! command -v npm >/dev/null 2>&1; then
-      if [ -z "$pkg_install" ]; then
-        echo "npm is needed to install the $agent_name agent and this box has none: install Node.js, or pass agent_install" >&2
-        exit 3
-      fi
-      eval "$pkg_install"
+  if ! command -v npm >/dev/null 2>&1; then
+    if [ -z "$pkg_install" ]; then
+      echo "npm is needed to install the $agent_name agent and this box has none: install Node.js, or pass agent_install" >&2
+      exit 3
     fi
-    echo "[boxforge] agent $agent_name: npm install $agent_package"
-    npm install --global --prefix "$HOME/.local" --no-fund --no-audit --loglevel=error "$agent_package"
-    command -v "$agent_binary" >/dev/null 2>&1 || { echo "$agent_binary is not on PATH after npm install" >&2; exit 3; }
+    eval "$pkg_install"
   fi
+  bf_agent_ensure
 elif [ -n "$agent_install" ]; then
   stamp=$(printf '%s' "$agent_install" | cksum)
   if [ -f "$HOME/.boxforge/agent-installed" ] && [ "$(cat "$HOME/.boxforge/agent-installed")" = "$stamp" ]; then
@@ -96,6 +91,7 @@ elif [ -n "$agent_install" ]; then
     printf '%s\n' "$stamp" > "$HOME/.boxforge/agent-installed"
   fi
 fi
+bf_write_profile
 if [ -n "$agent_run_file" ]; then
   printf '%s' "$agent_run_file" > "$HOME/.boxforge/agent-run"
   chmod 700 "$HOME/.boxforge/agent-run"

@@ -2,7 +2,7 @@
 # The job wrapper (a job's `run` file), leader of the job's session: sh run <job dir> keep|forget.
 # It locks fd 9 (`run`, opened by bf_launch) for as long as it lives, records its pid, and runs the
 # command in a subshell (without fd 9, so nothing the job leaves behind holds the lock) that sources
-# the env files first: the box env, then the job's own (kept as the 0600 `secrets` so any
+# the agent's PATH profile (~/.boxforge/profile, from the bootstrap) and the env files first: the box env, then the job's own (kept as the 0600 `secrets` so any
 # orchestrator can redact those values, or deleted with `forget`). The env files may set any name,
 # PATH included, so nothing of the wrapper lives where they reach: after sourcing, the subshell
 # uses positional parameters only (the shell and rm resolved beforehand), and the wrapper itself
@@ -19,8 +19,10 @@ if [ -e "$d/env" ]; then
   if [ "$2" = keep ]; then mv -f "$d/env" "$d/secrets" && envf=$d/secrets; fi
 fi
 (
-  set -- "$d" "$sh_" "$envf" "$2" "$(command -v rm)" "$HOME/.boxforge/env"
+  set -- "$d" "$sh_" "$envf" "$2" "$(command -v rm)" "$HOME/.boxforge/env" "$HOME/.boxforge/profile"
   # shellcheck disable=SC1090 # the env files are written at run time
+  if [ -r "$7" ]; then . "$7"; fi
+  # shellcheck disable=SC1090 # the box env too
   if [ -r "$6" ]; then . "$6"; fi
   # shellcheck disable=SC1090 # the job env file too
   if [ -n "$3" ]; then . "$3"; if [ "$4" != keep ]; then "$5" -f "$3"; fi; fi

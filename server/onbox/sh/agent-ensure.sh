@@ -1,0 +1,103 @@
+# shellcheck shell=sh
+# shellcheck disable=SC2154 # the params are quoted assignments set before this text
+# Functions of the bootstrap (sourced before bootstrap.sh): make the box's Node meet the agent's
+# engines, install the agent at the version the orchestrator resolved, and check that it runs.
+# Params (server/npm.py resolves them from the registry):
+#   agent_version   the release to install
+#   node_condition  the compiled engines range: ge:22.0.0,lt:23.0.0|ge:24.0.0 (or "any")
+#   node_pkg        the npm registry's node package release to install when the box's Node fails it
+# Results: ~/.boxforge/profile (the PATH line every job and ssh session sources) and a last line
+# BOXFORGE_AGENT=<agent version> <node version> <node source>.
+bf_vcmp() { # bf_vcmp A B: prints -1, 0 or 1
+  awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, "."); split(b, y, ".");
+    for (i = 1; i <= 3; i++) { if (x[i] + 0 < y[i] + 0) { print -1; exit } if (x[i] + 0 > y[i] + 0) { print 1; exit } }
+    print 0 }'
+}
+bf_semver_ok() { # bf_semver_ok VERSION CONDITION
+  v=${1#v}; v=${v%%-*}
+  case $v in ""|*[!0-9.]*) return 1 ;; esac
+  [ "$2" = any ] && return 0
+  old_ifs=$IFS; IFS='|'
+  for alt in $2; do
+    ok=1; IFS=','
+    for comp in $alt; do
+      [ "$comp" = any ] && continue
+      c=$(bf_vcmp "$v" "${comp#*:}")
+      case ${comp%%:*} in
+        ge) [ "$c" -ge 0 ] || ok=0 ;; gt) [ "$c" -gt 0 ] || ok=0 ;;
+        le) [ "$c" -le 0 ] || ok=0 ;; lt) [ "$c" -lt 0 ] || ok=0 ;;
+        eq) [ "$c" -eq 0 ] || ok=0 ;; *) ok=0 ;;
+      esac
+    done
+    IFS='|'
+    if [ "$ok" = 1 ]; then IFS=$old_ifs; return 0; fi
+  done
+  IFS=$old_ifs
+  return 1
+}
+bf_node_prefix=$HOME/.boxforge/node
+bf_log=$HOME/.boxforge/agent-install.log
+bf_tail() { echo "[boxforge] $1; the install log ends:" >&2; tail -n 30 "$bf_log" >&2 2>/dev/null || :; exit 3; }
+bf_node_ensure() { # sets node_version, node_source; puts the chosen node first on PATH
+  node_source=
+  if [ -x "$bf_node_prefix/bin/node" ] && bf_semver_ok "$("$bf_node_prefix/bin/node" --version 2>/dev/null)" "$node_condition"; then
+    node_source=npm
+  elif command -v node >/dev/null 2>&1 && bf_semver_ok "$(node --version 2>/dev/null)" "$node_condition"; then
+    node_source=box
+  else
+    have=$(node --version 2>/dev/null || echo none)
+    echo "[boxforge] node $have does not meet $agent_package@$agent_version's engines ($node_condition): installing node@$node_pkg from the npm registry"
+    npm install --global --prefix "$bf_node_prefix" "--globalconfig=$bf_npmrc" --no-fund --no-audit --loglevel=error "node@$node_pkg" >>"$bf_log" 2>&1 \
+      || bf_tail "npm install node@$node_pkg failed"
+    "$bf_node_prefix/bin/node" --version >/dev/null 2>&1 || bf_tail "node@$node_pkg installed no working node binary"
+    node_source=npm
+  fi
+  if [ "$node_source" = npm ]; then PATH="$bf_node_prefix/bin:$PATH"; export PATH; fi
+  node_version=$(node --version); node_version=${node_version#v}
+}
+bf_agent_ensure() {
+  mkdir -p "$HOME/.boxforge"
+  : > "$bf_log"
+  # --prefix moves npm's global config (the box's registry, proxy and CA settings): keep the box's own
+  bf_npmrc=$(npm config get globalconfig 2>/dev/null) || bf_npmrc=/etc/npmrc
+  bf_node_ensure
+  bin=$HOME/.local/bin/$agent_binary
+  got=$("$bin" --version 2>/dev/null | head -n 1) || got=
+  case " $got " in
+    *" $agent_version "*) echo "[boxforge] agent $agent_name: $agent_package@$agent_version already installed" ;;
+    *)
+      echo "[boxforge] agent $agent_name: npm install $agent_package@$agent_version (node $node_version, $node_source)"
+      npm install --global --prefix "$HOME/.local" "--globalconfig=$bf_npmrc" --no-fund --no-audit --loglevel=error "$agent_package@$agent_version" >>"$bf_log" 2>&1 \
+        || bf_tail "npm install $agent_package@$agent_version failed"
+      ;;
+  esac
+  bf_agent_check
+}
+bf_agent_check() { # the agent must run: its --version names the version asked for (or, unpinned, any)
+  bin=$HOME/.local/bin/$agent_binary
+  out=$("$bin" --version 2>&1) || { printf '%s\n' "$out" >> "$bf_log"; bf_tail "$agent_binary --version failed"; }
+  got=$(printf '%s\n' "$out" | head -n 1)
+  case " $got " in
+    *" ${agent_version:-$got} "*) ;;
+    *) printf '%s\n' "$out" >> "$bf_log"; bf_tail "$agent_binary --version says '$got', not $agent_version" ;;
+  esac
+  echo "[boxforge] agent $agent_name: $got runs (node $node_version from $node_source)"
+  echo "BOXFORGE_AGENT=$agent_version $node_version $node_source"
+}
+bf_write_profile() { # the PATH line every job, ssh session and service of this box sources
+  {
+    echo '# written by boxforge: the agent and its node on the PATH'
+    # shellcheck disable=SC2016 # expanded when sourced
+    echo 'case ":$PATH:" in *":$HOME/.local/bin:"*) ;; *) PATH="$HOME/.local/bin:$PATH" ;; esac'
+    # shellcheck disable=SC2016 # expanded when sourced
+    [ -x "$bf_node_prefix/bin/node" ] && [ "${node_source:-}" = npm ] && echo 'PATH="$HOME/.boxforge/node/bin:$PATH"'
+    echo 'export PATH'
+  } > "$HOME/.boxforge/profile"
+  for rc in "$HOME/.profile" "$HOME/.bashrc"; do
+    # shellcheck disable=SC2016 # expanded when sourced
+    case $(cat "$rc" 2>/dev/null) in
+      *boxforge/profile*) ;;
+      *) echo '[ -r "$HOME/.boxforge/profile" ] && . "$HOME/.boxforge/profile"' >> "$rc" ;;
+    esac
+  done
+}
