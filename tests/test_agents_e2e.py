@@ -26,7 +26,9 @@ async def test_claude_latest_and_a_pin_install_with_a_node_that_meets_their_engi
     # an older release that still runs on Node 20 (2.1.197 was the last to accept it), pinned
     pinned = "2.1.197"
     assert pinned in meta.engines and npm.satisfies("20.0.0", meta.engines[pinned])
-    settings = make_settings(tmp_path / "state")
+    # An unisolated box, whose Node is this machine's 20 (too old for the latest release): on an isolated
+    # box the create first apt-installs Debian's nodejs/npm, which takes minutes more than the suite can give.
+    settings = make_settings(tmp_path / "state", local_isolation="none")
     async with session(settings) as client:
         await call(client, "create_server", name="cl", agent="claude", ready_timeout_s=900)
         # on the PATH of vm_bash, not only of run_agent
