@@ -15,7 +15,8 @@ from tests.support import box_pids, local_boxes_dir, make_settings
 
 
 async def test_a_box_presenting_another_host_key_is_refused(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "state", local_sshd="openssh")
+    # unisolated: the test swaps the box's host key file from the host side
+    settings = make_settings(tmp_path / "state", local_sshd="openssh", local_isolation="none")
     async with open_fleet(settings) as fleet:
         await fleet.create_server("pinned")
         # Another machine now answers at the box's address: OpenSSH rereads its host key for every
@@ -29,15 +30,17 @@ async def test_a_box_presenting_another_host_key_is_refused(tmp_path: Path) -> N
 
 
 async def test_a_failing_clone_burns_the_box_and_says_why(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "state")
+    # unisolated: the test checks the box's dirs on the host are gone
+    settings = make_settings(tmp_path / "state", local_isolation="none")
     not_a_repo = tmp_path / "plain-dir"
     not_a_repo.mkdir()
     async with Client(build_server(settings)) as client:
-        result = await client.call_tool("create_server", {"name": "doomed", "repo": str(not_a_repo),
+        # a clone on the box (repo_via='box') of a URL naming no repository: the box's git fails
+        result = await client.call_tool("create_server", {"name": "doomed", "repo": f"file://{not_a_repo}/none.git",
                                                           "repo_via": "box"})
         assert result.is_error
         text = result.content[0].text
-        assert "box was burned" in text and "bootstrap failed" in text and "does not exist" in text
+        assert "box was burned" in text and "bootstrap failed" in text and "STEP=clone" in text
         listed = await client.call_tool("list_servers", {})
         assert listed.structured_content["count"] == 0
     assert not list(local_boxes_dir(settings).glob("lb-*"))
