@@ -110,7 +110,8 @@ async def test_an_invalid_boxforge_yml_fails_the_create_with_the_reason(tmp_path
 
 
 async def test_wait_false_returns_at_once_and_list_servers_follows_the_steps(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "state")
+    # unisolated: the test releases the box's setup by creating a file in the box's home from the host
+    settings = make_settings(tmp_path / "state", local_isolation="none")
     # setup waits for a file the test creates, so the box is caught in its setup step
     repo = make_agent_repo(tmp_path / "repo", boxfile="setup:\n  - until [ -e \"$HOME/go\" ]; do sleep 0.05; done\n")
     async with session(settings) as client:
