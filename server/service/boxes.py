@@ -21,7 +21,7 @@ from server.schemas import DestroyResult, ServerInfo, ServerList
 from server.service.access import BoxAccess
 from server.service import onbox
 from server.service.creators import CREATOR, creator_alive
-from server.service.git import Harvester
+from server.service.harvest import Harvester
 from server.service.providers import ProviderSet
 from server.service.secrets import Secrets
 from server.service.views import server_info

@@ -52,7 +52,8 @@ from server.service.agents import Agents
 from server.service.boxes import Boxes
 from server.service.files import Files
 from server.service.forge import Forge, Progress
-from server.service.git import GitWork, Harvester
+from server.service.git import GitWork
+from server.service.harvest import Harvester
 from server.service.jobs import Jobs
 from server.service.jobwait import wait_any
 from server.service.providers import ProviderSet

@@ -48,6 +48,7 @@ from server.service.access import BoxAccess
 from server.service.boxes import Boxes
 from server.service.createjobs import CreateJobs, Step, read_boxfile
 from server.service.creators import CREATOR, this_process
+from server.service.harvest import GIT_DATA
 from server.service.providers import ProviderSet
 from server.service.secrets import Secrets
 from server.service.views import AGENT_INSTALLED, MADE_SIZE, WARNINGS
@@ -59,7 +60,6 @@ PROJECT_DIR_NAME = "project"
 NODE_PACKAGES = ("nodejs", "npm")  # what an npm-installed agent needs on a box that lacks it
 HOME_PROBE = OnboxCall("home.sh")
 REPO_VIA = ("orchestrator", "box")
-GIT_DATA = "git"  # key of BoxRecord.data: the box's home repo and seed (see server/git)
 
 
 @dataclass(frozen=True)
