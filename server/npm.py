@@ -174,7 +174,7 @@ def _fetch_sync(name: str) -> Packument:
     url = f"{REGISTRY}/{urllib.parse.quote(name, safe='@')}"
     req = urllib.request.Request(url, headers={"Accept": "application/vnd.npm.install-v1+json"})
     try:
-        with urllib.request.urlopen(req, timeout=REGISTRY_TIMEOUT_S) as resp:  # noqa: S310 (https registry)
+        with urllib.request.urlopen(req, timeout=REGISTRY_TIMEOUT_S) as resp:
             doc = json.load(resp)
     except (OSError, ValueError) as exc:
         raise ForgeError(f"could not read {name} from the npm registry ({REGISTRY}): {exc}") from exc
