@@ -77,6 +77,18 @@ def render_hints(result: object, words: Callable[[Hint], str]) -> None:
         render_hints(value, words)
 
 
+class ForwardInfo(BaseModel):
+    server: str
+    port: int = Field(description="The box's port")
+    local_host: str
+    local_port: int
+    url: str = Field(description="Where to reach it on the orchestrator's machine (http:// for web servers; "
+                                 "ws:// and plain TCP work on the same host and port)")
+    created_at: float
+    listening: bool = Field(True, description="Whether a connect to the box's port succeeded when it was last "
+                                              "checked; false: nothing listens there yet")
+    service: str | None = Field(None, description="The .boxforge.yml service this forward was opened for")
+
 
 class ServerInfo(Hinted):
     """One box."""
@@ -107,6 +119,8 @@ class ServerInfo(Hinted):
     setup_job_id: str | None = Field(None, description="Job that ran the setup commands of the repo's .boxforge.yml")
     services: dict[str, str] | None = Field(None, description="Services from .boxforge.yml: name -> job_id of the "
                                                               "background job running it")
+    forwards: list[ForwardInfo] | None = Field(None, exclude_if=lambda v: not v,
+                                               description="Ports of .boxforge.yml services forwarded to this machine")
     created_at: str | None = Field(None, description="UTC ISO time of creation")
     expires_at: str | None = Field(None, description="UTC ISO time at which the box is burned")
     time_left: str | None = Field(None, description="Time until expiry, e.g. '29m'")
@@ -434,15 +448,5 @@ class PushResult(Hinted):
     hint: str | None = None
 
 
-class ForwardInfo(BaseModel):
-    server: str
-    port: int = Field(description="The box's port")
-    local_host: str
-    local_port: int
-    url: str = Field(description="Where to reach it on the orchestrator's machine (http:// for web servers; "
-                                 "ws:// and plain TCP work on the same host and port)")
-    created_at: float
-
-
 class ForwardList(BaseModel):
-    forwards: list[ForwardInfo]
+    forwards: list[ForwardInfo] = Field(description="The forwards opened, listed or closed")

@@ -362,6 +362,9 @@ class Forge:
                 rec, ex, "service", f"[service {service.name}] {service.command}", service.command, project_dir)
         if services:
             await self.repo.merge_data(rec.request_id, services=services)
+        for service in recipe.services:
+            if service.port is not None:  # opened now; it says listening=false until the service listens
+                await self.access.forwards.open(self.access.target(rec), service.port, service=service.name)
 
     async def _burn_failed(self, prov: Provider, rec: BoxRecord, box: Box | None, exc: BaseException) -> None:
         current = await self.repo.box_by_request(rec.request_id)
