@@ -55,7 +55,10 @@ class Boxes:
             prov: Provider | None = self.providers.get(rec.provider)
         except ForgeError:
             prov = None  # a provider unavailable here still lets its records be shown
-        return server_info(rec, prov, now, self.settings.expiry_warn_s)
+        info = server_info(rec, prov, now, self.settings.expiry_warn_s)
+        if rec.live:
+            info.forwards = self.access.forwards.known(rec.name) or None
+        return info
 
     async def live(self, name: str) -> BoxRecord:
         rec = await self.repo.live_box(name)

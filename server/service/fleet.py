@@ -251,6 +251,11 @@ class Fleet:
         rec = await self.boxes.ready(server)
         return await self.access.forwards.open(self.access.target(rec), port, local_port, bind)
 
+    async def list_forwards(self, server: str) -> ForwardList:
+        """The box's open forwards (this process's), each checked again for a listener."""
+        await self.boxes.live(server)
+        return ForwardList(forwards=await self.access.forwards.of_box(server))
+
     async def close_forward(self, server: str, port: int | None = None) -> ForwardList:
         """Close one of the box's forwards, or all of them; the ones closed."""
         return ForwardList(forwards=await self.access.forwards.close(server, port))
