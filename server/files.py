@@ -27,15 +27,17 @@ import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
-import asyncssh
 
 from server.domain.inputs import is_one_line
 from server.errors import BoxUnreachable, ForgeError, InvalidInput
 from server.jobs import BoxExec
+from server.lazy import lazy_import
 from server.onbox import scripts
 from server.onbox.protocol import Exit
 from server.schemas import (
@@ -54,6 +56,11 @@ from server.schemas import (
 from server.ssh import SSHPool, SSHTarget
 from server.text import decode_output, utf8_head
 
+if TYPE_CHECKING:
+    import asyncssh
+else:
+    asyncssh = lazy_import("asyncssh")  # loaded on first use, not by the CLI's start
+
 MAX_READ_SCAN_BYTES = 10 * 1024 * 1024  # text reads load the file to count lines
 MAX_READ_OUTPUT_BYTES = 256 * 1024  # text returned by one vm_read
 MAX_READ_BASE64_BYTES = 1024 * 1024
@@ -68,8 +75,12 @@ SFTP_S_PER_MIB = 1.0  # time an SFTP operation gets per MiB moved, on top of Box
 CLEANUP_TIMEOUT_S = 5.0  # removing a temp file, even after a cancel
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's empty tree: the base of a box without commits
 _COMMIT_RE = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
-_DROPS = (asyncssh.DisconnectError, asyncssh.ChannelOpenError, asyncssh.ConnectionLost, BrokenPipeError,
-          ConnectionResetError)
+
+
+@cache
+def _drops() -> tuple[type[BaseException], ...]:
+    return (asyncssh.DisconnectError, asyncssh.ChannelOpenError, asyncssh.ConnectionLost, BrokenPipeError,
+            ConnectionResetError)
 
 
 def check_box_path(path: str, what: str = "path") -> str:
@@ -141,7 +152,7 @@ class BoxFiles:
             try:
                 client = await conn.start_sftp_client()
                 break
-            except _DROPS as exc:
+            except _drops() as exc:
                 await self.pool.drop(self.target.key)
                 if attempt == 2:
                     raise BoxUnreachable(f"could not open SFTP on {self.target.where}: {exc}; retry") from exc
@@ -150,7 +161,7 @@ class BoxFiles:
         try:
             async with client:
                 yield client
-        except _DROPS as exc:
+        except _drops() as exc:
             raise BoxUnreachable(f"lost the SSH connection to {self.target.where} during a file transfer; "
                                  "retry") from exc
 

@@ -52,11 +52,12 @@ import shlex
 import socket
 import weakref
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-
-import asyncssh
+from typing import TYPE_CHECKING
 
 from server.errors import BoxTimeout, BoxUnreachable, HostKeyMismatch
+from server.lazy import lazy_import
 from server.onbox import scripts
 from server.transport.channel import (
     CHANNEL_HELLO,
@@ -70,6 +71,11 @@ from server.transport.channel import reason as _reason
 from server.transport.retry import Reconnect, reconnect_once
 from server.transport.types import ExecResult, ShellCall
 
+if TYPE_CHECKING:
+    import asyncssh
+else:
+    asyncssh = lazy_import("asyncssh")  # loaded by the first connection, not by `boxforge ls`
+
 __all__ = ["CHANNEL_HELLO", "ExecResult", "SSHPool", "SSHTarget", "ShellCall"]
 
 log = logging.getLogger(__name__)
@@ -80,8 +86,17 @@ DEFAULT_MAX_SESSIONS = 8
 DEFAULT_SHORT_CHANNELS = 2
 DEFAULT_LONG_CHANNELS = 2
 
-_DROP_ERRORS = (asyncssh.DisconnectError, asyncssh.ChannelOpenError, BrokenPipeError, ConnectionResetError)
-_CHANNEL_ERRORS = (asyncssh.Error, *STREAM_ERRORS)
+
+
+@cache
+def _drop_errors() -> tuple[type[BaseException], ...]:
+    return (asyncssh.DisconnectError, asyncssh.ChannelOpenError, BrokenPipeError, ConnectionResetError)
+
+
+@cache
+def _channel_errors() -> tuple[type[BaseException], ...]:
+    return (asyncssh.Error, *STREAM_ERRORS)
+
 
 # The box side of a control channel (sh/channel.sh), started with exec so it is the session's process.
 _LOOP_COMMAND = "exec /bin/sh -c " + shlex.quote(scripts.text("channel.sh"))
@@ -208,7 +223,7 @@ class SSHPool:
             entry, fresh = await self._entry(target)
             try:
                 return await self._exec(entry, command, stdin, timeout)
-            except _DROP_ERRORS as exc:
+            except _drop_errors() as exc:
                 if not _is_drop(entry.conn, exc):
                     raise BoxUnreachable(
                         f"{target.where} refused to open an SSH session ({_reason(exc)}); retry shortly"
@@ -315,7 +330,7 @@ class SSHPool:
         try:
             async with asyncio.timeout(CHANNEL_OPEN_TIMEOUT_S):
                 pid = await read_hello(_SSHStream(proc))
-        except (TimeoutError, *_CHANNEL_ERRORS) as exc:
+        except (TimeoutError, *_channel_errors()) as exc:
             proc.close()
             if not entry.conn.is_closed():
                 entry.channels_off = True
@@ -325,7 +340,7 @@ class SSHPool:
         except BaseException:
             proc.close()
             raise
-        channel = Channel(_SSHStream(proc), pid, _CHANNEL_ERRORS)
+        channel = Channel(_SSHStream(proc), pid, _channel_errors())
         entry.channels.add(channel)
         return channel
 
@@ -417,7 +432,7 @@ class SSHPool:
                     connect_timeout=self._connect_timeout,
                     keepalive_interval=self._keepalive_interval,
                     keepalive_count_max=self._keepalive_count_max,
-                    client_factory=_PromptAcks,
+                    client_factory=_prompt_acks(),
                 )
         except asyncssh.HostKeyNotVerifiable as exc:
             raise HostKeyMismatch(
@@ -446,34 +461,40 @@ class SSHPool:
             ) from exc
 
 
-class _PromptAcks(asyncssh.SSHClient):
-    """Acknowledge the server's post-auth messages at once.
+@cache
+def _prompt_acks() -> type[asyncssh.SSHClient]:
+    """The client class (made on first use: it subclasses asyncssh's, loaded lazily)."""
 
-    OpenSSH answers auth with small packets (success, debug notes, then its host keys) while
-    Nagle is still on for the connection; left to the delayed-ACK timer, the held packets and the
-    first session's confirmation wait ~40 ms. Setting TCP_QUICKACK sends the pending ACK now.
-    """
+    class _PromptAcks(asyncssh.SSHClient):
+        """Acknowledge the server's post-auth messages at once.
 
-    def __init__(self) -> None:
-        self._conn: asyncssh.SSHClientConnection | None = None
+        OpenSSH answers auth with small packets (success, debug notes, then its host keys) while
+        Nagle is still on for the connection; left to the delayed-ACK timer, the held packets and the
+        first session's confirmation wait ~40 ms. Setting TCP_QUICKACK sends the pending ACK now.
+        """
 
-    def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
-        self._conn = conn
+        def __init__(self) -> None:
+            self._conn: asyncssh.SSHClientConnection | None = None
 
-    def auth_completed(self) -> None:
-        self._ack_now()
+        def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
+            self._conn = conn
 
-    def debug_msg_received(self, msg: str, lang: str, always_display: bool) -> None:
-        self._ack_now()
+        def auth_completed(self) -> None:
+            self._ack_now()
 
-    def _ack_now(self) -> None:
-        sock = self._conn.get_extra_info("socket") if self._conn is not None else None
-        quickack = getattr(socket, "TCP_QUICKACK", None)  # Linux only
-        if sock is not None and quickack is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
-            except OSError:
-                pass
+        def debug_msg_received(self, msg: str, lang: str, always_display: bool) -> None:
+            self._ack_now()
+
+        def _ack_now(self) -> None:
+            sock = self._conn.get_extra_info("socket") if self._conn is not None else None
+            quickack = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+            if sock is not None and quickack is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+                except OSError:
+                    pass
+
+    return _PromptAcks
 
 
 def _is_drop(conn: asyncssh.SSHClientConnection, exc: BaseException) -> bool:
