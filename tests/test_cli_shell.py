@@ -1,0 +1,122 @@
+"""The CLI in the shell, as subprocesses on one shared box: exit codes (``run --timeout`` exits 124 with the
+job id and the output so far, ``--kill-on-timeout`` says killed, ``job`` and ``logs --follow`` exit with the
+job's code), an unquoted command's words passed as typed (or "quote the command"), Rich markup shown as
+typed, expiry warnings in ``ls`` and ``run``, ``extend`` refusing to shorten without ``--shorten``, empty
+``ls`` and ``burn --all`` saying so, and ``run`` on a box that expired saying when and what came home."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from server.config import Settings
+from server.service import open_fleet
+from tests.support import assert_cli_words, boxforge_cmd, cli_env, make_repo, make_settings
+
+BOX = "shell1"
+JOB_ID = re.compile(r"j-[0-9a-f]{12}")
+
+
+def boxforge(settings: Settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return assert_cli_words(subprocess.run([*boxforge_cmd(), *args], env=cli_env(settings), capture_output=True,
+                                           text=True, timeout=timeout))
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """One box for the module, with 9 minutes to live: inside the expiry warning from the start."""
+    home = tmp_path_factory.mktemp("shell")
+    settings = make_settings(home / "state")
+    repo = make_repo(home / "repo")
+    up = boxforge(settings, "up", "--name", BOX, "--repo", str(repo), "--ttl", "9m")
+    assert up.returncode == 0, up.stderr
+    yield settings
+    boxforge(settings, "burn", "--all", "--yes", "--no-harvest")
+
+
+def test_run_takes_an_unquoted_commands_words_as_typed(settings: Settings) -> None:
+    ran = boxforge(settings, "run", BOX, "printf", "%s|", "two words", "$HOME")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "two words|$HOME|"
+    assert "box expires in" in ran.stderr  # 9 minutes left: run warns
+    dashed = boxforge(settings, "run", BOX, "--", "ls", "-d", "/")
+    assert dashed.returncode == 0 and dashed.stdout == "/\n"
+
+
+def test_run_with_an_option_of_the_command_says_quote_it(settings: Settings) -> None:
+    refused = boxforge(settings, "run", BOX, "ls", "-la")
+    assert refused.returncode == 2
+    assert "quote the command" in refused.stderr and "boxforge run NAME 'ls -la'" in refused.stderr
+
+
+def test_run_past_its_timeout_prints_the_output_so_far_and_exits_124_then_job_and_logs_exit_with_its_code(
+        settings: Settings) -> None:
+    ran = boxforge(settings, "run", BOX, "echo first; sleep 2; echo second; exit 7", "--timeout", "0.5")
+    assert ran.returncode == 124, ran.stderr
+    assert ran.stdout == "first\n"
+    job_id = JOB_ID.search(ran.stderr)
+    assert job_id, ran.stderr
+    assert f"boxforge logs {job_id[0]} --follow" in ran.stderr
+    followed = boxforge(settings, "logs", job_id[0], "--follow")
+    assert followed.returncode == 7 and followed.stdout == "first\nsecond\n"
+    shown = boxforge(settings, "job", job_id[0])
+    assert shown.returncode == 7 and "(exit 7)" in shown.stderr
+
+
+def test_kill_on_timeout_says_killed_and_exits_124(settings: Settings) -> None:
+    ran = boxforge(settings, "run", BOX, "echo started; sleep 60", "--timeout", "0.5", "--kill-on-timeout")
+    assert ran.returncode == 124, ran.stderr
+    assert ran.stdout == "started\n" and "killed" in ran.stderr
+
+
+def test_markup_in_commands_and_output_shows_as_typed(settings: Settings) -> None:
+    typed = "echo '[bootstrap] [red]not red[/red] [bold]'"
+    ran = boxforge(settings, "run", BOX, typed)
+    assert ran.stdout == "[bootstrap] [red]not red[/red] [bold]\n"
+    jobs = boxforge(settings, "jobs")
+    assert jobs.returncode == 0
+    assert typed in jobs.stdout  # piped: the whole command, uncut, markup as typed
+    assert "[bootstrap]" in jobs.stdout  # the create's own job
+
+
+def test_ls_warns_of_the_near_expiry(settings: Settings) -> None:
+    listed = boxforge(settings, "ls")
+    assert listed.returncode == 0 and BOX in listed.stdout
+    assert f"{BOX}: box expires in" in listed.stderr and "boxforge extend NAME TTL" in listed.stderr
+
+
+def test_extend_that_would_shorten_the_expiry_is_refused_without_shorten(settings: Settings) -> None:
+    refused = boxforge(settings, "extend", BOX, "2m")
+    assert refused.returncode == 1 and "--shorten" in refused.stderr and "would shorten" in refused.stderr
+    assert boxforge(settings, "extend", BOX, "8m", "--shorten").returncode == 0
+
+
+def test_run_on_a_box_that_expired_says_when_and_where_its_work_went(settings: Settings) -> None:
+    async def expire_and_reap() -> list[str]:
+        async with open_fleet(settings) as fleet:
+            rec = await fleet.repo.live_box(BOX)
+            assert rec is not None
+            await fleet.repo.update_box(rec.request_id, expires_at=time.time() - 5)  # the reaper takes the earlier
+            burned, _ = await fleet.reap_once()
+            return burned
+
+    assert anyio.run(expire_and_reap) == [BOX]
+    ran = boxforge(settings, "run", BOX, "true")
+    assert ran.returncode == 1
+    assert f"server {BOX!r} expired at " in ran.stderr and "ago) and was burned" in ran.stderr
+    assert f"came home as refs/boxforge/{BOX}/" in ran.stderr
+    assert "unknown server" not in ran.stderr
+
+
+def test_empty_ls_and_burn_all_say_so(tmp_path: Path) -> None:
+    empty = make_settings(tmp_path / "state")
+    listed = boxforge(empty, "ls")
+    assert listed.returncode == 0 and listed.stdout == "" and "no live boxes" in listed.stderr
+    burned = boxforge(empty, "burn", "--all", "--yes")
+    assert burned.returncode == 0 and "no live boxes to burn" in burned.stderr
