@@ -6,6 +6,7 @@
     services:           # started after setup, each as a background job whose log vm_job_status reads
       - name: web
         command: npm run dev -- --port 3000
+        port: 3000      # optional: forwarded to the orchestrator's loopback when the service starts
       - redis-server    # a bare command: named service-2
     timeout: 20m        # how long the whole setup may take (default 30m)
 
@@ -46,6 +47,8 @@ class Service(BaseModel):
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="Service name")
     command: Command = Field(description="Long-running command, started as a background job in the project dir")
+    port: int | None = Field(None, ge=1, le=65535, description="TCP port the service listens on (on the box's "
+                                                               "loopback or any address): forwarded when it starts")
 
 
 class BoxFile(BaseModel):
@@ -78,6 +81,9 @@ class BoxFile(BaseModel):
         names = [s.name for s in self.services]
         if len(names) != len(set(names)):
             raise ValueError("service names must be unique")
+        ports = [s.port for s in self.services if s.port is not None]
+        if len(ports) != len(set(ports)):
+            raise ValueError("two services declare the same port")
         return self
 
 

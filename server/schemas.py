@@ -77,6 +77,18 @@ def render_hints(result: object, words: Callable[[Hint], str]) -> None:
         render_hints(value, words)
 
 
+class ForwardInfo(BaseModel):
+    server: str
+    port: int = Field(description="The box's port")
+    local_host: str
+    local_port: int
+    url: str = Field(description="Where to reach it on the orchestrator's machine (http:// for web servers; "
+                                 "ws:// and plain TCP work on the same host and port)")
+    created_at: float
+    listening: bool = Field(True, description="Whether a connect to the box's port succeeded when it was last "
+                                              "checked; false: nothing listens there yet")
+    service: str | None = Field(None, description="The .boxforge.yml service this forward was opened for")
+
 
 class ServerInfo(Hinted):
     """One box."""
@@ -93,11 +105,22 @@ class ServerInfo(Hinted):
     base_commit: str | None = Field(None, description="Commit the branch started from; vm_diff compares with it")
     agent: str | None = Field(None, description="Agent installed on the box (none, claude, codex, custom); "
                                                 "run it with run_agent")
+    agent_version: str | None = Field(None, exclude_if=lambda v: v is None,
+                                      description="Release of the npm agent (claude, codex) installed and checked "
+                                                  "to run (its --version)")
+    node_version: str | None = Field(None, exclude_if=lambda v: v is None,
+                                     description="Version of the Node.js the agent runs on")
+    node_source: str | None = Field(None, exclude_if=lambda v: v is None,
+                                    description="Where that Node came from: box (the box's own, new enough) or npm "
+                                                "(the npm registry's node package, installed because the box's was "
+                                                "missing or too old for the agent's engines)")
     bootstrap_job_id: str | None = Field(None, description="Job that cloned the repo and installed the agent; "
                                                            "read its log with vm_job_status")
     setup_job_id: str | None = Field(None, description="Job that ran the setup commands of the repo's .boxforge.yml")
     services: dict[str, str] | None = Field(None, description="Services from .boxforge.yml: name -> job_id of the "
                                                               "background job running it")
+    forwards: list[ForwardInfo] | None = Field(None, exclude_if=lambda v: not v,
+                                               description="Ports of .boxforge.yml services forwarded to this machine")
     created_at: str | None = Field(None, description="UTC ISO time of creation")
     expires_at: str | None = Field(None, description="UTC ISO time at which the box is burned")
     time_left: str | None = Field(None, description="Time until expiry, e.g. '29m'")
@@ -425,15 +448,5 @@ class PushResult(Hinted):
     hint: str | None = None
 
 
-class ForwardInfo(BaseModel):
-    server: str
-    port: int = Field(description="The box's port")
-    local_host: str
-    local_port: int
-    url: str = Field(description="Where to reach it on the orchestrator's machine (http:// for web servers; "
-                                 "ws:// and plain TCP work on the same host and port)")
-    created_at: float
-
-
 class ForwardList(BaseModel):
-    forwards: list[ForwardInfo]
+    forwards: list[ForwardInfo] = Field(description="The forwards opened, listed or closed")

@@ -1,7 +1,8 @@
 """Port forwards on real local boxes, through the real MCP client and the CLI: HTTP, WebSocket and plain
 TCP servers started on the box and reached on this machine's loopback over the box's SSH connection; the
 faults (nothing listening, local port in use, privileged local port, the box burning under an open
-connection, the CLI's forward ending when the box burns)."""
+connection, the CLI's forward ending when the box burns); `.boxforge.yml` service ports forwarded as the
+services start; listing and closing through the one tool."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ from tests.support import (
     call_error,
     cli_env,
     eventually,
+    git,
+    make_repo,
     make_settings,
     readline_with_deadline,
 )
@@ -180,9 +183,48 @@ async def test_http_websocket_and_tcp_through_forwards(tmp_path: Path) -> None:
         assert "echo:x" == await ws_roundtrip(wanted, "x")  # the other forwards stay open
 
 
-async def test_forward_faults_and_the_box_burning_under_a_connection(tmp_path: Path) -> None:
+SERVICE_PORT, IDLE_PORT = 8765, 8766  # on the box's own loopback (its own network namespace)
+SERVICES = f"""services:
+  - name: web
+    command: echo served > served.txt; exec python3 -m http.server --bind 127.0.0.1 {SERVICE_PORT}
+    port: {SERVICE_PORT}
+  - name: idle
+    command: exec sleep 600
+    port: {IDLE_PORT}
+"""
+
+
+def repo_with_services(path: Path) -> Path:
+    repo = make_repo(path)
+    (repo / ".boxforge.yml").write_text(SERVICES)
+    git(repo, "add", ".boxforge.yml")
+    git(repo, "commit", "-qm", "services with ports")
+    return repo
+
+
+async def test_service_ports_then_the_faults_and_the_box_burning_under_a_connection(tmp_path: Path) -> None:
+    repo = repo_with_services(tmp_path / "repo")
     async with session(make_settings(tmp_path / "state")) as client:
-        await call(client, "create_server", name="faults")
+        made = await call(client, "create_server", name="faults", repo=str(repo))
+        by_service = {f["service"]: f for f in made["forwards"]}
+        assert set(by_service) == {"web", "idle"} and by_service["idle"]["listening"] is False
+        assert by_service["web"]["port"] == SERVICE_PORT and by_service["web"]["url"].startswith("http://127.0.0.1:")
+
+        async def web_listening() -> bool:
+            listed = (await call(client, "vm_forward", server="faults"))["forwards"]
+            return {f["service"]: f["listening"] for f in listed} == {"web": True, "idle": False}
+
+        await eventually(web_listening, timeout=30, what="the web service to listen behind its forward")
+        body = await anyio.to_thread.run_sync(http_get, by_service["web"]["url"] + "/")
+        assert "served.txt" in body
+        listed = await call(client, "list_servers")
+        assert {f["service"] for f in listed["servers"][0]["forwards"]} == {"web", "idle"}
+        error = await call_error(client, "vm_forward", server="faults", local_port=free_port())
+        assert "local_port needs the box's port" in error
+        closed = await call(client, "vm_forward", server="faults", close=True)
+        assert {f["port"] for f in closed["forwards"]} == {SERVICE_PORT, IDLE_PORT}
+        assert await refused(by_service["web"]["local_port"])
+        assert (await call(client, "vm_forward", server="faults"))["forwards"] == []
         ports = await start_box_servers(client, "faults")
 
         nobody = free_port()  # nothing listens there, on the box's loopback either

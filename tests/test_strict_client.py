@@ -16,7 +16,7 @@ from mcp import Client
 from server.config import load_settings
 from server.mcp.app import build_server
 from server.vault import secret_store
-from tests.support import git, make_repo
+from tests.support import eventually, git, make_repo
 
 STORED_VALUE = "stored-" + secrets.token_hex(8)
 ENV_VALUE = "environ-" + secrets.token_hex(8)
@@ -89,11 +89,23 @@ async def test_every_tool_through_a_client_that_follows_the_schemas(tmp_path: Pa
         assert done["ended"] == [agent["job_id"]]
         assert (await call("vm_job_status", job_id=agent["job_id"]))["stdout"].strip() == "5"
 
+        await call("vm_bash", server="strict", background=True,
+                   command="exec python3 -m http.server --bind 127.0.0.1 8771")
+
+        async def listening() -> bool:
+            return not (await client.call_tool("vm_forward", {"server": "strict", "port": 8771})).is_error
+
+        await eventually(listening, timeout=30, what="the box's web server")
+        opened = await call("vm_forward", server="strict", port=8771)
+        assert opened["forwards"][0]["url"].startswith("http://127.0.0.1:")
+        assert [f["port"] for f in (await call("vm_forward", server="strict"))["forwards"]] == [8771]
+        assert [f["port"] for f in (await call("vm_forward", server="strict", close=True))["forwards"]] == [8771]
+
         await call("vm_fetch", server="strict")
         await call("vm_compare", servers=["strict"])
         await call("vm_push", server="strict", remote=str(remote))
         await call("destroy_server", name="strict")
     # Tools that landed after this test, driven (without the schema-validating client, so far) by
-    # tests/plans/test_plan_run.py and tests/test_forwards.py: to be driven here too.
-    not_yet = {"plan_start", "plan_status", "plan_cancel", "vm_forward"}
+    # tests/plans/test_plan_run.py: to be driven here too.
+    not_yet = {"plan_start", "plan_status", "plan_cancel"}
     assert call.called == set(schemas) - not_yet

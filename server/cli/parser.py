@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("mcp", "serve MCP over stdio (for Claude Code: claude mcp add boxforge -- boxforge mcp), or over "
                    "streamable HTTP with --http", json_flag=False)
     p.add_argument("--http", action="store_true", help="serve streamable HTTP at http://HOST:PORT/mcp")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1); except on 127.0.0.1 and ::1 a "
-                                                      "bearer token is required (BOXFORGE_HTTP_TOKEN or generated)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1); except on 127.0.0.1 "
+                                                      "and ::1 a bearer token is required (BOXFORGE_HTTP_TOKEN or "
+                                                      "generated)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     return parser

@@ -102,6 +102,15 @@ def _left(s: ServerInfo) -> Text:
     return Text(s.time_left or "-", style="yellow" if s.warning and s.state == "ready" else "")
 
 
+def _agent(s: ServerInfo) -> str:
+    """``claude 2.1.332 (node 22.12.0, npm)``: the agent, its release and the Node it runs on."""
+    if s.agent in (None, "none"):
+        return "-"
+    if not s.agent_version:
+        return s.agent or "-"
+    return f"{s.agent} {s.agent_version} (node {s.node_version}, {s.node_source})"
+
+
 def fitted(build: Callable[[Sequence[str]], Table], optional: Sequence[str], console: Console | None = None) -> Table:
     """The table ``build`` makes, without as many of the ``optional`` columns (dropped in the order given) as it
     takes to fit the terminal; piped output keeps them all, uncut. ``build`` gets the columns to leave out."""
@@ -129,13 +138,14 @@ def print_table(table: Table, console: Console | None = None) -> None:
 
 
 SERVER_KEY_COLUMNS = ("name", "state", "address", "time left")  # kept whole at any width
-SERVER_OPTIONAL_COLUMNS = ("project dir", "cost", "€/h", "branch", "size")  # dropped first to last
+SERVER_OPTIONAL_COLUMNS = ("project dir", "cost", "€/h", "branch", "agent", "size")  # dropped first to last
 
 
 def servers_table(servers: Sequence[ServerInfo], title: str | None = None, console: Console | None = None) -> Table:
     """Boxes, one per row. At 80 columns: name, state, address (user@host:port) and time left stay whole."""
     priced = any(s.price_per_hour is not None for s in servers)  # cloud boxes: show what they cost
     sized = any(s.size for s in servers)
+    agents = any(s.agent not in (None, "none") for s in servers)
 
     def build(dropped: Sequence[str]) -> Table:
         table = Table(title=title)
@@ -144,6 +154,7 @@ def servers_table(servers: Sequence[ServerInfo], title: str | None = None, conso
             "state": [s.state if not s.error else f"{s.state}: {s.error}" for s in servers],
             "address": [s.address or "-" for s in servers],
             **({"size": [s.size or "-" for s in servers]} if sized else {}),
+            **({"agent": [_agent(s) for s in servers]} if agents else {}),
             "branch": [s.branch or "-" for s in servers],
             "time left": [_left(s) for s in servers],
             "project dir": [s.project_dir or "-" for s in servers],

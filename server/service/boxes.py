@@ -21,7 +21,7 @@ from server.schemas import DestroyResult, ServerInfo, ServerList
 from server.service.access import BoxAccess
 from server.service import onbox
 from server.service.creators import CREATOR, creator_alive
-from server.service.git import Harvester
+from server.service.harvest import Harvester
 from server.service.providers import ProviderSet
 from server.service.secrets import Secrets
 from server.service.views import server_info
@@ -77,7 +77,10 @@ class Boxes:
             prov: Provider | None = self.providers.get(rec.provider)
         except ForgeError:
             prov = None  # a provider unavailable here still lets its records be shown
-        return server_info(rec, prov, now, self.settings.expiry_warn_s)
+        info = server_info(rec, prov, now, self.settings.expiry_warn_s)
+        if rec.live:
+            info.forwards = self.access.forwards.known(rec.name) or None
+        return info
 
     async def live(self, name: str) -> BoxRecord:
         rec = await self.repo.live_box(name)

@@ -52,7 +52,8 @@ from server.service.agents import Agents
 from server.service.boxes import Boxes
 from server.service.files import Files
 from server.service.forge import Forge, Progress
-from server.service.git import GitWork, Harvester
+from server.service.git import GitWork
+from server.service.harvest import Harvester
 from server.service.jobs import Jobs
 from server.service.jobwait import wait_any
 from server.service.providers import ProviderSet
@@ -249,6 +250,11 @@ class Fleet:
         """Forward the ready box's TCP ``port`` to ``bind:local_port`` on this machine, over its SSH connection."""
         rec = await self.boxes.ready(server)
         return await self.access.forwards.open(self.access.target(rec), port, local_port, bind)
+
+    async def list_forwards(self, server: str) -> ForwardList:
+        """The box's open forwards (this process's), each checked again for a listener."""
+        await self.boxes.live(server)
+        return ForwardList(forwards=await self.access.forwards.of_box(server))
 
     async def close_forward(self, server: str, port: int | None = None) -> ForwardList:
         """Close one of the box's forwards, or all of them; the ones closed."""

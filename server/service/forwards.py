@@ -33,6 +33,8 @@ class _Forward:
     port: int
     bind: str
     listener: asyncssh.SSHListener
+    listening: bool = True
+    service: str | None = None
     created_at: float = field(default_factory=time.time)
 
     @property
@@ -42,7 +44,8 @@ class _Forward:
     def info(self) -> ForwardInfo:
         host = f"[{self.bind}]" if ":" in self.bind else self.bind
         return ForwardInfo(server=self.server, port=self.port, local_host=self.bind, local_port=self.local_port,
-                           url=f"http://{host}:{self.local_port}", created_at=self.created_at)
+                           url=f"http://{host}:{self.local_port}", created_at=self.created_at,
+                           listening=self.listening, service=self.service)
 
 
 class Forwards:
@@ -55,9 +58,12 @@ class Forwards:
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def open(self, target: SSHTarget, port: int, local_port: int | None = None,
-                   bind: str = LOOPBACK) -> ForwardInfo:
+                   bind: str = LOOPBACK, *, service: str | None = None) -> ForwardInfo:
         """Forward the box's ``port`` to ``bind:local_port`` (a free port when None). Opening the same box
-        port again returns the forward already open."""
+        port again returns the forward already open.
+
+        A port nothing listens on is refused, unless the forward is a ``service``'s (opened as the service
+        starts, before it listens): that one opens anyway and says ``listening=False``."""
         check_ports(port, local_port)
         server = target.key
         async with self._locks.setdefault(server, asyncio.Lock()):
@@ -69,7 +75,13 @@ class Forwards:
                         "close that forward first to forward the port elsewhere")
                 return existing.info()
             conn = await self._connection(target)
-            await _check_listening(conn, server, port)
+            listening = True
+            try:
+                await _check_listening(conn, server, port)
+            except NothingListening:
+                if service is None:
+                    raise
+                listening = False
             try:
                 listener = await conn.forward_local_port(bind, local_port or 0, BOX_HOST, port)
             except OSError as exc:
@@ -79,8 +91,28 @@ class Forwards:
                 if exc.errno in (errno.EACCES, errno.EPERM):
                     raise InvalidInput(f"not allowed to listen on {bind}:{local_port} ({exc.strerror})") from exc
                 raise ForgeError(f"could not listen on {bind}:{local_port}: {exc.strerror or exc}") from exc
-            fwd = self._forwards[(server, port)] = _Forward(server, port, bind, listener)
+            fwd = self._forwards[(server, port)] = _Forward(server, port, bind, listener, listening, service)
             return fwd.info()
+
+    def known(self, server: str) -> list[ForwardInfo]:
+        """The box's open forwards as last seen (no check; for ServerInfo)."""
+        return [f.info() for (name, _), f in sorted(self._forwards.items()) if name == server]
+
+    async def of_box(self, server: str) -> list[ForwardInfo]:
+        """The box's open forwards, each checked again for something listening on the box's port."""
+        self._prune()
+        mine = sorted((f for (name, _), f in self._forwards.items() if name == server), key=lambda f: f.port)
+        conn = self._conns.get(server)
+        for fwd in mine:
+            if conn is not None:
+                try:
+                    await _check_listening(conn, server, fwd.port)
+                    fwd.listening = True
+                except NothingListening:
+                    fwd.listening = False
+                except ForgeError:
+                    pass  # the box did not answer: keep what was last seen
+        return [f.info() for f in mine]
 
     async def close(self, server: str, port: int | None = None) -> list[ForwardInfo]:
         """Close one forward of the box, or all of them (port None); what was closed."""
@@ -135,6 +167,10 @@ class Forwards:
                 fwd.listener.close()
 
 
+class NothingListening(ForgeError):
+    """The connect check through the tunnel was refused: no server on the box's port yet."""
+
+
 def check_ports(port: int, local_port: int | None) -> None:
     if not 1 <= port <= 65535:
         raise InvalidInput(f"port {port} is not a TCP port (1-65535)")
@@ -149,7 +185,7 @@ async def _check_listening(conn: asyncssh.SSHClientConnection, server: str, port
         async with asyncio.timeout(CHECK_TIMEOUT_S):
             _reader, writer = await conn.open_connection(BOX_HOST, port)
     except asyncssh.ChannelOpenError as exc:
-        raise ForgeError(f"nothing listens on port {port} of {server!r} yet ({exc.reason}); start the server "
+        raise NothingListening(f"nothing listens on port {port} of {server!r} yet ({exc.reason}); start the server "
                          "on the box (in the background), then forward the port again") from exc
     except TimeoutError as exc:
         raise BoxUnreachable(f"{server!r} did not answer a connect to port {port} within "
