@@ -2,7 +2,11 @@
 job id and the output so far, ``--kill-on-timeout`` says killed, ``job`` and ``logs --follow`` exit with the
 job's code), an unquoted command's words passed as typed (or "quote the command"), Rich markup shown as
 typed, expiry warnings in ``ls`` and ``run``, ``extend`` refusing to shorten without ``--shorten``, empty
-``ls`` and ``burn --all`` saying so, and ``run`` on a box that expired saying when and what came home."""
+``ls`` and ``burn --all`` saying so, and ``run`` on a box that expired saying when and what came home.
+
+The box is forged with ``--agent claude`` and a stand-in for Claude Code that refuses
+``--dangerously-skip-permissions`` as root unless ``IS_SANDBOX=1``, as the real one does (issue 10's
+last test): the preset runs as root inside the isolated box, which is not root on the host."""
 
 from __future__ import annotations
 
@@ -17,10 +21,22 @@ import pytest
 
 from server.config import Settings
 from server.service import open_fleet
-from tests.support import assert_cli_words, boxforge_cmd, cli_env, make_repo, make_settings
+from tests.support import assert_cli_words, boxforge_cmd, cli_env, git, local_boxes_dir, make_repo, make_settings
 
 BOX = "shell1"
 JOB_ID = re.compile(r"j-[0-9a-f]{12}")
+REFUSAL = "--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons"
+STAND_IN_CLAUDE = f"""#!/bin/sh
+# A stand-in for Claude Code's CLI: its root check, then what it was given and who it runs as.
+for arg in "$@"; do [ "$arg" = --dangerously-skip-permissions ] && skip=1; done
+if [ -n "${{skip:-}}" ] && [ "$(id -u)" = 0 ] && [ "${{IS_SANDBOX:-}}" != 1 ]; then
+  echo "{REFUSAL}" >&2; exit 1
+fi
+echo "args: $*"
+echo "uid in the box: $(id -u)"
+echo "host uid of the box's root: $(awk '$1 == 0 {{print $2}}' /proc/self/uid_map)"
+echo "prompt: $(cat)"
+"""
 
 
 def boxforge(settings: Settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -34,10 +50,32 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     home = tmp_path_factory.mktemp("shell")
     settings = make_settings(home / "state")
     repo = make_repo(home / "repo")
-    up = boxforge(settings, "up", "--name", BOX, "--repo", str(repo), "--ttl", "9m")
+    (repo / "claude").write_text(STAND_IN_CLAUDE)
+    git(repo, "add", "claude")
+    git(repo, "commit", "-qm", "a stand-in for Claude Code")
+    up = boxforge(settings, "up", "--name", BOX, "--repo", str(repo), "--ttl", "9m", "--agent", "claude",
+                  "--agent-install", "install -m 755 claude /usr/local/bin/claude")
     assert up.returncode == 0, up.stderr
     yield settings
     boxforge(settings, "burn", "--all", "--yes", "--no-harvest")
+
+
+def test_the_claude_preset_runs_as_root_in_the_box_with_permission_prompts_off_and_not_as_root_on_the_host(
+        settings: Settings) -> None:
+    followed = boxforge(settings, "agent", BOX, "fix the flaky test", "--follow")
+    assert followed.returncode == 0, followed.stderr
+    lines = dict(line.split(": ", 1) for line in followed.stdout.splitlines())
+    assert lines["args"] == "-p --dangerously-skip-permissions" and lines["prompt"] == "fix the flaky test"
+    assert lines["uid in the box"] == "0"
+    assert int(lines["host uid of the box's root"]) > 0
+    # and from the host: the box's processes run under that uid, not root
+    (box_dir,) = local_boxes_dir(settings).glob("lb-*")
+    server_pid = int((box_dir / "server.pid").read_text())
+    host_uid = int(Path(f"/proc/{server_pid}/status").read_text().split("\nUid:")[1].split()[0])
+    assert host_uid == int(lines["host uid of the box's root"])
+    # without IS_SANDBOX=1 (which the box sets) the stand-in refuses, as Claude Code does
+    refused = boxforge(settings, "run", BOX, "env -u IS_SANDBOX claude -p --dangerously-skip-permissions </dev/null")
+    assert refused.returncode == 1 and REFUSAL in refused.stderr
 
 
 def test_run_takes_an_unquoted_commands_words_as_typed(settings: Settings) -> None:
