@@ -165,6 +165,8 @@ class Attempts:
             await self._forge(run, task, name)
             await self._check_require(run, name)
             await self._work(run, task, tb, name)
+        except UnknownServer as exc:  # burned under the task (by hand, the reaper)
+            raise Reassign(f"box {name} is gone ({str(exc)[:200]})") from exc
         finally:
             await self._burn(run, name)
 
@@ -178,6 +180,8 @@ class Attempts:
             except UnknownServer as exc:
                 raise Reassign(f"box {name} is gone after the orchestrator restarted") from exc
             await self._work(run, task, tb, name)
+        except UnknownServer as exc:
+            raise Reassign(f"box {name} is gone ({str(exc)[:200]})") from exc
         finally:
             await self._burn(run, name)
 
@@ -273,6 +277,14 @@ class Attempts:
                     spend.burned_at = time.time()
             run.board.boxes_in_use = max(0, run.board.boxes_in_use - 1)
 
+    async def _still_there(self, tb: TaskBoard) -> None:
+        """Reassign at once when the box that does not answer was burned (by hand, by the reaper)."""
+        assert tb.box is not None
+        try:
+            await self.fleet.server_info(tb.box)
+        except UnknownServer as exc:
+            raise Reassign(f"box {tb.box} is gone ({str(exc)[:200]})") from exc
+
     async def _follow(self, run: PlanRun, tb: TaskBoard, job_id: str) -> str:
         """Poll the job to its end (its state), updating the board's last line; Reassign when the box is gone
         or has not answered for HEARTBEAT_GRACE_S."""
@@ -287,6 +299,7 @@ class Attempts:
             except BoxUnreachable:
                 st = None
             if st is None or not st.box_reachable:
+                await self._still_there(tb)
                 silent_since = silent_since or time.monotonic()
                 if time.monotonic() - silent_since > HEARTBEAT_GRACE_S:
                     raise Reassign(f"box {tb.box} stopped answering")
