@@ -4,6 +4,7 @@ a box that vanishes."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -39,6 +40,7 @@ from server.store import BoxRecord, JobRecord, Repository
 log = logging.getLogger("boxforge.jobs")
 MAX_WAIT_S = 300.0
 LIST_TIMEOUT_S = 30.0
+LAUNCH_GRACE_S = 30.0  # a job recorded this recently but unknown on its box is still being launched
 
 
 def _request_hash(asked: object, cwd: str | None, env_names: list[str]) -> str:
@@ -159,6 +161,14 @@ class Jobs:
         except StoreFull:
             log.warning("the store is full: a job's cached state or output was not written")
 
+    @staticmethod
+    def _launching(job: JobRecord, st: jobs.JobStatus) -> jobs.JobStatus:
+        """A job the box does not know yet, recorded moments ago, is being launched (by this process or another:
+        the record is written before the launch): running, not lost."""
+        if st.state == JobState.LOST and st.started_at is None and time.time() - job.created_at < LAUNCH_GRACE_S:
+            return dataclasses.replace(st, state=JobState.RUNNING)
+        return st
+
     async def _record_state(self, job_id: str, st: jobs.JobStatus) -> None:
         if st.state != JobState.RUNNING:
             await self._cache(self.repo.update_job(job_id, state=st.state, exit_code=st.exit_code,
@@ -183,8 +193,9 @@ class Jobs:
         cap = min(max_bytes or self.settings.output_cap_bytes, self.settings.output_cap_bytes)
         ex = self.access.exec(rec)
         try:
-            st = await jobs.status(ex, job_id, stdout_offset=stdout_offset, stderr_offset=stderr_offset,
-                                   max_bytes=cap, wait_s=min(wait_s, MAX_WAIT_S))
+            st = self._launching(job, await jobs.status(ex, job_id, stdout_offset=stdout_offset,
+                                                        stderr_offset=stderr_offset, max_bytes=cap,
+                                                        wait_s=min(wait_s, MAX_WAIT_S)))
         except BoxUnreachable as exc:
             return await self._unreachable(job, rec, stdout_offset, stderr_offset, exc)
         await self._record_state(job_id, st)
@@ -195,7 +206,8 @@ class Jobs:
         job, rec = await self._job_box(job_id)
         if rec is not None:
             try:
-                st = await jobs.status(self.access.exec(rec), job_id, max_bytes=0, wait_s=min(wait_s, MAX_WAIT_S))
+                st = self._launching(job, await jobs.status(self.access.exec(rec), job_id, max_bytes=0,
+                                                            wait_s=min(wait_s, MAX_WAIT_S)))
             except BoxUnreachable:
                 pass
             else:
