@@ -258,22 +258,33 @@ class LocalProvider(Provider, PinsHostKey, Isolated, InstallsPackages, BuildsIma
     async def fork(self, source: Box, specs: Sequence[BoxSpec]) -> list[Box]:
         """New boxes (PENDING) whose files start as a copy of ``source``'s (its overlay upper dir, reflinked
         where the filesystem can), each with the spec's keys and labels and the source's size and egress."""
-        boxes: list[Box] = []
+        made: dict[int, Box] = {}
+        failures: list[ProviderError] = []
+
+        async def one(i: int, spec: BoxSpec) -> None:
+            try:
+                box_dir = await anyio.to_thread.run_sync(self._fork_blocking, source.id, spec)
+            except (fork.ForkError, localbox.BoxStartError, network.NetworkError, ValueError, OSError) as exc:
+                failures.append(ProviderError(f"cannot fork local box {source.name!r} into {spec.name!r}: {exc}"))
+                return
+            box = box_from_dir(box_dir)
+            if box is None:
+                failures.append(ProviderError(f"local box {box_dir.name} vanished while it was being forked"))
+                return
+            made[i] = box
+
         try:
-            for spec in specs:
-                try:
-                    box_dir = await anyio.to_thread.run_sync(self._fork_blocking, source.id, spec)
-                except (fork.ForkError, localbox.BoxStartError, network.NetworkError, ValueError, OSError) as exc:
-                    raise ProviderError(f"cannot fork local box {source.name!r} into {spec.name!r}: {exc}") from exc
-                box = box_from_dir(box_dir)
-                if box is None:
-                    raise ProviderError(f"local box {box_dir.name} vanished while it was being forked")
-                boxes.append(box)
+            async with anyio.create_task_group() as tg:  # the copies run side by side, each in a thread
+                for i, spec in enumerate(specs):
+                    tg.start_soon(one, i, spec)
+            if failures:
+                raise failures[0]
         except BaseException:
             with anyio.CancelScope(shield=True):  # all or none: the forks made so far are burned
-                for box in boxes:
+                for box in made.values():
                     await self.destroy(box.id)
             raise
+        boxes = [made[i] for i in range(len(specs))]
         return boxes
 
     def _existing(self, request_id: str) -> Path | None:
