@@ -24,6 +24,8 @@ from server.onbox import scripts
 
 BASE_MARKER = "BOXFORGE_BASE="
 STEP_MARKER = "BOXFORGE_STEP="  # a line "BOXFORGE_STEP=clone" on stdout: the bootstrap reached that step
+AGENT_MARKER = "BOXFORGE_AGENT="  # "BOXFORGE_AGENT=<agent version> <node version> <node source>" (agent-ensure.sh)
+NODE_SOURCES = ("box", "npm")  # the box's own Node, or the npm registry's node package installed by the bootstrap
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,26 @@ def _agent_params(plan: AgentPlan) -> dict[str, str]:
         "node_pkg": plan.resolved.node_package_version if plan.resolved else "",
         "agent_run_file": agent_run_script(plan) if plan.run is not None else "",
     }
+
+
+@dataclass(frozen=True)
+class InstalledAgent:
+    """What the bootstrap installed and checked: the agent's release and the Node it runs on."""
+
+    version: str
+    node_version: str
+    node_source: str  # one of NODE_SOURCES
+
+
+def installed_agent_from(stdout: str) -> InstalledAgent | None:
+    """The agent the bootstrap's last ``BOXFORGE_AGENT=`` line reports; None without a valid one."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(AGENT_MARKER):
+            fields = line[len(AGENT_MARKER):].split()
+            if len(fields) == 3 and fields[2] in NODE_SOURCES and all(len(f) <= 64 for f in fields):
+                return InstalledAgent(*fields)
+            return None
+    return None
 
 
 def base_commit_from(stdout: str) -> str | None:

@@ -68,43 +68,52 @@ def _bump(parts: list[int | None]) -> Version:
 Comparator = tuple[str, Version]
 
 
+def _exact(parts: list[int | None]) -> list[Comparator]:
+    """``1.2.3`` is that version; a partial ``1.2`` (or ``=1.2``) is ``>=1.2.0 <1.3.0``."""
+    if len(parts) == 3:
+        return [("eq", _lower(parts))]
+    return [("ge", _lower(parts)), ("lt", _bump(parts))]
+
+
+def _tilde(parts: list[int | None]) -> list[Comparator]:
+    """``~1.2.3`` allows patch-level changes, ``~1`` minor-level ones."""
+    upper = _bump(parts[:2]) if len(parts) >= 2 else _bump(parts)
+    return [("ge", _lower(parts)), ("lt", upper)]
+
+
+def _caret(parts: list[int | None]) -> list[Comparator]:
+    """``^1.2.3`` allows changes that keep the first non-zero part (of those given)."""
+    full = _lower(parts)
+    if full[0] > 0 or len(parts) == 1:
+        upper: Version = (full[0] + 1, 0, 0)
+    elif full[1] > 0 or len(parts) == 2:
+        upper = (0, full[1] + 1, 0)
+    else:
+        upper = (0, 0, full[2] + 1)
+    return [("ge", full), ("lt", upper)]
+
+
+def _relation(op: str, parts: list[int | None]) -> list[Comparator]:
+    """``>=``, ``>``, ``<=``, ``<`` with a full or partial version (``>1.2`` means ``>=1.3.0``,
+    ``<=1.2`` means ``<1.3.0``); with ``*`` the first two admit all, the last two nothing."""
+    if not parts:
+        return [] if op in (">=", "<=") else [("lt", (0, 0, 0))]
+    if len(parts) < 3 and op in (">", "<="):
+        return [("ge" if op == ">" else "lt", _bump(parts))]
+    return [(_OPS[op], _lower(parts))]
+
+
+_SHORTHANDS = {"": _exact, "=": _exact, "~": _tilde, "~>": _tilde, "^": _caret}
+
+
 def _comparators(token: str) -> list[Comparator]:
     m = re.match(r"^(>=|<=|>|<|=|\^|~>?|)\s*(.*)$", token)
     assert m is not None
-    op, ver = m[1], m[2]
-    parts = _partial(ver)
-    if op in ("", "="):
-        if not parts:
-            return []
-        if len(parts) == 3:
-            return [("eq", _lower(parts))]
-        return [("ge", _lower(parts)), ("lt", _bump(parts))]
-    if op.startswith("~"):
-        if not parts:
-            return []
-        upper = _bump(parts[:2]) if len(parts) >= 2 else _bump(parts)
-        return [("ge", _lower(parts)), ("lt", upper)]
-    if op == "^":
-        if not parts:
-            return []
-        full = _lower(parts)
-        if full[0] > 0 or len(parts) == 1:
-            upper: Version = (full[0] + 1, 0, 0)
-        elif full[1] > 0 or len(parts) == 2:
-            upper = (0, full[1] + 1, 0)
-        else:
-            upper = (0, 0, full[2] + 1)
-        return [("ge", full), ("lt", upper)]
-    if not parts:
-        return [] if op in (">=", "<=") else [("lt", (0, 0, 0))]
-    if len(parts) == 3:
-        return [(_OPS[op], _lower(parts))]
-    # partial versions: >1.2 means >=1.3.0, <=1.2 means <1.3.0
-    if op == ">":
-        return [("ge", _bump(parts))]
-    if op == "<=":
-        return [("lt", _bump(parts))]
-    return [(_OPS[op], _lower(parts))]
+    op, parts = m[1], _partial(m[2])
+    shorthand = _SHORTHANDS.get(op)
+    if shorthand is None:
+        return _relation(op, parts)
+    return shorthand(parts) if parts else []  # "*", "~*", "^x": any version
 
 
 def parse_range(text: str) -> list[list[Comparator]]:
@@ -165,7 +174,7 @@ def _fetch_sync(name: str) -> Packument:
     url = f"{REGISTRY}/{urllib.parse.quote(name, safe='@')}"
     req = urllib.request.Request(url, headers={"Accept": "application/vnd.npm.install-v1+json"})
     try:
-        with urllib.request.urlopen(req, timeout=REGISTRY_TIMEOUT_S) as resp:  # noqa: S310 (https registry)
+        with urllib.request.urlopen(req, timeout=REGISTRY_TIMEOUT_S) as resp:
             doc = json.load(resp)
     except (OSError, ValueError) as exc:
         raise ForgeError(f"could not read {name} from the npm registry ({REGISTRY}): {exc}") from exc

@@ -105,6 +105,15 @@ class ServerInfo(Hinted):
     base_commit: str | None = Field(None, description="Commit the branch started from; vm_diff compares with it")
     agent: str | None = Field(None, description="Agent installed on the box (none, claude, codex, custom); "
                                                 "run it with run_agent")
+    agent_version: str | None = Field(None, exclude_if=lambda v: v is None,
+                                      description="Release of the npm agent (claude, codex) installed and checked "
+                                                  "to run (its --version)")
+    node_version: str | None = Field(None, exclude_if=lambda v: v is None,
+                                     description="Version of the Node.js the agent runs on")
+    node_source: str | None = Field(None, exclude_if=lambda v: v is None,
+                                    description="Where that Node came from: box (the box's own, new enough) or npm "
+                                                "(the npm registry's node package, installed because the box's was "
+                                                "missing or too old for the agent's engines)")
     bootstrap_job_id: str | None = Field(None, description="Job that cloned the repo and installed the agent; "
                                                            "read its log with vm_job_status")
     setup_job_id: str | None = Field(None, description="Job that ran the setup commands of the repo's .boxforge.yml")

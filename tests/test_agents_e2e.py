@@ -30,7 +30,11 @@ async def test_claude_latest_and_a_pin_install_with_a_node_that_meets_their_engi
     # box the create first apt-installs Debian's nodejs/npm, which takes minutes more than the suite can give.
     settings = make_settings(tmp_path / "state", local_isolation="none")
     async with session(settings) as client:
-        await call(client, "create_server", name="cl", agent="claude", ready_timeout_s=900)
+        made = await call(client, "create_server", name="cl", agent="claude", ready_timeout_s=900)
+        assert made["agent_version"] == latest and made["node_source"] == "npm", made
+        assert npm.satisfies(made["node_version"], engines)
+        listed = {s["name"]: s for s in (await call(client, "list_servers"))["servers"]}
+        assert listed["cl"]["agent_version"] == latest and listed["cl"]["node_version"] == made["node_version"]
         # on the PATH of vm_bash, not only of run_agent
         shown = await call(client, "vm_bash", server="cl",
                            command='echo "node=$(node --version)"; claude --version; command -v claude')

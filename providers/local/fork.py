@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 from providers.local import boxinit
-from providers.local import supervisor as localbox
+from providers.local import boxdir
 
 JOBS_DIR = Path(".boxforge/jobs")  # mirrors server.onbox.protocol.JOBS_DIR (providers never import server/)
 COPY_TIMEOUT_S = 600.0
@@ -59,7 +59,7 @@ def _drop_jobs(home: Path) -> None:
 
 def copy_isolated(source_dir: Path, fork_dir: Path) -> None:
     """The source box's upper dir becomes the fork's (the fork is not started yet)."""
-    src_info, fork_info = localbox.read_box_info(source_dir), localbox.read_box_info(fork_dir)
+    src_info, fork_info = boxdir.read_box_info(source_dir), boxdir.read_box_info(fork_dir)
     if src_info is None or fork_info is None:
         raise ForkError("the source box is gone")
     upper = fork_dir / boxinit.FS_DIR / "upper"
@@ -73,9 +73,9 @@ def copy_isolated(source_dir: Path, fork_dir: Path) -> None:
 
 def copy_unisolated(source_dir: Path, fork_dir: Path) -> None:
     """The source box's home becomes the fork's (same user: nothing to shift)."""
-    home = fork_dir / localbox.HOME_DIR
+    home = fork_dir / boxdir.HOME_DIR
     staged = home.with_name("home.fork")
-    copy_tree(source_dir / localbox.HOME_DIR, staged)
+    copy_tree(source_dir / boxdir.HOME_DIR, staged)
     _drop_jobs(staged)
     shutil.rmtree(home)
     staged.rename(home)

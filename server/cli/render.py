@@ -97,17 +97,27 @@ def _left(s: ServerInfo) -> str:
     return f"[yellow]{left}[/]" if s.warning and s.state == "ready" else left
 
 
+def _agent(s: ServerInfo) -> str:
+    """``claude 2.1.332 (node 22.12.0, npm)``: the agent, its release and the Node it runs on."""
+    if s.agent in (None, "none"):
+        return "-"
+    if not s.agent_version:
+        return s.agent or "-"
+    return f"{s.agent} {s.agent_version} (node {s.node_version}, {s.node_source})"
+
+
 def servers_table(servers: Sequence[ServerInfo], title: str | None = None) -> Table:
     table = Table(title=title)
     priced = any(s.price_per_hour is not None for s in servers)  # cloud boxes: show what they cost
     sized = any(s.size for s in servers)
-    for col in ("name", "state", "address", *(("size",) if sized else ()), "branch", "time left", "project dir",
-                *(("€/h", "cost") if priced else ())):
+    agents = any(s.agent not in (None, "none") for s in servers)
+    for col in ("name", "state", "address", *(("size",) if sized else ()), *(("agent",) if agents else ()), "branch",
+                "time left", "project dir", *(("€/h", "cost") if priced else ())):
         table.add_column(col)
     for s in servers:
         state = s.state if not s.error else f"{s.state}: {s.error[:60]}"
-        row = [s.name, state, s.address or "-", *((s.size or "-",) if sized else ()), s.branch or "-", _left(s),
-               s.project_dir or "-"]
+        row = [s.name, state, s.address or "-", *((s.size or "-",) if sized else ()),
+               *((_agent(s),) if agents else ()), s.branch or "-", _left(s), s.project_dir or "-"]
         if priced:
             row += [_money(s.price_per_hour), _money(s.cost_so_far)]
         table.add_row(*row)

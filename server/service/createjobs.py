@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from server import boxfile, jobs
-from server.bootstrap import BASE_MARKER, STEP_MARKER
+from server.bootstrap import AGENT_MARKER, BASE_MARKER, STEP_MARKER
 from server.config import Settings
 from server.domain.durations import format_duration
 from server.domain.names import new_job_id
@@ -69,7 +69,7 @@ class CreateJobs:
 
     @staticmethod
     async def _markers(lines: list[bytes], step: Step | None) -> list[str]:
-        """Report the step lines as progress; return the base-commit lines."""
+        """Report the step lines as progress; return the base-commit and installed-agent lines."""
         found = []
         for raw in lines:
             line = raw.decode(errors="replace")
@@ -77,7 +77,7 @@ class CreateJobs:
                 label = line[len(STEP_MARKER):].strip()
                 if label in MARKED_STEPS:
                     await step(label)
-            elif line.startswith(BASE_MARKER):
+            elif line.startswith((BASE_MARKER, AGENT_MARKER)):
                 found.append(line)
         return found
 

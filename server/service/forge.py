@@ -32,7 +32,7 @@ from providers.base import (
 from providers.capabilities import InstallsPackages, OnboxCall, SeesLocalPaths, WaitsForBoot
 from server import boxfile, jobs, npm
 from server.agents import AgentPlan, plan_agent
-from server.bootstrap import RepoSource, base_commit_from, bootstrap_script, parse_repo
+from server.bootstrap import RepoSource, base_commit_from, bootstrap_script, installed_agent_from, parse_repo
 from server.config import Settings
 from server.domain.durations import check_ttl_within, parse_ttl
 from server.domain.hints import Hint, HintKind
@@ -51,7 +51,7 @@ from server.service.creators import CREATOR, this_process
 from server.service.harvest import GIT_DATA
 from server.service.providers import ProviderSet
 from server.service.secrets import Secrets
-from server.service.views import MADE_SIZE, WARNINGS
+from server.service.views import AGENT_INSTALLED, MADE_SIZE, WARNINGS
 from server.store import BoxRecord, Repository
 
 log = logging.getLogger("boxforge.fleet")
@@ -324,8 +324,11 @@ class Forge:
                                   seeded=req.seed is not None, package_install=packages)
         job_id = await self.create_jobs.start(rec, ex, "bootstrap", "[bootstrap]", script, rec.home or "~")
         await self.repo.merge_data(rec.request_id, bootstrap_job_id=job_id)
-        markers = await self.create_jobs.follow(rec, ex, job_id, "bootstrap", req.timeout, step)
-        return base_commit_from("\n".join(markers))
+        markers = "\n".join(await self.create_jobs.follow(rec, ex, job_id, "bootstrap", req.timeout, step))
+        installed = installed_agent_from(markers)
+        if installed is not None:
+            await self.repo.merge_data(rec.request_id, **{AGENT_INSTALLED: dataclasses.asdict(installed)})
+        return base_commit_from(markers)
 
     @staticmethod
     async def _boot_wait(ex: jobs.BoxExec, prov: WaitsForBoot, box: Box, timeout: float) -> None:

@@ -17,6 +17,7 @@ from server.store import BoxRecord
 # Keys of BoxRecord.data that the service itself writes (the rest is the provider's own detail).
 MADE_SIZE = "box_size"
 WARNINGS = "box_warnings"
+AGENT_INSTALLED = "agent_installed"  # {version, node_version, node_source}: what the bootstrap checked runs
 
 
 def record_box(rec: BoxRecord) -> Box:
@@ -49,6 +50,7 @@ def server_info(rec: BoxRecord, prov: Provider | None, now: float | None = None,
     left, left_s, warning = time_left(rec.expires_at, now, warn_s) if rec.live else (None, None, None)
     data = rec.data or {}
     price, cost = _cost(rec, prov, now)
+    installed = data.get(AGENT_INSTALLED) or {}
     info = ServerInfo(
         name=rec.name, provider=rec.provider, state=rec.state,
         step=rec.step if rec.state == BoxStatus.PROVISIONING else None,
@@ -58,7 +60,8 @@ def server_info(rec: BoxRecord, prov: Provider | None, now: float | None = None,
         expires_at=iso(rec.expires_at), time_left=left, time_left_s=left_s, error=rec.error,
         ip=data.get("ip") if rec.live else None, price_per_hour=price, cost_so_far=cost,
         size=data.get(MADE_SIZE) or rec.size, warnings=data.get(WARNINGS) or None,
-        auto_extended=data.get("auto_extended"),
+        auto_extended=data.get("auto_extended"), agent_version=installed.get("version"),
+        node_version=installed.get("node_version"), node_source=installed.get("node_source"),
     )
     info.suggest("warning", dataclasses.replace(warning, server=rec.name) if warning else None)
     return info
