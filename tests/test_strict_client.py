@@ -105,6 +105,9 @@ async def test_every_tool_through_a_client_that_follows_the_schemas(tmp_path: Pa
         await call("vm_fetch", server="strict")
         await call("vm_compare", servers=["strict"])
         await call("vm_push", server="strict", remote=str(remote))
+        forked = await call("fork_server", source="strict", names=["strict-fork"])
+        assert [f["branch"] for f in forked["forks"]] == ["feat/strict-strict-fork"]
+        await call("destroy_server", name="strict-fork", harvest=False)
         await call("destroy_server", name="strict")
 
         commit = "git -c user.name=t -c user.email=t@x commit -qm plan"
