@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -50,6 +51,7 @@ from server.errors import InvalidInput, JobError, UnknownJob
 from server.onbox import scripts
 from server.onbox.protocol import STATUS_MAGIC, Exit
 from server.ssh import ExecResult, ShellCall, SSHPool, SSHTarget
+from server.transport.types import LEFT_CS
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ __all__ = ["BoxExec", "JobStatus", "OnBoxJob", "Stream", "box_exec", "cancel", "
            "new_job_id", "parse_env_file", "read_box_env", "read_range", "read_secrets", "status", "write_box_env"]
 
 CALL_TIMEOUT_S = 60.0
+DEADLINE_GRACE_S = 10.0  # past a foreground deadline, how long a status call that has reached the box may take
 _STATES = frozenset(JobState)
 _SIGNALS = tuple(Signal)
 COMMAND_HEAD_CHARS = 200
@@ -136,11 +139,13 @@ class OnBoxJob:
     command: str
 
 
-def _script(operation: str, *, long: bool = False, **params: str | int) -> BoxScript:
+def _script(operation: str, *, long: bool = False, deadline: float | None = None, **params: str | int) -> BoxScript:
     """The call of ``operation`` with ``params`` set first, as a command line running under /bin/sh
-    (whatever the login shell). Params are only ever validated job ids, numbers and fixed words."""
+    (whatever the login shell). Params are only ever validated job ids, numbers and fixed words (and
+    ``LEFT_CS``, which a call with a ``deadline`` gets filled in when it is sent)."""
     assigns = "".join(f"{name}={shlex.quote(str(value))}; " for name, value in params.items())
-    return BoxScript(ShellCall(_LIBRARY, f"{assigns}bf_{operation}", long=long))
+    return BoxScript(ShellCall(_LIBRARY, f"{assigns}bf_{operation}", long=long, foreground=deadline is not None,
+                               deadline=deadline))
 
 
 async def _call(
@@ -150,10 +155,11 @@ async def _call(
     stdin: bytes | None = None,
     timeout: float | None = CALL_TIMEOUT_S,
     long: bool = False,
+    deadline: float | None = None,
     **params: str | int,
 ) -> ExecResult:
     log.debug("jobs: %s %s", operation, params.get("job", ""))
-    return await ex(_script(operation, long=long, **params), stdin, timeout)
+    return await ex(_script(operation, long=long, deadline=deadline, **params), stdin, timeout)
 
 
 def _check_job_id(job_id: str) -> None:
@@ -234,6 +240,7 @@ async def status(
     stderr_offset: int = 0,
     max_bytes: int = 65536,
     wait_s: float = 0.0,
+    deadline: float | None = None,
 ) -> JobStatus:
     """State, exit code, times, stream sizes and up to ``max_bytes`` of each stream after the
     given offsets, in one round trip. With ``wait_s > 0`` and a running job, the box waits up to
@@ -241,20 +248,30 @@ async def status(
     the wrapper holds exclusively while it lives, so the answer comes as soon as the job ends.
     Where ``flock`` is missing, or the lock is free while the job still runs (a job launched
     without it), it re-checks every 50 ms instead. A job dir that is missing reads as ``lost``.
+
+    ``deadline`` (``time.monotonic()``; instead of ``wait_s``) is a foreground caller's promise: the call may use
+    the sessions background long-polls leave free, waits for one only until just before the deadline
+    (``BoxBusy``), and the box waits for the job only for what is left once the call is sent.
     """
     _check_job_id(job_id)
     if min(stdout_offset, stderr_offset, max_bytes) < 0 or wait_s < 0:
         raise InvalidInput("offsets, max_bytes and wait_s must not be negative")
+    if deadline is not None:
+        left = max(deadline - time.monotonic(), 0.0)
+        timeout, wait_cs = left + DEADLINE_GRACE_S, LEFT_CS
+    else:
+        timeout, wait_cs = CALL_TIMEOUT_S + wait_s, str(round(wait_s * 100))
     result = await _call(
         ex,
         "status",
-        timeout=CALL_TIMEOUT_S + wait_s,
-        long=wait_s > 0,
+        timeout=timeout,
+        long=wait_s > 0 or deadline is not None,
+        deadline=deadline,
         job=job_id,
         ooff=int(stdout_offset),
         eoff=int(stderr_offset),
         maxb=int(max_bytes),
-        wait_cs=round(wait_s * 100),
+        wait_cs=wait_cs,
     )
     if result.exit_status != 0:
         raise _failure(f"reading the status of job {job_id}", result)

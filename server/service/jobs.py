@@ -21,7 +21,7 @@ from server.domain.names import new_job_id
 from server.domain.output import Window, clean_end, complete_utf8_prefix, decode_output, head_tail, whole
 from server.domain.redaction import Redactor
 from server.domain.states import BoxStatus, JobState, Signal
-from server.errors import BoxUnreachable, ForgeError, IdempotencyConflict, StoreFull, UnknownJob
+from server.errors import BoxBusy, BoxUnreachable, ForgeError, IdempotencyConflict, StoreFull, UnknownJob
 from server.schemas import (
     CancelResult,
     CommandResult,
@@ -64,9 +64,14 @@ class Jobs:
 
     async def run(self, server: str, command: str, *, background: bool = False, timeout_s: float | None = None,
                   cwd: str | None = None, env: Mapping[str, str] | None = None, kill_on_timeout: bool = False,
-                  idempotency_key: str | None = None, asked: object = None) -> CommandResult:
+                  idempotency_key: str | None = None, asked: object = None,
+                  received: float | None = None) -> CommandResult:
         """Run ``command``; ``asked`` is what the caller asked for when it is not the command itself (an agent's
-        prompt and args): with ``idempotency_key`` it is what a reuse of the key must match."""
+        prompt and args): with ``idempotency_key`` it is what a reuse of the key must match. A foreground call
+        answers within ``timeout_s`` of ``received`` (``time.monotonic()``; default: now), whatever holds the
+        box's sessions."""
+        wait = min(timeout_s if timeout_s is not None else self.settings.foreground_timeout_s, MAX_WAIT_S)
+        deadline = (time.monotonic() if received is None else received) + wait
         check_command(command)
         env = dict(env or {})
         check_env(env)
@@ -81,9 +86,14 @@ class Jobs:
             started.suggest("hint", Hint(HintKind.POLL_JOB, job_id=job.job_id, reused=reused))
             started.suggest("warning", warning)
             return started
-        wait = min(timeout_s if timeout_s is not None else self.settings.foreground_timeout_s, MAX_WAIT_S)
         cap = self.settings.output_cap_bytes
-        st = await jobs.status(ex, job.job_id, max_bytes=cap, wait_s=wait)
+        try:
+            st = await jobs.status(ex, job.job_id, max_bytes=cap, deadline=deadline)
+        except BoxBusy:
+            busy = CommandResult(server=rec.name, job_id=job.job_id, state=JobState.RUNNING)
+            busy.suggest("hint", Hint(HintKind.BOX_BUSY, server=rec.name, job_id=job.job_id, wait_s=wait))
+            busy.suggest("warning", warning)
+            return busy
         if st.state == JobState.RUNNING and kill_on_timeout:
             await jobs.cancel(ex, job.job_id, Signal.KILL)
             st = await jobs.status(ex, job.job_id, max_bytes=cap, wait_s=5.0)

@@ -108,7 +108,7 @@ class Channel:
                 library = script.library.encode()
                 data += self._header("L", len(library), 0) + library
                 sent.append(self._seq)
-            data += self._header("T", 0, len(stdin)) + script.call.encode() + b"\n" + stdin
+            data += self._header("T", 0, len(stdin)) + script.at().call.encode() + b"\n" + stdin
         else:
             body = script.encode()
             data += self._header("B", len(body), len(stdin)) + body + stdin
