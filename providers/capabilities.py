@@ -72,6 +72,10 @@ class HasPricing(ABC):
     @abstractmethod
     def price(self, box: Box) -> Price | None: ...
 
+    async def quote(self, size: str | None, location: str | None, image: str | None) -> Price | None:
+        """What a box of ``size`` would cost before it is forged (a plan's budget); None when unknown."""
+        return None
+
 
 class InstallsPackages(ABC):
     """The box can install distribution packages (needs root or sudo), e.g. Node.js for an agent."""

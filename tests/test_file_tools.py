@@ -16,7 +16,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from providers.local.supervisor import supervisor_pid
+from providers.local.procs import supervisor_pid
 from server import files, text
 from server.domain.output import complete_utf8_prefix, decode_output
 from server.errors import BoxUnreachable, InvalidInput

@@ -22,7 +22,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from providers.base import LABEL_EXPIRES_AT, LABEL_OWNER
 from providers.local import isolation_problems
-from providers.local.supervisor import read_box_info
+from providers.local.boxdir import read_box_info
 from server.service import open_fleet
 from tests.support import REPO_ROOT, cli_env, eventually, local_boxes_dir, make_settings
 

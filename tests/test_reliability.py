@@ -20,7 +20,7 @@ import pytest
 
 from providers.base import LABEL_OWNER, Box, BoxSpec, CapacityError, box_labels
 from providers.local import LocalProvider
-from providers.local.supervisor import supervisor_pid
+from providers.local.procs import supervisor_pid
 from server.errors import NotOwned, ProvisionFailed
 from server.keys import create_box_keys, generate_keypair
 from server.service import Fleet, open_fleet, open_resources

@@ -144,6 +144,16 @@ class HetznerProvider(Provider, PinsHostKey, WaitsForBoot, HasBackstop, HasPrici
         hourly = box.data.get("price_hourly")
         return None if hourly is None else Price(hourly, box.data.get("price_monthly"))
 
+    async def quote(self, size: str | None, location: str | None, image: str | None) -> Price | None:
+        """The gross price of the server type a create of ``size`` would pick (from the catalog)."""
+        where = location or self.location
+        choice = await self.catalog.choose(size=size or self.server_type, location=where, image=image or self.image,
+                                           floor=self.floor)
+        types, _ = await self.catalog.get()
+        chosen = next((t for t in types if t.name == choice.server_type), None)
+        hourly, monthly = catalog.prices(chosen, where) if chosen is not None else (None, None)
+        return None if hourly is None else Price(hourly, monthly)
+
     def package_install(self, packages: tuple[str, ...]) -> OnboxCall:
         bad = [p for p in packages if not PACKAGE_RE.match(p)]
         if bad or not packages:

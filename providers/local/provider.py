@@ -1,6 +1,6 @@
 """Boxes on this machine: one SSH server per box on a loopback address.
 
-Each box is a directory under ``root`` plus a detached supervisor (providers.localbox)
+Each box is a directory under ``root`` plus a detached supervisor (providers.local.supervisor)
 that runs the box's SSH server, burns the box at its TTL and outlives the orchestrator.
 The directories are the truth: labels live in them, so ``list`` works from a fresh process
 and the reaper keeps working after the orchestrator's state is lost.
@@ -32,10 +32,18 @@ from providers.base import (
     ProviderSettings,
     ReadyTimeout,
 )
-from providers.capabilities import BuildsImages, InstallsPackages, Isolated, Isolation, OnboxCall, PinsHostKey, SeesLocalPaths
-from providers.local import cgroup, image, network
-from providers.local import supervisor as localbox
+from providers.capabilities import (
+    BuildsImages,
+    InstallsPackages,
+    Isolated,
+    Isolation,
+    OnboxCall,
+    PinsHostKey,
+    SeesLocalPaths,
+)
+from providers.local import boxdir, burn, cgroup, image, launch, network, procs, servers
 from providers.local.settings import BOXES_DIR_NAME, LocalSettings, ServerChoice
+from providers.probe import probe_ssh
 
 DESTROY_TIMEOUT_S = 10.0
 READY_POLL_S = 0.01
@@ -73,13 +81,13 @@ async def _terminate(pid: int, timeout: float) -> None:
 
 def box_from_dir(box_dir: Path) -> Box | None:
     """The Box a directory describes, or None when it is gone (or not a box)."""
-    info = localbox.read_box_info(box_dir)
-    labels = localbox.read_labels(box_dir)
+    info = boxdir.read_box_info(box_dir)
+    labels = boxdir.read_labels(box_dir)
     if info is None or labels is None:
         return None
-    if localbox.supervisor_pid(box_dir) is not None:
-        state = BoxState.RUNNING if (box_dir / localbox.READY_FILE).exists() else BoxState.PENDING
-    elif (box_dir / localbox.SUPERVISOR_PID_FILE).exists():
+    if procs.supervisor_pid(box_dir) is not None:
+        state = BoxState.RUNNING if (box_dir / boxdir.READY_FILE).exists() else BoxState.PENDING
+    elif (box_dir / boxdir.SUPERVISOR_PID_FILE).exists():
         state = BoxState.ERROR  # its supervisor died: nothing watches or serves this box
     else:
         state = BoxState.PENDING
@@ -95,7 +103,7 @@ def box_from_dir(box_dir: Path) -> Box | None:
         created_at=float(info["created_at"]),
         data={
             "box_dir": str(box_dir),
-            "home": "/root" if isolated else str(box_dir / localbox.HOME_DIR),
+            "home": "/root" if isolated else str(box_dir / boxdir.HOME_DIR),
             "server": info["server"],
             "isolation": "full" if isolated else "none",
         },
@@ -153,7 +161,7 @@ class LocalProvider(Provider, PinsHostKey, Isolated, InstallsPackages, BuildsIma
         egress: str = "nat",
         user_image: str | None = None,
         image_cache: Path | None = None,
-        watchdog_grace_s: float = localbox.WATCHDOG_GRACE_S,
+        watchdog_grace_s: float = boxdir.WATCHDOG_GRACE_S,
         server: ServerChoice = "auto",
         host: str = "127.0.0.1",
         port: int = 0,
@@ -200,11 +208,11 @@ class LocalProvider(Provider, PinsHostKey, Isolated, InstallsPackages, BuildsIma
             raise ProviderError(str(exc)) from exc
 
     def _box_dir(self, box_id: str) -> Path | None:
-        return self.root / box_id if localbox.BOX_ID_RE.match(box_id) else None
+        return self.root / box_id if boxdir.BOX_ID_RE.match(box_id) else None
 
     def _box_dirs(self) -> list[Path]:
         try:
-            return sorted(p for p in self.root.iterdir() if localbox.BOX_ID_RE.match(p.name))
+            return sorted(p for p in self.root.iterdir() if boxdir.BOX_ID_RE.match(p.name))
         except FileNotFoundError:
             return []
 
@@ -215,7 +223,7 @@ class LocalProvider(Provider, PinsHostKey, Isolated, InstallsPackages, BuildsIma
         """Start a box (PENDING until its server answers); idempotent by ``spec.request_id``."""
         try:
             box_dir = await anyio.to_thread.run_sync(self._create_blocking, spec)
-        except (localbox.BoxStartError, network.NetworkError, ValueError, OSError) as exc:
+        except (boxdir.BoxStartError, network.NetworkError, ValueError, OSError) as exc:
             raise ProviderError(f"cannot create local box {spec.name!r}: {exc}") from exc
         box = box_from_dir(box_dir)
         if box is None:
@@ -238,12 +246,12 @@ class LocalProvider(Provider, PinsHostKey, Isolated, InstallsPackages, BuildsIma
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         with _root_lock(self.root):
             for box_dir in self._box_dirs():
-                info = localbox.read_box_info(box_dir)
+                info = boxdir.read_box_info(box_dir)
                 if info is not None and info.get("request_id") == spec.request_id:
                     return box_dir
-            box_dir = localbox.prepare_isolated_dir(self.root, spec, egress=egress, image=rootfs,
+            box_dir = launch.prepare_isolated_dir(self.root, spec, egress=egress, image=rootfs,
                                                     size=size, limits=limits, watchdog_grace_s=self.watchdog_grace_s)
-        localbox.start_supervisor(box_dir)
+        launch.start_supervisor(box_dir)
         return box_dir
 
     async def wait_ready(self, box_id: str, *, timeout: float) -> Box:
@@ -261,13 +269,13 @@ class LocalProvider(Provider, PinsHostKey, Isolated, InstallsPackages, BuildsIma
                     raise ProviderError(f"local box {box_id} failed to start and was burned; its log ends "
                                         f"with:\n{why}")
                 raise NotFound(f"local box {box_id} does not exist (any more)")
-            if box.state is BoxState.RUNNING and await localbox.probe_ssh(box.host or "", box.ssh_port):
+            if box.state is BoxState.RUNNING and await probe_ssh(box.host or "", box.ssh_port):
                 return box
             if box.state is BoxState.ERROR:
                 assert box_dir is not None
                 raise ProviderError(
                     f"local box {box_id} is dead: its supervisor exited. "
-                    f"supervisor.log ends with:\n{localbox.log_tail(box_dir)}"
+                    f"supervisor.log ends with:\n{boxdir.log_tail(box_dir)}"
                 )
             if time.monotonic() >= deadline:
                 raise ReadyTimeout(f"local box {box_id} did not answer SSH within {timeout:g}s")
@@ -290,7 +298,7 @@ class LocalProvider(Provider, PinsHostKey, Isolated, InstallsPackages, BuildsIma
         if box_dir is None or box_from_dir(box_dir) is None:
             raise NotFound(f"local box {box_id} does not exist (any more)")
         try:
-            localbox.write_labels(box_dir, labels)
+            boxdir.write_labels(box_dir, labels)
         except OSError as exc:
             raise NotFound(f"local box {box_id} does not exist (any more)") from exc
         box = box_from_dir(box_dir)
@@ -303,11 +311,11 @@ class LocalProvider(Provider, PinsHostKey, Isolated, InstallsPackages, BuildsIma
         box_dir = self._box_dir(box_id)
         if box_dir is None or not box_dir.exists():
             return
-        pid = localbox.supervisor_pid(box_dir)
+        pid = procs.supervisor_pid(box_dir)
         if pid is not None:
             await _terminate(pid, DESTROY_TIMEOUT_S)
         # Fallback for a dead or stuck supervisor; a no-op after a clean burn.
-        await anyio.to_thread.run_sync(localbox.burn_box, box_dir)
+        await anyio.to_thread.run_sync(burn.burn_box, box_dir)
 
     async def aclose(self) -> None:
         """Nothing to release: boxes outlive this object on purpose."""
@@ -321,14 +329,14 @@ class UnisolatedLocalProvider(LocalProvider, SeesLocalPaths):
         return Isolation("none: the orchestrator's user, filesystem, processes and network", UNISOLATED_WARNING)
 
     def _create_blocking(self, spec: BoxSpec) -> Path:
-        server = localbox.resolve_server(self.server)
+        server = servers.resolve_server(self.server)
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         with _root_lock(self.root):
             for box_dir in self._box_dirs():
-                info = localbox.read_box_info(box_dir)
+                info = boxdir.read_box_info(box_dir)
                 if info is not None and info.get("request_id") == spec.request_id:
                     return box_dir
-            box_dir = localbox.prepare_box_dir(self.root, spec, server=server, host=self.host, port=self.port,
+            box_dir = launch.prepare_box_dir(self.root, spec, server=server, host=self.host, port=self.port,
                                                watchdog_grace_s=self.watchdog_grace_s)
-        localbox.start_supervisor(box_dir)
+        launch.start_supervisor(box_dir)
         return box_dir

@@ -49,6 +49,7 @@ def build_server(settings: Settings | None = None) -> MCPServer[AppContext]:
             # creates with wait=false finish in tg, or are burned when the server stops
             fleet = Fleet(res, background=tg, wakeup=wakeup)
             await fleet.recover()
+            await fleet.plans.resume_orphans()  # plans whose orchestrator died go on here
             reaper = Reaper(fleet.reaping, wakeup, max_sleep_s=active.reaper_max_sleep_s)
             tg.start_soon(reaper.run_forever)
             try:

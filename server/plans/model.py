@@ -12,32 +12,31 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from server.domain.inputs import ENV_NAME_RE
+from server.plans.require import check_requirement
 from server.schemas import TtlSeconds
 
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _REF_BAD = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
 
+_WHOLE_RULES: tuple[tuple[object, str], ...] = (
+    (lambda v: not v, "it is empty"),
+    (lambda v: len(v) > 200, "it is longer than 200 characters"),
+    (lambda v: v.startswith("-"), "it starts with '-'"),
+    (lambda v: v in ("HEAD", "@"), "it is reserved (HEAD, @)"),
+    (lambda v: bool(_REF_BAD.search(v)), "it holds a space, a control character or one of ~ ^ : ? * [ \\"),
+    (lambda v: ".." in v, "it holds '..'"),
+    (lambda v: "@{" in v, "it holds '@{'"),
+    (lambda v: v.startswith("/") or v.endswith("/") or "//" in v, "it starts or ends with '/' or holds '//'"),
+    (lambda v: v.endswith("."), "it ends with '.'"),
+)
+
+
 def git_branch_problem(value: str) -> str | None:
     """Why ``git check-ref-format --branch`` refuses ``value``, or None (the same rules, without a process)."""
-    if not value:
-        return "it is empty"
-    if len(value) > 200:
-        return "it is longer than 200 characters"
-    if value.startswith("-"):
-        return "it starts with '-'"
-    if value == "HEAD" or value == "@":
-        return f"{value!r} is reserved"
-    if _REF_BAD.search(value):
-        return "it holds a space, a control character or one of ~ ^ : ? * [ \\"
-    if ".." in value:
-        return "it holds '..'"
-    if "@{" in value:
-        return "it holds '@{'"
-    if value.startswith("/") or value.endswith("/") or "//" in value:
-        return "it starts or ends with '/' or holds '//'"
-    if value.endswith("."):
-        return "it ends with '.'"
+    for rule, problem in _WHOLE_RULES:
+        if rule(value):  # type: ignore[operator]
+            return problem
     for part in value.split("/"):
         if part.startswith("."):
             return f"the component {part!r} starts with '.'"
@@ -144,3 +143,11 @@ class Plan(BaseModel):
     budget: float | None = Field(None, gt=0, description="Currency amount the plan's boxes never exceed")
     allow_overlap: bool = Field(False, description="Report predicted conflicts without refusing the plan")
     tasks: list[PlanTask] = Field(min_length=1, max_length=2000)
+
+    @field_validator("require")
+    @classmethod
+    def _require(cls, value: dict[str, str]) -> dict[str, str]:
+        problems = [p for tool, wanted in value.items() if (p := check_requirement(tool, wanted))]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value

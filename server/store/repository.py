@@ -119,6 +119,12 @@ class Repository:
     async def plans_by_key(self, plan_key: str) -> list[tuple[str, str]]:
         return await self._run(self.store.plans_by_key, plan_key)
 
+    async def plans_of_repo(self, repo: str) -> list[dict[str, Any]]:
+        return await self._run(self.store.plans_of_repo, repo)
+
+    async def claim_plan(self, plan_id: str, token: str | None, owner: dict[str, Any]) -> bool:
+        return await self._run(self.store.claim_plan, plan_id, token, owner)
+
     async def plans_in_state(self, state: str) -> list[str]:
         return await self._run(self.store.plans_in_state, state)
 

@@ -283,6 +283,22 @@ class Store:
                            (plan_key,))
         return [(r["plan_id"], r["state"]) for r in rows]
 
+    def plans_of_repo(self, repo: str) -> list[dict[str, Any]]:
+        """The documents of the plans run on ``repo``, oldest first."""
+        rows = self._query("SELECT doc FROM plans WHERE json_extract(doc, '$.board.repo') = ? ORDER BY created_at",
+                           (repo,))
+        return [json.loads(r["doc"]) for r in rows]
+
+    def claim_plan(self, plan_id: str, token: str | None, owner: dict[str, Any]) -> bool:
+        """Make ``owner`` the process driving a running plan, if its owner's token is still ``token``
+        (compare and set: of two processes resuming a plan, one wins)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE plans SET doc = json_set(doc, '$.owner', json(?)), updated_at = ? WHERE plan_id = ? AND "
+                "state = 'running' AND json_extract(doc, '$.owner.token') IS ?",
+                (json.dumps(owner), time.time(), plan_id, token))
+            return cur.rowcount == 1
+
     def plans_in_state(self, state: str) -> list[str]:
         rows = self._query("SELECT plan_id FROM plans WHERE state = ? ORDER BY created_at", (state,))
         return [r["plan_id"] for r in rows]
