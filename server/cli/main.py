@@ -53,6 +53,13 @@ def cmd_mcp(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_board(settings: Settings, args: argparse.Namespace) -> int:
+    from server.board.serve import serve_board
+
+    anyio.run(lambda: serve_board(settings, host=args.host, port=args.port, no_auth=args.no_auth, env=os.environ))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -63,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         if args.verb == "mcp":
             return cmd_mcp(settings, args)
+        if args.verb == "board":
+            return cmd_board(settings, args)
         if args.verb == "secret":
             return cmd_secret(settings, args)
         if args.verb == "plan" and args.plan_verb == "check":

@@ -140,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
                              description="cancel a plan")
     px.add_argument("plan_id")
     px.add_argument("--json", action="store_true", help="print one JSON document")
+    p = add("board", "a live web page of the fleet, jobs, review queue and plans (prints its URL with a one-time "
+                     "login token)", json_flag=False)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8766, help="port (default 8766; 0: a free one)")
+    p.add_argument("--no-auth", action="store_true", help="no login token (loopback only): any page or program on "
+                                                          "this machine can then use the board")
     p = add("mcp", "serve MCP over stdio (for Claude Code: claude mcp add boxforge -- boxforge mcp), or over "
                    "streamable HTTP with --http", json_flag=False)
     p.add_argument("--http", action="store_true", help="serve streamable HTTP at http://HOST:PORT/mcp")

@@ -4,6 +4,7 @@ a box that vanishes."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -21,7 +22,16 @@ from server.domain.names import new_job_id
 from server.domain.output import Window, clean_end, complete_utf8_prefix, decode_output, head_tail, whole
 from server.domain.redaction import Redactor
 from server.domain.states import BoxStatus, JobState, Signal
-from server.errors import BoxBusy, BoxUnreachable, ForgeError, IdempotencyConflict, StoreFull, UnknownJob
+from server.errors import (
+    BoxBusy,
+    BoxUnreachable,
+    ForgeError,
+    IdempotencyConflict,
+    InvalidInput,
+    JobError,
+    StoreFull,
+    UnknownJob,
+)
 from server.schemas import (
     CancelResult,
     CommandResult,
@@ -39,6 +49,7 @@ from server.store import BoxRecord, JobRecord, Repository
 log = logging.getLogger("boxforge.jobs")
 MAX_WAIT_S = 300.0
 LIST_TIMEOUT_S = 30.0
+LAUNCH_GRACE_S = 30.0  # a job recorded this recently but unknown on its box is still being launched
 
 
 def _request_hash(asked: object, cwd: str | None, env_names: list[str]) -> str:
@@ -79,21 +90,25 @@ class Jobs:
         ex = self.access.exec(rec)
         workdir = resolve_cwd(cwd, project_dir=rec.project_dir, home=rec.home)
         request_hash = _request_hash(command if asked is None else asked, cwd, sorted(env))
-        job, reused = await self._start(rec, ex, command, workdir, env, idempotency_key, request_hash)
+        cap = self.settings.output_cap_bytes
+        # a foreground command starts and is waited on in one round trip, answering by its deadline (if no SSH
+        # session to the box comes free before it, nothing is started and BoxBusy says so)
+        job, reused, st = await self._start(rec, ex, command, workdir, env, idempotency_key, request_hash,
+                                            None if background else (deadline, cap))
         _, _, warning = time_left(rec.expires_at)
         if background:
             started = CommandResult(server=rec.name, job_id=job.job_id, state=JobState.RUNNING)
             started.suggest("hint", Hint(HintKind.POLL_JOB, job_id=job.job_id, reused=reused))
             started.suggest("warning", warning)
             return started
-        cap = self.settings.output_cap_bytes
-        try:
-            st = await jobs.status(ex, job.job_id, max_bytes=cap, deadline=deadline)
-        except BoxBusy:
-            busy = CommandResult(server=rec.name, job_id=job.job_id, state=JobState.RUNNING)
-            busy.suggest("hint", Hint(HintKind.BOX_BUSY, server=rec.name, job_id=job.job_id, wait_s=wait))
-            busy.suggest("warning", warning)
-            return busy
+        if st is None:  # the job existed already (same idempotency key): wait for it
+            try:
+                st = await jobs.status(ex, job.job_id, max_bytes=cap, deadline=deadline)
+            except BoxBusy:
+                busy = CommandResult(server=rec.name, job_id=job.job_id, state=JobState.RUNNING)
+                busy.suggest("hint", Hint(HintKind.BOX_BUSY, server=rec.name, job_id=job.job_id, wait_s=wait))
+                busy.suggest("warning", warning)
+                return busy
         if st.state == JobState.RUNNING and kill_on_timeout:
             await jobs.cancel(ex, job.job_id, Signal.KILL)
             st = await jobs.status(ex, job.job_id, max_bytes=cap, wait_s=5.0)
@@ -101,9 +116,11 @@ class Jobs:
         return await self._command_result(rec, ex, st, wait)
 
     async def _start(self, rec: BoxRecord, ex: jobs.BoxExec, command: str, workdir: str, env: dict[str, str],
-                     idempotency_key: str | None, request_hash: str) -> tuple[JobRecord, bool]:
-        """The job record and whether it existed already (same idempotency key and request: never run the task
-        twice). The same key for a different request is refused, naming the key and the first job."""
+                     idempotency_key: str | None, request_hash: str,
+                     wait: tuple[float, int] | None = None) -> tuple[JobRecord, bool, jobs.JobStatus | None]:
+        """The job record, whether it existed already (same idempotency key and request: never run the task
+        twice) and, with ``wait`` (deadline, max bytes) for a job it started, the job's status at that deadline.
+        The same key for a different request is refused, naming the key and the first job."""
         new_id = new_job_id()
         job = await self.repo.insert_job(JobRecord(
             job_id=new_id, box_name=rec.name, request_id=rec.request_id, command=command[:500],
@@ -117,17 +134,24 @@ class Jobs:
                     "a different request (command, cwd, env names or prompt): reuse a key only to retry the same "
                     "request, or choose a new key for this one",
                     hint=Hint(HintKind.KEY_TAKEN, job_id=job.job_id))
-            return job, True
+            return job, True, None
         if env:
             self.secrets.remember_job(job.job_id, env)
+        st = None
         try:
-            await jobs.launch(ex, job.job_id, command, cwd=workdir, env=env)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self.repo.delete_job(job.job_id)
+            if wait is None:
+                await jobs.launch(ex, job.job_id, command, cwd=workdir, env=env)
+            else:
+                st = await jobs.run(ex, job.job_id, command, cwd=workdir, env=env, deadline=wait[0],
+                                    max_bytes=wait[1])
+        except BaseException as exc:
+            # a foreground start that timed out or was cancelled has started, and is waited on: keep its record
+            if wait is None or isinstance(exc, (InvalidInput, JobError, BoxUnreachable)):
+                with anyio.CancelScope(shield=True):
+                    await self.repo.delete_job(job.job_id)
             raise
         await self._cache(self.repo.add_event("job", box_name=rec.name, job_id=job.job_id))
-        return job, False
+        return job, False, st
 
     async def _window(self, ex: jobs.BoxExec, st: jobs.JobStatus, stream: jobs.Stream,
                       redactor: Redactor) -> tuple[Window, int]:
@@ -169,6 +193,14 @@ class Jobs:
         except StoreFull:
             log.warning("the store is full: a job's cached state or output was not written")
 
+    @staticmethod
+    def _launching(job: JobRecord, st: jobs.JobStatus) -> jobs.JobStatus:
+        """A job the box does not know yet, recorded moments ago, is being launched (by this process or another:
+        the record is written before the launch): running, not lost."""
+        if st.state == JobState.LOST and st.started_at is None and time.time() - job.created_at < LAUNCH_GRACE_S:
+            return dataclasses.replace(st, state=JobState.RUNNING)
+        return st
+
     async def _record_state(self, job_id: str, st: jobs.JobStatus) -> None:
         if st.state != JobState.RUNNING:
             await self._cache(self.repo.update_job(job_id, state=st.state, exit_code=st.exit_code,
@@ -193,8 +225,9 @@ class Jobs:
         cap = min(max_bytes or self.settings.output_cap_bytes, self.settings.output_cap_bytes)
         ex = self.access.exec(rec)
         try:
-            st = await jobs.status(ex, job_id, stdout_offset=stdout_offset, stderr_offset=stderr_offset,
-                                   max_bytes=cap, wait_s=min(wait_s, MAX_WAIT_S))
+            st = self._launching(job, await jobs.status(ex, job_id, stdout_offset=stdout_offset,
+                                                        stderr_offset=stderr_offset, max_bytes=cap,
+                                                        wait_s=min(wait_s, MAX_WAIT_S)))
         except BoxUnreachable as exc:
             return await self._unreachable(job, rec, stdout_offset, stderr_offset, exc)
         await self._record_state(job_id, st)
@@ -205,7 +238,8 @@ class Jobs:
         job, rec = await self._job_box(job_id)
         if rec is not None:
             try:
-                st = await jobs.status(self.access.exec(rec), job_id, max_bytes=0, wait_s=min(wait_s, MAX_WAIT_S))
+                st = self._launching(job, await jobs.status(self.access.exec(rec), job_id, max_bytes=0,
+                                                            wait_s=min(wait_s, MAX_WAIT_S)))
             except BoxUnreachable:
                 pass
             else:

@@ -128,6 +128,25 @@ class Repository:
     async def plans_in_state(self, state: str) -> list[str]:
         return await self._run(self.store.plans_in_state, state)
 
+    async def board_records(self, plans_since: float) -> tuple[list[BoxRecord], dict[str, list[JobRecord]],
+                                                               list[tuple[str, str, dict[str, Any]]]]:
+        """What the board shows, in one trip: the live boxes, their jobs, and the plans running or recent."""
+        def read() -> tuple[list[BoxRecord], dict[str, list[JobRecord]], list[tuple[str, str, dict[str, Any]]]]:
+            boxes = self.store.live_boxes()
+            return (boxes, self.store.jobs_of_boxes([b.request_id for b in boxes]),
+                    self.store.plans_since(plans_since))
+
+        return await self._run(read)
+
+    # reviews
+
+    async def save_review(self, request_id: str, box_name: str, state: str, note: str | None,
+                          tip: str | None) -> None:
+        await self._run(self.store.save_review, request_id, box_name, state, note, tip)
+
+    async def reviews(self, request_ids: list[str]) -> dict[str, dict[str, Any]]:
+        return await self._run(self.store.reviews, request_ids)
+
     # jobs
 
     async def insert_job(self, record: JobRecord) -> JobRecord:

@@ -1,4 +1,4 @@
-"""SQLite state (WAL): the boxes, jobs and events tables and their synchronous access.
+"""SQLite state (WAL): the boxes, jobs, plans, reviews and events tables and their synchronous access.
 
 A cache and an audit trail, not the truth about boxes: the provider's labels say which
 boxes exist and when they expire, the boxes' job dirs say what jobs did. The store maps
@@ -87,6 +87,14 @@ CREATE TABLE IF NOT EXISTS plans (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS plans_key ON plans(plan_key);
+CREATE TABLE IF NOT EXISTS reviews (
+    request_id TEXT PRIMARY KEY,
+    box_name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    note TEXT,
+    tip TEXT,
+    updated_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     ts REAL NOT NULL,
@@ -257,6 +265,16 @@ class Store:
         rows = self._query("SELECT * FROM jobs WHERE request_id = ? ORDER BY created_at", (request_id,))
         return [_job(r) for r in rows]
 
+    def jobs_of_boxes(self, request_ids: list[str]) -> dict[str, list[JobRecord]]:
+        """request_id -> its jobs, oldest first, for many boxes in one query."""
+        found: dict[str, list[JobRecord]] = {r: [] for r in request_ids}
+        if request_ids:
+            rows = self._query(f"SELECT * FROM jobs WHERE request_id IN ({', '.join('?' * len(request_ids))}) "
+                               "ORDER BY created_at", tuple(request_ids))
+            for row in rows:
+                found[row["request_id"]].append(_job(row))
+        return found
+
     def recent_job_ids(self, limit: int = 5) -> list[str]:
         rows = self._query("SELECT job_id FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,))
         return [r["job_id"] for r in rows]
@@ -283,6 +301,12 @@ class Store:
                            (plan_key,))
         return [(r["plan_id"], r["state"]) for r in rows]
 
+    def plans_since(self, since: float) -> list[tuple[str, str, dict[str, Any]]]:
+        """(plan_id, state, doc) of the plans running or updated at or after ``since``, oldest first."""
+        rows = self._query("SELECT plan_id, state, doc FROM plans WHERE state = 'running' OR updated_at >= ? "
+                           "ORDER BY created_at", (since,))
+        return [(r["plan_id"], r["state"], json.loads(r["doc"])) for r in rows]
+
     def plans_of_repo(self, repo: str) -> list[dict[str, Any]]:
         """The documents of the plans run on ``repo``, oldest first."""
         rows = self._query("SELECT doc FROM plans WHERE json_extract(doc, '$.board.repo') = ? ORDER BY created_at",
@@ -302,6 +326,25 @@ class Store:
     def plans_in_state(self, state: str) -> list[str]:
         rows = self._query("SELECT plan_id FROM plans WHERE state = ? ORDER BY created_at", (state,))
         return [r["plan_id"] for r in rows]
+
+    # reviews: the board's review state of a box's work (one row per box create; a person's note, no secret)
+
+    def save_review(self, request_id: str, box_name: str, state: str, note: str | None, tip: str | None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO reviews (request_id, box_name, state, note, tip, updated_at) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(request_id) DO UPDATE SET state = excluded.state, note = excluded.note, "
+                "tip = excluded.tip, updated_at = excluded.updated_at",
+                (request_id, box_name, state, note, tip, time.time()),
+            )
+
+    def reviews(self, request_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """request_id -> {state, note, tip, updated_at} for the given boxes that have a review row."""
+        if not request_ids:
+            return {}
+        rows = self._query(f"SELECT * FROM reviews WHERE request_id IN ({', '.join('?' * len(request_ids))})",
+                           tuple(request_ids))
+        return {r["request_id"]: dict(r) for r in rows}
 
     # events
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import time
 from dataclasses import dataclass
@@ -32,6 +33,12 @@ class ShellCall:
     that background long-polls leave free. ``deadline`` (``time.monotonic()``) makes the call's ``LEFT_CS``
     placeholder the centiseconds left before it, less ``DEADLINE_MARGIN_S`` for the answer's way back,
     filled in when the call is sent (after any wait for a free session), so the box waits no longer.
+
+    ``private`` holds assignments (``NAME='value'`` lines, each ending in a newline) that must never
+    appear on a command line (a command's text, env values): a channel sends them in-band before the
+    call, where the loop reads them with its builtin ``read``; any other transport feeds them as the
+    call's stdin (``stdin``), which the command line evaluates first. A call with ``private`` has no
+    other stdin.
     """
 
     library: str
@@ -39,16 +46,30 @@ class ShellCall:
     long: bool = False
     foreground: bool = False
     deadline: float | None = None
+    private: str = ""
+
+    def __post_init__(self) -> None:
+        if self.private and not self.private.endswith("\n"):
+            raise ValueError("a ShellCall's private assignments must end with a newline")
 
     def at(self, now: float | None = None) -> ShellCall:
-        """This call as sent at ``now`` (default: now): ``LEFT_CS``
-        filled in, no deadline left to apply. Every transport sends ``at()`` (``command_line`` does it)."""
+        """This call as sent at ``now`` (default: now): ``LEFT_CS`` filled in, no deadline left to apply.
+        Every transport sends ``at()`` (``script`` and ``command_line`` do it)."""
         if self.deadline is None:
             return self
         now = time.monotonic() if now is None else now
         left_cs = max(0, round((self.deadline - DEADLINE_MARGIN_S - now) * 100))
-        return ShellCall(self.library, self.call.replace(LEFT_CS, str(left_cs)), self.long, self.foreground)
+        return dataclasses.replace(self, call=self.call.replace(LEFT_CS, str(left_cs)), deadline=None)
+
+    @property
+    def stdin(self) -> bytes:
+        """What a transport without channels feeds the command line (the private assignments)."""
+        return self.private.encode()
+
+    def script(self) -> str:
+        """What ``sh -c`` runs: fd 3 on stdout, the library, the private assignments from stdin, the call."""
+        read_private = 'eval "$(cat)"\n' if self.private else ""
+        return "exec 3>&1\n" + self.library + "\n" + read_private + self.at().call + "\n"
 
     def command_line(self) -> str:
-        call = self.at().call
-        return "/bin/sh -c " + shlex.quote("exec 3>&1\n" + self.library + "\n" + call + "\n")
+        return "/bin/sh -c " + shlex.quote(self.script())
