@@ -21,7 +21,6 @@ from providers.base import Provider
 from providers.capabilities import BuildsImages
 from server.config import Settings
 from server.errors import InvalidInput
-from server.files import Encoding
 from server.git.land import LandOutcome
 from server.plans.board import PlanBoard
 from server.plans.model import Plan
@@ -34,9 +33,11 @@ from server.schemas import (
     DestroyResult,
     DiffResult,
     DownloadResult,
+    Encoding,
     FetchResult,
     FileContent,
     FileList,
+    ForkResult,
     ForwardInfo,
     ForwardList,
     GrepResult,
@@ -53,6 +54,7 @@ from server.service.agents import Agents
 from server.service.boxes import Boxes
 from server.service.files import Files
 from server.service.forge import Forge, Progress
+from server.service.forks import Forks
 from server.service.git import GitWork
 from server.service.harvest import Harvester
 from server.service.jobs import Jobs
@@ -137,6 +139,7 @@ class Fleet:
         self.files = Files(self.settings, self.access, secrets, self.boxes)
         self.agents = Agents(self.access, self.boxes, self.jobs)
         self.reaping = Reaping(self.settings, self.repo, self._providers, self.boxes, in_flight)
+        self.forks = Forks(self.settings, self.repo, self._providers, self.access, self.boxes, self.forge, self.jobs)
         self.plans = Plans(self, background)
 
     # resources
@@ -180,6 +183,11 @@ class Fleet:
             provider=provider, ready_timeout_s=ready_timeout_s, wait=wait, progress=progress, repo_via=repo_via,
             egress=egress, agent_version=agent_version)
 
+    async def fork_server(self, source: str, names: Sequence[str], *, branches: Sequence[str | None] | None = None,
+                          ttl_s: int | None = None) -> ForkResult:
+        """New boxes starting as a copy of ``source``'s files, each with its own keys, TTL and branch."""
+        return await self.forks.fork_server(source, names, branches=branches, ttl_s=ttl_s)
+
     def _image_builder(self, provider: str | None) -> BuildsImages:
         prov = self._providers.get(provider or self.settings.provider)
         if not isinstance(prov, BuildsImages):
@@ -205,8 +213,8 @@ class Fleet:
     async def destroy_server(self, name: str, *, harvest: bool = True) -> DestroyResult:
         return await self.boxes.destroy_server(name, harvest=harvest)
 
-    async def extend_server(self, name: str, ttl_s: int) -> ServerInfo:
-        return await self.boxes.extend_server(name, ttl_s)
+    async def extend_server(self, name: str, ttl_s: int, *, shorten: bool = True) -> ServerInfo:
+        return await self.boxes.extend_server(name, ttl_s, shorten=shorten)
 
     async def recover(self, timeout_s: float = 60.0) -> list[str]:
         """At start: end the creates whose orchestrator died (adopt or burn them). Bounded: a provider that
