@@ -152,4 +152,5 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1); except on 127.0.0.1 and ::1 a "
                                                       "bearer token is required (BOXFORGE_HTTP_TOKEN or generated)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    p.add_argument("--no-board", action="store_true", help="do not serve the board at /board")
     return parser
