@@ -7,20 +7,23 @@ import json
 import re
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from server.config import Settings
+from server.service import Fleet, open_fleet
 from tests.support import boxforge_cmd, cli_env, readline_with_deadline
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 URL_RE = re.compile(r"(http://[^\s]+)")
+T = TypeVar("T")
 
 
 def boxforge(settings: Settings, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -89,3 +92,16 @@ async def served(app: Any, host: str = "127.0.0.1", *, lifespan: str = "off") ->
             yield f"http://{host}:{sock.getsockname()[1]}"
         finally:
             server.should_exit = True
+
+
+def with_fleet(settings: Settings, call: Callable[[Fleet], Awaitable[T]]) -> T:
+    """``call`` on a Fleet of this process over the same state dir (what the CLI does, without its start-up), in a
+    thread of its own: Playwright's sync API keeps an event loop running in this one."""
+    import anyio
+
+    async def run() -> T:
+        async with open_fleet(settings) as fleet:
+            return await call(fleet)
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(anyio.run, run).result(timeout=300)
