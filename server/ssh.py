@@ -24,9 +24,11 @@ in bytes, every line ASCII):
   ``sh -c`` (eval in a subshell), stdout and stderr captured to files;
   ``<seq> L <library_len> 0\n<library>``: shell function definitions, eval'd in the loop itself
   once per channel (the answer is an empty response);
-  ``<seq> T 0 <stdin_len>\n<call>\n<stdin>``: one line calling a library function; its stdout
-  must be text without NUL (captured without a file where the shell counts bytes), binary output
-  goes to fd 3 and follows the text.
+  ``<seq> T <lines> <stdin_len>\n<private lines><call>\n<stdin>``: one line calling a library
+  function, after ``<lines>`` lines of private assignments (``ShellCall.private``: read by the
+  loop's builtin ``read``, never a command line or a pipe); its stdout must be text without NUL
+  (captured without a file where the shell counts bytes), binary output goes to fd 3 and follows
+  the text.
 - response ``<seq> <exit> <text_len> <bin_len> <err_len>\n<text><bin><stderr>``; stdout is
   text + bin. An exit status is a number (a signal shows as 128+n, as ``sh`` reports it).
 

@@ -20,7 +20,6 @@ from providers.base import Provider
 from providers.capabilities import BuildsImages
 from server.config import Settings
 from server.errors import InvalidInput
-from server.files import Encoding
 from server.git.land import LandOutcome
 from server.plans.board import PlanBoard
 from server.plans.model import Plan
@@ -33,6 +32,7 @@ from server.schemas import (
     DestroyResult,
     DiffResult,
     DownloadResult,
+    Encoding,
     FetchResult,
     FileContent,
     FileList,

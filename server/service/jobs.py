@@ -22,7 +22,15 @@ from server.domain.names import new_job_id
 from server.domain.output import Window, clean_end, complete_utf8_prefix, decode_output, head_tail, whole
 from server.domain.redaction import Redactor
 from server.domain.states import BoxStatus, JobState, Signal
-from server.errors import BoxUnreachable, ForgeError, IdempotencyConflict, StoreFull, UnknownJob
+from server.errors import (
+    BoxUnreachable,
+    ForgeError,
+    IdempotencyConflict,
+    InvalidInput,
+    JobError,
+    StoreFull,
+    UnknownJob,
+)
 from server.schemas import (
     CancelResult,
     CommandResult,
@@ -76,16 +84,19 @@ class Jobs:
         ex = self.access.exec(rec)
         workdir = resolve_cwd(cwd, project_dir=rec.project_dir, home=rec.home)
         request_hash = _request_hash(command if asked is None else asked, cwd, sorted(env))
-        job, reused = await self._start(rec, ex, command, workdir, env, idempotency_key, request_hash)
+        wait = min(timeout_s if timeout_s is not None else self.settings.foreground_timeout_s, MAX_WAIT_S)
+        cap = self.settings.output_cap_bytes
+        # a foreground command starts and is waited on in one round trip
+        job, reused, st = await self._start(rec, ex, command, workdir, env, idempotency_key, request_hash,
+                                            None if background else (wait, cap))
         _, _, warning = time_left(rec.expires_at)
         if background:
             started = CommandResult(server=rec.name, job_id=job.job_id, state=JobState.RUNNING)
             started.suggest("hint", Hint(HintKind.POLL_JOB, job_id=job.job_id, reused=reused))
             started.suggest("warning", warning)
             return started
-        wait = min(timeout_s if timeout_s is not None else self.settings.foreground_timeout_s, MAX_WAIT_S)
-        cap = self.settings.output_cap_bytes
-        st = await jobs.status(ex, job.job_id, max_bytes=cap, wait_s=wait)
+        if st is None:
+            st = await jobs.status(ex, job.job_id, max_bytes=cap, wait_s=wait)
         if st.state == JobState.RUNNING and kill_on_timeout:
             await jobs.cancel(ex, job.job_id, Signal.KILL)
             st = await jobs.status(ex, job.job_id, max_bytes=cap, wait_s=5.0)
@@ -93,9 +104,11 @@ class Jobs:
         return await self._command_result(rec, ex, st, wait)
 
     async def _start(self, rec: BoxRecord, ex: jobs.BoxExec, command: str, workdir: str, env: dict[str, str],
-                     idempotency_key: str | None, request_hash: str) -> tuple[JobRecord, bool]:
-        """The job record and whether it existed already (same idempotency key and request: never run the task
-        twice). The same key for a different request is refused, naming the key and the first job."""
+                     idempotency_key: str | None, request_hash: str,
+                     wait: tuple[float, int] | None = None) -> tuple[JobRecord, bool, jobs.JobStatus | None]:
+        """The job record, whether it existed already (same idempotency key and request: never run the task
+        twice) and, with ``wait`` (seconds, max bytes) for a job it started, the job's status after that wait.
+        The same key for a different request is refused, naming the key and the first job."""
         new_id = new_job_id()
         job = await self.repo.insert_job(JobRecord(
             job_id=new_id, box_name=rec.name, request_id=rec.request_id, command=command[:500],
@@ -109,17 +122,23 @@ class Jobs:
                     "a different request (command, cwd, env names or prompt): reuse a key only to retry the same "
                     "request, or choose a new key for this one",
                     hint=Hint(HintKind.KEY_TAKEN, job_id=job.job_id))
-            return job, True
+            return job, True, None
         if env:
             self.secrets.remember_job(job.job_id, env)
+        st = None
         try:
-            await jobs.launch(ex, job.job_id, command, cwd=workdir, env=env)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self.repo.delete_job(job.job_id)
+            if wait is None:
+                await jobs.launch(ex, job.job_id, command, cwd=workdir, env=env)
+            else:
+                st = await jobs.run(ex, job.job_id, command, cwd=workdir, env=env, wait_s=wait[0], max_bytes=wait[1])
+        except BaseException as exc:
+            # a foreground start that timed out or was cancelled has started, and is waited on: keep its record
+            if wait is None or isinstance(exc, (InvalidInput, JobError, BoxUnreachable)):
+                with anyio.CancelScope(shield=True):
+                    await self.repo.delete_job(job.job_id)
             raise
         await self._cache(self.repo.add_event("job", box_name=rec.name, job_id=job.job_id))
-        return job, False
+        return job, False, st
 
     async def _window(self, ex: jobs.BoxExec, st: jobs.JobStatus, stream: jobs.Stream,
                       redactor: Redactor) -> tuple[Window, int]:

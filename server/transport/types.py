@@ -23,11 +23,32 @@ class ShellCall:
     and binary output goes to fd 3, which follows stdout in the result. A channel defines the library
     once and then sends only the call; over exec the whole is one ``/bin/sh -c`` command line.
     ``long`` marks a call that may block for a while (a long-poll).
+
+    ``private`` holds assignments (``NAME='value'`` lines, each ending in a newline) that must never
+    appear on a command line (a command's text, env values): a channel sends them in-band before the
+    call, where the loop reads them with its builtin ``read``; any other transport feeds them as the
+    call's stdin (``stdin``), which the command line evaluates first. A call with ``private`` has no
+    other stdin.
     """
 
     library: str
     call: str
     long: bool = False
+    private: str = ""
+
+    def __post_init__(self) -> None:
+        if self.private and not self.private.endswith("\n"):
+            raise ValueError("a ShellCall's private assignments must end with a newline")
+
+    @property
+    def stdin(self) -> bytes:
+        """What a transport without channels feeds the command line (the private assignments)."""
+        return self.private.encode()
+
+    def script(self) -> str:
+        """What ``sh -c`` runs: fd 3 on stdout, the library, the private assignments from stdin, the call."""
+        read_private = 'eval "$(cat)"\n' if self.private else ""
+        return "exec 3>&1\n" + self.library + "\n" + read_private + self.call + "\n"
 
     def command_line(self) -> str:
-        return "/bin/sh -c " + shlex.quote("exec 3>&1\n" + self.library + "\n" + self.call + "\n")
+        return "/bin/sh -c " + shlex.quote(self.script())
