@@ -230,6 +230,22 @@ class JobList(BaseModel):
     unreachable: list[str] = Field(default_factory=list, description="Boxes whose jobs could not be read now")
 
 
+class ForkFailure(BaseModel):
+    name: str
+    error: str = Field(description="Why this fork failed (it was burned)")
+
+
+class ForkResult(BaseModel):
+    """Result of fork_server."""
+
+    source: str
+    forks: list[ServerInfo] = Field(description="The new boxes, ready, each on its own branch")
+    failed: list[ForkFailure] = Field(default_factory=list, description="Forks that failed and were burned")
+    jobs_not_copied: list[str] = Field(default_factory=list, description="Jobs running on the source: the forks "
+                                       "have their files but not their processes (start them again there)")
+    note: str = Field(description="What a fork copies and what it does not")
+
+
 class DestroyResult(BaseModel):
     name: str
     destroyed: bool = Field(description="True if a box was burned by this call, False if it was already gone")

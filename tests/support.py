@@ -54,7 +54,8 @@ def cli_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-MCP_TOOL_WORDS = ("vm_", "create_server", "list_servers", "extend_server", "destroy_server", "run_agent")
+MCP_TOOL_WORDS = ("vm_", "create_server", "fork_server", "list_servers", "extend_server", "destroy_server",
+                  "run_agent")
 
 
 def assert_cli_words(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:

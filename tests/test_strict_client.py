@@ -104,6 +104,9 @@ async def test_every_tool_through_a_client_that_follows_the_schemas(tmp_path: Pa
         await call("vm_fetch", server="strict")
         await call("vm_compare", servers=["strict"])
         await call("vm_push", server="strict", remote=str(remote))
+        forked = await call("fork_server", source="strict", names=["strict-fork"])
+        assert [f["branch"] for f in forked["forks"]] == ["feat/strict-strict-fork"]
+        await call("destroy_server", name="strict-fork", harvest=False)
         await call("destroy_server", name="strict")
     # Tools that landed after this test, driven (without the schema-validating client, so far) by
     # tests/plans/test_plan_run.py: to be driven here too.

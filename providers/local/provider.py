@@ -14,7 +14,7 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -34,6 +34,7 @@ from providers.base import (
 )
 from providers.capabilities import (
     BuildsImages,
+    CanFork,
     InstallsPackages,
     Isolated,
     Isolation,
@@ -41,7 +42,7 @@ from providers.capabilities import (
     PinsHostKey,
     SeesLocalPaths,
 )
-from providers.local import boxdir, burn, cgroup, image, launch, network, procs, servers
+from providers.local import boxdir, burn, cgroup, fork, image, launch, network, procs, servers
 from providers.local.settings import BOXES_DIR_NAME, LocalSettings, ServerChoice
 from providers.probe import probe_ssh
 
@@ -133,7 +134,7 @@ def isolation_problems() -> list[str]:
     return problems
 
 
-class LocalProvider(Provider, PinsHostKey, Isolated, InstallsPackages, BuildsImages):
+class LocalProvider(Provider, PinsHostKey, Isolated, InstallsPackages, BuildsImages, CanFork):
     """Isolated boxes on this machine. See providers.base.Provider for the contract.
 
     Each box: its own netns and address in 10.231.0.0/16, its own host uid range (root inside a user
@@ -254,6 +255,73 @@ class LocalProvider(Provider, PinsHostKey, Isolated, InstallsPackages, BuildsIma
         launch.start_supervisor(box_dir)
         return box_dir
 
+    async def fork(self, source: Box, specs: Sequence[BoxSpec]) -> list[Box]:
+        """New boxes (PENDING) whose files start as a copy of ``source``'s (its overlay upper dir, reflinked
+        where the filesystem can), each with the spec's keys and labels and the source's size and egress."""
+        made: dict[int, Box] = {}
+        failures: list[ProviderError] = []
+
+        async def one(i: int, spec: BoxSpec) -> None:
+            try:
+                box_dir = await anyio.to_thread.run_sync(self._fork_blocking, source.id, spec)
+            except (fork.ForkError, boxdir.BoxStartError, network.NetworkError, ValueError, OSError) as exc:
+                failures.append(ProviderError(f"cannot fork local box {source.name!r} into {spec.name!r}: {exc}"))
+                return
+            box = box_from_dir(box_dir)
+            if box is None:
+                failures.append(ProviderError(f"local box {box_dir.name} vanished while it was being forked"))
+                return
+            made[i] = box
+
+        try:
+            async with anyio.create_task_group() as tg:  # the copies run side by side, each in a thread
+                for i, spec in enumerate(specs):
+                    tg.start_soon(one, i, spec)
+            if failures:
+                raise failures[0]
+        except BaseException:
+            with anyio.CancelScope(shield=True):  # all or none: the forks made so far are burned
+                for box in made.values():
+                    await self.destroy(box.id)
+            raise
+        boxes = [made[i] for i in range(len(specs))]
+        return boxes
+
+    def _existing(self, request_id: str) -> Path | None:
+        for box_dir in self._box_dirs():
+            info = boxdir.read_box_info(box_dir)
+            if info is not None and info.get("request_id") == request_id:
+                return box_dir
+        return None
+
+    def _fork_blocking(self, source_id: str, spec: BoxSpec) -> Path:
+        source_dir = self._box_dir(source_id)
+        info = boxdir.read_box_info(source_dir) if source_dir else None
+        if source_dir is None or info is None:
+            raise NotFound(f"local box {source_id} does not exist (any more)")
+        with _root_lock(self.root):
+            existing = self._existing(spec.request_id)
+            if existing is not None:
+                return existing
+            box_dir = self._prepare_fork(info, spec)
+        try:
+            self._copy_files(source_dir, box_dir)
+        except BaseException:
+            burn.burn_box(box_dir)
+            raise
+        launch.start_supervisor(box_dir)
+        return box_dir
+
+    def _prepare_fork(self, info: dict[str, object], spec: BoxSpec) -> Path:
+        if info.get("isolation") != "full":
+            raise ProviderError("the source box is not isolated (made with BOXFORGE_LOCAL_ISOLATION=none): fork it under that setting")
+        size, limits = cgroup.limits_for(str(info["size"]))
+        return launch.prepare_isolated_dir(self.root, spec, egress=bool(info["egress"]), image=Path(str(info["image"])),
+                                             size=size, limits=limits, watchdog_grace_s=self.watchdog_grace_s)
+
+    def _copy_files(self, source_dir: Path, box_dir: Path) -> None:
+        fork.copy_isolated(source_dir, box_dir)
+
     async def wait_ready(self, box_id: str, *, timeout: float) -> Box:
         """Poll until the box's server greets with an SSH banner; RUNNING box or ReadyTimeout."""
         box_dir = self._box_dir(box_id)
@@ -340,3 +408,12 @@ class UnisolatedLocalProvider(LocalProvider, SeesLocalPaths):
                                                watchdog_grace_s=self.watchdog_grace_s)
         launch.start_supervisor(box_dir)
         return box_dir
+
+    def _prepare_fork(self, info: dict[str, object], spec: BoxSpec) -> Path:
+        if info.get("isolation") == "full":
+            raise ProviderError("the source box is isolated: fork it without BOXFORGE_LOCAL_ISOLATION=none")
+        return launch.prepare_box_dir(self.root, spec, server=servers.resolve_server(str(info["server"])),
+                                        host=self.host, port=self.port, watchdog_grace_s=self.watchdog_grace_s)
+
+    def _copy_files(self, source_dir: Path, box_dir: Path) -> None:
+        fork.copy_unisolated(source_dir, box_dir)

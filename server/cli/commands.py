@@ -149,6 +149,23 @@ async def cmd_extend(fleet: Fleet, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_fork(fleet: Fleet, args: argparse.Namespace) -> int:
+    names = [valid(names_adapter, n) for n in args.names]
+    result = worded(await fleet.fork_server(valid(names_adapter, args.source), names, branches=args.branches,
+                                            ttl_s=valid(ttls_adapter, args.ttl) if args.ttl else None))
+    if args.json:
+        dump(result)
+    else:
+        if result.forks:
+            out.print(servers_table(result.forks, title=f"forks of {result.source}"))
+        for failure in result.failed:
+            err.print(f"[red]fork {failure.name} failed:[/] {failure.error}")
+        if result.jobs_not_copied:
+            err.print(f"not copied (running on {result.source}): jobs {', '.join(result.jobs_not_copied)}")
+        err.print(result.note)
+    return 1 if result.failed else 0
+
+
 async def cmd_burn(fleet: Fleet, args: argparse.Namespace) -> int:
     if args.all:
         if not args.yes:

@@ -102,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local-port", type=int, help="local port (default: a free one; 1024-65535)")
     p.add_argument("--bind", default="127.0.0.1", help="local address to listen on (default 127.0.0.1: this machine "
                                                        "only; another address exposes the box's port to its network)")
+    p = add("fork", "new boxes that start as a copy of a ready box's files (checkout, installed tools, caches), "
+                    "each with its own keys, TTL and branch; the source's running jobs are not copied")
+    p.add_argument("source")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("--branch", action="append", metavar="BRANCH", dest="branches",
+                   help="the fork's branch, started at the source's HEAD; one per NAME, in order (default: "
+                        "SOURCE-BRANCH-NAME)")
+    p.add_argument("--ttl", help="time to live of each fork: 90m, 2h, 1d (default 2h)")
     p = add("reap", "destroy expired boxes now (--loop: keep doing it, for systemd or cron)")
     p.add_argument("--loop", action="store_true")
     p = add("image", "the base image of local boxes: build it now, or list what is cached")

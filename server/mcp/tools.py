@@ -37,6 +37,7 @@ from server.schemas import (
     CancelResult,
     CommandResult,
     DestroyResult,
+    ForkResult,
     JobId,
     JobList,
     JobStatusResult,
@@ -84,6 +85,16 @@ async def create_server(
         provider=provider, ready_timeout_s=ready_timeout_s, wait=wait, progress=progress, repo_via=repo_via,
         egress=egress, agent_version=agent_version,
     )
+
+
+async def fork_server(
+    ctx: Context,
+    source: ServerName,
+    names: Annotated[list[ServerName], Field(min_length=1, max_length=10)],
+    branches: Annotated[list[Branch] | None, Field(description="One per name; default <branch>-<name>")] = None,
+) -> ForkResult:
+    """Copy a ready box's files into new boxes (own keys, default TTL, branch); running jobs are not copied."""
+    return await fleet_of(ctx).fork_server(source, names, branches=branches)
 
 
 async def vm_bash(
@@ -167,6 +178,7 @@ async def extend_server(
 
 TOOLS: list[tuple[Callable[..., Awaitable[Any]], ToolAnnotations, str]] = [
     (create_server, CREATES, "Create a box"),
+    (fork_server, CREATES, "Fork a box"),
     (vm_bash, RUNS, "Run a command on a box"),
     (vm_job_status, READ_ONLY, "Job status and output"),
     (vm_job_wait, READ_ONLY, "Wait for any of several jobs"),

@@ -36,6 +36,7 @@ from server.schemas import (
     FetchResult,
     FileContent,
     FileList,
+    ForkResult,
     ForwardInfo,
     ForwardList,
     GrepResult,
@@ -52,6 +53,7 @@ from server.service.agents import Agents
 from server.service.boxes import Boxes
 from server.service.files import Files
 from server.service.forge import Forge, Progress
+from server.service.forks import Forks
 from server.service.git import GitWork
 from server.service.harvest import Harvester
 from server.service.jobs import Jobs
@@ -136,6 +138,7 @@ class Fleet:
         self.files = Files(self.settings, self.access, secrets, self.boxes)
         self.agents = Agents(self.access, self.boxes, self.jobs)
         self.reaping = Reaping(self.settings, self.repo, self._providers, self.boxes, in_flight)
+        self.forks = Forks(self.settings, self.repo, self._providers, self.access, self.boxes, self.forge, self.jobs)
         self.plans = Plans(self, background)
 
     # resources
@@ -176,6 +179,11 @@ class Fleet:
             agent_command=agent_command, env=await self.env(env, env_from), size=size, image=image, location=location,
             provider=provider, ready_timeout_s=ready_timeout_s, wait=wait, progress=progress, repo_via=repo_via,
             egress=egress, agent_version=agent_version)
+
+    async def fork_server(self, source: str, names: Sequence[str], *, branches: Sequence[str | None] | None = None,
+                          ttl_s: int | None = None) -> ForkResult:
+        """New boxes starting as a copy of ``source``'s files, each with its own keys, TTL and branch."""
+        return await self.forks.fork_server(source, names, branches=branches, ttl_s=ttl_s)
 
     def _image_builder(self, provider: str | None) -> BuildsImages:
         prov = self._providers.get(provider or self.settings.provider)
