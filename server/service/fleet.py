@@ -210,8 +210,8 @@ class Fleet:
     async def destroy_server(self, name: str, *, harvest: bool = True) -> DestroyResult:
         return await self.boxes.destroy_server(name, harvest=harvest)
 
-    async def extend_server(self, name: str, ttl_s: int) -> ServerInfo:
-        return await self.boxes.extend_server(name, ttl_s)
+    async def extend_server(self, name: str, ttl_s: int, *, shorten: bool = True) -> ServerInfo:
+        return await self.boxes.extend_server(name, ttl_s, shorten=shorten)
 
     async def recover(self, timeout_s: float = 60.0) -> list[str]:
         """At start: end the creates whose orchestrator died (adopt or burn them). Bounded: a provider that
