@@ -36,8 +36,12 @@ stdin reaches the script through a pipe (``head -c``), never a file or a command
 is in flight per channel. Each box has two lanes of channels, taken from the session budget
 (``max_sessions``): ``short`` (calls that return at once; a caller waits for a free channel) and
 ``long`` (``ShellCall.long`` or ``channel_run(long=True)``: long-polls and scripts that may run for
-minutes, so they never hold up short calls; when all are busy the call goes over exec). Waiting for
-a free channel or exec session counts inside the caller's timeout. A channel that breaks mid-call
+minutes, so they never hold up short calls; when all are busy the call goes over exec). Background
+long calls that overflow onto exec may take all but ``FOREGROUND_RESERVE`` exec sessions: the rest are
+kept for ``ShellCall.foreground`` calls (a foreground command waiting for its own end, whose caller holds
+a deadline), so no number of long-polls can make a foreground command miss its ``timeout_s``. Waiting for
+a free channel or exec session counts inside the caller's timeout; a call with a ``deadline`` waits for a
+session only until just before it (then ``BoxBusy``), and says on the box how long is left once sent. A channel that breaks mid-call
 (its loop killed, the connection dropped) is closed and the call is retried once over exec (calls
 marked ``idempotent=False`` raise instead); the next call opens a new channel, reconnecting if
 needed. ``drop``/``aclose`` send EOF to every
@@ -50,13 +54,14 @@ import asyncio
 import logging
 import shlex
 import socket
+import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncssh
 
-from server.errors import BoxTimeout, BoxUnreachable, HostKeyMismatch
+from server.errors import BoxBusy, BoxTimeout, BoxUnreachable, HostKeyMismatch
 from server.onbox import scripts
 from server.transport.channel import (
     CHANNEL_HELLO,
@@ -68,7 +73,7 @@ from server.transport.channel import (
 )
 from server.transport.channel import reason as _reason
 from server.transport.retry import Reconnect, reconnect_once
-from server.transport.types import ExecResult, ShellCall
+from server.transport.types import DEADLINE_MARGIN_S, ExecResult, ShellCall
 
 __all__ = ["CHANNEL_HELLO", "ExecResult", "SSHPool", "SSHTarget", "ShellCall"]
 
@@ -79,6 +84,7 @@ DEFAULT_MAX_SESSIONS = 8
 
 DEFAULT_SHORT_CHANNELS = 2
 DEFAULT_LONG_CHANNELS = 2
+FOREGROUND_RESERVE = 2  # exec sessions background long-polls never take (while more than one is left to them)
 
 _DROP_ERRORS = (asyncssh.DisconnectError, asyncssh.ChannelOpenError, BrokenPipeError, ConnectionResetError)
 _CHANNEL_ERRORS = (asyncssh.Error, *STREAM_ERRORS)
@@ -147,6 +153,7 @@ class _Entry:
     sessions: asyncio.Semaphore
     short: _Lane
     long: _Lane
+    overflow: asyncio.Semaphore  # exec sessions background long calls may hold: all but the foreground reserve
     channels: set[Channel] = field(default_factory=set)
     channels_off: bool = False  # the box could not start a channel loop: exec only, on this connection
 
@@ -194,7 +201,7 @@ class SSHPool:
     async def run(
         self,
         target: SSHTarget,
-        command: str,
+        command: str | ShellCall,
         *,
         stdin: bytes | None = None,
         timeout: float | None = None,
@@ -246,13 +253,14 @@ class SSHPool:
         ``ShellCall.long``) sends a call that may take a while down the long lane. ``timeout``
         covers waiting for a free channel as well as the command.
         """
-        command = script.command_line() if isinstance(script, ShellCall) else script
+        call = script if isinstance(script, ShellCall) else None
         entry, _fresh = await self._entry(target)
-        lane = entry.long if long or (isinstance(script, ShellCall) and script.long) else entry.short
+        lane = entry.long if long or (call is not None and call.long) else entry.short
+        foreground = call is not None and call.foreground
         # all long channels busy: exec, so that neither short calls nor this one wait on long-polls
         busy_long = lane is entry.long and lane.permits.locked()
         if not entry.channels_off and not busy_long:
-            left = await _acquire(lane.permits, timeout, target.where)
+            left = await _acquire(lane.permits, timeout, target.where, _wait_budget(call, timeout))
             try:
                 channel = await self._take_channel(entry, lane)
                 if channel is not None:
@@ -276,7 +284,13 @@ class SSHPool:
                         return result
             finally:
                 lane.permits.release()
-        return await self.run(target, command, stdin=stdin, timeout=timeout)
+        if busy_long and not foreground:  # a background long-poll leaves the foreground reserve alone
+            left = await _acquire(entry.overflow, timeout, target.where)
+            try:
+                return await self.run(target, script, stdin=stdin, timeout=left)
+            finally:
+                entry.overflow.release()
+        return await self.run(target, script, stdin=stdin, timeout=timeout)
 
     def channel_pids(self, key: str) -> list[int]:
         """Box-side pids of the open control channels of ``key`` (for tests and diagnostics)."""
@@ -344,12 +358,14 @@ class SSHPool:
             if self._closed:
                 await _close(conn)
                 raise RuntimeError("SSHPool is closed")
+            execs = self._max_sessions - self._short_channels - self._long_channels
             entry = _Entry(
                 target,
                 conn,
-                asyncio.Semaphore(self._max_sessions - self._short_channels - self._long_channels),
+                asyncio.Semaphore(execs),
                 _Lane(asyncio.Semaphore(self._short_channels)),
                 _Lane(asyncio.Semaphore(self._long_channels)),
+                asyncio.Semaphore(max(1, execs - FOREGROUND_RESERVE)),
                 channels_off=self._short_channels == 0,
             )
             self._entries[target.key] = entry
@@ -360,8 +376,12 @@ class SSHPool:
             del self._entries[key]
         await _close_entry(entry)
 
-    async def _exec(self, entry: _Entry, command: str, stdin: bytes | None, timeout: float | None) -> ExecResult:
-        left = await _acquire(entry.sessions, timeout, entry.target.where)
+    async def _exec(self, entry: _Entry, command: str | ShellCall, stdin: bytes | None,
+                    timeout: float | None) -> ExecResult:
+        call = command if isinstance(command, ShellCall) else None
+        left = await _acquire(entry.sessions, timeout, entry.target.where, _wait_budget(call, timeout))
+        if call is not None:
+            command = call.command_line()  # after the wait for a session: the deadline's time left is now
         try:
             proc = await entry.conn.create_process(command, encoding=None)
             try:
@@ -484,22 +504,34 @@ def _is_drop(conn: asyncssh.SSHClientConnection, exc: BaseException) -> bool:
     return conn.is_closed() or exc.code == asyncssh.OPEN_CONNECT_FAILED
 
 
-async def _acquire(slots: asyncio.Semaphore, timeout: float | None, where: str) -> float | None:
-    """Take one of ``slots`` within ``timeout``; returns what is left of the timeout (None: no limit)."""
-    if timeout is None:
-        await slots.acquire()
-        return None
+def _wait_budget(call: ShellCall | None, timeout: float | None) -> float | None:
+    """How long a call may wait for a free channel or session: its timeout, and for a call with a deadline
+    only until just before the deadline (so that it can still say so in time)."""
+    if call is None or call.deadline is None:
+        return timeout
+    until = max(call.deadline - DEADLINE_MARGIN_S - time.monotonic(), 0.0)
+    return until if timeout is None else min(until, timeout)
+
+
+async def _acquire(slots: asyncio.Semaphore, timeout: float | None, where: str,
+                   budget: float | None = None) -> float | None:
+    """Take one of ``slots`` within ``budget`` (default: ``timeout``); returns what is left of the timeout (None:
+    no limit)."""
+    budget = timeout if budget is None else budget
     loop = asyncio.get_running_loop()
     started = loop.time()
-    try:
-        async with asyncio.timeout(timeout):
-            await slots.acquire()
-    except TimeoutError as exc:
-        raise BoxTimeout(
-            f"no SSH session to {where} came free within {timeout:g}s: other commands hold them all; "
-            "retry when they have finished"
-        ) from exc
-    return max(timeout - (loop.time() - started), 0.0)
+    if budget is None:
+        await slots.acquire()
+    else:
+        try:
+            async with asyncio.timeout(budget):
+                await slots.acquire()
+        except TimeoutError as exc:
+            raise BoxBusy(
+                f"no SSH session to {where} came free within {budget:.3g}s: other commands hold them all; "
+                "retry when they have finished"
+            ) from exc
+    return None if timeout is None else max(timeout - (loop.time() - started), 0.0)
 
 
 async def _close_entry(entry: _Entry) -> None:

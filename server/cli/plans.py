@@ -9,10 +9,10 @@ from pathlib import Path
 
 import anyio
 from rich.live import Live
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from server.cli.render import dump, err, out
+from server.cli.render import dump, err, error_line, out, print_table
 from server.config import Settings
 from server.plans.board import PlanBoard
 from server.plans.validate import CheckReport, PlanInvalid, check_plan, load_plan_file, load_plan_text
@@ -44,19 +44,19 @@ def cmd_plan_check(args: argparse.Namespace) -> int:
         dump(report)
         return 0 if report.ok else 1
     if report.tasks:
-        out.print(check_table(report))
+        print_table(check_table(report))
     if report.conflicts:
         table = Table(title="predicted conflicts")
         for col in ("task", "task", "overlapping owned paths", "verdict"):
             table.add_column(col)
         for c in report.conflicts:
-            table.add_row(c.a, c.b, "; ".join(c.paths),
-                          "allowed (allow_overlap)" if c.allowed else "[red]refused[/]: add depends_on")
-        out.print(table)
+            verdict = "allowed (allow_overlap)" if c.allowed else Text.assemble(("refused", "red"), ": add depends_on")
+            table.add_row(c.a, c.b, "; ".join(c.paths), verdict)
+        print_table(table)
     elif report.tasks:
         out.print("predicted conflicts: none")
     for problem in report.errors:
-        err.print(f"[red]error:[/] {problem}")
+        err.print(error_line(problem))
     if report.ok:
         err.print(f"plan {report.name!r} is valid: {len(report.tasks)} tasks, order {' -> '.join(report.order[:12])}"
                   f"{' ...' if len(report.order) > 12 else ''}")
@@ -73,12 +73,12 @@ def board_table(board: PlanBoard) -> Table:
         table.add_column(col)
     colours = {"succeeded": "green", "failed": "red", "blocked": "yellow", "cancelled": "yellow"}
     for t in board.tasks:
-        state = f"[{colours[t.state]}]{t.state}[/]" if t.state in colours else t.state
+        state = Text(t.state, style=colours.get(t.state, ""))
         if t.attempts > 1:
-            state += f" (try {t.attempts})"
+            state.append(f" (try {t.attempts})")
         note = t.reason if t.state in ("failed", "blocked", "cancelled") or not t.last_line else t.last_line
         table.add_row(t.id, state, t.box or "-", f"{t.elapsed_s:.0f}s" if t.elapsed_s is not None else "-",
-                      t.check or "-", t.branch, escape((note or "-")[:100]))
+                      t.check or "-", t.branch, (note or "-")[:100])
     return table
 
 
@@ -104,12 +104,13 @@ async def cmd_plan_run(settings: Settings, args: argparse.Namespace) -> int:
                     for t in board.tasks:
                         if seen.get(t.id) != t.state:
                             seen[t.id] = t.state
-                            err.print(f"[dim]{t.id}: {t.state}{' on ' + t.box if t.box else ''}"
-                                      f"{' - ' + t.reason if t.reason and t.state != 'running' else ''}[/]")
+                            err.print(f"{t.id}: {t.state}{' on ' + t.box if t.box else ''}"
+                                      f"{' - ' + t.reason if t.reason and t.state != 'running' else ''}",
+                                      style="dim")
             if args.json:
                 dump(board)
             elif not live:
-                out.print(board_table(board))
+                print_table(board_table(board))
     return 0 if board.state == "succeeded" else 1
 
 
@@ -118,7 +119,7 @@ async def cmd_plan_status(fleet: Fleet, args: argparse.Namespace) -> int:
     if args.json:
         dump(board)
     else:
-        out.print(board_table(board))
+        print_table(board_table(board))
     return 0
 
 
@@ -127,10 +128,10 @@ async def cmd_plan_land(fleet: Fleet, args: argparse.Namespace) -> int:
     if args.json:
         dump(dataclasses.asdict(outcome) | {"ok": outcome.ok})
     else:
-        out.print(outcome.summary(), markup=False)
+        out.print(outcome.summary())
         if not outcome.ok:
             out.print(f"the merge of {outcome.conflict_box} was aborted; {outcome.repo} is clean; not tried: "
-                      f"{', '.join(outcome.not_tried) or '-'}", markup=False)
+                      f"{', '.join(outcome.not_tried) or '-'}")
     return 0 if outcome.ok else 1
 
 
@@ -139,5 +140,5 @@ async def cmd_plan_cancel(fleet: Fleet, args: argparse.Namespace) -> int:
     if args.json:
         dump(board)
     else:
-        out.print(board_table(board))
+        print_table(board_table(board))
     return 0

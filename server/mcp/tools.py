@@ -207,5 +207,6 @@ TOOLS: list[tuple[Callable[..., Awaitable[Any]], ToolAnnotations, str]] = [
 
 def build_tools() -> list[SurfaceTool]:
     """Every tool, strict and compact, its results' hints worded as tool calls."""
-    return [make_tool(forge_errors(fn), title=title, annotations=hints) for fn, hints, title in TOOLS]
+    return [make_tool(forge_errors(fn), title=title, annotations=hints, shared=getattr(fn, "shared_defs", None))
+            for fn, hints, title in TOOLS]
 
