@@ -93,7 +93,7 @@ async def fork_server(
     names: Annotated[list[ServerName], Field(min_length=1, max_length=10)],
     branches: Annotated[list[Branch] | None, Field(description="One per name; default <branch>-<name>")] = None,
 ) -> ForkResult:
-    """Copy a ready box's files into new boxes (own keys, default TTL, branch); running jobs are not copied."""
+    """New boxes copying a ready box's files, each on its own branch; jobs are not copied."""
     return await fleet_of(ctx).fork_server(source, names, branches=branches)
 
 
