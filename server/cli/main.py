@@ -44,13 +44,15 @@ def cmd_mcp(settings: Settings, args: argparse.Namespace) -> int:
                   "(or serve HTTP with boxforge mcp --http). Ctrl-C ends it.")
 
     configure_logging(settings)
-    server = build_server(settings)
     if not args.http:
-        server.run("stdio")
+        build_server(settings).run("stdio")
         return 0
+    from server.board.hub import BoardHub
     from server.mcp.http import serve
 
-    anyio.run(lambda: serve(server, host=args.host, port=args.port, env=os.environ))
+    hub = None if args.no_board else BoardHub()
+    server = build_server(settings, board=hub)
+    anyio.run(lambda: serve(server, host=args.host, port=args.port, env=os.environ, board_hub=hub))
     return 0
 
 

@@ -164,4 +164,5 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "and ::1 a bearer token is required (BOXFORGE_HTTP_TOKEN or "
                                                       "generated)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    p.add_argument("--no-board", action="store_true", help="do not serve the board at /board")
     return parser

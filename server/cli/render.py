@@ -57,6 +57,9 @@ _WORDS: dict[HintKind, Callable[[Hint], str]] = {
                                  "them in that order",
     HintKind.BURN_UNHARVESTED: lambda h: f"boxforge burn {h.server} --no-harvest burns it without",
     HintKind.KEY_TAKEN: lambda h: f"the first job's output: boxforge logs {h.job_id}; use a new key",
+    HintKind.BOX_BUSY: lambda h: (f"every SSH session to {h.server} was held by other commands until just before "
+                                  f"the timeout ({h.wait_s or 0:.0f}s); it runs on: follow it with boxforge logs "
+                                  f"{h.job_id} --follow, and run fewer commands at once on this box"),
 }
 
 
