@@ -25,7 +25,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def make_settings(home: Path, *, local_sshd: str = "auto", local_watchdog_grace_s: float | None = None,
-                  local_isolation: str | None = None, **overrides: Any) -> Settings:
+                  local_isolation: str | None = None, extra_env: dict[str, str] | None = None,
+                  **overrides: Any) -> Settings:
     """Settings on ``home`` with a fresh owner; the local provider's own settings go in as its env vars.
 
     ``local_isolation="none"``: unisolated local boxes, for the tests that look into a box's files or
@@ -36,6 +37,7 @@ def make_settings(home: Path, *, local_sshd: str = "auto", local_watchdog_grace_
         env["BOXFORGE_LOCAL_WATCHDOG_GRACE_S"] = str(local_watchdog_grace_s)
     if local_isolation is not None:
         env["BOXFORGE_LOCAL_ISOLATION"] = local_isolation
+    env.update(extra_env or {})  # the orchestrator's own environment (forward_env reads it)
     return load_settings(env, **overrides)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -43,7 +44,8 @@ def test_up_two_boxes_run_jobs_and_burn_all(settings: Settings, tmp_path: Path) 
     assert follow.returncode == 0 and follow.stdout == "from-background\n"
 
     slow = boxforge(settings, "run", "feat-a", "sleep 3", "--timeout", "0.5")
-    assert slow.returncode == 0 and f"boxforge logs {slow.stdout.strip()} --follow" in slow.stderr, slow.stderr
+    assert slow.returncode == 124 and slow.stdout == "", slow.stderr
+    assert re.search(r"boxforge logs j-[0-9a-f]{12} --follow", slow.stderr), slow.stderr
 
     jobs = boxforge(settings, "jobs", "--json")
     listed = json.loads(jobs.stdout)

@@ -39,10 +39,12 @@ TAIL_BYTES = 4096  # output read for a job's last line the first time it is seen
 class BoardHub:
     """The fleet document (``doc``, ``version``) and the loops that keep it current while ``serving``."""
 
-    def __init__(self, *, poll_s: float = 0.2, job_wait_s: float = 2.0, probe_s: float = 15.0) -> None:
+    def __init__(self, *, poll_s: float = 0.2, job_wait_s: float = 2.0, probe_s: float = 15.0,
+                 first_probe_s: float = 0.5) -> None:
         self.poll_s = poll_s
         self.job_wait_s = job_wait_s
         self.probe_s = probe_s
+        self.first_probe_s = first_probe_s
         self.doc: dict[str, Any] = {"boxes": [], "count": 0, "running_jobs": 0, "cost_so_far": None, "plans": []}
         self.version = 0
         self._fleet: Fleet | None = None
@@ -179,6 +181,7 @@ class BoardHub:
             self.poke()
 
     async def _probe(self, fleet: Fleet) -> None:
+        await anyio.sleep(self.first_probe_s)
         while True:
             with suppress(ForgeError):
                 await fleet.reconcile()

@@ -10,6 +10,7 @@ _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # keeps \t and \n
 MAX_LINE_CHARS = 2000
 MAX_FIELD_CHARS = 300
+_UNCUT = 1 << 62
 
 
 def for_page(text: str | None, max_line: int = MAX_LINE_CHARS) -> str:
@@ -30,12 +31,12 @@ def one_line(text: str | None, limit: int = MAX_FIELD_CHARS) -> str | None:
     """A short field (a last output line, a subject): clean, one line, cut at ``limit``."""
     if text is None:
         return None
-    return cut(" ".join(for_page(text, limit * 4).split("\n")).strip(), limit)
+    return cut(" ".join(for_page(text, _UNCUT).split("\n")).strip(), limit)
 
 
 def last_line(text: str | None) -> str | None:
     """The last non-empty line of ``text``, clean and cut."""
-    for line in reversed(for_page(text, MAX_FIELD_CHARS * 4).split("\n")):
+    for line in reversed(for_page(text, _UNCUT).split("\n")):
         if line.strip():
             return one_line(line)
     return None

@@ -15,7 +15,7 @@ from providers.base import ProviderError
 from server.cli import commands
 from server.cli.parser import build_parser
 from server.cli.plans import cmd_plan_cancel, cmd_plan_check, cmd_plan_land, cmd_plan_run, cmd_plan_status
-from server.cli.render import err, error_text
+from server.cli.render import err, error_line, error_text
 from server.cli.secrets import cmd_secret
 from server.cli.up import cmd_demo, cmd_image, cmd_up
 from server.config import Settings, load_settings
@@ -41,16 +41,18 @@ def cmd_mcp(settings: Settings, args: argparse.Namespace) -> int:
     if not args.http and sys.stdin.isatty():
         err.print("boxforge mcp speaks MCP on stdio: an MCP client starts it, e.g. register it with\n"
                   "  claude mcp add boxforge -- boxforge mcp\n"
-                  "(or serve HTTP with boxforge mcp --http). Ctrl-C ends it.", markup=False)
+                  "(or serve HTTP with boxforge mcp --http). Ctrl-C ends it.")
 
     configure_logging(settings)
-    server = build_server(settings)
     if not args.http:
-        server.run("stdio")
+        build_server(settings).run("stdio")
         return 0
+    from server.board.hub import BoardHub
     from server.mcp.http import serve
 
-    anyio.run(lambda: serve(server, host=args.host, port=args.port, env=os.environ))
+    hub = None if args.no_board else BoardHub()
+    server = build_server(settings, board=hub)
+    anyio.run(lambda: serve(server, host=args.host, port=args.port, env=os.environ, board_hub=hub))
     return 0
 
 
@@ -63,7 +65,12 @@ def cmd_board(settings: Settings, args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if args.verb == "run":  # an option of the command's own (ls -la) read as one of run's
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}; quote the command "
+                         f"(boxforge run NAME '{' '.join(args.command + unknown)}') or put it after --")
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.verb is None:
         parser.print_help()
         return 0
@@ -88,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return anyio.run(run)
     except (ForgeError, ProviderError) as exc:
-        err.print(f"[red]error:[/] {error_text(exc)}")
+        err.print(error_line(error_text(exc)))
         return 1
     except KeyboardInterrupt:
         return 130

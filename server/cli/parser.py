@@ -41,13 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", help="OS image (cloud providers)")
     p.add_argument("--egress", choices=("nat", "none"), help="outbound internet for local boxes (default nat)")
 
-    p = add("run", "run a command on a box")
+    p = add("run", "run a command on a box: boxforge run NAME 'make test && make lint' (one quoted shell line), "
+                   "or its words unquoted (boxforge run NAME make test; after -- when they start with -)")
     p.add_argument("name")
-    p.add_argument("command")
+    p.add_argument("command", nargs="+", help="the command: one shell line, or a command's words")
     p.add_argument("--background", action="store_true", help="start it and print the job id")
-    p.add_argument("--timeout", type=float, help="seconds to wait before leaving it running (default 50)")
+    p.add_argument("--timeout", type=float, help="seconds to wait before leaving it running as a job (default 50; "
+                                                 "then exit 124 with the job id)")
     p.add_argument("--cwd", help="working dir (relative to the project dir)")
-    p.add_argument("--kill-on-timeout", action="store_true")
+    p.add_argument("--kill-on-timeout", action="store_true", help="kill it at --timeout instead (exit 124)")
     p.add_argument("--env", action="append", default=[], metavar="NAME", help=ENV_HELP)
 
     p = add("jobs", "list jobs")
@@ -72,9 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", "-f", action="store_true", help="stream the agent's output until it ends")
     p.add_argument("--env", action="append", default=[], metavar="NAME", help=ENV_HELP)
     add("ls", "list live boxes")
-    p = add("extend", "push a box's expiry")
+    p = add("extend", "set a box to expire TTL from now (90m, 2h, 1d)")
     p.add_argument("name")
     p.add_argument("ttl")
+    p.add_argument("--shorten", action="store_true", help="allow a TTL that brings the expiry earlier")
     p = add("burn", "destroy boxes")
     p.add_argument("names", nargs="*")
     p.add_argument("--all", action="store_true", help="every live box of this owner")
@@ -157,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("mcp", "serve MCP over stdio (for Claude Code: claude mcp add boxforge -- boxforge mcp), or over "
                    "streamable HTTP with --http", json_flag=False)
     p.add_argument("--http", action="store_true", help="serve streamable HTTP at http://HOST:PORT/mcp")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1); except on 127.0.0.1 and ::1 a "
-                                                      "bearer token is required (BOXFORGE_HTTP_TOKEN or generated)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1); except on 127.0.0.1 "
+                                                      "and ::1 a bearer token is required (BOXFORGE_HTTP_TOKEN or "
+                                                      "generated)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    p.add_argument("--no-board", action="store_true", help="do not serve the board at /board")
     return parser

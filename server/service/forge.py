@@ -30,7 +30,7 @@ from providers.base import (
     box_labels,
 )
 from providers.capabilities import InstallsPackages, OnboxCall, SeesLocalPaths, WaitsForBoot
-from server import boxfile, jobs, npm
+from server import boxfile, forwardenv, jobs, npm
 from server.agents import AgentPlan, plan_agent
 from server.bootstrap import RepoSource, base_commit_from, bootstrap_script, installed_agent_from, parse_repo
 from server.config import Settings
@@ -75,6 +75,8 @@ class CreateRequest:
     repo_via: str = "orchestrator"
     seed: Seed | None = None  # prepared by the orchestrator before anything is made
     egress: str | None = None  # "nat" or "none"; None: the provider's default
+    # forward_env: proxies, CA bundles (their files copied in)
+    forwarded: forwardenv.Forwarded = dataclasses.field(default_factory=forwardenv.Forwarded)
 
 
 @dataclass
@@ -112,13 +114,34 @@ def _git_data(req: CreateRequest) -> dict[str, Any] | None:
                        "default_branch": req.seed.default_branch, "branch_existed": req.seed.branch_existed}}
 
 
-def _made_data(box: Box) -> dict[str, Any]:
+def _made_data(box: Box, notes: tuple[str, ...] = ()) -> dict[str, Any]:
     data = dict(box.data)
     if box.size:
         data[MADE_SIZE] = box.size
-    if box.warnings:
-        data[WARNINGS] = list(box.warnings)
+    if box.warnings or notes:
+        data[WARNINGS] = [*box.warnings, *notes]
     return data
+
+
+FORWARD_FILE = OnboxCall("forwarded-file.sh")
+
+
+async def _forward_env(ex: jobs.BoxExec, home: str, forwarded: forwardenv.Forwarded,
+                       timeout: float) -> dict[str, str]:
+    """The forwarded env for the box: its plain values, and each file variable pointing at a copy of its file
+    on the box (one copy per distinct file: several CA variables usually name the same bundle)."""
+    env = dict(forwarded.env)
+    copies: dict[bytes, str] = {}
+    for name, content in sorted(forwarded.files.items()):
+        if content not in copies:
+            call = dataclasses.replace(FORWARD_FILE, params={"name": name})
+            result = await ex(onbox.command_line(call), content, timeout)
+            if result.exit_status != 0:
+                raise ForgeError(f"could not copy the file of {name} (forward_env) into the box: "
+                                 f"{result.stderr.decode(errors='replace').strip()[-300:]}")
+            copies[content] = forwardenv.box_path(home, name)
+        env[name] = copies[content]
+    return env
 
 
 class Forge:
@@ -186,6 +209,12 @@ class Forge:
             if egress not in ("nat", "none"):
                 raise InvalidInput("egress must be 'nat' (outbound internet through NAT) or 'none'")
             req = dataclasses.replace(req, egress=egress)
+        if self.settings.forward_env:
+            # a box that shares this machine's loopback (an unisolated local box) also sees its paths
+            forwarded = await anyio.to_thread.run_sync(lambda: forwardenv.collect(
+                self.settings.forward_env, self.settings.env,
+                loopback_unreachable=not isinstance(req.prov, SeesLocalPaths)))
+            req = dataclasses.replace(req, forwarded=forwarded.without(req.env))
         if req.plan.package is not None:
             resolved = await npm.resolve_agent(req.plan.package, req.plan.version)
             req = dataclasses.replace(req, plan=dataclasses.replace(req.plan, resolved=resolved))
@@ -301,7 +330,7 @@ class Forge:
     async def _reach(self, rec: BoxRecord, box: Box, req: CreateRequest) -> tuple[BoxRecord, jobs.BoxExec, str]:
         """Record where the box is, find its home over SSH, give it its env: (record, exec, project dir)."""
         await self.repo.update_box(rec.request_id, host=box.host, ssh_port=box.ssh_port, ssh_user=box.ssh_user,
-                                   data={**(rec.data or {}), **_made_data(box)})
+                                   data={**(rec.data or {}), **_made_data(box, req.forwarded.notes)})
         fresh = await self.repo.box_by_request(rec.request_id)
         assert fresh is not None
         ex = self.access.exec(fresh)
@@ -309,9 +338,10 @@ class Forge:
             home = await _probe_home(ex)
         project_dir = posixpath.join(home, PROJECT_DIR_NAME)
         await self.repo.update_box(rec.request_id, home=home, project_dir=project_dir)
-        if req.env:
-            await jobs.write_box_env(ex, req.env)
-        self.secrets.remember_box(rec.request_id, req.env)
+        env = {**await _forward_env(ex, home, req.forwarded, req.timeout), **req.env}
+        if env:
+            await jobs.write_box_env(ex, env)
+        self.secrets.remember_box(rec.request_id, env)  # the box env file's values are all redacted
         fresh = await self.repo.box_by_request(rec.request_id)
         assert fresh is not None
         return fresh, ex, project_dir

@@ -105,6 +105,9 @@ class Repository:
     async def live_names(self) -> list[str]:
         return await self._run(self.store.live_names)
 
+    async def last_ended_box(self, name: str) -> tuple[BoxRecord, dict[str, Any] | None] | None:
+        return await self._run(self.store.last_ended_box, name)
+
     async def failed_since(self, since: float) -> list[BoxRecord]:
         return await self._run(self.store.failed_since, since)
 

@@ -215,6 +215,18 @@ class Store:
     def live_names(self) -> list[str]:
         return [b.name for b in self.live_boxes()]
 
+    def last_ended_box(self, name: str) -> tuple[BoxRecord, dict[str, Any] | None] | None:
+        """The most recent record of a box of that name that has ended (burned or failed), with the last harvest
+        event (kind, ts, detail) of its life; None when no box ever had the name."""
+        rows = self._query("SELECT * FROM boxes WHERE name = ? AND state NOT IN ('provisioning', 'ready') "
+                           "ORDER BY COALESCE(destroyed_at, created_at) DESC LIMIT 1", (name,))
+        if not rows:
+            return None
+        rec = _box(rows[0])
+        events = self._query("SELECT kind, ts, detail FROM events WHERE box_name = ? AND ts >= ? AND kind IN "
+                             "('harvest', 'harvest-failed') ORDER BY id DESC LIMIT 1", (name, rec.created_at))
+        return rec, dict(events[0]) if events else None
+
     def failed_since(self, since: float) -> list[BoxRecord]:
         """Boxes whose create failed (and that were burned) at or after ``since``."""
         rows = self._query("SELECT * FROM boxes WHERE state = 'failed' AND destroyed_at >= ? ORDER BY created_at",

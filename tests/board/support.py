@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from server.config import Settings
+from server.service import Fleet, open_fleet
 from tests.support import boxforge_cmd, cli_env, readline_with_deadline
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 URL_RE = re.compile(r"(http://[^\s]+)")
+T = TypeVar("T")
 
 
 def boxforge(settings: Settings, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -70,3 +74,34 @@ def chromium() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+@asynccontextmanager
+async def served(app: Any, host: str = "127.0.0.1", *, lifespan: str = "off") -> AsyncIterator[str]:
+    """``app`` on a real uvicorn server on ``host``:<free port> in this process; yields its base URL."""
+    import anyio
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    sock.listen(64)
+    server = uvicorn.Server(uvicorn.Config(app, lifespan=lifespan, log_level="warning"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve, [sock])
+        try:
+            yield f"http://{host}:{sock.getsockname()[1]}"
+        finally:
+            server.should_exit = True
+
+
+def with_fleet(settings: Settings, call: Callable[[Fleet], Awaitable[T]]) -> T:
+    """``call`` on a Fleet of this process over the same state dir (what the CLI does, without its start-up), in a
+    thread of its own: Playwright's sync API keeps an event loop running in this one."""
+    import anyio
+
+    async def run() -> T:
+        async with open_fleet(settings) as fleet:
+            return await call(fleet)
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(anyio.run, run).result(timeout=300)

@@ -10,15 +10,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from playwright.sync_api import expect
 
 from server.config import Settings
-from tests.board.support import as_json, board_process, boxforge, chromium
+from server.service import Fleet
+from tests.board.support import as_json, board_process, boxforge, chromium, with_fleet
 from tests.support import git, make_repo, make_settings
 
 pytestmark = pytest.mark.timeout(240)
 LIVE_MS = 15_000  # deadline for the page to show a change (the board's own figure is in docs/performance.md)
+SECRET = "board-secret-value-6f1d2c"
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +29,22 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, 
     root = tmp_path_factory.mktemp("board")
     settings = make_settings(root / "state")
     repo = make_repo(root / "repo")
-    up = as_json(settings, "up", "feat/one", "feat/two", "--repo", str(repo), "--ttl", "30m")
-    assert sorted(s["name"] for s in up["servers"]) == ["feat-one", "feat-two"], up
+
+    async def forge(fleet: Fleet) -> None:
+        async with anyio.create_task_group() as tg:
+            for branch in ("feat/one", "feat/two"):
+                tg.start_soon(lambda b=branch: fleet.create_server(b.replace("/", "-"), repo=str(repo), branch=b,
+                                                                   ttl_s=1800))
+
+    with_fleet(settings, forge)
     try:
         yield settings, repo
     finally:
-        boxforge(settings, "burn", "--all", "--yes", "--no-harvest")
+        async def burn_all(fleet: Fleet) -> None:
+            for rec in await fleet.repo.live_boxes():
+                await fleet.destroy_server(rec.name, harvest=False)
+
+        with_fleet(settings, burn_all)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +83,7 @@ def test_a_job_started_from_the_cli_shows_up_and_its_output_streams(page: Any, f
     page.locator(f'li[data-job="{job_id}"] a').click()
     expect(page.locator("#job-out")).to_contain_text("first-line", timeout=LIVE_MS)
     assert page.locator("#job-state").inner_text().startswith("running")
-    as_json(settings, "run", "feat-one", "touch go")  # the job may end now: its output streams on
+    with_fleet(settings, lambda f: f.run("feat-one", "touch go"))  # the job may end now: its output streams on
     expect(page.locator("#job-out")).to_contain_text("last-line", timeout=LIVE_MS)
     expect(page.locator("#job-state")).to_have_text(re.compile("^succeeded"), timeout=LIVE_MS)
     page.goto(page.url.split("#")[0] + "#fleet")
@@ -81,9 +94,23 @@ HOSTILE = ("printf '<script>window.pwned=1</script>\\n\\033[31mred\\033[0m text\
            "head -c 100000 /dev/zero | tr '\\0' x; echo")
 
 
+def test_a_secret_the_job_prints_is_redacted_as_the_tools_redact_it(page: Any, fleet: tuple[Settings, Path]) -> None:
+    settings, _ = fleet
+    job_id = with_fleet(settings, lambda f: f.run("feat-one", "echo token=$BOARD_SECRET", env={"BOARD_SECRET": SECRET},
+                                                  background=True)).job_id
+    page.goto(page.url.split("#")[0] + f"#job/{job_id}")
+    expect(page.locator("#job-state")).to_have_text(re.compile("^succeeded"), timeout=LIVE_MS)
+    assert page.locator("#job-out").text_content() == "token=[redacted:BOARD_SECRET]\n"
+    page.goto(page.url.split("#")[0] + "#fleet")
+    expect(page.locator(f'li[data-job="{job_id}"] .last-line')).to_have_text("token=[redacted:BOARD_SECRET]",
+                                                                               timeout=LIVE_MS)
+    assert SECRET not in page.content()
+    assert SECRET not in page.evaluate("fetch('api/fleet').then(r => r.text())")
+
+
 def test_hostile_output_and_names_are_shown_as_text(page: Any, fleet: tuple[Settings, Path]) -> None:
     settings, _ = fleet
-    job_id = as_json(settings, "run", "feat-one", HOSTILE)["job_id"]
+    job_id = with_fleet(settings, lambda f: f.run("feat-one", HOSTILE)).job_id
     page.goto(page.url.split("#")[0] + f"#job/{job_id}")
     expect(page.locator("#job-state")).to_have_text(re.compile("^succeeded"), timeout=LIVE_MS)
     shown = page.locator("#job-out").text_content()
@@ -96,9 +123,9 @@ def test_hostile_output_and_names_are_shown_as_text(page: Any, fleet: tuple[Sett
 
 def test_approve_then_land_merges_the_branch_into_the_repo(page: Any, fleet: tuple[Settings, Path]) -> None:
     settings, repo = fleet
-    as_json(settings, "run", "feat-one", "echo landed > a.txt && echo x > '<img src=x onerror=window.pwned=2>.txt' && "
-            "git add -A && git -c user.name=t -c user.email=t@example.invalid commit -qm "
-            "'add a <img src=x onerror=window.pwned=3>'")
+    with_fleet(settings, lambda f: f.run(
+        "feat-one", "echo landed > a.txt && echo x > '<img src=x onerror=window.pwned=2>.txt' && git add -A && "
+        "git -c user.name=t -c user.email=t@example.invalid commit -qm 'add a <img src=x onerror=window.pwned=3>'"))
     page.goto(page.url.split("#")[0] + "#review")
     row = page.locator('#queue li[data-server="feat-one"]')
     row.wait_for(timeout=60_000)
@@ -125,14 +152,14 @@ def test_an_action_without_the_csrf_token_is_refused(page: Any, fleet: tuple[Set
     status = page.evaluate("""async () => (await fetch('api/actions/burn', {method: 'POST',
         headers: {'content-type': 'application/json'}, body: JSON.stringify({server: 'feat-two'})})).status""")
     assert status == 403
-    assert "feat-two" in [s["name"] for s in as_json(settings, "ls")["servers"]]
+    assert with_fleet(settings, lambda f: f.repo.live_box("feat-two")) is not None
 
 
 def test_a_box_burned_from_the_cli_disappears(page: Any, fleet: tuple[Settings, Path]) -> None:
     settings, _ = fleet
     page.goto(page.url.split("#")[0] + "#fleet")
     page.wait_for_selector('article[data-box="feat-two"]', timeout=LIVE_MS)
-    result = boxforge(settings, "burn", "feat-two")
+    result = boxforge(settings, "burn", "feat-two", "--no-harvest")
     assert result.returncode == 0, result.stderr
     page.wait_for_selector('article[data-box="feat-two"]', state="detached", timeout=LIVE_MS)
     assert page.locator('article[data-box="feat-one"]').count() == 1
