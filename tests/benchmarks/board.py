@@ -112,7 +112,8 @@ def big_fleet(root: Path, updates: int) -> dict[str, Any]:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(info["url"] + "/board/")
             page.wait_for_selector('article[data-box="box-49"]')
-            first = page.evaluate("() => performance.now()")  # navigation start to 50 cards on the page
+            loaded = page.evaluate("() => performance.now()")  # navigation start to 50 cards on the page
+            first = page.evaluate("() => window.boardFirstRenderMs")  # building and laying out the first 50 cards
             renders = []
             store = info["fleet"].store
             for i in range(updates):
@@ -129,7 +130,8 @@ def big_fleet(root: Path, updates: int) -> dict[str, Any]:
     finally:
         stop.set()
         thread.join(30)
-    return {"first_render_ms": first, "render_median_ms": statistics.median(renders), "render_max_ms": max(renders),
+    return {"loaded_ms": loaded, "first_render_ms": first, "render_median_ms": statistics.median(renders),
+            "render_max_ms": max(renders),
             "jobs_on_page": jobs, "idle_cpu_pct": idle * 100, "refreshes": info["hub"].refreshes}
 
 
@@ -138,8 +140,9 @@ def main(argv: list[str]) -> int:
     print(f"load average at start: {load()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="boxforge-board-bench-") as tmp:
         big = big_fleet(Path(tmp), samples)
-        print(f"50 boxes / 500 jobs (page shows {big['jobs_on_page']} job rows): first render (navigation start to "
-              f"50 cards) {big['first_render_ms']:.0f} ms; re-render on an update median {big['render_median_ms']:.1f}"
+        print(f"50 boxes / 500 jobs (page shows {big['jobs_on_page']} job rows): first render "
+              f"{big['first_render_ms']:.0f} ms (navigation start to 50 cards: {big['loaded_ms']:.0f} ms); re-render "
+              f"on an update median {big['render_median_ms']:.1f}"
               f" ms, max {big['render_max_ms']:.1f} ms (of {samples}); board CPU at idle with the page open "
               f"{big['idle_cpu_pct']:.2f}% of a core over {IDLE_S:.0f} s (in-process board; the browser driver idle)",
               flush=True)
