@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -52,6 +53,7 @@ from server.errors import InvalidInput, JobError, UnknownJob
 from server.onbox import scripts
 from server.onbox.protocol import STATUS_MAGIC, Exit
 from server.ssh import ExecResult, ShellCall, SSHPool, SSHTarget
+from server.transport.types import LEFT_CS
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ __all__ = ["BoxExec", "JobStatus", "OnBoxJob", "Stream", "box_exec", "cancel", "
            "write_box_env"]
 
 CALL_TIMEOUT_S = 60.0
+DEADLINE_GRACE_S = 10.0  # past a foreground deadline, how long a status call that has reached the box may take
 _STATES = frozenset(JobState)
 _SIGNALS = tuple(Signal)
 COMMAND_HEAD_CHARS = 200
@@ -139,12 +142,15 @@ class OnBoxJob:
     command: str
 
 
-def _script(operation: str, *, long: bool = False, private: str = "", **params: str | int) -> BoxScript:
+def _script(operation: str, *, long: bool = False, deadline: float | None = None, private: str = "",
+            **params: str | int) -> BoxScript:
     """The call of ``operation`` with ``params`` set first, as a command line running under /bin/sh
-    (whatever the login shell). Params are only ever validated job ids, numbers and fixed words;
-    ``private`` assignments (a command, env values) travel as ``ShellCall.private``."""
+    (whatever the login shell). Params are only ever validated job ids, numbers and fixed words (and
+    ``LEFT_CS``, which a call with a ``deadline`` gets filled in when it is sent); ``private`` assignments
+    (a command, env values) travel as ``ShellCall.private``."""
     assigns = "".join(f"{name}={shlex.quote(str(value))}; " for name, value in params.items())
-    return BoxScript(ShellCall(_LIBRARY, f"{assigns}bf_{operation}", long=long, private=private))
+    return BoxScript(ShellCall(_LIBRARY, f"{assigns}bf_{operation}", long=long, foreground=deadline is not None,
+                               deadline=deadline, private=private))
 
 
 async def _call(
@@ -154,11 +160,12 @@ async def _call(
     stdin: bytes | None = None,
     timeout: float | None = CALL_TIMEOUT_S,
     long: bool = False,
+    deadline: float | None = None,
     private: str = "",
     **params: str | int,
 ) -> ExecResult:
     log.debug("jobs: %s %s", operation, params.get("job", ""))
-    script = _script(operation, long=long, private=private, **params)
+    script = _script(operation, long=long, deadline=deadline, private=private, **params)
     return await ex(script, script.shell_call.stdin if private else stdin, timeout)
 
 
@@ -239,17 +246,27 @@ async def launch(ex: BoxExec, job_id: str, command: str, *, cwd: str, env: Mappi
 
 
 async def run(ex: BoxExec, job_id: str, command: str, *, cwd: str, env: Mapping[str, str] = {},
-              keep_secrets: bool = True, wait_s: float = 0.0, max_bytes: int = 65536) -> JobStatus:
+              keep_secrets: bool = True, wait_s: float = 0.0, max_bytes: int = 65536,
+              deadline: float | None = None) -> JobStatus:
     """``launch`` then ``status(wait_s=..., max_bytes=...)`` in ONE round trip: what a foreground
     command needs. The job is the same detached job ``launch`` starts (it outlives the call, the
-    connection and the orchestrator); a retry after a dropped connection never runs it twice."""
+    connection and the orchestrator); a retry after a dropped connection never runs it twice.
+    ``deadline`` instead of ``wait_s``: as ``status`` (no session before it: ``BoxBusy``, nothing started)."""
     private = _start_params(job_id, command, cwd, env, keep_secrets)
     if max_bytes < 0 or wait_s < 0:
         raise InvalidInput("max_bytes and wait_s must not be negative")
-    result = await _call(ex, "run", private=private, timeout=CALL_TIMEOUT_S + wait_s, long=wait_s > 0,
-                         job=job_id, ooff=0, eoff=0, maxb=int(max_bytes), wait_cs=round(wait_s * 100))
+    timeout, wait_cs = _wait_params(wait_s, deadline)
+    result = await _call(ex, "run", private=private, timeout=timeout, long=wait_s > 0 or deadline is not None,
+                         deadline=deadline, job=job_id, ooff=0, eoff=0, maxb=int(max_bytes), wait_cs=wait_cs)
     _check_started(job_id, cwd, result, env)
     return _parse_status(job_id, result.stdout)
+
+
+def _wait_params(wait_s: float, deadline: float | None) -> tuple[float, str]:
+    """A waiting call's timeout and its box-side wait (centiseconds, or ``LEFT_CS`` for a deadline)."""
+    if deadline is None:
+        return CALL_TIMEOUT_S + wait_s, str(round(wait_s * 100))
+    return max(deadline - time.monotonic(), 0.0) + DEADLINE_GRACE_S, LEFT_CS
 
 
 async def status(
@@ -260,6 +277,7 @@ async def status(
     stderr_offset: int = 0,
     max_bytes: int = 65536,
     wait_s: float = 0.0,
+    deadline: float | None = None,
 ) -> JobStatus:
     """State, exit code, times, stream sizes and up to ``max_bytes`` of each stream after the
     given offsets, in one round trip. With ``wait_s > 0`` and a running job, the box waits up to
@@ -267,20 +285,26 @@ async def status(
     the wrapper holds exclusively while it lives, so the answer comes as soon as the job ends.
     Where ``flock`` is missing, or the lock is free while the job still runs (a job launched
     without it), it re-checks every 50 ms instead. A job dir that is missing reads as ``lost``.
+
+    ``deadline`` (``time.monotonic()``; instead of ``wait_s``) is a foreground caller's promise: the call may use
+    the sessions background long-polls leave free, waits for one only until just before the deadline
+    (``BoxBusy``), and the box waits for the job only for what is left once the call is sent.
     """
     _check_job_id(job_id)
     if min(stdout_offset, stderr_offset, max_bytes) < 0 or wait_s < 0:
         raise InvalidInput("offsets, max_bytes and wait_s must not be negative")
+    timeout, wait_cs = _wait_params(wait_s, deadline)
     result = await _call(
         ex,
         "status",
-        timeout=CALL_TIMEOUT_S + wait_s,
-        long=wait_s > 0,
+        timeout=timeout,
+        long=wait_s > 0 or deadline is not None,
+        deadline=deadline,
         job=job_id,
         ooff=int(stdout_offset),
         eoff=int(stderr_offset),
         maxb=int(max_bytes),
-        wait_cs=round(wait_s * 100),
+        wait_cs=wait_cs,
     )
     if result.exit_status != 0:
         raise _failure(f"reading the status of job {job_id}", result)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -158,6 +159,8 @@ class Fleet:
 
     async def env(self, env: Mapping[str, str] | None, env_from: Sequence[str] | None) -> dict[str, str]:
         """``env`` plus the values of the ``env_from`` names (secret store, then this process's environment)."""
+        if not env_from:
+            return dict(env or {})
         return await anyio.to_thread.run_sync(resolve_env, env, env_from, self.vault, self.settings.env)
 
     def info(self, rec: BoxRecord, now: float | None = None) -> ServerInfo:
@@ -292,9 +295,10 @@ class Fleet:
     async def run(self, server: str, command: str, *, background: bool = False, timeout_s: float | None = None,
                   cwd: str | None = None, env: Mapping[str, str] | None = None, kill_on_timeout: bool = False,
                   idempotency_key: str | None = None, env_from: Sequence[str] | None = None) -> CommandResult:
+        received = time.monotonic()  # timeout_s counts from here
         return await self.jobs.run(server, command, background=background, timeout_s=timeout_s, cwd=cwd,
-                                   env=await self.env(env, env_from),
-                                   kill_on_timeout=kill_on_timeout, idempotency_key=idempotency_key)
+                                   env=await self.env(env, env_from), kill_on_timeout=kill_on_timeout,
+                                   idempotency_key=idempotency_key, received=received)
 
     async def job_status(self, job_id: str, *, stdout_offset: int = 0, stderr_offset: int = 0,
                          wait_s: float = 0.0, max_bytes: int | None = None) -> JobStatusResult:

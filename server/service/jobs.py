@@ -23,6 +23,7 @@ from server.domain.output import Window, clean_end, complete_utf8_prefix, decode
 from server.domain.redaction import Redactor
 from server.domain.states import BoxStatus, JobState, Signal
 from server.errors import (
+    BoxBusy,
     BoxUnreachable,
     ForgeError,
     IdempotencyConflict,
@@ -74,9 +75,14 @@ class Jobs:
 
     async def run(self, server: str, command: str, *, background: bool = False, timeout_s: float | None = None,
                   cwd: str | None = None, env: Mapping[str, str] | None = None, kill_on_timeout: bool = False,
-                  idempotency_key: str | None = None, asked: object = None) -> CommandResult:
+                  idempotency_key: str | None = None, asked: object = None,
+                  received: float | None = None) -> CommandResult:
         """Run ``command``; ``asked`` is what the caller asked for when it is not the command itself (an agent's
-        prompt and args): with ``idempotency_key`` it is what a reuse of the key must match."""
+        prompt and args): with ``idempotency_key`` it is what a reuse of the key must match. A foreground call
+        answers within ``timeout_s`` of ``received`` (``time.monotonic()``; default: now), whatever holds the
+        box's sessions."""
+        wait = min(timeout_s if timeout_s is not None else self.settings.foreground_timeout_s, MAX_WAIT_S)
+        deadline = (time.monotonic() if received is None else received) + wait
         check_command(command)
         env = dict(env or {})
         check_env(env)
@@ -84,19 +90,25 @@ class Jobs:
         ex = self.access.exec(rec)
         workdir = resolve_cwd(cwd, project_dir=rec.project_dir, home=rec.home)
         request_hash = _request_hash(command if asked is None else asked, cwd, sorted(env))
-        wait = min(timeout_s if timeout_s is not None else self.settings.foreground_timeout_s, MAX_WAIT_S)
         cap = self.settings.output_cap_bytes
-        # a foreground command starts and is waited on in one round trip
+        # a foreground command starts and is waited on in one round trip, answering by its deadline (if no SSH
+        # session to the box comes free before it, nothing is started and BoxBusy says so)
         job, reused, st = await self._start(rec, ex, command, workdir, env, idempotency_key, request_hash,
-                                            None if background else (wait, cap))
+                                            None if background else (deadline, cap))
         _, _, warning = time_left(rec.expires_at)
         if background:
             started = CommandResult(server=rec.name, job_id=job.job_id, state=JobState.RUNNING)
             started.suggest("hint", Hint(HintKind.POLL_JOB, job_id=job.job_id, reused=reused))
             started.suggest("warning", warning)
             return started
-        if st is None:
-            st = await jobs.status(ex, job.job_id, max_bytes=cap, wait_s=wait)
+        if st is None:  # the job existed already (same idempotency key): wait for it
+            try:
+                st = await jobs.status(ex, job.job_id, max_bytes=cap, deadline=deadline)
+            except BoxBusy:
+                busy = CommandResult(server=rec.name, job_id=job.job_id, state=JobState.RUNNING)
+                busy.suggest("hint", Hint(HintKind.BOX_BUSY, server=rec.name, job_id=job.job_id, wait_s=wait))
+                busy.suggest("warning", warning)
+                return busy
         if st.state == JobState.RUNNING and kill_on_timeout:
             await jobs.cancel(ex, job.job_id, Signal.KILL)
             st = await jobs.status(ex, job.job_id, max_bytes=cap, wait_s=5.0)
@@ -107,7 +119,7 @@ class Jobs:
                      idempotency_key: str | None, request_hash: str,
                      wait: tuple[float, int] | None = None) -> tuple[JobRecord, bool, jobs.JobStatus | None]:
         """The job record, whether it existed already (same idempotency key and request: never run the task
-        twice) and, with ``wait`` (seconds, max bytes) for a job it started, the job's status after that wait.
+        twice) and, with ``wait`` (deadline, max bytes) for a job it started, the job's status at that deadline.
         The same key for a different request is refused, naming the key and the first job."""
         new_id = new_job_id()
         job = await self.repo.insert_job(JobRecord(
@@ -130,7 +142,8 @@ class Jobs:
             if wait is None:
                 await jobs.launch(ex, job.job_id, command, cwd=workdir, env=env)
             else:
-                st = await jobs.run(ex, job.job_id, command, cwd=workdir, env=env, wait_s=wait[0], max_bytes=wait[1])
+                st = await jobs.run(ex, job.job_id, command, cwd=workdir, env=env, deadline=wait[0],
+                                    max_bytes=wait[1])
         except BaseException as exc:
             # a foreground start that timed out or was cancelled has started, and is waited on: keep its record
             if wait is None or isinstance(exc, (InvalidInput, JobError, BoxUnreachable)):
