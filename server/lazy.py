@@ -1,35 +1,33 @@
 """Modules imported on first use: the CLI's verbs that never open an SSH connection (``ls``, ``jobs``,
 ``show``) start without paying for asyncssh's import (its crypto back ends take most of it).
 
-Not ``importlib.util.LazyLoader``: on Python 3.11 a second thread that reads an attribute while the
-first one is still executing the module sees it half-initialized (AttributeError). The first attribute
-read here goes through ``importlib.import_module``, whose per-module lock makes other threads wait
-for the whole module."""
+The stand-in imports the module through the import system on each attribute read it cannot answer, so
+threads that race to the first use (two creates in worker threads of a fresh process) wait on the import
+system's module lock and all see the whole module. ``importlib.util.LazyLoader`` does not do that before
+Python 3.12: a second thread could read a half-executed module (``module 'asyncssh' has no attribute
+'generate_private_key'``)."""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
 from types import ModuleType
-from typing import Any, cast
+from typing import Any
 
 
-class _OnFirstUse:
-    """Stands for a module: any attribute read imports it (once, thread-safe) and reads it there."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-        self._module: ModuleType | None = None
+class _OnFirstUse(ModuleType):
+    """Stands for a module until it is needed; every attribute read goes to the real module."""
 
     def __getattr__(self, attr: str) -> Any:
-        module = self._module
-        if module is None:
-            module = self._module = importlib.import_module(self._name)
-        return getattr(module, attr)
-
-    def __repr__(self) -> str:
-        return f"<module {self._name!r}, imported on first use>"
+        return getattr(importlib.import_module(self.__name__), attr)
 
 
 def lazy_import(name: str) -> ModuleType:
-    """``name``'s module, imported when one of its attributes is first read."""
-    return cast(ModuleType, _OnFirstUse(name))
+    """``name``'s module, loaded when one of its attributes is first read (at once if already loaded)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+    return _OnFirstUse(name)

@@ -1,4 +1,4 @@
-"""server.lazy: a module imported on first use, safely from several threads at once."""
+"""server.lazy: a module loaded on first use is whole for every thread that races to that first use."""
 
 from __future__ import annotations
 
@@ -11,33 +11,36 @@ import pytest
 from server.lazy import lazy_import
 
 
-def test_threads_that_read_a_lazy_module_at_once_all_see_it_whole(tmp_path: Path,
+def test_threads_racing_to_the_first_use_all_see_the_whole_module(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    # the module's import takes a while: readers arriving meanwhile must wait for it, not see it half-made
-    (tmp_path / "bf_slow_module.py").write_text("import time\ntime.sleep(0.3)\nVALUE = 42\n")
+    # a module whose import takes a while (its body waits for a second thread to start reading it)
+    (tmp_path / "bf_slow_module.py").write_text(
+        "import builtins\n"
+        "builtins.bf_slow_started.set()\nbuiltins.bf_reader_in.wait(5)\nVALUE = 42\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "bf_slow_module", raising=False)
+    import builtins
+    started, reader_in = threading.Event(), threading.Event()
+    monkeypatch.setattr(builtins, "bf_slow_started", started, raising=False)
+    monkeypatch.setattr(builtins, "bf_reader_in", reader_in, raising=False)
     module = lazy_import("bf_slow_module")
-    assert "bf_slow_module" not in sys.modules  # nothing imported before the first read
+    assert "bf_slow_module" not in sys.modules  # nothing loaded yet
     seen: list[object] = []
-    start = threading.Barrier(8)
 
     def read() -> None:
-        start.wait()
         try:
             seen.append(module.VALUE)
         except AttributeError as exc:
             seen.append(exc)
 
-    threads = [threading.Thread(target=read) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    assert seen == [42] * 8
-
-
-def test_a_missing_module_fails_on_first_use_with_the_import_error() -> None:
-    module = lazy_import("bf_no_such_module_anywhere")
+    first = threading.Thread(target=read)
+    first.start()
+    assert started.wait(10)  # the first reader is inside the module's import
+    second = threading.Thread(target=read)
+    second.start()
+    reader_in.set()
+    first.join(10)
+    second.join(10)
+    monkeypatch.delitem(sys.modules, "bf_slow_module", raising=False)
+    assert seen == [42, 42]
     with pytest.raises(ModuleNotFoundError):
-        module.anything  # noqa: B018
+        lazy_import("bf_no_such_module_here")
