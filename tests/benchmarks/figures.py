@@ -50,10 +50,10 @@ class Sizes:
     fanout_boxes: int = 10
     fanout_rounds: int = 5
     fanout_calls: int = 6  # per contender and round: 30 in all
-    fanout_creates: int = 10
+    fanout_creates: int = 5
     fanout_create_rounds: int = 3
     fanout_burst: int = 5
-    fanout_cli: int = 10
+    fanout_cli: int = 5
 
     @classmethod
     def quick(cls) -> Sizes:
