@@ -52,7 +52,7 @@ from providers.base import (
     ProviderSettings,
     ReadyTimeout,
 )
-from providers.capabilities import Isolated, Isolation, PinsHostKey
+from providers.capabilities import Isolated, Isolation, NearOrchestrator, PinsHostKey
 from providers.docker import image as base_image
 from providers.docker import network
 from providers.docker.client import Engine, ping
@@ -117,7 +117,7 @@ def _tar(files: Mapping[str, tuple[bytes, int]]) -> bytes:
     return buf.getvalue()
 
 
-class DockerProvider(Provider, PinsHostKey, Isolated):
+class DockerProvider(Provider, PinsHostKey, Isolated, NearOrchestrator):
     """Boxes as Docker containers. See providers.base.Provider for the contract."""
 
     name: ClassVar[str] = "docker"

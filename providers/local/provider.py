@@ -32,7 +32,16 @@ from providers.base import (
     ProviderSettings,
     ReadyTimeout,
 )
-from providers.capabilities import BuildsImages, InstallsPackages, Isolated, Isolation, OnboxCall, PinsHostKey, SeesLocalPaths
+from providers.capabilities import (
+    BuildsImages,
+    InstallsPackages,
+    Isolated,
+    Isolation,
+    NearOrchestrator,
+    OnboxCall,
+    PinsHostKey,
+    SeesLocalPaths,
+)
 from providers.local import cgroup, image, network
 from providers.local import supervisor as localbox
 from providers.local.settings import BOXES_DIR_NAME, LocalSettings, ServerChoice
@@ -125,7 +134,7 @@ def isolation_problems() -> list[str]:
     return problems
 
 
-class LocalProvider(Provider, PinsHostKey, Isolated, InstallsPackages, BuildsImages):
+class LocalProvider(Provider, PinsHostKey, Isolated, InstallsPackages, BuildsImages, NearOrchestrator):
     """Isolated boxes on this machine. See providers.base.Provider for the contract.
 
     Each box: its own netns and address in 10.231.0.0/16, its own host uid range (root inside a user
