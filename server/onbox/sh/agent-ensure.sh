@@ -106,6 +106,7 @@ bf_agent_ensure() {
     *" $agent_version "*) echo "[boxforge] agent $agent_name: $agent_package@$agent_version already installed" ;;
     *)
       echo "[boxforge] agent $agent_name: npm install $agent_package@$agent_version (node $node_version, $node_source)"
+      mkdir -p "$HOME/.local"
       # npm 12 runs no install scripts unless allowed: the agent's own postinstall links its native binary
       npm install --global --prefix "$HOME/.local" "--globalconfig=$bf_npmrc" "--registry=$npm_registry/" \
         "--allow-scripts=$agent_package" \
