@@ -60,7 +60,7 @@ async def check_installed(client: Client, name: str, agent: str, want: str, engi
     # on the PATH of vm_bash, not only of run_agent; the version the registry has, running
     shown = await call(client, "vm_bash", server=name, command=SHOW.format(agent=agent))
     assert shown["exit_code"] == 0, shown
-    assert want in shown["stdout"].splitlines()[1].split(), shown["stdout"]
+    assert any(want in line.split() for line in shown["stdout"].splitlines()[1:]), shown["stdout"]
     assert _node_on(shown["stdout"]) == made["node_version"]
     return made
 

@@ -101,29 +101,30 @@ bf_agent_ensure() {
   # --prefix moves npm's global config (the box's proxy and CA settings): keep the box's own
   bf_npmrc=$(npm config get globalconfig 2>/dev/null) || bf_npmrc=/etc/npmrc
   bin=$HOME/.local/bin/$agent_binary
-  got=$("$bin" --version 2>/dev/null | head -n 1) || got=
-  case " $got " in
-    *" $agent_version "*) echo "[boxforge] agent $agent_name: $agent_package@$agent_version already installed" ;;
-    *)
-      echo "[boxforge] agent $agent_name: npm install $agent_package@$agent_version (node $node_version, $node_source)"
-      mkdir -p "$HOME/.local"
-      # npm 12 runs no install scripts unless allowed: the agent's own postinstall links its native binary
-      npm install --global --prefix "$HOME/.local" "--globalconfig=$bf_npmrc" "--registry=$npm_registry/" \
-        "--allow-scripts=$agent_package" \
-        --no-fund --no-audit --no-update-notifier --loglevel=error "$agent_package@$agent_version" >>"$bf_log" 2>&1 \
-        || bf_tail "npm install $agent_package@$agent_version failed"
-      ;;
-  esac
+  if "$bin" --version 2>/dev/null | bf_version_line >/dev/null; then
+    echo "[boxforge] agent $agent_name: $agent_package@$agent_version already installed"
+  else
+    echo "[boxforge] agent $agent_name: npm install $agent_package@$agent_version (node $node_version, $node_source)"
+    mkdir -p "$HOME/.local/lib/node_modules" "$HOME/.local/bin"
+    # npm 12 runs no install scripts unless allowed: the agent's own postinstall links its native binary
+    npm install --global --prefix "$HOME/.local" "--globalconfig=$bf_npmrc" "--registry=$npm_registry/" \
+      "--allow-scripts=$agent_package" \
+      --no-fund --no-audit --no-update-notifier --loglevel=error "$agent_package@$agent_version" >>"$bf_log" 2>&1 \
+      || bf_tail "npm install $agent_package@$agent_version failed"
+  fi
   bf_agent_check
 }
-bf_agent_check() { # the agent must run: its --version names the version asked for (or, unpinned, any)
+bf_version_line() { # the first line of stdin with agent_version as a word (warnings may come first); fails if none
+  awk -v want="$agent_version" '{ for (i = 1; i <= NF; i++) if ($i == want) { print; found = 1; exit } }
+    END { exit !found }'
+}
+bf_agent_check() { # the agent must run: its --version names the version installed
   bin=$HOME/.local/bin/$agent_binary
   out=$("$bin" --version 2>&1) || { printf '%s\n' "$out" >> "$bf_log"; bf_tail "$agent_binary --version failed"; }
-  got=$(printf '%s\n' "$out" | head -n 1)
-  case " $got " in
-    *" ${agent_version:-$got} "*) ;;
-    *) printf '%s\n' "$out" >> "$bf_log"; bf_tail "$agent_binary --version says '$got', not $agent_version" ;;
-  esac
+  got=$(printf '%s\n' "$out" | bf_version_line) || {
+    printf '%s\n' "$out" >> "$bf_log"
+    bf_tail "$agent_binary --version says '$(printf '%s\n' "$out" | tail -n 1)', not $agent_version"
+  }
   echo "[boxforge] agent $agent_name: $got runs (node $node_version from $node_source; $(($(date +%s) - bf_started)) s, node ${bf_node_s} s)"
   echo "BOXFORGE_AGENT=$agent_version $node_version $node_source"
 }
