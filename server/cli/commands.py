@@ -223,6 +223,27 @@ async def cmd_fork(fleet: Fleet, args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
+async def cmd_pool(fleet: Fleet, args: argparse.Namespace) -> int:
+    made = await fleet.fill_pools() if args.pool_verb == "fill" else []
+    status = await fleet.pool_status()
+    if args.json:
+        dump(status)
+        return 0
+    if not status.profiles:
+        err.print("no warm pools: add [pool.<profile>] tables (count, size, agent, ttl) to the config file")
+        return 0
+    table = Table(title="warm pools")
+    for col in ("profile", "provider", "count", "ready", "starting", "boxes"):
+        table.add_column(col)
+    for p in status.profiles:
+        table.add_row(p.profile, p.provider, str(p.count), str(p.ready), str(p.starting),
+                      p.off or (", ".join(p.boxes) or "-"))
+    out.print(table)
+    if made:
+        err.print(f"started {len(made)}: {', '.join(made)}")
+    return 0
+
+
 async def cmd_burn(fleet: Fleet, args: argparse.Namespace) -> int:
     if args.all:
         if not args.yes:
