@@ -9,7 +9,7 @@ offers and implements their methods. Shell that a capability wants run on the bo
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from providers.base import Box, BoxSpec
@@ -77,6 +77,10 @@ class HasPricing(ABC):
     @abstractmethod
     def price(self, box: Box) -> Price | None: ...
 
+    async def quote(self, size: str | None, location: str | None, image: str | None) -> Price | None:
+        """What a box of ``size`` would cost before it is forged (a plan's budget); None when unknown."""
+        return None
+
 
 class InstallsPackages(ABC):
     """The box can install distribution packages (needs root or sudo), e.g. Node.js for an agent."""
@@ -107,10 +111,21 @@ class BuildsImages(ABC):
 
 
 class CanFork(ABC):
-    """New boxes can start as a copy of a running box's filesystem."""
+    """New boxes can start as a copy of a running box's filesystem at the moment of the call.
+
+    ``fork`` makes one box per spec (each with its own labels, keys and expiry, as ``create`` does, and
+    idempotent by each spec's request id) and returns them, possibly PENDING: the caller runs ``wait_ready``
+    on each. What runs on the source (its processes, its jobs) is not copied; its files are. Anything the
+    provider makes on the way (a snapshot image) carries our owner labels and is deleted before ``fork``
+    returns; one a crash left behind is the provider's to sweep (``sweep_fork_leftovers``, called by the
+    reaper)."""
 
     @abstractmethod
-    async def fork(self, source: Box, spec: BoxSpec) -> Box: ...
+    async def fork(self, source: Box, specs: Sequence[BoxSpec]) -> list[Box]: ...
+
+    async def sweep_fork_leftovers(self, owner: str) -> list[str]:  # noqa: B027 - optional: nothing by default
+        """Delete what an interrupted fork of this owner left behind; what was deleted."""
+        return []
 
 
 def capabilities(provider: object) -> list[str]:

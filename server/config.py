@@ -21,6 +21,7 @@ from typing import Any
 from providers import default_provider, load_provider_settings
 from providers.base import ProviderContext, ProviderSettings
 from server.errors import InvalidInput
+from server.forwardenv import DEFAULT_FORWARD_ENV, parse_names
 
 ENV_PREFIX = "BOXFORGE_"
 
@@ -63,6 +64,8 @@ class Settings:
     auto_extend_step_s: int = 1800
     auto_extend_max_ttl_s: int = 24 * 3600  # the hard ceiling of automatic extension, from the box's creation
     npm_cache: str = ""  # where agent installs are cached (empty: <home>/cache/npm; "off": no cache)
+    # what every box gets from this environment (docs/configuration.md): proxies, CA bundles (files copied in)
+    forward_env: tuple[str, ...] = DEFAULT_FORWARD_ENV
     # What the settings were loaded from: each provider reads its own settings out of these.
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     file_values: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -126,6 +129,7 @@ _FIELDS: dict[str, Any] = {
     "auto_extend_step_s": int,
     "auto_extend_max_ttl_s": int,
     "npm_cache": str,
+    "forward_env": parse_names,
 }
 
 # Env names that differ from BOXFORGE_<FIELD>.
@@ -184,7 +188,8 @@ def _core_values(env: Mapping[str, str], file_values: Mapping[str, Any]) -> dict
         try:
             values[name] = _flag(raw) if kind == "flag" else kind(raw)
         except (TypeError, ValueError) as exc:
-            expected = "true or false" if kind == "flag" else kind.__name__.strip("_")
+            expected = ("true or false" if kind == "flag" else "env variable names (a list, or separated by commas; "
+                        "'default' for the default set)" if kind is parse_names else kind.__name__.strip("_"))
             raise InvalidInput(f"setting {name} has an invalid value {raw!r}: expected {expected}") from exc
     return values
 

@@ -64,5 +64,9 @@ class BoxTimeout(BoxUnreachable):
     """A command on the box did not answer in time (the connection itself may be fine)."""
 
 
+class BoxBusy(BoxTimeout):
+    """No SSH session to the box came free in time: other commands hold them all (the box itself answers)."""
+
+
 class JobError(ForgeError):
     """The on-box job protocol failed (the box's shell tools misbehaved or its disk is full)."""

@@ -12,10 +12,12 @@ On the box, ``~/.boxforge/jobs/<job_id>/`` holds:
 - ``cmd``      the command text, run with bash when the box has it, else sh
 - ``cwd``      the absolute working directory
 - ``started``  unix time at launch (fractional where ``date`` knows ``%N``, as all times here)
-- ``pid``      pid of the wrapper, leader of the job's own session and process group
+- ``pid``      pid of the wrapper, leader of the job's own session and process group (empty
+               or missing while it starts)
 - ``boot``     the kernel boot id at launch (a pid from an earlier boot is never "alive")
 - ``out``/``err``  the job's stdout/stderr, append-only
-- ``exit``     ``"<code> <finished unix time>"``, written atomically (tmp + mv) on finish;
+- ``exit``     ``"<code> <finished unix time>"``, written on finish with one write (a reader
+               that finds it empty while the wrapper lives reads a running job);
                a signal the command died of shows as 128+n (TERM -> 143)
 - ``killed``   ``"<SIGNAL> <unix time>"``, written by ``cancel`` before it signals
 - ``run``      the wrapper (``sh/job-wrapper.sh``); ``env`` (0600) lives only until the wrapper
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -50,6 +53,7 @@ from server.errors import InvalidInput, JobError, UnknownJob
 from server.onbox import scripts
 from server.onbox.protocol import STATUS_MAGIC, Exit
 from server.ssh import ExecResult, ShellCall, SSHPool, SSHTarget
+from server.transport.types import LEFT_CS
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +61,19 @@ BoxExec = Callable[[str, bytes | None, float | None], Awaitable[ExecResult]]
 Stream = Literal["out", "err"]
 
 __all__ = ["BoxExec", "JobStatus", "OnBoxJob", "Stream", "box_exec", "cancel", "launch", "list_jobs",
-           "new_job_id", "parse_env_file", "read_box_env", "read_range", "read_secrets", "status", "write_box_env"]
+           "new_job_id", "parse_env_file", "read_box_env", "read_range", "read_secrets", "run", "status",
+           "write_box_env"]
 
 CALL_TIMEOUT_S = 60.0
+DEADLINE_GRACE_S = 10.0  # past a foreground deadline, how long a status call that has reached the box may take
 _STATES = frozenset(JobState)
 _SIGNALS = tuple(Signal)
 COMMAND_HEAD_CHARS = 200
 
 # The job protocol's shell library (sh/protocol.sh + sh/jobs.sh), defined once per control channel,
 # and the wrapper that launch writes into each job's `run` file.
-_LIBRARY = scripts.library("jobs.sh")
 _WRAPPER = scripts.text("job-wrapper.sh")
+_LIBRARY = scripts.library("jobs.sh") + scripts.assignments({"BF_WRAPPER": _WRAPPER})
 
 
 class BoxScript(str):
@@ -136,11 +142,15 @@ class OnBoxJob:
     command: str
 
 
-def _script(operation: str, *, long: bool = False, **params: str | int) -> BoxScript:
+def _script(operation: str, *, long: bool = False, deadline: float | None = None, private: str = "",
+            **params: str | int) -> BoxScript:
     """The call of ``operation`` with ``params`` set first, as a command line running under /bin/sh
-    (whatever the login shell). Params are only ever validated job ids, numbers and fixed words."""
+    (whatever the login shell). Params are only ever validated job ids, numbers and fixed words (and
+    ``LEFT_CS``, which a call with a ``deadline`` gets filled in when it is sent); ``private`` assignments
+    (a command, env values) travel as ``ShellCall.private``."""
     assigns = "".join(f"{name}={shlex.quote(str(value))}; " for name, value in params.items())
-    return BoxScript(ShellCall(_LIBRARY, f"{assigns}bf_{operation}", long=long))
+    return BoxScript(ShellCall(_LIBRARY, f"{assigns}bf_{operation}", long=long, foreground=deadline is not None,
+                               deadline=deadline, private=private))
 
 
 async def _call(
@@ -150,10 +160,13 @@ async def _call(
     stdin: bytes | None = None,
     timeout: float | None = CALL_TIMEOUT_S,
     long: bool = False,
+    deadline: float | None = None,
+    private: str = "",
     **params: str | int,
 ) -> ExecResult:
     log.debug("jobs: %s %s", operation, params.get("job", ""))
-    return await ex(_script(operation, long=long, **params), stdin, timeout)
+    script = _script(operation, long=long, deadline=deadline, private=private, **params)
+    return await ex(script, script.shell_call.stdin if private else stdin, timeout)
 
 
 def _check_job_id(job_id: str) -> None:
@@ -188,6 +201,32 @@ def _failure(what: str, result: ExecResult, env: Mapping[str, str] | None = None
     return JobError(f"{what} failed on the box ({status}){': ' + detail if detail else ''}")
 
 
+def _start_params(job_id: str, command: str, cwd: str, env: Mapping[str, str], keep_secrets: bool) -> str:
+    """The private assignments that start a job (checked first): its command, cwd and env file."""
+    if not isinstance(job_id, str) or not is_job_id(job_id):
+        raise InvalidInput(f"invalid job id {str(job_id)[:40]!r}: use new_job_id()")
+    if "\x00" in command:
+        raise InvalidInput("the command must not contain NUL bytes")
+    if not cwd or "\x00" in cwd:
+        raise InvalidInput("cwd must be a non-empty path without NUL bytes")
+    return scripts.assignments({"cmd": command, "cwd": cwd, "envfile": _env_file(env),
+                                "keep": "keep" if keep_secrets else "forget"})
+
+
+def _check_started(job_id: str, cwd: str, result: ExecResult, env: Mapping[str, str]) -> None:
+    """Raise what a failed start means (a start's exit statuses are the launch's)."""
+    if result.exit_status == Exit.NO_CWD:
+        raise InvalidInput(f"working directory {cwd!r} does not exist on the box; create it or pass another cwd")
+    if result.exit_status == Exit.CWD_DENIED:
+        raise InvalidInput(f"working directory {cwd!r} on the box is not accessible")
+    if result.exit_status == Exit.NO_SETSID:
+        raise JobError("the box has no 'setsid' (util-linux), which detached jobs need; install util-linux")
+    if result.exit_status == Exit.NOT_STARTED:
+        raise JobError(f"job {job_id} did not start on the box in time; check the box's load and disk space")
+    if result.exit_status != 0:
+        raise _failure(f"launching job {job_id}", result, env)
+
+
 async def launch(ex: BoxExec, job_id: str, command: str, *, cwd: str, env: Mapping[str, str] = {},
                  keep_secrets: bool = True) -> None:
     """Start ``command`` detached in ``cwd`` with ``env`` on top of the box env; returns once the
@@ -201,29 +240,33 @@ async def launch(ex: BoxExec, job_id: str, command: str, *, cwd: str, env: Mappi
     ``cwd`` may be absolute, ``~``-relative or relative to the box's home; a missing one raises
     ``InvalidInput`` and leaves no job behind.
     """
-    if not isinstance(job_id, str) or not is_job_id(job_id):
-        raise InvalidInput(f"invalid job id {str(job_id)[:40]!r}: use new_job_id()")
-    if "\x00" in command:
-        raise InvalidInput("the command must not contain NUL bytes")
-    if not cwd or "\x00" in cwd:
-        raise InvalidInput("cwd must be a non-empty path without NUL bytes")
-    payload = "".join(
-        f"{name}={shlex.quote(value)}\n"
-        for name, value in (("cmd", command), ("cwd", cwd), ("envfile", _env_file(env)),
-                            ("wrapper", _WRAPPER), ("keep", "keep" if keep_secrets else "forget"))
-    )
-    result = await _call(ex, "launch", stdin=payload.encode(), job=job_id)
-    if result.exit_status == 0:
-        return
-    if result.exit_status == Exit.NO_CWD:
-        raise InvalidInput(f"working directory {cwd!r} does not exist on the box; create it or pass another cwd")
-    if result.exit_status == Exit.CWD_DENIED:
-        raise InvalidInput(f"working directory {cwd!r} on the box is not accessible")
-    if result.exit_status == Exit.NO_SETSID:
-        raise JobError("the box has no 'setsid' (util-linux), which detached jobs need; install util-linux")
-    if result.exit_status == Exit.NOT_STARTED:
-        raise JobError(f"job {job_id} did not start on the box in time; check the box's load and disk space")
-    raise _failure(f"launching job {job_id}", result, env)
+    private = _start_params(job_id, command, cwd, env, keep_secrets)
+    result = await _call(ex, "launch", private=private, job=job_id)
+    _check_started(job_id, cwd, result, env)
+
+
+async def run(ex: BoxExec, job_id: str, command: str, *, cwd: str, env: Mapping[str, str] = {},
+              keep_secrets: bool = True, wait_s: float = 0.0, max_bytes: int = 65536,
+              deadline: float | None = None) -> JobStatus:
+    """``launch`` then ``status(wait_s=..., max_bytes=...)`` in ONE round trip: what a foreground
+    command needs. The job is the same detached job ``launch`` starts (it outlives the call, the
+    connection and the orchestrator); a retry after a dropped connection never runs it twice.
+    ``deadline`` instead of ``wait_s``: as ``status`` (no session before it: ``BoxBusy``, nothing started)."""
+    private = _start_params(job_id, command, cwd, env, keep_secrets)
+    if max_bytes < 0 or wait_s < 0:
+        raise InvalidInput("max_bytes and wait_s must not be negative")
+    timeout, wait_cs = _wait_params(wait_s, deadline)
+    result = await _call(ex, "run", private=private, timeout=timeout, long=wait_s > 0 or deadline is not None,
+                         deadline=deadline, job=job_id, ooff=0, eoff=0, maxb=int(max_bytes), wait_cs=wait_cs)
+    _check_started(job_id, cwd, result, env)
+    return _parse_status(job_id, result.stdout)
+
+
+def _wait_params(wait_s: float, deadline: float | None) -> tuple[float, str]:
+    """A waiting call's timeout and its box-side wait (centiseconds, or ``LEFT_CS`` for a deadline)."""
+    if deadline is None:
+        return CALL_TIMEOUT_S + wait_s, str(round(wait_s * 100))
+    return max(deadline - time.monotonic(), 0.0) + DEADLINE_GRACE_S, LEFT_CS
 
 
 async def status(
@@ -234,6 +277,7 @@ async def status(
     stderr_offset: int = 0,
     max_bytes: int = 65536,
     wait_s: float = 0.0,
+    deadline: float | None = None,
 ) -> JobStatus:
     """State, exit code, times, stream sizes and up to ``max_bytes`` of each stream after the
     given offsets, in one round trip. With ``wait_s > 0`` and a running job, the box waits up to
@@ -241,20 +285,26 @@ async def status(
     the wrapper holds exclusively while it lives, so the answer comes as soon as the job ends.
     Where ``flock`` is missing, or the lock is free while the job still runs (a job launched
     without it), it re-checks every 50 ms instead. A job dir that is missing reads as ``lost``.
+
+    ``deadline`` (``time.monotonic()``; instead of ``wait_s``) is a foreground caller's promise: the call may use
+    the sessions background long-polls leave free, waits for one only until just before the deadline
+    (``BoxBusy``), and the box waits for the job only for what is left once the call is sent.
     """
     _check_job_id(job_id)
     if min(stdout_offset, stderr_offset, max_bytes) < 0 or wait_s < 0:
         raise InvalidInput("offsets, max_bytes and wait_s must not be negative")
+    timeout, wait_cs = _wait_params(wait_s, deadline)
     result = await _call(
         ex,
         "status",
-        timeout=CALL_TIMEOUT_S + wait_s,
-        long=wait_s > 0,
+        timeout=timeout,
+        long=wait_s > 0 or deadline is not None,
+        deadline=deadline,
         job=job_id,
         ooff=int(stdout_offset),
         eoff=int(stderr_offset),
         maxb=int(max_bytes),
-        wait_cs=round(wait_s * 100),
+        wait_cs=wait_cs,
     )
     if result.exit_status != 0:
         raise _failure(f"reading the status of job {job_id}", result)

@@ -24,9 +24,11 @@ in bytes, every line ASCII):
   ``sh -c`` (eval in a subshell), stdout and stderr captured to files;
   ``<seq> L <library_len> 0\n<library>``: shell function definitions, eval'd in the loop itself
   once per channel (the answer is an empty response);
-  ``<seq> T 0 <stdin_len>\n<call>\n<stdin>``: one line calling a library function; its stdout
-  must be text without NUL (captured without a file where the shell counts bytes), binary output
-  goes to fd 3 and follows the text.
+  ``<seq> T <lines> <stdin_len>\n<private lines><call>\n<stdin>``: one line calling a library
+  function, after ``<lines>`` lines of private assignments (``ShellCall.private``: read by the
+  loop's builtin ``read``, never a command line or a pipe); its stdout must be text without NUL
+  (captured without a file where the shell counts bytes), binary output goes to fd 3 and follows
+  the text.
 - response ``<seq> <exit> <text_len> <bin_len> <err_len>\n<text><bin><stderr>``; stdout is
   text + bin. An exit status is a number (a signal shows as 128+n, as ``sh`` reports it).
 
@@ -34,9 +36,14 @@ stdin reaches the script through a pipe (``head -c``), never a file or a command
 is in flight per channel. Each box has two lanes of channels, taken from the session budget
 (``max_sessions``): ``short`` (calls that return at once; a caller waits for a free channel) and
 ``long`` (``ShellCall.long`` or ``channel_run(long=True)``: long-polls and scripts that may run for
-minutes, so they never hold up short calls; when all are busy the call goes over exec). Waiting for
-a free channel or exec session counts inside the caller's timeout. A channel that breaks mid-call
-(its loop killed, the connection dropped) is closed and the call is retried once over exec (calls
+minutes, so they never hold up short calls; when all are busy the call goes over exec). Background
+long calls that overflow onto exec may take all but ``FOREGROUND_RESERVE`` exec sessions: the rest are
+kept for ``ShellCall.foreground`` calls (a foreground command waiting for its own end, whose caller holds
+a deadline), so no number of long-polls can make a foreground command miss its ``timeout_s``. Waiting for
+a free channel or exec session counts inside the caller's timeout; a call with a ``deadline`` waits for a
+session only until just before it (then ``BoxBusy``), and says on the box how long is left once sent.
+A channel that breaks mid-call (its loop killed, the connection dropped) is closed and
+the call is retried once over exec (calls
 marked ``idempotent=False`` raise instead); the next call opens a new channel, reconnecting if
 needed. ``drop``/``aclose`` send EOF to every
 channel, which makes the box-side loop remove its scratch dir and exit.
@@ -48,13 +55,15 @@ import asyncio
 import logging
 import shlex
 import socket
+import time
 import weakref
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import asyncssh
-
-from server.errors import BoxTimeout, BoxUnreachable, HostKeyMismatch
+from server.errors import BoxBusy, BoxTimeout, BoxUnreachable, HostKeyMismatch
+from server.lazy import lazy_import
 from server.onbox import scripts
 from server.transport.channel import (
     CHANNEL_HELLO,
@@ -66,7 +75,12 @@ from server.transport.channel import (
 )
 from server.transport.channel import reason as _reason
 from server.transport.retry import Reconnect, reconnect_once
-from server.transport.types import ExecResult, ShellCall
+from server.transport.types import DEADLINE_MARGIN_S, ExecResult, ShellCall
+
+if TYPE_CHECKING:
+    import asyncssh
+else:
+    asyncssh = lazy_import("asyncssh")  # loaded by the first connection, not by `boxforge ls`
 
 __all__ = ["CHANNEL_HELLO", "ExecResult", "SSHPool", "SSHTarget", "ShellCall"]
 
@@ -77,9 +91,19 @@ DEFAULT_MAX_SESSIONS = 8
 
 DEFAULT_SHORT_CHANNELS = 2
 DEFAULT_LONG_CHANNELS = 2
+FOREGROUND_RESERVE = 2  # exec sessions background long-polls never take (while more than one is left to them)
 
-_DROP_ERRORS = (asyncssh.DisconnectError, asyncssh.ChannelOpenError, BrokenPipeError, ConnectionResetError)
-_CHANNEL_ERRORS = (asyncssh.Error, *STREAM_ERRORS)
+
+
+@cache
+def _drop_errors() -> tuple[type[BaseException], ...]:
+    return (asyncssh.DisconnectError, asyncssh.ChannelOpenError, BrokenPipeError, ConnectionResetError)
+
+
+@cache
+def _channel_errors() -> tuple[type[BaseException], ...]:
+    return (asyncssh.Error, *STREAM_ERRORS)
+
 
 # The box side of a control channel (sh/channel.sh), started with exec so it is the session's process.
 _LOOP_COMMAND = "exec /bin/sh -c " + shlex.quote(scripts.text("channel.sh"))
@@ -145,6 +169,7 @@ class _Entry:
     sessions: asyncio.Semaphore
     short: _Lane
     long: _Lane
+    overflow: asyncio.Semaphore  # exec sessions background long calls may hold: all but the foreground reserve
     channels: set[Channel] = field(default_factory=set)
     channels_off: bool = False  # the box could not start a channel loop: exec only, on this connection
 
@@ -192,7 +217,7 @@ class SSHPool:
     async def run(
         self,
         target: SSHTarget,
-        command: str,
+        command: str | ShellCall,
         *,
         stdin: bytes | None = None,
         timeout: float | None = None,
@@ -206,7 +231,7 @@ class SSHPool:
             entry, fresh = await self._entry(target)
             try:
                 return await self._exec(entry, command, stdin, timeout)
-            except _DROP_ERRORS as exc:
+            except _drop_errors() as exc:
                 if not _is_drop(entry.conn, exc):
                     raise BoxUnreachable(
                         f"{target.where} refused to open an SSH session ({_reason(exc)}); retry shortly"
@@ -244,13 +269,14 @@ class SSHPool:
         ``ShellCall.long``) sends a call that may take a while down the long lane. ``timeout``
         covers waiting for a free channel as well as the command.
         """
-        command = script.command_line() if isinstance(script, ShellCall) else script
+        call = script if isinstance(script, ShellCall) else None
         entry, _fresh = await self._entry(target)
-        lane = entry.long if long or (isinstance(script, ShellCall) and script.long) else entry.short
+        lane = entry.long if long or (call is not None and call.long) else entry.short
+        foreground = call is not None and call.foreground
         # all long channels busy: exec, so that neither short calls nor this one wait on long-polls
         busy_long = lane is entry.long and lane.permits.locked()
         if not entry.channels_off and not busy_long:
-            left = await _acquire(lane.permits, timeout, target.where)
+            left = await _acquire(lane.permits, timeout, target.where, _wait_budget(call, timeout))
             try:
                 channel = await self._take_channel(entry, lane)
                 if channel is not None:
@@ -274,7 +300,13 @@ class SSHPool:
                         return result
             finally:
                 lane.permits.release()
-        return await self.run(target, command, stdin=stdin, timeout=timeout)
+        if busy_long and not foreground:  # a background long-poll leaves the foreground reserve alone
+            left = await _acquire(entry.overflow, timeout, target.where)
+            try:
+                return await self.run(target, script, stdin=stdin, timeout=left)
+            finally:
+                entry.overflow.release()
+        return await self.run(target, script, stdin=stdin, timeout=timeout)
 
     def channel_pids(self, key: str) -> list[int]:
         """Box-side pids of the open control channels of ``key`` (for tests and diagnostics)."""
@@ -313,7 +345,7 @@ class SSHPool:
         try:
             async with asyncio.timeout(CHANNEL_OPEN_TIMEOUT_S):
                 pid = await read_hello(_SSHStream(proc))
-        except (TimeoutError, *_CHANNEL_ERRORS) as exc:
+        except (TimeoutError, *_channel_errors()) as exc:
             proc.close()
             if not entry.conn.is_closed():
                 entry.channels_off = True
@@ -323,7 +355,7 @@ class SSHPool:
         except BaseException:
             proc.close()
             raise
-        channel = Channel(_SSHStream(proc), pid, _CHANNEL_ERRORS)
+        channel = Channel(_SSHStream(proc), pid, _channel_errors())
         entry.channels.add(channel)
         return channel
 
@@ -342,12 +374,14 @@ class SSHPool:
             if self._closed:
                 await _close(conn)
                 raise RuntimeError("SSHPool is closed")
+            execs = self._max_sessions - self._short_channels - self._long_channels
             entry = _Entry(
                 target,
                 conn,
-                asyncio.Semaphore(self._max_sessions - self._short_channels - self._long_channels),
+                asyncio.Semaphore(execs),
                 _Lane(asyncio.Semaphore(self._short_channels)),
                 _Lane(asyncio.Semaphore(self._long_channels)),
+                asyncio.Semaphore(max(1, execs - FOREGROUND_RESERVE)),
                 channels_off=self._short_channels == 0,
             )
             self._entries[target.key] = entry
@@ -358,8 +392,12 @@ class SSHPool:
             del self._entries[key]
         await _close_entry(entry)
 
-    async def _exec(self, entry: _Entry, command: str, stdin: bytes | None, timeout: float | None) -> ExecResult:
-        left = await _acquire(entry.sessions, timeout, entry.target.where)
+    async def _exec(self, entry: _Entry, command: str | ShellCall, stdin: bytes | None,
+                    timeout: float | None) -> ExecResult:
+        call = command if isinstance(command, ShellCall) else None
+        left = await _acquire(entry.sessions, timeout, entry.target.where, _wait_budget(call, timeout))
+        if call is not None:
+            command = call.command_line()  # after the wait for a session: the deadline's time left is now
         try:
             proc = await entry.conn.create_process(command, encoding=None)
             try:
@@ -415,7 +453,7 @@ class SSHPool:
                     connect_timeout=self._connect_timeout,
                     keepalive_interval=self._keepalive_interval,
                     keepalive_count_max=self._keepalive_count_max,
-                    client_factory=_PromptAcks,
+                    client_factory=_prompt_acks(),
                 )
         except asyncssh.HostKeyNotVerifiable as exc:
             raise HostKeyMismatch(
@@ -444,34 +482,40 @@ class SSHPool:
             ) from exc
 
 
-class _PromptAcks(asyncssh.SSHClient):
-    """Acknowledge the server's post-auth messages at once.
+@cache
+def _prompt_acks() -> type[asyncssh.SSHClient]:
+    """The client class (made on first use: it subclasses asyncssh's, loaded lazily)."""
 
-    OpenSSH answers auth with small packets (success, debug notes, then its host keys) while
-    Nagle is still on for the connection; left to the delayed-ACK timer, the held packets and the
-    first session's confirmation wait ~40 ms. Setting TCP_QUICKACK sends the pending ACK now.
-    """
+    class _PromptAcks(asyncssh.SSHClient):
+        """Acknowledge the server's post-auth messages at once.
 
-    def __init__(self) -> None:
-        self._conn: asyncssh.SSHClientConnection | None = None
+        OpenSSH answers auth with small packets (success, debug notes, then its host keys) while
+        Nagle is still on for the connection; left to the delayed-ACK timer, the held packets and the
+        first session's confirmation wait ~40 ms. Setting TCP_QUICKACK sends the pending ACK now.
+        """
 
-    def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
-        self._conn = conn
+        def __init__(self) -> None:
+            self._conn: asyncssh.SSHClientConnection | None = None
 
-    def auth_completed(self) -> None:
-        self._ack_now()
+        def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
+            self._conn = conn
 
-    def debug_msg_received(self, msg: str, lang: str, always_display: bool) -> None:
-        self._ack_now()
+        def auth_completed(self) -> None:
+            self._ack_now()
 
-    def _ack_now(self) -> None:
-        sock = self._conn.get_extra_info("socket") if self._conn is not None else None
-        quickack = getattr(socket, "TCP_QUICKACK", None)  # Linux only
-        if sock is not None and quickack is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
-            except OSError:
-                pass
+        def debug_msg_received(self, msg: str, lang: str, always_display: bool) -> None:
+            self._ack_now()
+
+        def _ack_now(self) -> None:
+            sock = self._conn.get_extra_info("socket") if self._conn is not None else None
+            quickack = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+            if sock is not None and quickack is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+                except OSError:
+                    pass
+
+    return _PromptAcks
 
 
 def _is_drop(conn: asyncssh.SSHClientConnection, exc: BaseException) -> bool:
@@ -482,22 +526,34 @@ def _is_drop(conn: asyncssh.SSHClientConnection, exc: BaseException) -> bool:
     return conn.is_closed() or exc.code == asyncssh.OPEN_CONNECT_FAILED
 
 
-async def _acquire(slots: asyncio.Semaphore, timeout: float | None, where: str) -> float | None:
-    """Take one of ``slots`` within ``timeout``; returns what is left of the timeout (None: no limit)."""
-    if timeout is None:
-        await slots.acquire()
-        return None
+def _wait_budget(call: ShellCall | None, timeout: float | None) -> float | None:
+    """How long a call may wait for a free channel or session: its timeout, and for a call with a deadline
+    only until just before the deadline (so that it can still say so in time)."""
+    if call is None or call.deadline is None:
+        return timeout
+    until = max(call.deadline - DEADLINE_MARGIN_S - time.monotonic(), 0.0)
+    return until if timeout is None else min(until, timeout)
+
+
+async def _acquire(slots: asyncio.Semaphore, timeout: float | None, where: str,
+                   budget: float | None = None) -> float | None:
+    """Take one of ``slots`` within ``budget`` (default: ``timeout``); returns what is left of the timeout (None:
+    no limit)."""
+    budget = timeout if budget is None else budget
     loop = asyncio.get_running_loop()
     started = loop.time()
-    try:
-        async with asyncio.timeout(timeout):
-            await slots.acquire()
-    except TimeoutError as exc:
-        raise BoxTimeout(
-            f"no SSH session to {where} came free within {timeout:g}s: other commands hold them all; "
-            "retry when they have finished"
-        ) from exc
-    return max(timeout - (loop.time() - started), 0.0)
+    if budget is None:
+        await slots.acquire()
+    else:
+        try:
+            async with asyncio.timeout(budget):
+                await slots.acquire()
+        except TimeoutError as exc:
+            raise BoxBusy(
+                f"no SSH session to {where} came free within {budget:.3g}s: other commands hold them all; "
+                "retry when they have finished"
+            ) from exc
+    return None if timeout is None else max(timeout - (loop.time() - started), 0.0)
 
 
 async def _close_entry(entry: _Entry) -> None:

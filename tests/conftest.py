@@ -21,7 +21,7 @@ import pytest
 
 from providers.base import Box, BoxSpec, box_labels
 from providers.local import LocalProvider, UnisolatedLocalProvider
-from providers.local.supervisor import find_sshd
+from providers.local.servers import find_sshd
 from server.keys import create_box_keys
 from server.ssh import SSHPool, SSHTarget
 

@@ -25,17 +25,23 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def make_settings(home: Path, *, local_sshd: str = "auto", local_watchdog_grace_s: float | None = None,
-                  local_isolation: str | None = None, **overrides: Any) -> Settings:
+                  local_isolation: str | None = None, extra_env: dict[str, str] | None = None,
+                  config: str | None = None, **overrides: Any) -> Settings:
     """Settings on ``home`` with a fresh owner; the local provider's own settings go in as its env vars.
 
     ``local_isolation="none"``: unisolated local boxes, for the tests that look into a box's files or
     processes from the host (an isolated box's are out of the host-side test's sight by design)."""
     env = {"BOXFORGE_HOME": str(home), "BOXFORGE_OWNER": "otest" + secrets.token_hex(3),
            "BOXFORGE_CONFIG": str(home / "no-config.toml"), "BOXFORGE_LOCAL_SSHD": local_sshd}
+    if config is not None:  # a config file's text (TOML), e.g. [pool.*] tables
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "config.toml").write_text(config)
+        env["BOXFORGE_CONFIG"] = str(home / "config.toml")
     if local_watchdog_grace_s is not None:
         env["BOXFORGE_LOCAL_WATCHDOG_GRACE_S"] = str(local_watchdog_grace_s)
     if local_isolation is not None:
         env["BOXFORGE_LOCAL_ISOLATION"] = local_isolation
+    env.update(extra_env or {})  # the orchestrator's own environment (forward_env reads it)
     return load_settings(env, **overrides)
 
 
@@ -50,11 +56,13 @@ def cli_env(settings: Settings) -> dict[str, str]:
     env.update(BOXFORGE_HOME=str(settings.home), BOXFORGE_OWNER=settings.owner,
                BOXFORGE_LOCAL_SSHD=settings.env.get("BOXFORGE_LOCAL_SSHD", "auto"),
                BOXFORGE_LOCAL_ISOLATION=settings.env.get("BOXFORGE_LOCAL_ISOLATION", "auto"),
-               BOXFORGE_CONFIG=str(settings.home / "no-config.toml"), PYTHONPATH=str(REPO_ROOT))
+               BOXFORGE_CONFIG=settings.env.get("BOXFORGE_CONFIG", str(settings.home / "no-config.toml")),
+               PYTHONPATH=str(REPO_ROOT))
     return env
 
 
-MCP_TOOL_WORDS = ("vm_", "create_server", "list_servers", "extend_server", "destroy_server", "run_agent")
+MCP_TOOL_WORDS = ("vm_", "create_server", "fork_server", "list_servers", "extend_server", "destroy_server",
+                  "run_agent")
 
 
 def assert_cli_words(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
@@ -63,6 +71,26 @@ def assert_cli_words(result: subprocess.CompletedProcess[str]) -> subprocess.Com
         named = [word for word in MCP_TOOL_WORDS if word in stream]
         assert not named, f"{result.args[1:]} printed MCP words {named}: {stream[-500:]}"
     return result
+
+
+def cli_in_process(settings: Settings, monkeypatch: Any, capsys: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    """``boxforge ARGS`` through the CLI's own ``main`` in this process, with the environment a subprocess would
+    get (``cli_env``): for the many short checks (bad input, empty lists) that would each pay the interpreter's
+    start-up as a subprocess. The CLI's wiring is proven by the subprocess tests beside them."""
+    from server.cli.main import main
+
+    env = cli_env(settings)
+    for name in [n for n in os.environ if n.startswith(("BOXFORGE_", "HCLOUD_"))]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code if isinstance(exc.code, int) else 1
+    captured = capsys.readouterr()
+    return assert_cli_words(subprocess.CompletedProcess(["boxforge", *args], code, captured.out, captured.err))
 
 
 def boxforge_cmd() -> list[str]:

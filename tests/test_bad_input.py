@@ -128,7 +128,7 @@ async def test_destroy_twice_is_safe_and_then_the_name_is_unknown(tmp_path: Path
         assert first.structured_content["destroyed"] is True
         assert second.structured_content["destroyed"] is False
         gone = await client.call_tool("vm_bash", {"server": "ok-box", "command": "true"})
-        assert gone.is_error and "unknown server 'ok-box'" in gone.content[0].text
+        assert gone.is_error and "server 'ok-box' was burned at " in gone.content[0].text
 
 
 async def test_long_foreground_command_continues_as_a_background_job(tmp_path: Path) -> None:
@@ -172,7 +172,7 @@ async def test_calls_on_a_destroyed_box_and_finished_jobs_are_clear(tmp_path: Pa
                            ("extend_server", {"name": "ok-box", "ttl": "1h"}),
                            ("vm_job_list", {"server": "ok-box"})]:
             result = await client.call_tool(tool, args)
-            assert result.is_error and "unknown server 'ok-box'" in result.content[0].text, tool
+            assert result.is_error and "server 'ok-box' was burned at " in result.content[0].text, tool
         gone = await client.call_tool("vm_job_status", {"job_id": job_id})
         assert gone.structured_content["state"] == "succeeded"
         assert "is gone" in gone.structured_content["hint"]

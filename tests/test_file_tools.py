@@ -16,9 +16,8 @@ import anyio
 import pytest
 from mcp import Client
 
-from providers.local.supervisor import supervisor_pid
-from server import files, text
-from server.domain.output import complete_utf8_prefix, decode_output
+from providers.local.procs import supervisor_pid
+from server.domain.output import decode_output
 from server.errors import BoxUnreachable, InvalidInput
 from server.files import MAX_READ_OUTPUT_BYTES, check_local_path, glob_regex, transfer_roots
 from server.mcp.app import build_server
@@ -388,6 +387,8 @@ async def test_vm_download_is_marked_destructive(tmp_path: Path) -> None:
 
 
 def test_fleet_and_file_tools_share_one_utf8_decoder() -> None:
-    assert files.decode_output is decode_output is text.decode_output
-    assert complete_utf8_prefix is text.complete_utf8_prefix
-    assert text.utf8_head("aé€".encode(), 4) == "aé".encode()
+    from server.files import read, review
+
+    assert read.decode_output is review.decode_output is decode_output
+    assert read.utf8_head is review.utf8_head
+    assert read.utf8_head("aé€".encode(), 4) == "aé".encode()

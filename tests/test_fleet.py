@@ -8,25 +8,28 @@ import pytest
 from mcp import Client
 
 from server.errors import HostKeyMismatch
-from server.keys import generate_keypair
+from server.keys import HOST_PUB_FILE, generate_keypair
 from server.mcp.app import build_server
 from server.service import open_fleet
 from tests.support import box_pids, local_boxes_dir, make_settings
 
 
 async def test_a_box_presenting_another_host_key_is_refused(tmp_path: Path) -> None:
-    # unisolated: the test swaps the box's host key file from the host side
-    settings = make_settings(tmp_path / "state", local_sshd="openssh", local_isolation="none")
+    # Any SSH server (the image's OpenSSH in an isolated box, the embedded one, a host without OpenSSH): the
+    # pin this orchestrator holds for the box is replaced, so the key the box presents is no longer the one
+    # pinned, as when another machine answers at the box's address.
+    settings = make_settings(tmp_path / "state")
     async with open_fleet(settings) as fleet:
         await fleet.create_server("pinned")
-        # Another machine now answers at the box's address: OpenSSH rereads its host key for every
-        # new connection, so swapping the key file makes the box present a different key.
-        (box_dir,) = local_boxes_dir(settings).glob("lb-*")
-        (box_dir / "ssh_host_ed25519_key").write_text(generate_keypair("impostor")[0])
-        await fleet.pool.drop("pinned")
-        with pytest.raises(HostKeyMismatch, match="pinned"):
-            await fleet.run("pinned", "true")
-        await fleet.destroy_server("pinned")
+        rec = await fleet.repo.live_box("pinned")
+        assert rec is not None
+        (settings.keys_dir / rec.key_id / HOST_PUB_FILE).write_text(generate_keypair("impostor")[1] + "\n")
+        try:
+            async with open_fleet(settings) as fresh:  # another process: it reads the pin anew
+                with pytest.raises(HostKeyMismatch, match="pinned"):
+                    await fresh.run("pinned", "true")
+        finally:
+            await fleet.destroy_server("pinned", harvest=False)
 
 
 async def test_a_failing_clone_burns_the_box_and_says_why(tmp_path: Path) -> None:

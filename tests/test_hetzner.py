@@ -24,7 +24,7 @@ from mcp import Client
 from rich.console import Console
 
 from providers.base import LABEL_EXPIRES_AT, LABEL_NAME, LABEL_OWNER, owner_labels
-from providers.local.supervisor import current_user
+from providers.local.boxdir import current_user
 from server.cli.parser import build_parser
 from server.cli.render import servers_table as _servers_table
 from server.cli.up import cmd_up

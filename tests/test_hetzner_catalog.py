@@ -29,7 +29,7 @@ from providers.base import (
 from providers.hetzner import HetznerProvider, HetznerSettings
 from providers.hetzner.catalog import choose
 from providers.hetzner.servers import to_box
-from providers.local.supervisor import current_user
+from providers.local.boxdir import current_user
 from server.keys import create_box_keys
 from tests.fakes.hetzner_api import FakeHetzner, running_fake
 from tests.fakes.hetzner_catalog import LOCATIONS

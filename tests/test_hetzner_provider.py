@@ -42,7 +42,7 @@ from providers.hetzner import HetznerProvider
 from providers.hetzner.api import translate
 from providers.hetzner.cloud_init import BACKSTOP_GRACE_S, BACKSTOP_SERVICE, backstop_script, cloud_config
 from providers.hetzner.servers import server_name
-from providers.local.supervisor import current_user
+from providers.local.boxdir import current_user
 from server.keys import create_box_keys
 from server.onbox import scripts
 from tests.fakes.hetzner_api import FakeHetzner, label_selector_matches, parse_cloud_config, running_fake

@@ -20,7 +20,8 @@ from mcp import Client
 
 from providers.base import BoxSpec, box_labels
 from providers.local import LocalProvider, cgroup, isolation_problems, network
-from providers.local.supervisor import SUPERVISOR_PID_FILE, read_box_info, read_pid, supervisor_pid
+from providers.local.boxdir import SUPERVISOR_PID_FILE, read_box_info, read_pid
+from providers.local.procs import supervisor_pid
 from server.keys import create_box_keys
 from server.mcp.app import build_server
 from tests.support import call, eventually, local_boxes_dir, make_settings

@@ -18,7 +18,7 @@ import pytest
 
 from providers.base import LABEL_EXPIRES_AT, Box, BoxState, Provider, ProviderError, owner_labels
 from providers.local import UnisolatedLocalProvider as LocalProvider  # the unisolated mode keeps this suite
-from providers.local.supervisor import read_pid, write_labels
+from providers.local.boxdir import read_pid, write_labels
 from providers.probe import probe_ssh
 from server.keys import create_box_keys, generate_keypair
 from tests.conftest import BoxHandle, MakeBox, connect_pinned

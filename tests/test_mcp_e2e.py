@@ -18,7 +18,7 @@ from tests.support import box_pids, boxforge_cmd, call, cli_env, eventually, loc
 TOOL_NAMES = {"create_server", "vm_bash", "vm_job_status", "vm_job_list", "vm_job_cancel", "destroy_server",
               "list_servers", "extend_server", "vm_read", "vm_write", "vm_ls", "vm_grep", "vm_upload", "vm_download",
               "vm_diff", "run_agent", "vm_fetch", "vm_compare", "vm_push", "vm_job_wait", "plan_start", "plan_status",
-              "plan_cancel", "vm_forward"}
+              "plan_cancel", "vm_forward", "fork_server"}
 
 
 async def full_flow(client: Client, repo: Path, local_boxes: Path) -> None:

@@ -20,7 +20,7 @@ import pytest
 
 from providers.base import LABEL_OWNER, Box, BoxSpec, CapacityError, box_labels
 from providers.local import LocalProvider
-from providers.local.supervisor import supervisor_pid
+from providers.local.procs import supervisor_pid
 from server.errors import NotOwned, ProvisionFailed
 from server.keys import create_box_keys, generate_keypair
 from server.service import Fleet, open_fleet, open_resources
@@ -184,6 +184,31 @@ async def test_a_job_survives_a_dropped_connection(tmp_path: Path) -> None:
         assert status.state == "succeeded"
         assert status.stdout == "".join(f"{i}\n" for i in range(1, 21))
         await fleet.destroy_server("cut")
+
+
+async def test_a_foreground_command_survives_a_dropped_connection_and_its_call_answers(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "state")
+    command = "for i in $(seq 1 20); do echo $i; sleep 0.05; done"
+    async with open_fleet(settings) as fleet:
+        await fleet.create_server("cutfg")
+        results = []
+        async with anyio.create_task_group() as tg:
+            async def foreground() -> None:
+                results.append(await fleet.run("cutfg", command))
+
+            tg.start_soon(foreground)
+            await eventually(lambda: _jobs_running(fleet, "cutfg", command), what="the foreground job to start")
+            await fleet.pool.drop("cutfg")  # the connection goes away mid-call: the call retries, never reruns
+        (result,) = results
+        assert (result.state, result.exit_code) == ("succeeded", 0)
+        assert result.stdout == "".join(f"{i}\n" for i in range(1, 21))
+        ran = [j.job_id for j in (await fleet.list_jobs("cutfg")).jobs if j.command == command]
+        assert ran == [result.job_id]  # run once, not again by the retry
+        await fleet.destroy_server("cutfg")
+
+
+async def _jobs_running(fleet: Fleet, name: str, command: str) -> bool:
+    return any(j.command == command and j.state == "running" for j in (await fleet.list_jobs(name)).jobs)
 
 
 async def test_a_vanished_box_turns_running_jobs_lost_with_the_output_read_so_far(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """Every tool driven through a strict MCP client on one real local box: each call's arguments are
 validated against the tool's published input schema (jsonschema) before they are sent, as a client that
 follows the schema would. Along the way: secrets by name (env_from) from the secret store and from the
-orchestrator's environment, never in the call; vm_job_wait returning when the first of several jobs ends."""
+orchestrator's environment, never in the call; vm_job_wait returning when the first of several jobs ends;
+a plan of two tasks (one done, one cancelled mid-run)."""
 
 from __future__ import annotations
 
@@ -104,8 +105,27 @@ async def test_every_tool_through_a_client_that_follows_the_schemas(tmp_path: Pa
         await call("vm_fetch", server="strict")
         await call("vm_compare", servers=["strict"])
         await call("vm_push", server="strict", remote=str(remote))
+        forked = await call("fork_server", source="strict", names=["strict-fork"])
+        assert [f["branch"] for f in forked["forks"]] == ["feat/strict-strict-fork"]
+        await call("destroy_server", name="strict-fork", harvest=False)
         await call("destroy_server", name="strict")
-    # Tools that landed after this test, driven (without the schema-validating client, so far) by
-    # tests/plans/test_plan_run.py: to be driven here too.
-    not_yet = {"plan_start", "plan_status", "plan_cancel"}
-    assert call.called == set(schemas) - not_yet
+
+        commit = "git -c user.name=t -c user.email=t@x commit -qm plan"
+        plan = {"name": "strict-plan", "repo": str(repo), "boxes": {"max": 2, "ttl": "30m"}, "tasks": [
+            {"id": "quick", "branch": "feat/quick", "command": f"echo q > q.txt && git add q.txt && {commit}",
+             "owns": ["q.txt"], "check": "test -s q.txt"},
+            {"id": "slow", "branch": "feat/slow", "command": "sleep 300", "owns": ["s/**"]}]}
+        board = await call("plan_start", plan=plan)
+        plan_id = board["plan_id"]
+
+        async def quick_done_slow_running() -> bool:
+            states = {t["id"]: t["state"] for t in (await call("plan_status", plan_id=plan_id, wait_s=5))["tasks"]}
+            return states == {"quick": "succeeded", "slow": "running"}
+
+        await eventually(quick_done_slow_running, timeout=120, what="quick done while slow runs")
+        cancelled = await call("plan_cancel", plan_id=plan_id)
+        states = {t["id"]: t["state"] for t in cancelled["tasks"]}
+        assert cancelled["state"] == "cancelled" and states == {"quick": "succeeded", "slow": "cancelled"}
+        assert git(repo, "show", "feat/quick:q.txt") == "q"
+        assert (await call("list_servers"))["servers"] == []
+    assert call.called == set(schemas)

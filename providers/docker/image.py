@@ -16,6 +16,9 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from providers.base import ProviderError
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -88,3 +91,41 @@ def build_rootfs_tarball(cache_dir: Path) -> Path:
                            check=True, capture_output=True, timeout=BUILD_TIMEOUT_S)
             partial.rename(tarball)
     return tarball
+
+
+def ensure_image(client: Any, name: str | None, cache_dir: Path) -> str:
+    """``name`` when the daemon has it (pulled if a registry serves it), else the boxforge base image."""
+    from docker.errors import ImageNotFound
+
+    if not name:
+        return ensure_base_image(client, cache_dir)
+    try:
+        client.images.get(name)
+    except ImageNotFound:
+        try:
+            client.images.pull(name)
+        except Exception as exc:
+            raise ProviderError(f"image {name!r} is not on the Docker daemon and could not be pulled "
+                                f"({type(exc).__name__}); load it (docker load / docker import) or name another; "
+                                "it needs sh and OpenSSH's sshd") from None
+    return name
+
+
+def ensure_base_image(client: Any, cache_dir: Path) -> str:
+    """The base image's tag, imported from the cached rootfs tarball (built first if need be) when the
+    daemon lacks it."""
+    from docker.errors import ImageNotFound
+
+    tag = base_tag()
+    try:
+        client.images.get(tag)
+        return tag
+    except ImageNotFound:
+        pass
+    try:
+        tarball = build_rootfs_tarball(cache_dir)
+    except ImageError as exc:
+        raise ProviderError(str(exc)) from None
+    repo, _, key = tag.partition(":")
+    client.api.import_image_from_file(str(tarball), repository=repo, tag=key)
+    return tag

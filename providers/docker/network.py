@@ -16,8 +16,11 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
+
+from providers.base import ProviderError
 
 BRIDGE_PREFIX = "bfd-"
 SUBNET_PREFIXLEN = 28
@@ -94,3 +97,33 @@ def remove_guard(bridge: str) -> None:
 def guard_rules_present(bridge: str) -> bool:
     """True when any guard rule of ``bridge`` is installed (for tests and leak checks)."""
     return any(bridge in _iptables("-S", chain).stdout for chain in ("INPUT", "DOCKER-USER"))
+
+
+def ensure_network(client: Any, box_id: str, labels: Mapping[str, str], pool: str, *, local: bool) -> None:
+    """The box's own bridge network (named ``box_id``), made on the first free /28 of ``pool`` unless it is
+    there already; ``local``: the daemon runs on this machine, so its routes are taken too."""
+    from docker.errors import NotFound as SDKNotFound
+    from docker.types import IPAMConfig, IPAMPool
+
+    try:
+        client.networks.get(box_id)
+        return
+    except SDKNotFound:
+        pass
+    taken = [ipaddress.IPv4Network(cfg["Subnet"]) for net in client.api.networks()
+             for cfg in (net.get("IPAM") or {}).get("Config") or [] if "." in cfg.get("Subnet", "")]
+    if local:
+        taken += host_routes()
+    options = {"com.docker.network.bridge.name": bridge_name(box_id),
+               "com.docker.network.bridge.enable_icc": "false"}
+    for subnet in free_subnets(pool, taken):
+        ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=str(subnet), gateway=str(subnet[1]))])
+        try:
+            client.networks.create(box_id, driver="bridge", options=options, ipam=ipam, labels=dict(labels),
+                                   check_duplicate=True)
+            return
+        except Exception as exc:
+            if "overlap" not in str(exc).lower():
+                raise
+    raise ProviderError(f"no free /28 left in the Docker provider's subnet {pool}; "
+                        "destroy boxes or set BOXFORGE_DOCKER_SUBNET to a larger range")

@@ -4,7 +4,8 @@ What a box is on Docker (box id ``boxforge-<name>-<request id>``, which is also 
 network's name, so a retried create finds the first one):
 
 - a bridge network of its own (``network.py``), a /28 of the provider's subnet, inter-container traffic off;
-- a container of the base image (or the image the user named) whose init (docker-init, then
+- a container (``containers.py``: its create arguments, the files copied in, how it reads back as a Box) of
+  the base image (``image.py``) or the image the user named, whose init (docker-init, then
   ``boxinit.sh``) runs sshd with the orchestrator's host key and the box's client key (copied in before
   start, never in env or labels) and stops the container at its deadline;
 - port 22 published on 127.0.0.1 only; CPU, memory (no swap beyond it) and a pids cap from the size preset;
@@ -18,12 +19,9 @@ network's name, so a retried create finds the first one):
 
 from __future__ import annotations
 
-import io
-import ipaddress
 import json
 import os
 import shutil
-import tarfile
 import threading
 import time
 from collections.abc import Mapping
@@ -53,68 +51,17 @@ from providers.base import (
     ReadyTimeout,
 )
 from providers.capabilities import Isolated, Isolation, NearOrchestrator, PinsHostKey
+from providers.docker import containers, network
 from providers.docker import image as base_image
-from providers.docker import network
 from providers.docker.client import Engine, ping
-from providers.docker.settings import SIZES, DockerSettings, size_preset
+from providers.docker.settings import DockerSettings, size_preset
 from providers.probe import probe_ssh
 
 SCHEDULE_LABELS = (LABEL_EXPIRES_AT, LABEL_READY, LABEL_CREATE_DEADLINE)
 IDENTITY_LABELS = (LABEL_MANAGED_BY, LABEL_OWNER, LABEL_NAME, LABEL_REQUEST)
-LABEL_SIZE = "boxforge-size"
-BOX_PREFIX = "boxforge-"
-MOUNT_POINT = "/run/boxforge"
-SSH_PORT = "22/tcp"
-PUBLISH_HOST = "127.0.0.1"
 CONFIGURED_PING_S = 2.0
 READY_POLL_S = 0.05
 DESTROY_TIMEOUT_S = 10
-STATES = {
-    "created": BoxState.PENDING,
-    "restarting": BoxState.PENDING,
-    "running": BoxState.RUNNING,
-    "paused": BoxState.ERROR,
-    "exited": BoxState.ERROR,  # stopped by its watchdog or killed: nothing serves it any more
-    "dead": BoxState.ERROR,
-    "removing": BoxState.GONE,
-}
-
-SSHD_CONFIG = """\
-Port 22
-HostKey /etc/ssh/boxforge/ssh_host_ed25519_key
-AuthorizedKeysFile /etc/ssh/boxforge/authorized_keys
-PidFile /run/sshd-boxforge.pid
-AllowUsers root
-PermitRootLogin prohibit-password
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-UseDNS no
-PrintMotd no
-AcceptEnv LANG LC_*
-MaxSessions 200
-MaxStartups 200
-LoginGraceTime 30
-Subsystem sftp internal-sftp
-LogLevel ERROR
-"""
-
-
-def _tar(files: Mapping[str, tuple[bytes, int]]) -> bytes:
-    """A tar of ``path -> (content, mode)`` owned by root, with its parent directories (0700)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        dirs = sorted({str(Path(p).parent) for p in files})
-        for d in dirs:
-            info = tarfile.TarInfo(d)
-            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o700, int(time.time())
-            tar.addfile(info)
-        for path, (content, mode) in files.items():
-            info = tarfile.TarInfo(path)
-            info.size, info.mode, info.mtime = len(content), mode, int(time.time())
-            tar.addfile(info, io.BytesIO(content))
-    return buf.getvalue()
 
 
 class DockerProvider(Provider, PinsHostKey, Isolated, NearOrchestrator):
@@ -191,26 +138,11 @@ class DockerProvider(Provider, PinsHostKey, Isolated, NearOrchestrator):
     # --- records ---
 
     def _box(self, container: Any) -> Box:
-        attrs = container.attrs
-        labels = dict(attrs.get("Config", {}).get("Labels") or {})
+        labels = containers.container_labels(container)
         schedule = self._read_schedule(container.name)
         if schedule is not None:  # ours, out of the box's reach; else the create-time label stands
             labels = {k: v for k, v in labels.items() if k not in SCHEDULE_LABELS} | schedule
-        labels.pop(LABEL_SIZE, None)
-        status = attrs.get("State", {}).get("Status", "")
-        state = STATES.get(status, BoxState.PENDING)
-        bindings = (attrs.get("NetworkSettings", {}).get("Ports") or {}).get(SSH_PORT) or []
-        port = next((int(b["HostPort"]) for b in bindings if b.get("HostPort")), 0)
-        created = attrs.get("Created", "")
-        size_name = (attrs.get("Config", {}).get("Labels") or {}).get(LABEL_SIZE)
-        return Box(
-            id=container.name, name=labels.get(LABEL_NAME, container.name), state=state,
-            host=PUBLISH_HOST if port and state is BoxState.RUNNING else None, ssh_port=port or 22,
-            ssh_user="root", labels=labels, created_at=_created_at(created),
-            data={"container_id": container.id, "status": status, "bridge": network.bridge_name(container.name),
-                  "image": attrs.get("Config", {}).get("Image", "")},
-            size=size_name, warnings=self._warnings() + _cpu_warning(size_name, attrs),
-        )
+        return containers.box_of(container, labels, self._warnings())
 
     def _warnings(self) -> tuple[str, ...]:
         warnings = []
@@ -248,7 +180,7 @@ class DockerProvider(Provider, PinsHostKey, Isolated, NearOrchestrator):
         from docker.errors import NotFound as SDKNotFound
 
         self._daemon_info()
-        box_id = f"{BOX_PREFIX}{spec.name}-{spec.request_id}"
+        box_id = containers.box_id_of(spec)
         client = self.engine.client
         with self._create_lock:
             try:
@@ -257,98 +189,24 @@ class DockerProvider(Provider, PinsHostKey, Isolated, NearOrchestrator):
                 pass
             size_name, size = size_preset(spec.size)
             cpus = min(size.cpus, self._daemon_cpus) if self._daemon_cpus else size.cpus  # Docker refuses more
-            image = self._ensure_image(spec.image or self.settings.image)
+            image = base_image.ensure_image(client, spec.image or self.settings.image, self.image_cache)
+            shape = containers.Shape(image, size_name, size, cpus, self._mount_dir(box_id))
             try:
-                self._ensure_network(box_id, spec)
+                identity = {k: v for k, v in spec.labels.items() if k in IDENTITY_LABELS}
+                network.ensure_network(client, box_id, identity, self.settings.subnet,
+                                       local=self.settings.host.startswith("unix://"))
                 if self.guarded:
                     network.add_guard(network.bridge_name(box_id))
                 self._prepare_mount(box_id)
                 self._write_schedule(box_id, spec.labels)
-                identity = {k: v for k, v in spec.labels.items() if k not in (LABEL_READY, LABEL_CREATE_DEADLINE)}
-                container = client.containers.create(
-                    image, name=box_id, hostname=spec.name[:63], entrypoint=["/bin/sh", f"{MOUNT_POINT}/init.sh"],
-                    command=[], labels={**identity, LABEL_SIZE: size_name}, network=box_id,
-                    ports={SSH_PORT: (PUBLISH_HOST, None)}, init=True,
-                    volumes={str(self._mount_dir(box_id)): {"bind": MOUNT_POINT, "mode": "ro"}},
-                    mem_limit=size.memory_bytes, memswap_limit=size.memory_bytes, nano_cpus=int(cpus * 1e9),
-                    pids_limit=size.pids, cap_drop=["NET_RAW", "MKNOD"], security_opt=["no-new-privileges"],
-                    environment={}, stdin_open=False, tty=False, detach=True,
-                )
-                container.put_archive("/", _tar({
-                    "etc/ssh/boxforge/sshd_config": (SSHD_CONFIG.encode(), 0o644),
-                    "etc/ssh/boxforge/ssh_host_ed25519_key": (spec.host_key_private.encode(), 0o600),
-                    "etc/ssh/boxforge/ssh_host_ed25519_key.pub": (spec.host_key_public.encode() + b"\n", 0o644),
-                    "etc/ssh/boxforge/authorized_keys": (spec.authorized_key.encode() + b"\n", 0o600),
-                }))
-                container.start()
-                container.reload()
+                container = containers.create_and_start(client, box_id, spec, shape)
             except BaseException:
                 self._burn_blocking(box_id)
                 raise
             return self._box(container)
 
-    def _ensure_image(self, name: str | None) -> str:
-        """``name`` when the daemon has it (pulled if a registry serves it), else the boxforge base image."""
-        from docker.errors import ImageNotFound
-
-        if not name:
-            return self._ensure_base_image()
-        try:
-            self.engine.client.images.get(name)
-        except ImageNotFound:
-            try:
-                self.engine.client.images.pull(name)
-            except Exception as exc:
-                raise ProviderError(f"image {name!r} is not on the Docker daemon and could not be pulled "
-                                    f"({type(exc).__name__}); load it (docker load / docker import) or name another; "
-                                    "it needs sh and OpenSSH's sshd") from None
-        return name
-
     def _ensure_base_image(self) -> str:
-        from docker.errors import ImageNotFound
-
-        tag = base_image.base_tag()
-        try:
-            self.engine.client.images.get(tag)
-            return tag
-        except ImageNotFound:
-            pass
-        try:
-            tarball = base_image.build_rootfs_tarball(self.image_cache)
-        except base_image.ImageError as exc:
-            raise ProviderError(str(exc)) from None
-        repo, _, key = tag.partition(":")
-        self.engine.client.api.import_image_from_file(str(tarball), repository=repo, tag=key)
-        return tag
-
-    def _ensure_network(self, box_id: str, spec: BoxSpec) -> None:
-        from docker.errors import NotFound as SDKNotFound
-        from docker.types import IPAMConfig, IPAMPool
-
-        client = self.engine.client
-        try:
-            client.networks.get(box_id)
-            return
-        except SDKNotFound:
-            pass
-        taken = [ipaddress.IPv4Network(cfg["Subnet"]) for net in client.api.networks()
-                 for cfg in (net.get("IPAM") or {}).get("Config") or [] if "." in cfg.get("Subnet", "")]
-        if self.settings.host.startswith("unix://"):
-            taken += network.host_routes()
-        options = {"com.docker.network.bridge.name": network.bridge_name(box_id),
-                   "com.docker.network.bridge.enable_icc": "false"}
-        identity = {k: v for k, v in spec.labels.items() if k in IDENTITY_LABELS}
-        for subnet in network.free_subnets(self.settings.subnet, taken):
-            ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=str(subnet), gateway=str(subnet[1]))])
-            try:
-                client.networks.create(box_id, driver="bridge", options=options, ipam=ipam, labels=identity,
-                                       check_duplicate=True)
-                return
-            except Exception as exc:
-                if "overlap" not in str(exc).lower():
-                    raise
-        raise ProviderError(f"no free /28 left in the Docker provider's subnet {self.settings.subnet}; "
-                            "destroy boxes or set BOXFORGE_DOCKER_SUBNET to a larger range")
+        return base_image.ensure_base_image(self.engine.client, self.image_cache)
 
     async def wait_ready(self, box_id: str, *, timeout: float) -> Box:
         """Poll until the container runs and its sshd greets on the published port; else ReadyTimeout."""
@@ -358,19 +216,13 @@ class DockerProvider(Provider, PinsHostKey, Isolated, NearOrchestrator):
             if box is None:
                 raise NotFound(f"docker box {box_id} does not exist (any more)")
             if box.state is BoxState.ERROR:
-                logs = await self.engine.run(self._logs_tail, box_id)
+                logs = await self.engine.run(containers.logs_tail, self.engine.client, box_id)
                 raise ProviderError(f"docker box {box_id} stopped ({box.data.get('status')}); its log ends:\n{logs}")
             if box.state is BoxState.RUNNING and box.host and await probe_ssh(box.host, box.ssh_port):
                 return box
             if time.monotonic() >= deadline:
                 raise ReadyTimeout(f"docker box {box_id} did not answer SSH within {timeout:g}s")
             await anyio.sleep(min(READY_POLL_S, max(0.0, deadline - time.monotonic())))
-
-    def _logs_tail(self, box_id: str) -> str:
-        try:
-            return self.engine.client.containers.get(box_id).logs(tail=20).decode(errors="replace")
-        except Exception:
-            return "(no log)"
 
     async def get(self, box_id: str) -> Box | None:
         """The container named (or with the id) ``box_id``, ours or not; None when there is none."""
@@ -385,7 +237,7 @@ class DockerProvider(Provider, PinsHostKey, Isolated, NearOrchestrator):
 
         def run() -> list[Box]:
             found = self.engine.client.containers.list(all=True, filters={"label": identity or [LABEL_MANAGED_BY]})
-            return [self._box(c) for c in found if c.name.startswith(BOX_PREFIX)]
+            return [self._box(c) for c in found if c.name.startswith(containers.BOX_PREFIX)]
 
         boxes = await self.engine.run(run)
         return [b for b in boxes if b.state is not BoxState.GONE and all(b.labels.get(k) == v
@@ -417,32 +269,15 @@ class DockerProvider(Provider, PinsHostKey, Isolated, NearOrchestrator):
             container = None
         if container is not None:
             labels = container.attrs.get("Config", {}).get("Labels") or {}
-            if labels.get(LABEL_MANAGED_BY) != MANAGED_BY_VALUE or not container.name.startswith(BOX_PREFIX):
+            if labels.get(LABEL_MANAGED_BY) != MANAGED_BY_VALUE or not container.name.startswith(containers.BOX_PREFIX):
                 raise ProviderError(f"container {box_id} is not managed by boxforge; refusing to destroy it")
             box_id = container.name
-        elif not box_id.startswith(BOX_PREFIX):
+        elif not box_id.startswith(containers.BOX_PREFIX):
             return
         self._burn_blocking(box_id)
 
     def _burn_blocking(self, box_id: str) -> None:
-        from docker.errors import APIError
-        from docker.errors import NotFound as SDKNotFound
-
-        client = self.engine.client
-        try:
-            client.api.remove_container(box_id, force=True, v=True)
-        except SDKNotFound:
-            pass
-        for attempt in range(3):
-            try:
-                client.api.remove_network(box_id)
-                break
-            except SDKNotFound:
-                break
-            except APIError as exc:  # an endpoint still detaching: once more, briefly
-                if attempt == 2 or exc.status_code not in (403, 409):
-                    raise
-                time.sleep(0.2)
+        containers.remove_with_network(self.engine.client, box_id)
         if self.guarded:
             network.remove_guard(network.bridge_name(box_id))
         shutil.rmtree(self._mount_dir(box_id), ignore_errors=True)
@@ -453,25 +288,3 @@ class DockerProvider(Provider, PinsHostKey, Isolated, NearOrchestrator):
 
     async def aclose(self) -> None:
         self.engine.close()
-
-
-def _cpu_warning(size_name: str | None, attrs: Mapping[str, Any]) -> tuple[str, ...]:
-    """A warning when the daemon's machine has fewer CPUs than the size preset gives."""
-    if size_name not in SIZES:
-        return ()
-    given = (attrs.get("HostConfig", {}).get("NanoCpus") or 0) / 1e9
-    wanted = SIZES[size_name].cpus
-    if given and given < wanted:
-        return (f"size {size_name} gives {wanted:g} CPUs; the Docker host has {given:g}, so the box got {given:g}",)
-    return ()
-
-
-def _created_at(raw: str) -> float:
-    """Docker's RFC 3339 ``Created`` (nanoseconds, Z) as unix seconds."""
-    from datetime import datetime
-
-    if not raw:
-        return time.time()
-    head, _, frac = raw.rstrip("Z").partition(".")
-    stamp = datetime.fromisoformat(head + "+00:00").timestamp()
-    return stamp + (float("0." + frac[:6]) if frac else 0.0)

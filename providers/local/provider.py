@@ -1,6 +1,6 @@
 """Boxes on this machine: one SSH server per box on a loopback address.
 
-Each box is a directory under ``root`` plus a detached supervisor (providers.localbox)
+Each box is a directory under ``root`` plus a detached supervisor (providers.local.supervisor)
 that runs the box's SSH server, burns the box at its TTL and outlives the orchestrator.
 The directories are the truth: labels live in them, so ``list`` works from a fresh process
 and the reaper keeps working after the orchestrator's state is lost.
@@ -14,7 +14,7 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -34,6 +34,7 @@ from providers.base import (
 )
 from providers.capabilities import (
     BuildsImages,
+    CanFork,
     InstallsPackages,
     Isolated,
     Isolation,
@@ -42,9 +43,9 @@ from providers.capabilities import (
     PinsHostKey,
     SeesLocalPaths,
 )
-from providers.local import cgroup, image, network
-from providers.local import supervisor as localbox
+from providers.local import boxdir, burn, cgroup, fork, image, launch, network, procs, servers
 from providers.local.settings import BOXES_DIR_NAME, LocalSettings, ServerChoice
+from providers.probe import probe_ssh
 
 DESTROY_TIMEOUT_S = 10.0
 READY_POLL_S = 0.01
@@ -82,13 +83,13 @@ async def _terminate(pid: int, timeout: float) -> None:
 
 def box_from_dir(box_dir: Path) -> Box | None:
     """The Box a directory describes, or None when it is gone (or not a box)."""
-    info = localbox.read_box_info(box_dir)
-    labels = localbox.read_labels(box_dir)
+    info = boxdir.read_box_info(box_dir)
+    labels = boxdir.read_labels(box_dir)
     if info is None or labels is None:
         return None
-    if localbox.supervisor_pid(box_dir) is not None:
-        state = BoxState.RUNNING if (box_dir / localbox.READY_FILE).exists() else BoxState.PENDING
-    elif (box_dir / localbox.SUPERVISOR_PID_FILE).exists():
+    if procs.supervisor_pid(box_dir) is not None:
+        state = BoxState.RUNNING if (box_dir / boxdir.READY_FILE).exists() else BoxState.PENDING
+    elif (box_dir / boxdir.SUPERVISOR_PID_FILE).exists():
         state = BoxState.ERROR  # its supervisor died: nothing watches or serves this box
     else:
         state = BoxState.PENDING
@@ -104,7 +105,7 @@ def box_from_dir(box_dir: Path) -> Box | None:
         created_at=float(info["created_at"]),
         data={
             "box_dir": str(box_dir),
-            "home": "/root" if isolated else str(box_dir / localbox.HOME_DIR),
+            "home": "/root" if isolated else str(box_dir / boxdir.HOME_DIR),
             "server": info["server"],
             "isolation": "full" if isolated else "none",
         },
@@ -134,7 +135,7 @@ def isolation_problems() -> list[str]:
     return problems
 
 
-class LocalProvider(Provider, PinsHostKey, Isolated, InstallsPackages, BuildsImages, NearOrchestrator):
+class LocalProvider(Provider, PinsHostKey, Isolated, InstallsPackages, BuildsImages, CanFork, NearOrchestrator):
     """Isolated boxes on this machine. See providers.base.Provider for the contract.
 
     Each box: its own netns and address in 10.231.0.0/16, its own host uid range (root inside a user
@@ -162,7 +163,7 @@ class LocalProvider(Provider, PinsHostKey, Isolated, InstallsPackages, BuildsIma
         egress: str = "nat",
         user_image: str | None = None,
         image_cache: Path | None = None,
-        watchdog_grace_s: float = localbox.WATCHDOG_GRACE_S,
+        watchdog_grace_s: float = boxdir.WATCHDOG_GRACE_S,
         server: ServerChoice = "auto",
         host: str = "127.0.0.1",
         port: int = 0,
@@ -209,11 +210,11 @@ class LocalProvider(Provider, PinsHostKey, Isolated, InstallsPackages, BuildsIma
             raise ProviderError(str(exc)) from exc
 
     def _box_dir(self, box_id: str) -> Path | None:
-        return self.root / box_id if localbox.BOX_ID_RE.match(box_id) else None
+        return self.root / box_id if boxdir.BOX_ID_RE.match(box_id) else None
 
     def _box_dirs(self) -> list[Path]:
         try:
-            return sorted(p for p in self.root.iterdir() if localbox.BOX_ID_RE.match(p.name))
+            return sorted(p for p in self.root.iterdir() if boxdir.BOX_ID_RE.match(p.name))
         except FileNotFoundError:
             return []
 
@@ -224,7 +225,7 @@ class LocalProvider(Provider, PinsHostKey, Isolated, InstallsPackages, BuildsIma
         """Start a box (PENDING until its server answers); idempotent by ``spec.request_id``."""
         try:
             box_dir = await anyio.to_thread.run_sync(self._create_blocking, spec)
-        except (localbox.BoxStartError, network.NetworkError, ValueError, OSError) as exc:
+        except (boxdir.BoxStartError, network.NetworkError, ValueError, OSError) as exc:
             raise ProviderError(f"cannot create local box {spec.name!r}: {exc}") from exc
         box = box_from_dir(box_dir)
         if box is None:
@@ -247,13 +248,80 @@ class LocalProvider(Provider, PinsHostKey, Isolated, InstallsPackages, BuildsIma
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         with _root_lock(self.root):
             for box_dir in self._box_dirs():
-                info = localbox.read_box_info(box_dir)
+                info = boxdir.read_box_info(box_dir)
                 if info is not None and info.get("request_id") == spec.request_id:
                     return box_dir
-            box_dir = localbox.prepare_isolated_dir(self.root, spec, egress=egress, image=rootfs,
+            box_dir = launch.prepare_isolated_dir(self.root, spec, egress=egress, image=rootfs,
                                                     size=size, limits=limits, watchdog_grace_s=self.watchdog_grace_s)
-        localbox.start_supervisor(box_dir)
+        launch.start_supervisor(box_dir)
         return box_dir
+
+    async def fork(self, source: Box, specs: Sequence[BoxSpec]) -> list[Box]:
+        """New boxes (PENDING) whose files start as a copy of ``source``'s (its overlay upper dir, reflinked
+        where the filesystem can), each with the spec's keys and labels and the source's size and egress."""
+        made: dict[int, Box] = {}
+        failures: list[ProviderError] = []
+
+        async def one(i: int, spec: BoxSpec) -> None:
+            try:
+                box_dir = await anyio.to_thread.run_sync(self._fork_blocking, source.id, spec)
+            except (fork.ForkError, boxdir.BoxStartError, network.NetworkError, ValueError, OSError) as exc:
+                failures.append(ProviderError(f"cannot fork local box {source.name!r} into {spec.name!r}: {exc}"))
+                return
+            box = box_from_dir(box_dir)
+            if box is None:
+                failures.append(ProviderError(f"local box {box_dir.name} vanished while it was being forked"))
+                return
+            made[i] = box
+
+        try:
+            async with anyio.create_task_group() as tg:  # the copies run side by side, each in a thread
+                for i, spec in enumerate(specs):
+                    tg.start_soon(one, i, spec)
+            if failures:
+                raise failures[0]
+        except BaseException:
+            with anyio.CancelScope(shield=True):  # all or none: the forks made so far are burned
+                for box in made.values():
+                    await self.destroy(box.id)
+            raise
+        boxes = [made[i] for i in range(len(specs))]
+        return boxes
+
+    def _existing(self, request_id: str) -> Path | None:
+        for box_dir in self._box_dirs():
+            info = boxdir.read_box_info(box_dir)
+            if info is not None and info.get("request_id") == request_id:
+                return box_dir
+        return None
+
+    def _fork_blocking(self, source_id: str, spec: BoxSpec) -> Path:
+        source_dir = self._box_dir(source_id)
+        info = boxdir.read_box_info(source_dir) if source_dir else None
+        if source_dir is None or info is None:
+            raise NotFound(f"local box {source_id} does not exist (any more)")
+        with _root_lock(self.root):
+            existing = self._existing(spec.request_id)
+            if existing is not None:
+                return existing
+            box_dir = self._prepare_fork(info, spec)
+        try:
+            self._copy_files(source_dir, box_dir)
+        except BaseException:
+            burn.burn_box(box_dir)
+            raise
+        launch.start_supervisor(box_dir)
+        return box_dir
+
+    def _prepare_fork(self, info: dict[str, object], spec: BoxSpec) -> Path:
+        if info.get("isolation") != "full":
+            raise ProviderError("the source box is not isolated (made with BOXFORGE_LOCAL_ISOLATION=none): fork it under that setting")
+        size, limits = cgroup.limits_for(str(info["size"]))
+        return launch.prepare_isolated_dir(self.root, spec, egress=bool(info["egress"]), image=Path(str(info["image"])),
+                                             size=size, limits=limits, watchdog_grace_s=self.watchdog_grace_s)
+
+    def _copy_files(self, source_dir: Path, box_dir: Path) -> None:
+        fork.copy_isolated(source_dir, box_dir)
 
     async def wait_ready(self, box_id: str, *, timeout: float) -> Box:
         """Poll until the box's server greets with an SSH banner; RUNNING box or ReadyTimeout."""
@@ -270,13 +338,13 @@ class LocalProvider(Provider, PinsHostKey, Isolated, InstallsPackages, BuildsIma
                     raise ProviderError(f"local box {box_id} failed to start and was burned; its log ends "
                                         f"with:\n{why}")
                 raise NotFound(f"local box {box_id} does not exist (any more)")
-            if box.state is BoxState.RUNNING and await localbox.probe_ssh(box.host or "", box.ssh_port):
+            if box.state is BoxState.RUNNING and await probe_ssh(box.host or "", box.ssh_port):
                 return box
             if box.state is BoxState.ERROR:
                 assert box_dir is not None
                 raise ProviderError(
                     f"local box {box_id} is dead: its supervisor exited. "
-                    f"supervisor.log ends with:\n{localbox.log_tail(box_dir)}"
+                    f"supervisor.log ends with:\n{boxdir.log_tail(box_dir)}"
                 )
             if time.monotonic() >= deadline:
                 raise ReadyTimeout(f"local box {box_id} did not answer SSH within {timeout:g}s")
@@ -299,7 +367,7 @@ class LocalProvider(Provider, PinsHostKey, Isolated, InstallsPackages, BuildsIma
         if box_dir is None or box_from_dir(box_dir) is None:
             raise NotFound(f"local box {box_id} does not exist (any more)")
         try:
-            localbox.write_labels(box_dir, labels)
+            boxdir.write_labels(box_dir, labels)
         except OSError as exc:
             raise NotFound(f"local box {box_id} does not exist (any more)") from exc
         box = box_from_dir(box_dir)
@@ -312,11 +380,11 @@ class LocalProvider(Provider, PinsHostKey, Isolated, InstallsPackages, BuildsIma
         box_dir = self._box_dir(box_id)
         if box_dir is None or not box_dir.exists():
             return
-        pid = localbox.supervisor_pid(box_dir)
+        pid = procs.supervisor_pid(box_dir)
         if pid is not None:
             await _terminate(pid, DESTROY_TIMEOUT_S)
         # Fallback for a dead or stuck supervisor; a no-op after a clean burn.
-        await anyio.to_thread.run_sync(localbox.burn_box, box_dir)
+        await anyio.to_thread.run_sync(burn.burn_box, box_dir)
 
     async def aclose(self) -> None:
         """Nothing to release: boxes outlive this object on purpose."""
@@ -330,14 +398,23 @@ class UnisolatedLocalProvider(LocalProvider, SeesLocalPaths):
         return Isolation("none: the orchestrator's user, filesystem, processes and network", UNISOLATED_WARNING)
 
     def _create_blocking(self, spec: BoxSpec) -> Path:
-        server = localbox.resolve_server(self.server)
+        server = servers.resolve_server(self.server)
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         with _root_lock(self.root):
             for box_dir in self._box_dirs():
-                info = localbox.read_box_info(box_dir)
+                info = boxdir.read_box_info(box_dir)
                 if info is not None and info.get("request_id") == spec.request_id:
                     return box_dir
-            box_dir = localbox.prepare_box_dir(self.root, spec, server=server, host=self.host, port=self.port,
+            box_dir = launch.prepare_box_dir(self.root, spec, server=server, host=self.host, port=self.port,
                                                watchdog_grace_s=self.watchdog_grace_s)
-        localbox.start_supervisor(box_dir)
+        launch.start_supervisor(box_dir)
         return box_dir
+
+    def _prepare_fork(self, info: dict[str, object], spec: BoxSpec) -> Path:
+        if info.get("isolation") == "full":
+            raise ProviderError("the source box is isolated: fork it without BOXFORGE_LOCAL_ISOLATION=none")
+        return launch.prepare_box_dir(self.root, spec, server=servers.resolve_server(str(info["server"])),
+                                        host=self.host, port=self.port, watchdog_grace_s=self.watchdog_grace_s)
+
+    def _copy_files(self, source_dir: Path, box_dir: Path) -> None:
+        fork.copy_unisolated(source_dir, box_dir)

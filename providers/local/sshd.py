@@ -24,13 +24,7 @@ from typing import Any
 import anyio
 import asyncssh
 
-from providers.local.supervisor import (
-    AUTHORIZED_KEYS_FILE,
-    BOX_ENV_VAR,
-    DEFAULT_PATH,
-    HOME_DIR,
-    HOST_KEY_FILE,
-)
+from providers.local.boxdir import AUTHORIZED_KEYS_FILE, BOX_ENV_VAR, DEFAULT_PATH, HOME_DIR, HOST_KEY_FILE
 
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 

@@ -4,7 +4,6 @@ the exit status (``run`` and ``ssh``: the remote command's)."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import shlex
 import shutil
@@ -12,45 +11,95 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.to_thread
 from pydantic import TypeAdapter, ValidationError
-from rich.table import Table
 
-from server.cli.render import dump, err, error_text, job_line, out, servers_table, valid, worded
+from server.cli.render import (
+    column_table,
+    dump,
+    err,
+    error_line,
+    error_text,
+    expiry_warnings,
+    job_line,
+    land_outcome,
+    out,
+    print_table,
+    servers_table,
+    valid,
+    worded,
+)
 from server.cli.up import env_names, names_adapter, ttls_adapter
 from server.domain.names import is_job_id
 from server.errors import ForgeError, InvalidInput
-from server.schemas import JobId, JobStatusResult
+from server.schemas import CommandResult, JobId, JobStatusResult, JobSummary
 from server.service import Fleet
 from server.service.reaper import Reaper
 
 job_ids_adapter = TypeAdapter(JobId)
 FOLLOW_WAIT_S = 2.0
 FORWARD_WATCH_S = 1.0  # how often ``forward`` looks whether its box has burned
+TIMED_OUT = 124  # ``run`` whose command outlived --timeout (as timeout(1) exits)
+
+
+def command_line(words: Sequence[str]) -> str:
+    """``run``'s command: one argument is a shell command line as typed ('make test && echo ok'); several are
+    one command's words (run NAME make test), each passed as given, as docker exec does."""
+    return words[0] if len(words) == 1 else shlex.join(words)
+
+
+def job_exit(status: JobStatusResult | CommandResult, *, followed: bool = True) -> int:
+    """The exit status a command that showed a job returns: the job's own exit code once it ended; 0 for a job
+    still running that was not followed; 1 when it could not be known (lost, box unreachable)."""
+    if status.state == "running":
+        return 1 if followed else 0
+    if status.exit_code is not None:
+        return status.exit_code
+    return 0 if status.state == "succeeded" else 1
 
 
 async def cmd_run(fleet: Fleet, args: argparse.Namespace) -> int:
     result = worded(await fleet.run(
-        valid(names_adapter, args.name), args.command, background=args.background, timeout_s=args.timeout,
-        cwd=args.cwd, kill_on_timeout=args.kill_on_timeout, env_from=env_names(args.env),
+        valid(names_adapter, args.name), command_line(args.command), background=args.background,
+        timeout_s=args.timeout, cwd=args.cwd, kill_on_timeout=args.kill_on_timeout, env_from=env_names(args.env),
     ))
+    timed_out = not args.background and (result.state == "running" or (args.kill_on_timeout
+                                                                        and result.state == "killed"))
     if args.json:
         dump(result)
-    elif args.background or result.state == "running":
+    elif args.background:
         out.print(result.job_id)
         err.print(result.hint or "")
     else:
-        sys.stdout.write(result.stdout)
+        sys.stdout.write(result.stdout)  # what the command wrote so far, also when it goes on as a job
         sys.stderr.write(result.stderr)
         sys.stdout.flush()
-    if result.state == "running":
+        sys.stderr.flush()
+        if result.state == "running":
+            err.print(f"{result.job_id}: {result.hint}", style="yellow")
+        elif timed_out:
+            err.print(f"{result.job_id}: killed after {result.duration_s or 0:.0f}s (--kill-on-timeout)",
+                      style="yellow")
+    if result.warning and not args.json:
+        err.print(result.warning, style="yellow")
+    if args.background:
         return 0
-    return result.exit_code if result.exit_code is not None else 1
+    return TIMED_OUT if timed_out else job_exit(result)
+
+
+_JOB_COLUMNS: dict[str, Callable[[JobSummary], str]] = {
+    "job": lambda j: j.job_id,
+    "server": lambda j: j.server,
+    "state": lambda j: j.state,
+    "exit": lambda j: "-" if j.exit_code is None else str(j.exit_code),
+    "duration": lambda j: f"{j.duration_s:.1f}s" if j.duration_s is not None else "-",
+    "command": lambda j: j.command,
+}
 
 
 async def cmd_jobs(fleet: Fleet, args: argparse.Namespace) -> int:
@@ -58,15 +107,13 @@ async def cmd_jobs(fleet: Fleet, args: argparse.Namespace) -> int:
     if args.json:
         dump(result)
         return 0
-    table = Table()
-    for col in ("job", "server", "state", "exit", "duration", "command"):
-        table.add_column(col)
-    for j in result.jobs:
-        table.add_row(j.job_id, j.server, j.state, "-" if j.exit_code is None else str(j.exit_code),
-                      f"{j.duration_s:.1f}s" if j.duration_s is not None else "-", j.command[:60])
-    out.print(table)
+    if not result.jobs and not result.unreachable:
+        err.print("no jobs" + (f" on {args.server}" if args.server else "") + "; start one with boxforge run")
+        return 0
+
+    print_table(column_table(result.jobs, _JOB_COLUMNS, ("duration",), whole=("job", "state")))
     for name in result.unreachable:
-        err.print(f"[yellow]{name}[/]: unreachable, its jobs are not listed")
+        err.print(f"{name}: unreachable, its jobs are not listed", style="yellow")
     return 0
 
 
@@ -98,7 +145,7 @@ async def cmd_job(fleet: Fleet, args: argparse.Namespace) -> int:
         dump(status.model_copy(update={"stdout": stdout, "stderr": stderr}))
     else:
         err.print(job_line(job_id, status))
-    return 0
+    return job_exit(status, followed=args.follow)
 
 
 async def _log_job_ids(fleet: Fleet, target: str) -> list[str]:
@@ -119,33 +166,81 @@ async def cmd_logs(fleet: Fleet, args: argparse.Namespace) -> int:
     """A job's log, or a box's create logs (bootstrap, then setup) when given a box name."""
     job_ids = await _log_job_ids(fleet, args.target)
     docs = []
+    codes = []
     for job_id in job_ids:
         if len(job_ids) > 1 and not args.json:
-            err.print(f"[bold]== {job_id}[/]")
+            err.print(f"== {job_id}", style="bold")
         status, stdout, stderr = await read_job(fleet, job_id, follow=args.follow, echo=not args.json)
         docs.append(status.model_copy(update={"stdout": stdout, "stderr": stderr}).model_dump(mode="json"))
+        codes.append(job_exit(status, followed=args.follow))
         if not args.json:
             err.print(job_line(job_id, status))
     if args.json:
         dump({"jobs": docs})
-    return 0
+    return next((code for code in codes if code != 0), 0)  # the first job that failed (bootstrap before setup)
 
 
 async def cmd_ls(fleet: Fleet, args: argparse.Namespace) -> int:
     result = worded(await fleet.list_servers())
     if args.json:
         dump(result)
+        return 0
+    if result.servers:
+        print_table(servers_table(result.servers))
     else:
-        out.print(servers_table(result.servers))
+        err.print("no live boxes; create one with boxforge up")
+    for line in expiry_warnings(result.servers):
+        err.print(line, style="yellow")
     return 0
 
 
 async def cmd_extend(fleet: Fleet, args: argparse.Namespace) -> int:
-    info = await fleet.extend_server(valid(names_adapter, args.name), valid(ttls_adapter, args.ttl))
+    info = worded(await fleet.extend_server(valid(names_adapter, args.name), valid(ttls_adapter, args.ttl),
+                                            shorten=args.shorten))
     if args.json:
         dump(info)
     else:
         out.print(f"{info.name} now expires at {info.expires_at} ({info.time_left} left)")
+        if info.warning:
+            err.print(info.warning, style="yellow")
+    return 0
+
+
+async def cmd_fork(fleet: Fleet, args: argparse.Namespace) -> int:
+    names = [valid(names_adapter, n) for n in args.names]
+    result = worded(await fleet.fork_server(valid(names_adapter, args.source), names, branches=args.branches,
+                                            ttl_s=valid(ttls_adapter, args.ttl) if args.ttl else None))
+    if args.json:
+        dump(result)
+    else:
+        if result.forks:
+            out.print(servers_table(result.forks, title=f"forks of {result.source}"))
+        for failure in result.failed:
+            err.print(f"[red]fork {failure.name} failed:[/] {failure.error}")
+        if result.jobs_not_copied:
+            err.print(f"not copied (running on {result.source}): jobs {', '.join(result.jobs_not_copied)}")
+        err.print(result.note)
+    return 1 if result.failed else 0
+
+
+async def cmd_pool(fleet: Fleet, args: argparse.Namespace) -> int:
+    made = await fleet.fill_pools() if args.pool_verb == "fill" else []
+    status = await fleet.pool_status()
+    if args.json:
+        dump(status)
+        return 0
+    if not status.profiles:
+        err.print("no warm pools: add [pool.<profile>] tables (count, size, agent, ttl) to the config file")
+        return 0
+    table = Table(title="warm pools")
+    for col in ("profile", "provider", "count", "ready", "starting", "boxes"):
+        table.add_column(col)
+    for p in status.profiles:
+        table.add_row(p.profile, p.provider, str(p.count), str(p.ready), str(p.starting),
+                      p.off or (", ".join(p.boxes) or "-"))
+    out.print(table)
+    if made:
+        err.print(f"started {len(made)}: {', '.join(made)}")
     return 0
 
 
@@ -154,6 +249,12 @@ async def cmd_burn(fleet: Fleet, args: argparse.Namespace) -> int:
         if not args.yes:
             raise InvalidInput("burn --all destroys every live box of this owner; add --yes to confirm")
         names = [s.name for s in (await fleet.list_servers()).servers]
+        if not names:
+            if args.json:
+                dump({"results": [], "refused": []})
+            else:
+                err.print("no live boxes to burn")
+            return 0
     else:
         if not args.names:
             raise InvalidInput("give box names to burn, or --all --yes")
@@ -174,9 +275,9 @@ async def cmd_burn(fleet: Fleet, args: argparse.Namespace) -> int:
         dump({"results": [r.model_dump(mode="json") for r in results], "refused": refused})
     else:
         for r in results:
-            out.print(r.message, markup=False)
+            out.print(r.message)
     for text in refused:
-        err.print(f"[red]error:[/] {text}")
+        err.print(error_line(text))
     return 1 if refused else 0
 
 
@@ -235,7 +336,7 @@ async def cmd_forward(fleet: Fleet, args: argparse.Namespace) -> int:
     # one line (JSON or the URL) at once, for whoever reads the output of this long-running command
     sys.stdout.write((fwd.model_dump_json() if args.json else fwd.url) + "\n")
     sys.stdout.flush()
-    err.print(f"[dim]{name}:{fwd.port} -> {fwd.local_host}:{fwd.local_port}; Ctrl-C to stop[/]")
+    err.print(f"{name}:{fwd.port} -> {fwd.local_host}:{fwd.local_port}; Ctrl-C to stop", style="dim")
     stopped = False
     async with anyio.create_task_group() as tg:
         async def on_signal() -> None:
@@ -257,7 +358,7 @@ async def cmd_forward(fleet: Fleet, args: argparse.Namespace) -> int:
     await fleet.close_forward(name)
     if stopped:
         return 0
-    err.print(f"[red]the forward ended: {name!r} burned or its SSH connection was lost[/]")
+    err.print(f"the forward ended: {name!r} burned or its SSH connection was lost", style="red")
     return 1
 
 
@@ -266,15 +367,15 @@ async def cmd_diff(fleet: Fleet, args: argparse.Namespace) -> int:
     if args.json:
         dump(result)
         return 0
-    err.print(f"[dim]{result.server}: {result.branch or '-'} at {(result.head_commit or '-')[:12]}, "
-              f"base {result.base_commit[:12]}[/]")
+    err.print(f"{result.server}: {result.branch or '-'} at {(result.head_commit or '-')[:12]}, "
+              f"base {result.base_commit[:12]}", style="dim")
     for commit in result.commits:
-        err.print(f"[yellow]{commit}[/]")
+        err.print(commit, style="yellow")
     out.print(result.stat or "no changes against the base commit")
     if result.diff:
         sys.stdout.write("\n" + result.diff)
     if result.truncated and not args.stat:
-        err.print(f"[yellow]diff cut at {args.max_bytes} of {result.diff_bytes} bytes; raise --max-bytes[/]")
+        err.print(f"diff cut at {args.max_bytes} of {result.diff_bytes} bytes; raise --max-bytes", style="yellow")
     return 0
 
 
@@ -295,7 +396,7 @@ async def cmd_agent(fleet: Fleet, args: argparse.Namespace) -> int:
               "status": status.model_copy(update={"stdout": stdout, "stderr": stderr}).model_dump(mode="json")})
     else:
         err.print(job_line(started.job_id, status))
-    return 0 if status.state == "succeeded" else 1
+    return job_exit(status)
 
 
 async def cmd_fetch(fleet: Fleet, args: argparse.Namespace) -> int:
@@ -309,10 +410,10 @@ async def cmd_fetch(fleet: Fleet, args: argparse.Namespace) -> int:
     for c in got.commits:
         out.print(f"  {c.id} {c.subject}")
     if got.diffstat:
-        out.print(got.diffstat, markup=False, highlight=False)
+        out.print(got.diffstat)
     for text in (got.warning, got.hint):
         if text:
-            err.print(f"[dim]{text}[/]", markup=True)
+            err.print(text, style="dim")
     return 0
 
 
@@ -329,26 +430,19 @@ async def cmd_compare(fleet: Fleet, args: argparse.Namespace) -> int:
         out.print(f"{box.server} ({box.branch or 'detached'}): {box.ahead} ahead{dirty}; {len(box.files)} file(s); "
                   f"last job {box.last_job or '-'}; {box.time_left or '-'} left")
         for name in box.files:
-            out.print(f"  {name}", markup=False, highlight=False)
+            out.print(f"  {name}")
     for overlap in result.overlaps:
-        out.print(f"overlap {' and '.join(overlap.servers)}: {', '.join(overlap.files)}", markup=False)
+        out.print(f"overlap {' and '.join(overlap.servers)}: {', '.join(overlap.files)}")
     if not result.overlaps:
         out.print("no two boxes touch the same file")
     if result.hint:
-        err.print(f"[dim]{result.hint}[/]")
+        err.print(result.hint, style="dim")
     return 0
 
 
 async def cmd_land(fleet: Fleet, args: argparse.Namespace) -> int:
     outcome = await fleet.land([valid(names_adapter, n) for n in args.names], into=args.into, repo=args.repo)
-    if args.json:
-        dump(dataclasses.asdict(outcome) | {"ok": outcome.ok})
-    else:
-        out.print(outcome.summary(), markup=False)
-        if not outcome.ok:
-            out.print(f"the merge of {outcome.conflict_box} was aborted; {outcome.repo} is clean; not tried: "
-                      f"{', '.join(outcome.not_tried) or '-'}", markup=False)
-    return 0 if outcome.ok else 1
+    return land_outcome(outcome, args.json)
 
 
 async def cmd_push(fleet: Fleet, args: argparse.Namespace) -> int:
@@ -356,5 +450,5 @@ async def cmd_push(fleet: Fleet, args: argparse.Namespace) -> int:
     if args.json:
         dump(result)
     else:
-        out.print(result.message, markup=False)
+        out.print(result.message)
     return 0

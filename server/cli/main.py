@@ -15,7 +15,7 @@ from providers.base import ProviderError
 from server.cli import commands
 from server.cli.parser import build_parser
 from server.cli.plans import cmd_plan_cancel, cmd_plan_check, cmd_plan_land, cmd_plan_run, cmd_plan_status
-from server.cli.render import err, error_text
+from server.cli.render import err, error_line, error_text
 from server.cli.secrets import cmd_secret
 from server.cli.up import cmd_demo, cmd_image, cmd_up
 from server.config import Settings, load_settings
@@ -28,6 +28,7 @@ COMMANDS: dict[str, Callable[[Fleet, argparse.Namespace], Awaitable[int]]] = {
     "demo": cmd_demo, "image": cmd_image, "logs": commands.cmd_logs, "ssh": commands.cmd_ssh, "diff": commands.cmd_diff,
     "agent": commands.cmd_agent, "fetch": commands.cmd_fetch, "compare": commands.cmd_compare,
     "land": commands.cmd_land, "push": commands.cmd_push, "forward": commands.cmd_forward,
+    "fork": commands.cmd_fork, "pool": commands.cmd_pool,
 }
 
 PLAN_COMMANDS: dict[str, Callable[[Fleet, argparse.Namespace], Awaitable[int]]] = {
@@ -40,22 +41,36 @@ def cmd_mcp(settings: Settings, args: argparse.Namespace) -> int:
     if not args.http and sys.stdin.isatty():
         err.print("boxforge mcp speaks MCP on stdio: an MCP client starts it, e.g. register it with\n"
                   "  claude mcp add boxforge -- boxforge mcp\n"
-                  "(or serve HTTP with boxforge mcp --http). Ctrl-C ends it.", markup=False)
+                  "(or serve HTTP with boxforge mcp --http). Ctrl-C ends it.")
 
     configure_logging(settings)
-    server = build_server(settings)
     if not args.http:
-        server.run("stdio")
+        build_server(settings).run("stdio")
         return 0
+    from server.board.hub import BoardHub
     from server.mcp.http import serve
 
-    anyio.run(lambda: serve(server, host=args.host, port=args.port, env=os.environ))
+    hub = None if args.no_board else BoardHub()
+    server = build_server(settings, board=hub)
+    anyio.run(lambda: serve(server, host=args.host, port=args.port, env=os.environ, board_hub=hub))
+    return 0
+
+
+def cmd_board(settings: Settings, args: argparse.Namespace) -> int:
+    from server.board.serve import serve_board
+
+    anyio.run(lambda: serve_board(settings, host=args.host, port=args.port, no_auth=args.no_auth, env=os.environ))
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if args.verb == "run":  # an option of the command's own (ls -la) read as one of run's
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}; quote the command "
+                         f"(boxforge run NAME '{' '.join(args.command + unknown)}') or put it after --")
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.verb is None:
         parser.print_help()
         return 0
@@ -63,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         if args.verb == "mcp":
             return cmd_mcp(settings, args)
+        if args.verb == "board":
+            return cmd_board(settings, args)
         if args.verb == "secret":
             return cmd_secret(settings, args)
         if args.verb == "plan" and args.plan_verb == "check":
@@ -78,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return anyio.run(run)
     except (ForgeError, ProviderError) as exc:
-        err.print(f"[red]error:[/] {error_text(exc)}")
+        err.print(error_line(error_text(exc)))
         return 1
     except KeyboardInterrupt:
         return 130

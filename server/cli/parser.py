@@ -41,13 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", help="OS image (cloud providers)")
     p.add_argument("--egress", choices=("nat", "none"), help="outbound internet for local boxes (default nat)")
 
-    p = add("run", "run a command on a box")
+    p = add("run", "run a command on a box: boxforge run NAME 'make test && make lint' (one quoted shell line), "
+                   "or its words unquoted (boxforge run NAME make test; after -- when they start with -)")
     p.add_argument("name")
-    p.add_argument("command")
+    p.add_argument("command", nargs="+", help="the command: one shell line, or a command's words")
     p.add_argument("--background", action="store_true", help="start it and print the job id")
-    p.add_argument("--timeout", type=float, help="seconds to wait before leaving it running (default 50)")
+    p.add_argument("--timeout", type=float, help="seconds to wait before leaving it running as a job (default 50; "
+                                                 "then exit 124 with the job id)")
     p.add_argument("--cwd", help="working dir (relative to the project dir)")
-    p.add_argument("--kill-on-timeout", action="store_true")
+    p.add_argument("--kill-on-timeout", action="store_true", help="kill it at --timeout instead (exit 124)")
     p.add_argument("--env", action="append", default=[], metavar="NAME", help=ENV_HELP)
 
     p = add("jobs", "list jobs")
@@ -72,9 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", "-f", action="store_true", help="stream the agent's output until it ends")
     p.add_argument("--env", action="append", default=[], metavar="NAME", help=ENV_HELP)
     add("ls", "list live boxes")
-    p = add("extend", "push a box's expiry")
+    p = add("extend", "set a box to expire TTL from now (90m, 2h, 1d)")
     p.add_argument("name")
     p.add_argument("ttl")
+    p.add_argument("--shorten", action="store_true", help="allow a TTL that brings the expiry earlier")
     p = add("burn", "destroy boxes")
     p.add_argument("names", nargs="*")
     p.add_argument("--all", action="store_true", help="every live box of this owner")
@@ -102,6 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local-port", type=int, help="local port (default: a free one; 1024-65535)")
     p.add_argument("--bind", default="127.0.0.1", help="local address to listen on (default 127.0.0.1: this machine "
                                                        "only; another address exposes the box's port to its network)")
+    p = add("fork", "new boxes that start as a copy of a ready box's files (checkout, installed tools, caches), "
+                    "each with its own keys, TTL and branch; the source's running jobs are not copied")
+    p.add_argument("source")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("--branch", action="append", metavar="BRANCH", dest="branches",
+                   help="the fork's branch, started at the source's HEAD; one per NAME, in order (default: "
+                        "SOURCE-BRANCH-NAME)")
+    p.add_argument("--ttl", help="time to live of each fork: 90m, 2h, 1d (default 2h)")
+    p = add("pool", "warm pools ([pool.<profile>] in the config file): status shows each profile's ready boxes; "
+                    "fill starts the missing ones now and waits for them (the MCP server keeps them filled)")
+    p.add_argument("pool_verb", choices=("status", "fill"))
     p = add("reap", "destroy expired boxes now (--loop: keep doing it, for systemd or cron)")
     p.add_argument("--loop", action="store_true")
     p = add("image", "the base image of local boxes: build it now, or list what is cached")
@@ -140,10 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
                              description="cancel a plan")
     px.add_argument("plan_id")
     px.add_argument("--json", action="store_true", help="print one JSON document")
+    p = add("board", "a live web page of the fleet, jobs, review queue and plans (prints its URL with a one-time "
+                     "login token)", json_flag=False)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8766, help="port (default 8766; 0: a free one)")
+    p.add_argument("--no-auth", action="store_true", help="no login token (loopback only): any page or program on "
+                                                          "this machine can then use the board")
     p = add("mcp", "serve MCP over stdio (for Claude Code: claude mcp add boxforge -- boxforge mcp), or over "
                    "streamable HTTP with --http", json_flag=False)
     p.add_argument("--http", action="store_true", help="serve streamable HTTP at http://HOST:PORT/mcp")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1); except on 127.0.0.1 and ::1 a "
-                                                      "bearer token is required (BOXFORGE_HTTP_TOKEN or generated)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1); except on 127.0.0.1 "
+                                                      "and ::1 a bearer token is required (BOXFORGE_HTTP_TOKEN or "
+                                                      "generated)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    p.add_argument("--no-board", action="store_true", help="do not serve the board at /board")
     return parser

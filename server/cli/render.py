@@ -1,24 +1,34 @@
 """What the CLI prints: JSON documents, tables, and hints and errors in CLI words (``boxforge logs
-j-... --follow``), never in MCP words. Progress and hints go to stderr; results to stdout."""
+j-... --follow``), never in MCP words. Progress and hints go to stderr; results to stdout.
+
+Both consoles have Rich markup off: whatever a box, a command or a user wrote (``[bootstrap]``, ``[red]``)
+shows as typed; styles are given as ``style=`` or ``Text`` spans, never as markup in a string. A table on a
+terminal keeps its key columns whole and drops the others that do not fit; piped, nothing is cut."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from server.domain.durations import format_duration
 from server.domain.hints import Hint, HintKind
 from server.errors import ForgeError, InvalidInput
 from server.schemas import JobStatusResult, ServerInfo, render_hints
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+if TYPE_CHECKING:
+    from server.git.land import LandOutcome
+
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+PIPED_WIDTH = 100_000  # a table written to a pipe or file is as wide as its cells: never cut
 
 _WORDS: dict[HintKind, Callable[[Hint], str]] = {
     HintKind.FORGING: lambda h: f"forging in the background: watch boxforge ls until {h.server!r} is ready",
@@ -51,6 +61,9 @@ _WORDS: dict[HintKind, Callable[[Hint], str]] = {
                                  "them in that order",
     HintKind.BURN_UNHARVESTED: lambda h: f"boxforge burn {h.server} --no-harvest burns it without",
     HintKind.KEY_TAKEN: lambda h: f"the first job's output: boxforge logs {h.job_id}; use a new key",
+    HintKind.BOX_BUSY: lambda h: (f"every SSH session to {h.server} was held by other commands until just before "
+                                  f"the timeout ({h.wait_s or 0:.0f}s); it runs on: follow it with boxforge logs "
+                                  f"{h.job_id} --follow, and run fewer commands at once on this box"),
 }
 
 
@@ -92,9 +105,8 @@ def _money(value: float | None) -> str:
     return f"{value:.4f}" if value is not None else "-"
 
 
-def _left(s: ServerInfo) -> str:
-    left = s.time_left or "-"
-    return f"[yellow]{left}[/]" if s.warning and s.state == "ready" else left
+def _left(s: ServerInfo) -> Text:
+    return Text(s.time_left or "-", style="yellow" if s.warning and s.state == "ready" else "")
 
 
 def _agent(s: ServerInfo) -> str:
@@ -106,24 +118,123 @@ def _agent(s: ServerInfo) -> str:
     return f"{s.agent} {s.agent_version} (node {s.node_version}, {s.node_source})"
 
 
-def servers_table(servers: Sequence[ServerInfo], title: str | None = None) -> Table:
-    table = Table(title=title)
-    priced = any(s.price_per_hour is not None for s in servers)  # cloud boxes: show what they cost
-    sized = any(s.size for s in servers)
-    agents = any(s.agent not in (None, "none") for s in servers)
-    for col in ("name", "state", "address", *(("size",) if sized else ()), *(("agent",) if agents else ()), "branch",
-                "time left", "project dir", *(("€/h", "cost") if priced else ())):
-        table.add_column(col)
-    for s in servers:
-        state = s.state if not s.error else f"{s.state}: {s.error[:60]}"
-        row = [s.name, state, s.address or "-", *((s.size or "-",) if sized else ()),
-               *((_agent(s),) if agents else ()), s.branch or "-", _left(s), s.project_dir or "-"]
-        if priced:
-            row += [_money(s.price_per_hour), _money(s.cost_so_far)]
-        table.add_row(*row)
-    return table
+def fitted(build: Callable[[Sequence[str]], Table], optional: Sequence[str], console: Console | None = None) -> Table:
+    """The table ``build`` makes, without as many of the ``optional`` columns (dropped in the order given) as it
+    takes to fit the terminal; piped output keeps them all, uncut. ``build`` gets the columns to leave out."""
+    console = console or out
+    if not console.is_terminal:
+        return build(())
+    dropped: list[str] = []
+    made = build(dropped)
+    for column in optional:
+        if console.measure(made).maximum <= console.width:
+            break
+        dropped.append(column)
+        made = build(dropped)
+    return made
 
 
-def job_line(job_id: str, status: JobStatusResult) -> str:
+def print_table(table: Table, console: Console | None = None) -> None:
+    """A table on the console; written to a pipe or a file, at its full width (nothing wrapped or cut)."""
+    console = console or out
+    if console.is_terminal:
+        console.print(table)
+        return
+    piped = Console(file=console.file, width=PIPED_WIDTH, markup=False, highlight=False, color_system=None)
+    piped.print(table, crop=False)
+
+
+SERVER_KEY_COLUMNS = ("name", "state", "address", "time left")  # kept whole at any width
+SERVER_OPTIONAL_COLUMNS = ("project dir", "cost", "€/h", "branch", "agent", "size")  # dropped first to last
+
+
+Cell = str | Text
+T = TypeVar("T")
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[Cell]], *, title: str | None = None,
+          **options: Any) -> Table:
+    """A table of ``rows`` under ``columns`` (``options``: Rich's Table options, e.g. ``title_justify``)."""
+    made = Table(title=title, **options)
+    for col in columns:
+        made.add_column(col)
+    for row in rows:
+        made.add_row(*row)
+    return made
+
+
+def column_table(items: Sequence[T], columns: Mapping[str, Callable[[T], Cell]], optional: Sequence[str] = (), *,
+                 whole: Collection[str] = (), whole_headers: bool = False, title: str | None = None,
+                 console: Console | None = None) -> Table:
+    """One row per item, one column per ``columns`` entry (its header -> the item's cell), ``fitted`` to the
+    terminal by dropping ``optional`` columns; the ``whole`` columns never wrap, the others fold (with
+    ``whole_headers``, never narrower than their header)."""
+
+    def build(dropped: Sequence[str]) -> Table:
+        kept = [c for c in columns if c not in dropped]
+        made = Table(title=title)
+        for col in kept:
+            narrowest = len(col) if whole_headers and col not in whole else None
+            made.add_column(col, no_wrap=col in whole, overflow="fold", min_width=narrowest)
+        for item in items:
+            made.add_row(*(columns[c](item) for c in kept))
+        return made
+
+    return fitted(build, optional, console)
+
+
+_SERVER_COLUMNS: dict[str, Callable[[ServerInfo], Cell]] = {
+    "name": lambda s: s.name,
+    "state": lambda s: s.state if not s.error else f"{s.state}: {s.error}",
+    "address": lambda s: s.address or "-",
+    "size": lambda s: s.size or "-",
+    "agent": _agent,
+    "branch": lambda s: s.branch or "-",
+    "time left": _left,
+    "project dir": lambda s: s.project_dir or "-",
+    "€/h": lambda s: _money(s.price_per_hour),
+    "cost": lambda s: _money(s.cost_so_far),
+}
+
+
+def servers_table(servers: Sequence[ServerInfo], title: str | None = None, console: Console | None = None) -> Table:
+    """Boxes, one per row. At 80 columns: name, state, address (user@host:port) and time left stay whole.
+    Size, agent and prices are columns only when some box has them (prices: cloud boxes)."""
+    priced = any(s.price_per_hour is not None for s in servers)
+    shown = {"size": any(s.size for s in servers), "agent": any(s.agent not in (None, "none") for s in servers),
+             "€/h": priced, "cost": priced}
+    columns = {col: cell for col, cell in _SERVER_COLUMNS.items() if shown.get(col, True)}
+    whole = [c for c in SERVER_KEY_COLUMNS if c != "state"]  # a long state (an error) folds instead
+    return column_table(servers, columns, SERVER_OPTIONAL_COLUMNS, whole=whole, whole_headers=True, title=title,
+                        console=console)
+
+
+def land_outcome(outcome: LandOutcome, as_json: bool) -> int:
+    """Print what a land did (``boxforge land``, ``boxforge plan land``); the exit status: 1 on a conflict."""
+    if as_json:
+        dump(dataclasses.asdict(outcome) | {"ok": outcome.ok})
+    else:
+        out.print(outcome.summary())
+        if not outcome.ok:
+            out.print(f"the merge of {outcome.conflict_box} was aborted; {outcome.repo} is clean; not tried: "
+                      f"{', '.join(outcome.not_tried) or '-'}")
+    return 0 if outcome.ok else 1
+
+
+def expiry_warnings(servers: Sequence[ServerInfo]) -> list[str]:
+    """One line per ready box that is about to expire (or has another warning), for stderr under a table."""
+    return [f"{s.name}: {s.warning}" for s in servers if s.warning]
+
+
+def job_line(job_id: str, status: JobStatusResult) -> Text:
     code = "" if status.exit_code is None else f" (exit {status.exit_code})"
-    return f"[dim]{job_id}: {status.state}{code}[/]"
+    return Text(f"{job_id}: {status.state}{code}", style="dim")
+
+
+def error_line(text: str, label: str = "error:") -> Text:
+    """``error: TEXT`` with the label in red and the text as typed."""
+    return Text.assemble((label, "red"), " ", text)
+
+
+def styled(text: str, style: str) -> Text:
+    return Text(text, style=style)

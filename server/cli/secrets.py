@@ -26,9 +26,9 @@ def cmd_secret(settings: Settings, args: argparse.Namespace) -> int:
         if args.json:
             out.print_json(data={"names": names})
         elif names:
-            out.print("\n".join(names), markup=False)
+            out.print("\n".join(names))
         else:
-            err.print("no secrets stored; add one with boxforge secret set NAME", markup=False)
+            err.print("no secrets stored; add one with boxforge secret set NAME")
         return 0
     if not args.name:
         raise InvalidInput(f"boxforge secret {args.action} needs a NAME, e.g. boxforge secret {args.action} "
@@ -40,11 +40,11 @@ def cmd_secret(settings: Settings, args: argparse.Namespace) -> int:
             raise InvalidInput(f"no value given for {args.name}: type it at the prompt or pipe it in "
                                f"(printf %s \"$VALUE\" | boxforge secret set {args.name})")
         store.set(args.name, value)
-        err.print(f"stored {args.name} in {store.path} (0600); pass it with env_from or --env-from {args.name}",
-                  markup=False)
+        err.print(f"stored {args.name} in {store.path} (0600); pass it with --env {args.name} "
+                  "(boxforge up, run, agent) or env_from over MCP")
         return 0
     if store.remove(args.name):
-        err.print(f"removed {args.name}", markup=False)
+        err.print(f"removed {args.name}")
         return 0
-    err.print(f"no secret named {args.name}; boxforge secret ls lists them", markup=False)
+    err.print(f"no secret named {args.name}; boxforge secret ls lists them")
     return 1

@@ -15,9 +15,10 @@ from pydantic import TypeAdapter
 from rich.console import RenderableType
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from providers.base import ProviderError
-from server.cli.render import dump, err, error_text, out, valid, worded
+from server.cli.render import Cell, dump, err, error_text, out, print_table, table, valid, worded
 from server.domain.durations import check_ttl_within
 from server.domain.hints import Hint, HintKind
 from server.domain.names import name_from_branch
@@ -56,16 +57,15 @@ class _UpProgress:
         self.rows = rows
 
     def __rich__(self) -> RenderableType:
-        table = Table(title="forging boxes", title_justify="left")
-        for col in ("box", "branch", "step", "", "elapsed"):
-            table.add_column(col)
-        for row in self.rows:
-            index = CREATE_STEPS.index(row.step) + 1 if row.step in CREATE_STEPS else 0
-            bar = "■" * index + "□" * (len(CREATE_STEPS) - index)
-            style = {"ready": "green", "failed": "red", "waiting": "dim"}.get(row.state, "cyan")
-            table.add_row(row.name, row.branch or "-", f"[{style}]{row.step}[/]", f"[{style}]{bar}[/]",
-                          f"{row.elapsed:5.1f}s")
-        return table
+        return table(("box", "branch", "step", "", "elapsed"), (self._row(row) for row in self.rows),
+                     title="forging boxes", title_justify="left")
+
+    @staticmethod
+    def _row(row: _Row) -> tuple[Cell, ...]:
+        index = CREATE_STEPS.index(row.step) + 1 if row.step in CREATE_STEPS else 0
+        bar = "■" * index + "□" * (len(CREATE_STEPS) - index)
+        style = {"ready": "green", "failed": "red", "waiting": "dim"}.get(row.state, "cyan")
+        return row.name, row.branch or "-", Text(row.step, style=style), Text(bar, style=style), f"{row.elapsed:5.1f}s"
 
 
 def env_names(names: Sequence[str]) -> list[str]:
@@ -102,7 +102,7 @@ async def _forge_row(fleet: Fleet, args: argparse.Namespace, row: _Row, limiter:
     async def progress(step: str, index: int, total: int) -> None:
         row.step, row.state = step, "working"
         if not args.json and not live:
-            err.print(f"[dim]{time.monotonic() - started:6.1f}s[/] {row.name}: {step}")
+            err.print(Text.assemble((f"{time.monotonic() - started:6.1f}s", "dim"), f" {row.name}: {step}"))
 
     async with limiter:
         row.started, row.state = time.monotonic(), "working"
@@ -117,18 +117,17 @@ async def _forge_row(fleet: Fleet, args: argparse.Namespace, row: _Row, limiter:
 
 def _up_table(rows: list[_Row], started: float) -> Table:
     made = [r for r in rows if isinstance(r.result, ServerInfo)]
-    table = Table(title=f"{len(made)} of {len(rows)} box(es) up in {time.monotonic() - started:.1f}s")
-    for col in ("name", "state", "took", "address", "size", "branch", "agent", "time left", "project dir"):
-        table.add_column(col)
-    for row in rows:
-        s = row.result
-        if isinstance(s, ServerInfo):
-            table.add_row(row.name, "[green]ready[/]", f"{row.elapsed:.1f}s", s.address or "-", s.size or "-",
-                          s.branch or "-", s.agent or "-", s.time_left or "-", s.project_dir or "-")
-        else:
-            table.add_row(row.name, "[red]failed[/]", f"{row.elapsed:.1f}s", "-", "-", row.branch or "-", "-", "-",
-                          "-")
-    return table
+    return table(("name", "state", "took", "address", "size", "branch", "agent", "time left", "project dir"),
+                 (_up_row(row) for row in rows),
+                 title=f"{len(made)} of {len(rows)} box(es) up in {time.monotonic() - started:.1f}s")
+
+
+def _up_row(row: _Row) -> tuple[Cell, ...]:
+    s, took = row.result, f"{row.elapsed:.1f}s"
+    if not isinstance(s, ServerInfo):
+        return row.name, Text("failed", style="red"), took, "-", "-", row.branch or "-", "-", "-", "-"
+    return (row.name, Text("ready", style="green"), took, s.address or "-", s.size or "-", s.branch or "-",
+            s.agent or "-", s.time_left or "-", s.project_dir or "-")
 
 
 async def cmd_up(fleet: Fleet, args: argparse.Namespace) -> int:
@@ -159,12 +158,12 @@ def _up_report(rows: list[_Row], failed: dict[str, Any], started: float, as_json
         dump({"servers": [r.result.model_dump(mode="json") for r in rows if isinstance(r.result, ServerInfo)],
               "failed": failed})
         return
-    out.print(_up_table(rows, started))
+    print_table(_up_table(rows, started))
     for row in rows:
         for warning in row.result.warnings or [] if isinstance(row.result, ServerInfo) else []:
-            err.print(f"[yellow]{row.name}[/]: {warning}")
+            err.print(Text.assemble((row.name, "yellow"), f": {warning}"))
     for name, message in failed.items():
-        err.print(f"[red]{name}[/]: {message}")
+        err.print(Text.assemble((name, "red"), f": {message}"))
 
 
 async def _demo_box(fleet: Fleet, name: str) -> dict[str, Any]:
@@ -181,14 +180,10 @@ def _demo_report(names: list[str], rows: dict[str, dict[str, Any]], seconds: flo
     if as_json:
         dump({"boxes": [{"name": n, **rows[n]} for n in names], "seconds": round(seconds, 3)})
         return
-    table = Table(title=f"boxforge demo: {len(names)} boxes, {seconds:.1f}s")
-    for col in ("box", "address", "ready in", "job", "state", "exit", "last line"):
-        table.add_column(col)
-    for name in names:
-        r = rows[name]
-        table.add_row(name, r["address"], f"{r['ready_s']:.2f}s", r["job"], r["state"], str(r["exit"]),
-                      r["last_line"])
-    out.print(table)
+    print_table(table(("box", "address", "ready in", "job", "state", "exit", "last line"),
+                      ((n, rows[n]["address"], f"{rows[n]['ready_s']:.2f}s", rows[n]["job"], rows[n]["state"],
+                        str(rows[n]["exit"]), rows[n]["last_line"]) for n in names),
+                      title=f"boxforge demo: {len(names)} boxes, {seconds:.1f}s"))
 
 
 async def cmd_demo(fleet: Fleet, args: argparse.Namespace) -> int:
@@ -203,7 +198,7 @@ async def cmd_demo(fleet: Fleet, args: argparse.Namespace) -> int:
     if not await fleet.image_ready():
         # the first demo on a fresh machine: say so, and show the build going
         err.print("building the base image of local boxes first (once per machine, about a minute)...")
-        await fleet.build_image(lambda line: err.print(f"  {line}", markup=False, highlight=False))
+        await fleet.build_image(lambda line: err.print(f"  {line}"))
     try:
         if not args.json:
             out.print(f"forging {len(names)} local boxes in parallel...")
@@ -223,7 +218,7 @@ async def cmd_demo(fleet: Fleet, args: argparse.Namespace) -> int:
 async def cmd_image(fleet: Fleet, args: argparse.Namespace) -> int:
     """``boxforge image build``: build (or find) the base image now, with progress; ``image ls``: what is cached."""
     if args.image_verb == "build":
-        built = await fleet.build_image(lambda line: err.print(f"  {line}", markup=False, highlight=False),
+        built = await fleet.build_image(lambda line: err.print(f"  {line}"),
                                         provider=args.provider, force=args.force)
         images = [built]
     else:
@@ -235,5 +230,5 @@ async def cmd_image(fleet: Fleet, args: argparse.Namespace) -> int:
         out.print("no image cached yet: boxforge image build (or the first create builds it)")
     for img in images:
         took = f", built in {img['build_s']:.0f}s" if img.get("build_s") else ""
-        out.print(f"{img['name']}  {img['rootfs']}  ({img['source']}{took})", markup=False, highlight=False)
+        out.print(f"{img['name']}  {img['rootfs']}  ({img['source']}{took})")
     return 0

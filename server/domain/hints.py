@@ -34,6 +34,7 @@ class HintKind(enum.StrEnum):
     COMPARED = "compared"  #: boxes compared: fetch and land them in an order
     BURN_UNHARVESTED = "burn_unharvested"  #: the harvest failed: burn anyway only on purpose
     KEY_TAKEN = "key_taken"  #: an idempotency key names another request's job: read that job, or use a new key
+    BOX_BUSY = "box_busy"  #: every session to the box was taken until the deadline: the command runs on as a job
 
 
 @dataclass(frozen=True)

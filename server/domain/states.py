@@ -55,3 +55,17 @@ class CreateStep(enum.StrEnum):
 
 
 CREATE_STEPS: tuple[str, ...] = tuple(step.value for step in CreateStep)
+
+
+class ReviewState(enum.StrEnum):
+    """Where a box's work stands in the board's review queue (the ``reviews.state`` column)."""
+
+    UNREVIEWED = "unreviewed"  #: work to look at (the default of a box with commits or changes)
+    REVIEWED = "reviewed"  #: a person has looked at the diff
+    APPROVED = "approved"  #: ready to land
+    CHANGES_REQUESTED = "changes_requested"  #: sent back, with a note the box's agent can be given
+    LANDED = "landed"  #: merged into the target branch by a land from the board
+
+
+#: the states a person may set from the board; ``landed`` is set only by a land that merged the box
+REVIEW_SETTABLE = (ReviewState.UNREVIEWED, ReviewState.REVIEWED, ReviewState.APPROVED, ReviewState.CHANGES_REQUESTED)

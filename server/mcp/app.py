@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +14,7 @@ import anyio
 from mcp.server import MCPServer
 
 from server import package_version
+from server.board.hub import BoardHub
 from server.config import Settings, load_settings
 from server.mcp.tools import build_tools
 from server.service import Fleet, open_resources
@@ -38,8 +39,9 @@ class AppContext:
     settings: Settings
 
 
-def build_server(settings: Settings | None = None) -> MCPServer[AppContext]:
-    """The boxforge MCP server; settings are loaded when it starts unless given."""
+def build_server(settings: Settings | None = None, *, board: BoardHub | None = None) -> MCPServer[AppContext]:
+    """The boxforge MCP server; settings are loaded when it starts unless given. ``board``: the board's hub
+    (``mcp --http`` serves the board at /board), run over the lifespan's fleet."""
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[Any]) -> AsyncIterator[AppContext]:
@@ -49,10 +51,13 @@ def build_server(settings: Settings | None = None) -> MCPServer[AppContext]:
             # creates with wait=false finish in tg, or are burned when the server stops
             fleet = Fleet(res, background=tg, wakeup=wakeup)
             await fleet.recover()
+            await fleet.plans.resume_orphans()  # plans whose orchestrator died go on here
             reaper = Reaper(fleet.reaping, wakeup, max_sleep_s=active.reaper_max_sleep_s)
             tg.start_soon(reaper.run_forever)
+            tg.start_soon(fleet.pool_filler.run_forever)  # warm pools (none unless the config has [pool.*])
             try:
-                yield AppContext(fleet=fleet, reaper=reaper, settings=active)
+                async with board.serving(fleet) if board is not None else nullcontext():
+                    yield AppContext(fleet=fleet, reaper=reaper, settings=active)
             finally:
                 tg.cancel_scope.cancel()
 

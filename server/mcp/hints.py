@@ -52,6 +52,10 @@ _WORDS: dict[HintKind, Callable[[Hint], str]] = {
     HintKind.COMPARED: lambda h: "vm_fetch each box, then merge them in an order that avoids the overlaps",
     HintKind.BURN_UNHARVESTED: lambda h: f"destroy_server(name='{h.server}', harvest=false) burns it without",
     HintKind.KEY_TAKEN: lambda h: f"the first job is vm_job_status(job_id='{h.job_id}'); send a new idempotency_key",
+    HintKind.BOX_BUSY: lambda h: (
+        f"every SSH session to {h.server!r} was held by other commands until just before timeout_s "
+        f"({h.wait_s or 0:.0f}s), so its end could not be waited for; it runs on: poll "
+        f"vm_job_status(job_id='{h.job_id}', wait_s=30), and run fewer commands at once on this box"),
 }
 
 

@@ -20,10 +20,13 @@ import secrets
 import socket
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcp.server import MCPServer
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from server.board.hub import BoardHub
 
 TOKEN_ENV = "BOXFORGE_HTTP_TOKEN"
 ALLOWED_HOSTS_ENV = "BOXFORGE_HTTP_ALLOWED_HOSTS"
@@ -180,14 +183,34 @@ class BodyLimit:
         await self.app(scope, receive, send)
 
 
-def http_app(mcp: MCPServer[Any], *, host: str, token: str | None, env: Mapping[str, str]) -> ASGIApp:
-    """The streamable HTTP app at /mcp, behind the Host/Origin allow-list and the bearer check."""
+class BoardRoute:
+    """Requests under /board go to the board (its own login: session cookie or the bearer token), the rest to
+    the MCP app; lifespan events go to the MCP app, whose lifespan also runs the board's hub."""
+
+    def __init__(self, mcp_app: ASGIApp, board: ASGIApp) -> None:
+        self.mcp_app = mcp_app
+        self.board = board
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] in ("http", "websocket") else ""
+        if path == "/board" or path.startswith("/board/"):
+            await self.board(scope, receive, send)
+        else:
+            await self.mcp_app(scope, receive, send)
+
+
+def http_app(mcp: MCPServer[Any], *, host: str, token: str | None, env: Mapping[str, str],
+             board: ASGIApp | None = None) -> ASGIApp:
+    """The streamable HTTP app at /mcp, behind the Host/Origin allow-list and the bearer check; ``board`` (the
+    board's app, with its own login) at /board behind the same Host/Origin allow-list."""
     if token is None and host not in NO_TOKEN_BINDS:
         raise ValueError(f"a bearer token is required when binding {host!r} (only 127.0.0.1 and ::1 go without)")
     app: ASGIApp = BodyLimit(mcp.streamable_http_app(streamable_http_path=MCP_PATH, host=host,
                                                      max_request_body_size=MAX_BODY_BYTES))
     if token:
         app = BearerAuth(app, token)
+    if board is not None:
+        app = BoardRoute(app, board)
     return HostGuard(app, allowed_host_names(host, env), wildcard=host in ("0.0.0.0", "::", ""))
 
 
@@ -243,8 +266,10 @@ def guarded_protocol(header_timeout_s: float, max_connections: int) -> type:
     return GuardedH11
 
 
-async def serve(mcp: MCPServer[Any], *, host: str, port: int, env: Mapping[str, str]) -> None:
-    """Serve until interrupted."""
+async def serve(mcp: MCPServer[Any], *, host: str, port: int, env: Mapping[str, str],
+                board_hub: BoardHub | None = None) -> None:
+    """Serve until interrupted; with ``board_hub``, the board at /board (login with the bearer token, or with a
+    one-time token printed here when the MCP server needs none)."""
     import resource
 
     import uvicorn
@@ -256,9 +281,20 @@ async def serve(mcp: MCPServer[Any], *, host: str, port: int, env: Mapping[str, 
         print(f"boxforge: bearer token (shown once; set {TOKEN_ENV} to choose your own): {token}", file=sys.stderr)
     elif token is None:
         print(f"boxforge: no token required on {host} (set BOXFORGE_HTTP_TOKEN to require one)", file=sys.stderr)
+    board = None
+    if board_hub is not None:
+        from server.board.app import board_app
+        from server.board.auth import BoardAuth
+
+        login = token or secrets.token_urlsafe(32)
+        board = board_app(board_hub, BoardAuth(login, one_time=token is None, bearer=token))
+        login_path = "/board/login?token=" + ("<the bearer token>)" if token else f"{login}, a one-time login)")
+        print(f"boxforge: the board at http://{shown_host}:{port}/board/ (sign in once per browser at {login_path}",
+              file=sys.stderr)
     header_timeout_s = float(env.get(HEADER_TIMEOUT_ENV) or DEFAULT_HEADER_TIMEOUT_S)
     cap = connection_cap(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-    config = uvicorn.Config(http_app(mcp, host=host, token=token, env=env), host=host, port=port, lifespan="on",
+    app = http_app(mcp, host=host, token=token, env=env, board=board)
+    config = uvicorn.Config(app, host=host, port=port, lifespan="on",
                             http=guarded_protocol(header_timeout_s, cap),
                             # asyncio accepts up to `backlog` sockets in one go: keep a burst within the fd budget
                             backlog=max(16, cap // 2),

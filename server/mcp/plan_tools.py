@@ -10,19 +10,20 @@ from pydantic import Field
 
 from server.mcp.common import fleet_of
 from server.plans.board import PlanBoard
-from server.plans.model import Plan
+from server.plans.model import TASK_ID_SCHEMA, Plan
 
 PlanId = Annotated[str, Field(pattern=r"^p-[0-9a-f]{10}$", description="The plan's id (p-...)")]
 
 
 async def plan_start(ctx: Context, plan: Plan) -> PlanBoard:
-    """Start a plan: tasks run on a pool of at most boxes.max boxes, each when its depends_on succeeded, on a box
-    seeded with its branch (a dependent's branch holds its prerequisites' work merged in dependency order); the
-    agent runs the task's prompt (or its command runs), then its check; a passing task's work is fetched home to
-    its branch in the user's repo. Validated first (unknown ids, cycles, predicted conflicts: two independent
-    tasks owning overlapping paths). The same plan sent again returns the running (or finished) one. Returns the
-    board with plan_id at once; follow it with plan_status(plan_id, wait_s=30)."""
+    """Run tasks on a pool of boxes, each once its depends_on succeeded, from its branch with their work merged:
+    the agent runs its prompt (or its command), then check; passing work comes home to its branch. Refused
+    before forging: unknown ids, cycles, independent tasks owning overlapping paths (docs/plans.md). Then
+    plan_status(plan_id, wait_s=30)."""
     return await fleet_of(ctx).plan_start(plan)
+
+
+plan_start.shared_defs = {"Id": TASK_ID_SCHEMA}  # type: ignore[attr-defined]  # the plan's name, task ids, depends_on
 
 
 async def plan_status(

@@ -146,8 +146,27 @@ class SurfaceTool(Tool):
                               structured_content=data)
 
 
-def make_tool(fn: Callable[..., Any], *, title: str, annotations: ToolAnnotations) -> SurfaceTool:
-    """A strict, compact tool from a thin tool function: its docstring is the description."""
+def share_defs(schema: dict[str, Any], shared: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each subschema equal to one of ``shared`` said once, in ``$defs``, and referred to where it recurs."""
+    refs = {json.dumps(sub, sort_keys=True): {"$ref": f"#/$defs/{name}"} for name, sub in shared.items()}
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = refs.get(json.dumps(node, sort_keys=True))
+        return ref if ref is not None else {key: walk(value) for key, value in node.items()}
+
+    out = walk(schema)
+    out["$defs"] = {**out.get("$defs", {}), **shared}
+    return out
+
+
+def make_tool(fn: Callable[..., Any], *, title: str, annotations: ToolAnnotations,
+              shared: dict[str, dict[str, Any]] | None = None) -> SurfaceTool:
+    """A strict, compact tool from a thin tool function: its docstring is the description; ``shared``
+    subschemas are said once (``share_defs``)."""
     tool = SurfaceTool.from_function(fn, name=fn.__name__, title=title, description=inspect.cleandoc(fn.__doc__ or ""),
                                      annotations=annotations, structured_output=True)
     loose = tool.fn_metadata.arg_model
@@ -156,6 +175,8 @@ def make_tool(fn: Callable[..., Any], *, title: str, annotations: ToolAnnotation
                                              "__module__": loose.__module__})
     tool.fn_metadata.arg_model = strict
     tool.parameters = _without_null(compact_schema(strict.model_json_schema(by_alias=True)), _omittable(strict))
+    if shared:
+        tool.parameters = share_defs(tool.parameters, shared)
     if tool.fn_metadata.output_schema is not None:
         tool.fn_metadata.output_schema = compact_schema(tool.fn_metadata.output_schema)
     return tool

@@ -12,32 +12,31 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from server.domain.inputs import ENV_NAME_RE
+from server.plans.require import check_requirement
 from server.schemas import TtlSeconds
 
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _REF_BAD = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
 
+_WHOLE_RULES: tuple[tuple[object, str], ...] = (
+    (lambda v: not v, "it is empty"),
+    (lambda v: len(v) > 200, "it is longer than 200 characters"),
+    (lambda v: v.startswith("-"), "it starts with '-'"),
+    (lambda v: v in ("HEAD", "@"), "it is reserved (HEAD, @)"),
+    (lambda v: bool(_REF_BAD.search(v)), "it holds a space, a control character or one of ~ ^ : ? * [ \\"),
+    (lambda v: ".." in v, "it holds '..'"),
+    (lambda v: "@{" in v, "it holds '@{'"),
+    (lambda v: v.startswith("/") or v.endswith("/") or "//" in v, "it starts or ends with '/' or holds '//'"),
+    (lambda v: v.endswith("."), "it ends with '.'"),
+)
+
+
 def git_branch_problem(value: str) -> str | None:
     """Why ``git check-ref-format --branch`` refuses ``value``, or None (the same rules, without a process)."""
-    if not value:
-        return "it is empty"
-    if len(value) > 200:
-        return "it is longer than 200 characters"
-    if value.startswith("-"):
-        return "it starts with '-'"
-    if value == "HEAD" or value == "@":
-        return f"{value!r} is reserved"
-    if _REF_BAD.search(value):
-        return "it holds a space, a control character or one of ~ ^ : ? * [ \\"
-    if ".." in value:
-        return "it holds '..'"
-    if "@{" in value:
-        return "it holds '@{'"
-    if value.startswith("/") or value.endswith("/") or "//" in value:
-        return "it starts or ends with '/' or holds '//'"
-    if value.endswith("."):
-        return "it ends with '.'"
+    for rule, problem in _WHOLE_RULES:
+        if rule(value):  # type: ignore[operator]
+            return problem
     for part in value.split("/"):
         if part.startswith("."):
             return f"the component {part!r} starts with '.'"
@@ -61,24 +60,23 @@ def _check_task_id(value: str) -> str:
 
 
 GitBranch = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_check_git_branch)]
-TaskId = Annotated[str, Field(min_length=1, max_length=63, json_schema_extra={"pattern": TASK_ID_RE.pattern}),
-                   AfterValidator(_check_task_id)]
+TASK_ID_SCHEMA = {"pattern": TASK_ID_RE.pattern, "type": "string"}  # said once in plan_start's schema
+TaskId = Annotated[str, Field(json_schema_extra={"pattern": TASK_ID_RE.pattern}), AfterValidator(_check_task_id)]
 OwnedGlob = Annotated[str, Field(min_length=1, max_length=512)]
 
 
 class PlanBoxes(BaseModel):
-    """The pool: create_server's parameters plus ``max``; boxes are reused between tasks."""
+    """create_server's parameters plus max"""
 
     model_config = ConfigDict(extra="forbid")
 
-    max: int = Field(1, description="Boxes in the pool at most (at least 1)",
-                     json_schema_extra={"minimum": 1, "maximum": 100})
-    ttl: TtlSeconds | None = Field(None, description="Each box's time to live ('2h'); default 2h")
+    max: int = Field(1, description="Boxes at once", json_schema_extra={"minimum": 1, "maximum": 100})
+    ttl: TtlSeconds | None = Field(None, description="Each box's ('2h')")
     agent: str = Field("none", max_length=32, description="none, claude, codex or custom")
     agent_install: str | None = Field(None, max_length=4096)
     agent_command: str | None = Field(None, max_length=4096)
     env_from: list[str] = Field(default_factory=list, max_length=64,
-                                description="Names of orchestrator env variables copied to each box (secret)")
+                                description="Orchestrator env names copied to each box")
     size: str | None = Field(None, max_length=64)
     provider: str | None = Field(None, max_length=32)
     location: str | None = Field(None, max_length=64)
@@ -107,15 +105,13 @@ class PlanTask(BaseModel):
 
     id: TaskId
     branch: GitBranch
-    prompt: str | None = Field(None, max_length=64 * 1024, description="What the agent is asked to do")
-    command: str | None = Field(None, max_length=4096, description="A plain command run instead of the agent")
-    owns: list[OwnedGlob] = Field(default_factory=list, max_length=256,
-                                  description="Paths this task changes (globs; a directory owns its subtree)")
+    prompt: str | None = Field(None, max_length=64 * 1024, description="For the agent")
+    command: str | None = Field(None, max_length=4096, description="Run instead of the agent")
+    owns: list[OwnedGlob] = Field(default_factory=list, max_length=256, description="Globs of the paths it changes")
     depends_on: list[TaskId] = Field(default_factory=list, max_length=256)
-    check: str | None = Field(None, max_length=4096,
-                              description="Acceptance command run on the box after the agent; exit 0 = done")
-    retries: int | None = Field(None, ge=0, le=10, description="Reassignments after a box dies (default: plan's)")
-    allow_overlap: bool = Field(False, description="Accept owning paths another independent task owns")
+    check: str | None = Field(None, max_length=4096, description="Run after; exit 0 = done")
+    retries: int | None = Field(None, ge=0, le=10)
+    allow_overlap: bool = False
 
     @field_validator("prompt", "command", "check")
     @classmethod
@@ -134,13 +130,21 @@ class PlanTask(BaseModel):
 class Plan(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: TaskId = Field(description="The plan's name")
-    repo: str = Field(".", min_length=1, max_length=2048, description="The user's repo (path or URL)")
-    base: GitBranch = Field("main", description="Branch tasks without dependencies start from")
+    name: TaskId
+    repo: str = Field(".", min_length=1, max_length=2048, description="Local checkout")
+    base: GitBranch = Field("main", description="Start of tasks without depends_on")
     boxes: PlanBoxes = Field(default_factory=PlanBoxes)
     require: dict[str, str] = Field(default_factory=dict, max_length=32,
-                                    description="Tool versions checked on every box before work, e.g. node: '>=20'")
-    retries: int = Field(1, ge=0, le=10, description="Reassignments of a dead box's task (default 1)")
-    budget: float | None = Field(None, gt=0, description="Currency amount the plan's boxes never exceed")
-    allow_overlap: bool = Field(False, description="Report predicted conflicts without refusing the plan")
+                                    description="Checked on each box, e.g. {node: '>=20'}")
+    retries: int = Field(1, ge=0, le=10, description="Boxes tried after one dies")
+    budget: float | None = Field(None, gt=0, description="Most the boxes may cost")
+    allow_overlap: bool = Field(False, description="Report predicted conflicts, not refuse")
     tasks: list[PlanTask] = Field(min_length=1, max_length=2000)
+
+    @field_validator("require")
+    @classmethod
+    def _require(cls, value: dict[str, str]) -> dict[str, str]:
+        problems = [p for tool, wanted in value.items() if (p := check_requirement(tool, wanted))]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value

@@ -1,10 +1,11 @@
-"""The loop: tasks started on boxes of a bounded pool as their dependencies succeed; the agent (or a plain
-command) runs as a background job, then ``check``; the work comes home with the git-home functions
-(``Fleet.fetch`` to refs/boxforge/... and the task's branch, ``land_refs`` for a dependent's start point);
-every box is burned when its task ends (harvested first, by ``destroy_server``).
+"""The loop: tasks started on boxes of a bounded pool as their dependencies succeed (each task on boxes is
+``server.plans.attempt``); the work comes home with the git-home functions; every box is burned when its
+task ends (harvested first).
 
-State lives in the store (one JSON document per plan, saved at every change); the drive of each plan runs in
-the task group the caller owns (the MCP lifespan's, or the CLI's)."""
+State lives in the store (one JSON document per plan, saved at every change, with the process that drives
+it); the drive of each plan runs in the task group the caller owns (the MCP lifespan's, or the CLI's). A plan
+whose process died (SIGKILL, power) is taken over, once, by the next one that opens it: the MCP server at
+start, or ``boxforge plan run`` of the same plan; its running jobs are re-attached, not restarted."""
 
 from __future__ import annotations
 
@@ -12,20 +13,21 @@ import hashlib
 import logging
 import os
 import secrets
+import socket
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup
 
-from server.domain.names import check_name, name_from_branch
-from server.errors import BoxUnreachable, ForgeError, InvalidInput, ProvisionFailed, UnknownJob, UnknownServer
+from server.errors import ForgeError, InvalidInput
 from server.git import local
 from server.git.land import LandOutcome, land_refs
+from server.plans import budget
+from server.plans.attempt import AT_WORK, Attempts, PlanRun
 from server.plans.board import TERMINAL_TASK, PlanBoard, TaskBoard
-from server.plans.model import Plan, PlanTask
+from server.plans.model import Plan
 from server.plans.validate import topo_order, validated
 
 if TYPE_CHECKING:
@@ -33,54 +35,72 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("boxforge.plans")
 
-POLL_WAIT_S = 10.0  # one job_status long-poll; it returns at once when the job ends
-HEARTBEAT_GRACE_S = 20.0  # a box that does not answer for this long has its task reassigned
-FINISHED_JOB = frozenset({"succeeded", "failed", "killed"})
-
 
 class PlanNotFound(ForgeError):
     """No plan has that id."""
-
-
-class Reassign(Exception):
-    """The box died or could not be forged: try the task on another box (up to ``retries``)."""
-
-
-class TaskFailed(Exception):
-    """The task failed for a reason that another box would not change."""
-
-
-@dataclass
-class PlanRun:
-    plan: Plan
-    board: PlanBoard
-    key: str
-    changed: anyio.Event = field(default_factory=anyio.Event)
-    finished: anyio.Event = field(default_factory=anyio.Event)
-    scope: anyio.CancelScope | None = None
-
-    def notify(self) -> None:
-        event, self.changed = self.changed, anyio.Event()
-        event.set()
-
-    def task(self, task_id: str) -> TaskBoard:
-        return next(t for t in self.board.tasks if t.id == task_id)
 
 
 def plan_key(plan: Plan) -> str:
     return hashlib.sha256(plan.model_dump_json().encode()).hexdigest()[:24]
 
 
-def _last_line(*chunks: str) -> str | None:
-    for chunk in chunks:
-        lines = [line.strip() for line in chunk.splitlines() if line.strip()]
-        if lines:
-            return lines[-1][:200]
-    return None
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot), or None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def this_process() -> dict[str, Any]:
+    return {"pid": os.getpid(), "since": _process_start(os.getpid()), "host": socket.gethostname(),
+            "token": secrets.token_hex(8)}
+
+
+def owner_alive(owner: dict[str, Any] | None) -> bool:
+    """Whether the process that drives a plan still runs (a process on another host is taken as alive)."""
+    if not owner or "pid" not in owner:
+        return False
+    if owner.get("host") != socket.gethostname():
+        return True
+    return _process_start(int(owner["pid"])) == owner.get("since")
+
+
+def _earlier_work(docs: list[dict[str, Any]], plan: Plan) -> dict[str, TaskBoard]:
+    """Per task id, a succeeded task of an earlier plan on the same repo and base with the same content (and
+    prerequisites that are themselves earlier work): it is not run twice."""
+    done: dict[tuple[str, str], TaskBoard] = {}
+    for doc in docs:
+        board = doc.get("board") or {}
+        if (doc.get("plan") or {}).get("base") != plan.base:
+            continue
+        for t in board.get("tasks") or []:
+            if t.get("state") == "succeeded" and t.get("ref"):
+                done.setdefault((t["id"], t.get("content_hash", "")), TaskBoard.model_validate(
+                    t | {"reason": f"done in plan {board.get('plan_id')} (same id and content): not run again"}))
+    reused: dict[str, TaskBoard] = {}
+    by_id = {t.id: t for t in plan.tasks}
+    for tid in topo_order(plan):
+        t = by_id[tid]
+        earlier = done.get((t.id, t.content_hash()))
+        if earlier is not None and earlier.branch == t.branch and all(d in reused for d in t.depends_on):
+            reused[tid] = earlier
+    return reused
+
+
+def _blocked_by(run: PlanRun, tb: TaskBoard, deps: list[TaskBoard]) -> str | None:
+    """Why the task is blocked; "" when it may start now; None while it waits for its prerequisites."""
+    bad = [d for d in deps if d.state in ("failed", "blocked", "cancelled")]
+    if bad:
+        return "; ".join(f"{d.id} {d.state}" for d in bad)
+    if run.stopped and tb.state == "pending":
+        return run.stopped
+    return "" if all(d.state == "succeeded" for d in deps) else None
 
 
 class Plans:
-    """Start, watch and cancel plans; one drive per running plan, in ``background``."""
+    """Start, watch, cancel and resume plans; one drive per running plan, in ``background``."""
 
     def __init__(self, fleet: Fleet, background: TaskGroup | None) -> None:
         self.fleet = fleet
@@ -88,35 +108,86 @@ class Plans:
         self.settings = fleet.settings
         self.background = background
         self.runs: dict[str, PlanRun] = {}
+        self.attempts = Attempts(fleet, self._changed)
 
     # the surface
 
     async def start(self, plan: Plan, *, base_dir: Path | None = None) -> PlanBoard:
-        """Validate, record and start the plan; the same plan already running or done is returned, not re-run."""
+        """Validate, record and start the plan. The same plan already running or done is returned, not re-run
+        (one whose process died is resumed here); tasks done by an earlier plan with the same content are not
+        run again."""
         validated(plan)
         if self.background is None:
             raise InvalidInput("plans run in the background: start them from the MCP server or boxforge plan run")
+        plan = await self._ready_to_run(plan, base_dir)
+        key = plan_key(plan)
+        for plan_id, state in await self.repo.plans_by_key(key):
+            if plan_id in self.runs or state == "succeeded":
+                return await self.status(plan_id)
+            if state == "running":
+                return await self._take_over(plan_id)
+        plan_id = "p-" + secrets.token_hex(5)
+        reused = _earlier_work(await self.repo.plans_of_repo(plan.repo), plan)
+        board = PlanBoard(plan_id=plan_id, name=plan.name, state="running", repo=plan.repo,
+                          boxes_max=plan.boxes.max, started_at=time.time(),
+                          tasks=[reused.get(t.id) or TaskBoard(id=t.id, branch=t.branch, content_hash=t.content_hash())
+                                 for t in plan.tasks]).tally()
+        run = PlanRun(plan, board, key, owner=this_process())
+        self.runs[plan_id] = run
+        await self._save(run)
+        await self.repo.add_event("plan_start", detail=f"{plan_id} {plan.name}: {len(plan.tasks)} tasks"
+                                  + (f", {len(reused)} done before" if reused else ""))
+        self.background.start_soon(self._drive, run)
+        return self._shown(run.board)
+
+    async def _ready_to_run(self, plan: Plan, base_dir: Path | None) -> Plan:
+        """The plan with its repo resolved, once the orchestrator can run it (env names set, base exists)."""
         repo = await self._user_repo(plan, base_dir)
-        plan = plan.model_copy(update={"repo": str(repo)})
         missing = [n for n in plan.boxes.env_from if n not in os.environ]
         if missing:
             raise InvalidInput(f"boxes.env_from names {', '.join(missing)}, not set in the orchestrator's environment: "
                                "export them first")
         if await local.rev(repo, f"refs/heads/{plan.base}") is None:
             raise InvalidInput(f"the plan's base branch {plan.base!r} is not a branch of {repo}: set base: to one")
-        key = plan_key(plan)
-        for plan_id, state in await self.repo.plans_by_key(key):
-            if plan_id in self.runs or state == "succeeded":
-                return await self.status(plan_id)
-        plan_id = "p-" + secrets.token_hex(5)
-        board = PlanBoard(plan_id=plan_id, name=plan.name, state="running", repo=str(repo),
-                          boxes_max=plan.boxes.max, started_at=time.time(),
-                          tasks=[TaskBoard(id=t.id, branch=t.branch, content_hash=t.content_hash())
-                                 for t in plan.tasks]).tally()
-        run = PlanRun(plan, board, key)
+        return plan.model_copy(update={"repo": str(repo)})
+
+    async def resume_orphans(self) -> list[str]:
+        """At start: take over every running plan whose process died; the ids resumed."""
+        resumed = []
+        for plan_id in await self.repo.plans_in_state("running"):
+            if plan_id not in self.runs:
+                board = await self._take_over(plan_id)
+                if plan_id in self.runs:
+                    resumed.append(board.plan_id)
+        return resumed
+
+    async def _take_over(self, plan_id: str) -> PlanBoard:
+        """Resume a running plan whose process died (claimed in the store, so only one process does); a plan
+        another live process drives is only shown."""
+        row = await self.repo.plan(plan_id)
+        assert row is not None
+        doc = row[1]
+        owner = doc.get("owner")
+        if self.background is None or owner_alive(owner):
+            shown = self._shown(PlanBoard.model_validate(doc["board"]))
+            if owner:
+                shown.hint = f"plan {plan_id} is run by process {owner.get('pid')}: boxforge plan status {plan_id}"
+            return shown
+        mine = this_process()
+        if not await self.repo.claim_plan(plan_id, (owner or {}).get("token"), mine):
+            return await self.status(plan_id)  # another process took it over first
+        run = PlanRun(Plan.model_validate(doc["plan"]), PlanBoard.model_validate(doc["board"]), doc.get("key") or
+                      plan_key(Plan.model_validate(doc["plan"])), spend=budget.load(doc.get("spend")),
+                      stopped=doc.get("stopped"), owner=mine)
+        for tb in run.board.tasks:
+            if tb.state not in TERMINAL_TASK and not (tb.state in AT_WORK and tb.box):
+                tb.state = "pending"  # not yet at work (or forging when the process died): started afresh
+        run.board.boxes_in_use = sum(tb.state in AT_WORK for tb in run.board.tasks)
         self.runs[plan_id] = run
         await self._save(run)
-        await self.repo.add_event("plan_start", detail=f"{plan_id} {plan.name}: {len(plan.tasks)} tasks")
+        dead = (owner or {}).get("pid")
+        await self.repo.add_event("plan_resume", detail=f"{plan_id}: taken over from process {dead}")
+        assert self.background is not None
         self.background.start_soon(self._drive, run)
         return self._shown(run.board)
 
@@ -195,7 +266,10 @@ class Plans:
 
     async def _save(self, run: PlanRun) -> None:
         run.board.tally()
-        doc: dict[str, Any] = {"plan": run.plan.model_dump(mode="json"), "board": run.board.model_dump(mode="json")}
+        run.board.cost_so_far = budget.spent(run.spend)
+        doc: dict[str, Any] = {"plan": run.plan.model_dump(mode="json"), "board": run.board.model_dump(mode="json"),
+                               "key": run.key, "owner": run.owner, "spend": budget.dump(run.spend),
+                               "stopped": run.stopped}
         await self.repo.save_plan(run.board.plan_id, run.key, run.plan.name, run.board.state, doc)
 
     async def _changed(self, run: PlanRun) -> None:
@@ -203,10 +277,8 @@ class Plans:
         await self._save(run)
 
     async def _drive(self, run: PlanRun) -> None:
-        plan, board = run.plan, run.board
-        tasks = {t.id: t for t in plan.tasks}
-        order = topo_order(plan)
-        slots = anyio.Semaphore(plan.boxes.max)
+        order = topo_order(run.plan)
+        slots = anyio.Semaphore(run.plan.boxes.max)
         active: set[str] = set()
         try:
             with anyio.CancelScope() as scope:
@@ -214,182 +286,55 @@ class Plans:
                 async with anyio.create_task_group() as tg:
                     while True:
                         changed = run.changed
-                        progressed = False
-                        for tid in order:
-                            tb = run.task(tid)
-                            if tb.state != "pending" or tid in active:
-                                continue
-                            deps = [run.task(d) for d in tasks[tid].depends_on]
-                            bad = [d for d in deps if d.state in ("failed", "blocked", "cancelled")]
-                            if bad:
-                                tb.state = "blocked"
-                                tb.reason = "; ".join(f"{d.id} {d.state}" for d in bad)
-                                progressed = True
-                            elif all(d.state == "succeeded" for d in deps):
-                                tb.state = "waiting_box"
-                                active.add(tid)
-                                tg.start_soon(self._run_task, run, tasks[tid], slots, active)
-                                progressed = True
-                        if progressed:
-                            await self._changed(run)
+                        if self._dispatch(run, order, tg, slots, active):
+                            run.notify()  # saved by the tasks' next steps, or at the end
                         if not active:
                             break
                         await changed.wait()
         finally:
             with anyio.CancelScope(shield=True):
-                for tb in board.tasks:
-                    if tb.state not in TERMINAL_TASK:
-                        tb.state = "cancelled"
-                        tb.reason = tb.reason or "the plan was cancelled"
-                board.finished_at = time.time()
-                board.tally()
-                if board.reason == "cancelled":
-                    board.state = "cancelled"
-                else:
-                    board.state = "succeeded" if board.done == len(board.tasks) else "failed"
-                board.boxes_in_use = 0
-                try:
-                    await self._save(run)
-                    await self.repo.add_event("plan_end", detail=f"{board.plan_id}: {board.state}")
-                except Exception:
-                    log.exception("saving plan %s", board.plan_id)
-                run.notify()
-                run.finished.set()
+                await self._finish(run)
 
-    async def _run_task(self, run: PlanRun, task: PlanTask, slots: anyio.Semaphore, active: set[str]) -> None:
-        tb = run.task(task.id)
-        retries = task.retries if task.retries is not None else run.plan.retries
-        try:
-            async with slots:
-                while True:
-                    tb.attempts += 1
-                    try:
-                        await self._attempt(run, task, tb)
-                        break
-                    except Reassign as exc:
-                        if tb.attempts > retries:
-                            tb.state = "failed"
-                            tb.reason = f"{exc}; no retries left ({retries})"
-                            break
-                        tb.reason = f"attempt {tb.attempts}: {exc}; reassigned to a new box"
-                        tb.state = "waiting_box"
-                        await self._changed(run)
-        except TaskFailed as exc:
-            tb.state, tb.reason = "failed", str(exc)
-        except ForgeError as exc:
-            tb.state, tb.reason = "failed", str(exc)[:1000]
-        except Exception as exc:
-            log.exception("plan %s task %s", run.board.plan_id, task.id)
-            tb.state, tb.reason = "failed", f"internal error: {type(exc).__name__}: {exc}"[:1000]
-        finally:
-            with anyio.CancelScope(shield=True):
-                if tb.state not in TERMINAL_TASK:
-                    tb.state, tb.reason = "cancelled", tb.reason or "the plan was cancelled"
-                tb.finished_at = time.time()
-                active.discard(task.id)
-                await self._changed(run)
-
-    def _box_name(self, run: PlanRun, task: PlanTask, attempt: int) -> str:
-        plan_part = name_from_branch(run.plan.name)[:20].strip("-") or "plan"
-        task_part = name_from_branch(task.id)[:28].strip("-") or "task"
-        return check_name(f"{plan_part}-{task_part}-{run.board.plan_id[2:8]}{attempt}")
-
-    async def _start_point(self, run: PlanRun, task: PlanTask) -> None:
-        """The task's branch in the user's repo: made at base when missing; a dependent's gets its
-        prerequisites' fetched work merged in dependency order (the git-home land)."""
-        repo = Path(run.board.repo)
-        if await local.rev(repo, f"refs/heads/{task.branch}") is None:
-            await local.git(repo, "branch", task.branch, f"refs/heads/{run.plan.base}")
-        if not task.depends_on:
-            return
-        order = topo_order(run.plan)
-        deps = sorted(task.depends_on, key=order.index)
-        refs = [(d, run.task(d).ref or f"refs/heads/{run.task(d).branch}") for d in deps]
-        outcome = await land_refs(repo, refs, task.branch, self.settings.home / "git" / "tmp")
-        if not outcome.ok:
-            raise TaskFailed(f"its prerequisites do not merge: {outcome.summary()}")
-
-    async def _attempt(self, run: PlanRun, task: PlanTask, tb: TaskBoard) -> None:
-        plan, fleet = run.plan, self.fleet
-        tb.state, tb.check, tb.job_id, tb.last_line = "starting", None, None, None
-        tb.started_at = tb.started_at or time.time()
-        await self._changed(run)
-        await self._start_point(run, task)
-        name = self._box_name(run, task, tb.attempts)
-        tb.box = name
-        run.board.boxes_in_use += 1
-        await self._changed(run)
-        env = {n: os.environ[n] for n in plan.boxes.env_from if n in os.environ}
-        try:
-            try:
-                await fleet.create_server(
-                    name, ttl_s=plan.boxes.ttl, repo=run.board.repo, branch=task.branch, agent=plan.boxes.agent,
-                    agent_install=plan.boxes.agent_install, agent_command=plan.boxes.agent_command, env=env or None,
-                    size=plan.boxes.size, image=plan.boxes.image, location=plan.boxes.location,
-                    provider=plan.boxes.provider)
-            except (ProvisionFailed, BoxUnreachable) as exc:
-                raise Reassign(f"box {name} could not be forged: {str(exc)[:300]}") from exc
-            key = f"plan.{run.board.plan_id}.{task.id}.{tb.content_hash}"[:120]
-            if task.command:
-                started = await fleet.run(name, task.command, background=True, idempotency_key=key)
-                job_id = started.job_id
-            else:
-                assert task.prompt is not None
-                job_id = (await fleet.run_agent(name, task.prompt, idempotency_key=key)).job_id
-            tb.job_id, tb.state, tb.agent_started_at = job_id, "running", time.time()
-            await self._changed(run)
-            st = await self._follow(run, tb, job_id)
-            if st != "succeeded":
-                raise TaskFailed(f"the {'command' if task.command else 'agent'} ended {st}"
-                                 + (f": {tb.last_line}" if tb.last_line else ""))
-            if task.check:
-                tb.state = "checking"
-                await self._changed(run)
-                chk = await fleet.run(name, task.check, background=True, idempotency_key=key[:110] + ".check")
-                assert chk.job_id is not None
-                st = await self._follow(run, tb, chk.job_id)
-                tb.check = "passed" if st == "succeeded" else "failed"
-                if st != "succeeded":
-                    raise TaskFailed(f"check {task.check!r} {st}" + (f": {tb.last_line}" if tb.last_line else ""))
-            tb.state = "fetching"
-            await self._changed(run)
-            fetched = await fleet.fetch(name, local_branch=task.branch)
-            tb.ref, tb.tip = fetched.ref, fetched.tip
-            tb.state = "succeeded"
-        finally:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await fleet.destroy_server(name)  # harvests first
-                except (UnknownServer, ForgeError) as exc:
-                    log.info("burning %s: %s", name, exc)
-                run.board.boxes_in_use = max(0, run.board.boxes_in_use - 1)
-
-    async def _follow(self, run: PlanRun, tb: TaskBoard, job_id: str) -> str:
-        """Poll the job to its end (its state), updating the board's last line; Reassign when the box is gone
-        or has not answered for HEARTBEAT_GRACE_S."""
-        offsets = (0, 0)
-        silent_since: float | None = None
-        while True:
-            try:
-                st = await self.fleet.job_status(job_id, stdout_offset=offsets[0], stderr_offset=offsets[1],
-                                                 wait_s=POLL_WAIT_S, max_bytes=16 * 1024)
-            except (UnknownServer, UnknownJob) as exc:
-                raise Reassign(f"box {tb.box} is gone ({str(exc)[:200]})") from exc
-            except BoxUnreachable:
-                st = None
-            if st is not None and st.box_reachable:
-                silent_since = None
-                offsets = (st.stdout_offset, st.stderr_offset)
-                line = _last_line(st.stdout, st.stderr)
-                if line and line != tb.last_line:
-                    tb.last_line = line
-                    await self._changed(run)
-                if st.state == "lost":
-                    raise Reassign(f"box {tb.box} lost the job")
-                if st.state in FINISHED_JOB:
-                    return st.state
+    def _dispatch(self, run: PlanRun, order: list[str], tg: TaskGroup, slots: anyio.Semaphore,
+                  active: set[str]) -> bool:
+        """Start every task whose prerequisites succeeded, block those with a failed one; whether any moved."""
+        tasks = {t.id: t for t in run.plan.tasks}
+        progressed = False
+        for tid in order:
+            tb = run.task(tid)
+            if tid in active or tb.state in TERMINAL_TASK:
                 continue
-            silent_since = silent_since or time.monotonic()
-            if time.monotonic() - silent_since > HEARTBEAT_GRACE_S:
-                raise Reassign(f"box {tb.box} stopped answering")
-            await anyio.sleep(1.0)  # a retry pace for an unreachable box, not a wait for state
+            blocked = _blocked_by(run, tb, [run.task(d) for d in tasks[tid].depends_on])
+            if blocked is None:
+                continue
+            progressed = True
+            if blocked:
+                tb.state, tb.reason = "blocked", blocked
+                continue
+            if tb.state == "pending":
+                tb.state = "waiting_box"
+            active.add(tid)
+            tg.start_soon(self.attempts.run_task, run, tasks[tid], slots, active)
+        return progressed
+
+    async def _finish(self, run: PlanRun) -> None:
+        board = run.board
+        for tb in board.tasks:
+            if tb.state not in TERMINAL_TASK:
+                tb.state = "cancelled"
+                tb.reason = tb.reason or "the plan was cancelled"
+        board.finished_at = time.time()
+        board.tally()
+        if board.reason == "cancelled":
+            board.state = "cancelled"
+        else:
+            board.state = "succeeded" if board.done == len(board.tasks) else "failed"
+            board.reason = board.reason or run.stopped
+        board.boxes_in_use = 0
+        try:
+            await self._save(run)
+            await self.repo.add_event("plan_end", detail=f"{board.plan_id}: {board.state}")
+        except Exception:
+            log.exception("saving plan %s", board.plan_id)
+        run.notify()
+        run.finished.set()

@@ -4,6 +4,7 @@ dependency between them (either way, transitively): an error unless ``allow_over
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from server.errors import InvalidInput
 from server.plans import globs
-from server.plans.model import Plan
+from server.plans.model import Plan, PlanTask
 
 MAX_PLAN_BYTES = 4 * 1024 * 1024
 
@@ -173,91 +174,138 @@ def _ancestors(order: list[str], deps: dict[str, list[str]]) -> dict[str, int]:
     return anc
 
 
+Entry = tuple[int, str, str, tuple[str, ...]]  # (task index, task id, owned pattern, its segments)
+
+
+def _buckets(plan: Plan) -> tuple[dict[str | None, list[Entry]], dict[str, int]]:
+    """Owned patterns bucketed by their first literal segment (None: wildcard-first, meets everything)."""
+    buckets: dict[str | None, list[Entry]] = {}
+    index = {t.id: i for i, t in enumerate(plan.tasks)}
+    for t in plan.tasks:
+        for pattern in t.owns:
+            segs = globs.segments(pattern)
+            buckets.setdefault(globs.first_literal(segs), []).append((index[t.id], t.id, pattern, segs))
+    return buckets, index
+
+
+def _literal_pairs(entries: list[Entry]) -> Iterator[tuple[Entry, Entry]]:
+    """Pairs of plain paths where one is the other or its ancestor: a path index, not every pair (500 sibling
+    files are 500 look-ups, not 125,000 comparisons)."""
+    by_path: dict[tuple[str, ...], list[Entry]] = {}
+    for e in entries:
+        by_path.setdefault(e[3][:-1], []).append(e)
+    for path, same in by_path.items():
+        for i, e1 in enumerate(same):
+            for e2 in same[i + 1:]:
+                yield e1, e2
+        for k in range(1, len(path)):
+            for above in by_path.get(path[:k], ()):
+                for e in same:
+                    yield above, e
+
+
+def _candidate_pairs(buckets: dict[str | None, list[Entry]]) -> Iterator[tuple[Entry, Entry]]:
+    """Every pair of patterns that may overlap: plain paths through a path index, a pattern with a wildcard
+    against every other pattern of its bucket, and each wildcard-first one against all."""
+    wild_first = buckets.pop(None, [])
+    for entries in buckets.values():
+        plain = [e for e in entries if globs.literal(e[3])]
+        yield from _literal_pairs(plain)
+        globbed = [e for e in entries if not globs.literal(e[3])]
+        for i, g in enumerate(globbed):
+            for e in plain:
+                yield g, e
+            for g2 in globbed[i + 1:]:
+                yield g, g2
+    all_entries = [e for entries in buckets.values() for e in entries]
+    for i, w in enumerate(wild_first):
+        for e in all_entries:
+            yield w, e
+        for w2 in wild_first[i + 1:]:
+            yield w, w2
+
+
 def predicted_conflicts(plan: Plan, order: list[str]) -> list[Conflict]:
     deps = {t.id: t.depends_on for t in plan.tasks}
     anc = _ancestors(order, deps)
     bit = {tid: 1 << i for i, tid in enumerate(order)}
-    owned = {t.id: [(p, globs.segments(p)) for p in t.owns] for t in plan.tasks}
     allow = {t.id: t.allow_overlap or plan.allow_overlap for t in plan.tasks}
-    # bucket by first literal segment; wildcard-first patterns meet everything
-    buckets: dict[str | None, list[tuple[int, str, str, tuple[str, ...]]]] = {}
-    index = {t.id: i for i, t in enumerate(plan.tasks)}
-    for t in plan.tasks:
-        for pattern, segs in owned[t.id]:
-            buckets.setdefault(globs.first_literal(segs), []).append((index[t.id], t.id, pattern, segs))
-    wild = buckets.pop(None, [])
+    buckets, index = _buckets(plan)
     found: dict[tuple[str, str], list[str]] = {}
 
     def related(x: str, y: str) -> bool:
         return bool(anc.get(x, 0) & bit.get(y, 0)) or bool(anc.get(y, 0) & bit.get(x, 0))
 
-    def consider(e1: tuple[int, str, str, tuple[str, ...]], e2: tuple[int, str, str, tuple[str, ...]]) -> None:
-        (i1, a, pa, sa), (i2, b, pb, sb) = e1, e2
-        if a == b:
-            return
-        if i1 > i2:
-            (i1, a, pa, sa), (i2, b, pb, sb) = (i2, b, pb, sb), (i1, a, pa, sa)
+    for e1, e2 in _candidate_pairs(buckets):
+        if e1[1] == e2[1]:
+            continue
+        (_, a, pa, sa), (_, b, pb, sb) = (e1, e2) if e1[0] < e2[0] else (e2, e1)
         if not globs.overlap(sa, sb) or related(a, b):
-            return
+            continue
         paths = found.setdefault((a, b), [])
         text = f"{pa} ~ {pb}"
         if text not in paths:
             paths.append(text)
-
-    for entries in buckets.values():
-        for i, e1 in enumerate(entries):
-            for e2 in entries[i + 1:]:
-                consider(e1, e2)
-    all_entries = [e for entries in buckets.values() for e in entries]
-    for i, w in enumerate(wild):
-        for e in all_entries:
-            consider(w, e)
-        for w2 in wild[i + 1:]:
-            consider(w, w2)
     return [Conflict(a=a, b=b, paths=paths, allowed=allow[a] or allow[b])
             for (a, b), paths in sorted(found.items(), key=lambda kv: (index[kv[0][0]], index[kv[0][1]]))]
 
 
-def check_plan(plan: Plan) -> CheckReport:
-    """Every cross-task rule; the report's ``errors`` is empty when the plan may run."""
+def _id_problems(plan: Plan) -> list[str]:
     errors: list[str] = []
-    ids = [t.id for t in plan.tasks]
     seen: set[str] = set()
-    for tid in ids:
-        if tid in seen:
-            errors.append(f"task id {tid!r} is used twice: give each task its own id")
-        seen.add(tid)
+    for t in plan.tasks:
+        if t.id in seen:
+            errors.append(f"task id {t.id!r} is used twice: give each task its own id")
+        seen.add(t.id)
     branches: dict[str, str] = {}
     for t in plan.tasks:
-        if t.branch in branches and branches[t.branch] != t.id:
+        if branches.setdefault(t.branch, t.id) != t.id:
             errors.append(f"tasks {branches[t.branch]!r} and {t.id!r} both use branch {t.branch!r}: give each "
                           "task its own branch")
-        branches.setdefault(t.branch, t.id)
         if t.branch == plan.base:
             errors.append(f"task {t.id!r} uses the base branch {plan.base!r} as its branch: give it its own")
-        if t.prompt is None and t.command is None:
-            errors.append(f"task {t.id!r} has neither a prompt nor a command: say what the task does")
-        if t.prompt is not None and t.command is None and plan.boxes.agent == "none":
-            errors.append(f"task {t.id!r} has a prompt but boxes.agent is 'none': set boxes.agent (claude, codex, "
-                          "custom) or give the task a command")
-        for d in t.depends_on:
-            if d == t.id:
-                errors.append(f"task {t.id!r} depends on itself")
-            elif d not in seen and d not in set(ids):
-                errors.append(f"task {t.id!r} depends on unknown task {d!r} (known: "
-                              f"{', '.join(ids[:10])}{', ...' if len(ids) > 10 else ''})")
+    return errors
+
+
+def _work_problems(plan: Plan, t: PlanTask) -> list[str]:
+    if t.prompt is None and t.command is None:
+        return [f"task {t.id!r} has neither a prompt nor a command: say what the task does"]
+    if t.prompt is not None and t.command is None and plan.boxes.agent == "none":
+        return [f"task {t.id!r} has a prompt but boxes.agent is 'none': set boxes.agent (claude, codex, custom) "
+                "or give the task a command"]
+    return []
+
+
+def _dependency_problems(t: PlanTask, ids: list[str], id_set: set[str]) -> list[str]:
+    errors = []
+    for d in t.depends_on:
+        if d == t.id:
+            errors.append(f"task {t.id!r} depends on itself")
+        elif d not in id_set:
+            errors.append(f"task {t.id!r} depends on unknown task {d!r} (known: "
+                          f"{', '.join(ids[:10])}{', ...' if len(ids) > 10 else ''})")
+    return errors
+
+
+def _conflict_problem(c: Conflict) -> str:
+    return (f"predicted conflict: tasks {c.a!r} and {c.b!r} both own {', '.join(c.paths)} and neither depends "
+            f"on the other: add depends_on (e.g. {c.b!r} depends on {c.a!r}), split the paths, or set allow_overlap")
+
+
+def check_plan(plan: Plan) -> CheckReport:
+    """Every cross-task rule; the report's ``errors`` is empty when the plan may run."""
+    ids = [t.id for t in plan.tasks]
     id_set = set(ids)
+    errors = _id_problems(plan)
+    for t in plan.tasks:
+        errors += _work_problems(plan, t) + _dependency_problems(t, ids, id_set)
     deps = {t.id: [d for d in t.depends_on if d in id_set and d != t.id] for t in plan.tasks}
     cycle = _find_cycle(list(dict.fromkeys(ids)), deps)
     if cycle:
         errors.append(f"dependency cycle: {' -> '.join(cycle)} (remove one of these depends_on)")
     order = topo_order(plan)
     conflicts = predicted_conflicts(plan, order) if not cycle else []
-    for c in conflicts:
-        if not c.allowed:
-            errors.append(f"predicted conflict: tasks {c.a!r} and {c.b!r} both own {', '.join(c.paths)} and "
-                          f"neither depends on the other: add depends_on (e.g. {c.b!r} depends on {c.a!r}), split "
-                          "the paths, or set allow_overlap")
+    errors += [_conflict_problem(c) for c in conflicts if not c.allowed]
     rows = [TaskRow(id=t.id, branch=t.branch, owns=t.owns, depends_on=t.depends_on,
                     runs="command" if t.command else "agent", check=t.check) for t in plan.tasks]
     return CheckReport(ok=not errors, name=plan.name, tasks=rows, order=order, conflicts=conflicts, errors=errors)

@@ -11,7 +11,7 @@ import anyio.to_thread
 from providers.capabilities import OnboxCall
 from server import jobs
 from server.config import Settings
-from server.errors import BoxUnreachable, ForgeError
+from server.errors import BoxBusy, BoxUnreachable, ForgeError
 from server.keys import BoxKeys, delete_box_keys, load_box_keys
 from server.service import onbox
 from server.service.forwards import Forwards
@@ -60,6 +60,8 @@ class BoxAccess:
                     result = await self.pool.channel_run(target, script, stdin=stdin, timeout=timeout, long=True)
                 else:
                     result = await inner(script, stdin, timeout)
+            except BoxBusy:
+                raise  # the box answers; its sessions are all in use
             except BoxUnreachable as exc:
                 health.unreachable_since = health.unreachable_since or time.time()
                 health.error = str(exc)

@@ -13,7 +13,7 @@ import anyio
 from providers.base import LABEL_EXPIRES_AT, LABEL_NAME, LABEL_READY, LABEL_REQUEST, Box, Provider, ProviderError, owner_labels
 from providers.capabilities import HasBackstop, OnboxCall
 from server.config import Settings
-from server.domain.durations import check_ttl_within, iso
+from server.domain.durations import check_ttl_within, format_duration, iso
 from server.domain.hints import Hint, HintKind
 from server.domain.states import BoxStatus
 from server.errors import ForgeError, InvalidInput, NotOwned, ProviderFailure, UnknownServer
@@ -30,8 +30,31 @@ from server.store import BoxRecord, Repository
 
 log = logging.getLogger("boxforge.fleet")
 FAILED_SHOWN_S = 3600.0
+POOL_DATA = "pool"  # key of BoxRecord.data: a warm pool's waiting box (server/service/pool.py)
 REBUILT = "rebuilt"  # key of BoxRecord.data: the record was rebuilt from provider labels
 HOME_PROBE = OnboxCall("home.sh")  # list_servers shows creates that failed this recently
+
+
+def ended_text(rec: BoxRecord, harvest: dict[str, object] | None, now: float) -> str:
+    """What became of a box that is no longer live: expired or burned (when), its work harvested or not, or
+    its create failed."""
+    name = rec.name
+    ended_at = rec.destroyed_at or rec.expires_at
+    when = f"{iso(ended_at)} ({format_duration(now - ended_at)} ago)"
+    if rec.state == BoxStatus.FAILED:
+        return f"server {name!r} failed to create ({when}): {rec.error or 'no reason recorded'}; it was burned"
+    expired = rec.expires_at <= ended_at + 1
+    head = (f"server {name!r} expired at {iso(rec.expires_at)} ({format_duration(now - rec.expires_at)} ago) and "
+            f"was burned" if expired else f"server {name!r} was burned at {when}")
+    if harvest is None:
+        work = ("it had no repo to bring home" if rec.repo is None and rec.base_commit is None
+                else "its work was not harvested before the burn (no orchestrator was there to do it)")
+    elif harvest["kind"] == "harvest":
+        detail = str(harvest["detail"] or "")
+        work = "its work " + detail.split(": ", 1)[-1]
+    else:
+        work = f"its work was NOT harvested: {str(harvest['detail'] or '').split(': ', 1)[-1]}"
+    return f"{head}; {work}"
 
 
 class Boxes:
@@ -64,7 +87,9 @@ class Boxes:
         rec = await self.repo.live_box(name)
         if rec is None:
             names = await self.repo.live_names()
-            raise UnknownServer(f"unknown server {name!r}; live servers: {', '.join(names) if names else 'none'}",
+            ended = await self.repo.last_ended_box(name)
+            said = ended_text(*ended, time.time()) if ended else f"unknown server {name!r}"
+            raise UnknownServer(f"{said}; live servers: {', '.join(names) if names else 'none'}",
                                 hint=None if names else Hint(HintKind.NO_BOXES))
         return rec
 
@@ -72,8 +97,11 @@ class Boxes:
         rec = await self.live(name)
         if rec.state != BoxStatus.READY:
             raise ForgeError(f"server {name!r} is still provisioning (step: {rec.step}); try again shortly")
-        if rec.expires_at <= time.time():
-            raise ForgeError(f"server {name!r} has expired and is being burned; create a new one")
+        now = time.time()
+        if rec.expires_at <= now:
+            raise ForgeError(f"server {name!r} expired at {iso(rec.expires_at)} "
+                             f"({format_duration(now - rec.expires_at)} ago) and is being burned (its work harvested "
+                             "first); create a new one")
         return rec
 
     def check_owner(self, name: str, box: Box | None) -> None:
@@ -127,13 +155,19 @@ class Boxes:
         return DestroyResult(name=name, destroyed=True, message=message, harvested=harvested,
                              harvest=said if harvested is not None or not harvest else None)
 
-    async def extend_server(self, name: str, ttl_s: int) -> ServerInfo:
-        """Set the box to expire ``ttl_s`` from now (its label, and its own backstop where it has one)."""
+    async def extend_server(self, name: str, ttl_s: int, *, shorten: bool = True) -> ServerInfo:
+        """Set the box to expire ``ttl_s`` from now (its label, and its own backstop where it has one). With
+        ``shorten`` false, a TTL that would bring the expiry earlier is refused."""
         refused = check_ttl_within(ttl_s, self.settings.max_ttl_s)
         if refused:
             raise InvalidInput(refused)
         async with self.lock(name):
             rec = await self.ready(name)
+            left = rec.expires_at - time.time()
+            if not shorten and ttl_s < left:
+                raise InvalidInput(f"server {name!r} expires in {format_duration(left)} ({iso(rec.expires_at)}); "
+                                   f"a ttl of {format_duration(ttl_s)} from now would shorten that: give a longer "
+                                   "ttl, or add --shorten to bring the expiry earlier")
             prov = self.providers.get(rec.provider)
             box = await prov.get(rec.box_id) if rec.box_id else None
             if box is None:
@@ -161,7 +195,7 @@ class Boxes:
     async def list_servers(self) -> ServerList:
         """Live boxes, each probed over SSH (in parallel) so unreachable ones show with their last-seen time."""
         await self.reconcile()
-        recs = await self.repo.live_boxes()
+        recs = [r for r in await self.repo.live_boxes() if not (r.data or {}).get(POOL_DATA)]  # not the user's yet
         reachable: dict[str, bool] = {}
 
         async def probe(rec: BoxRecord) -> None:

@@ -3,9 +3,11 @@ end while turning their step markers into progress, and say why one failed with 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
+from providers.capabilities import OnboxCall
 from server import boxfile, jobs
 from server.bootstrap import AGENT_MARKER, BASE_MARKER, STEP_MARKER
 from server.config import Settings
@@ -14,12 +16,19 @@ from server.domain.names import new_job_id
 from server.domain.output import decode_output
 from server.domain.states import CreateStep, JobState
 from server.errors import ForgeError, InvalidInput
+from server.service import onbox
 from server.service.secrets import Secrets
 from server.store import BoxRecord, JobRecord, Repository
 
 Step = Callable[[str], Awaitable[None]]
 TAIL_SHOWN = 2000  # characters of a failed create job's log shown in the error
 MARKED_STEPS = (CreateStep.CLONE, CreateStep.AGENT)  # steps the bootstrap script reports itself
+# A log file a failed job's output points at (npm: "A complete log of this run can be found in: /root/.npm/
+# _logs/....log"): on the box, so the burn deletes it; its tail goes into the error first.
+NAMED_LOG = re.compile(r"(?<![\w.~:/-])(/[\w.@+-]+(?:/[\w.@+-]+)*\.log)\b")
+NAMED_LOGS_READ = 2
+NAMED_LOG_TAIL = 1500
+LOG_TAIL = OnboxCall("log-tail.sh")
 
 
 class CreateJobs:
@@ -63,8 +72,9 @@ class CreateJobs:
         await self.repo.update_job(job_id, state=st.state, exit_code=st.exit_code, finished_at=st.finished_at)
         if st.state != JobState.SUCCEEDED:
             redact = await self.secrets.redactor(rec, ex, job_id)
-            tail = redact(await self._tail(ex, job_id, st))
-            raise ForgeError(f"{what} failed (exit {st.exit_code}); log tail:\n{tail}")
+            tail = await self._tail(ex, job_id, st)
+            named = await self._named_logs(ex, tail)
+            raise ForgeError(redact(f"{what} failed (exit {st.exit_code}); log tail:\n{tail}{named}"))
         return markers
 
     @staticmethod
@@ -80,6 +90,21 @@ class CreateJobs:
             elif line.startswith((BASE_MARKER, AGENT_MARKER)):
                 found.append(line)
         return found
+
+    @staticmethod
+    async def _named_logs(ex: jobs.BoxExec, tail: str) -> str:
+        """The tails of the log files (on the box) that a failed job's output names, each under a heading."""
+        shown = []
+        for path in list(dict.fromkeys(NAMED_LOG.findall(tail)))[:NAMED_LOGS_READ]:
+            call = OnboxCall(LOG_TAIL.script, {"path": path, "max_bytes": str(NAMED_LOG_TAIL)})
+            try:
+                result = await onbox.run(ex, call, 30.0)
+            except (ForgeError, OSError, TimeoutError):
+                continue
+            if result.exit_status == 0 and result.stdout:
+                shown.append(f"\n--- the end of {path} (on the box, burned with it) ---\n"
+                             f"{decode_output(result.stdout)[0].strip()}")
+        return "".join(shown)
 
     @staticmethod
     async def _tail(ex: jobs.BoxExec, job_id: str, st: jobs.JobStatus) -> str:

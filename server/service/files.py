@@ -12,12 +12,11 @@ from server.config import Settings, config_path
 from server.domain.hints import Hint, HintKind
 from server.domain.redaction import Redactor
 from server.errors import InvalidInput
-from server.schemas import DiffResult, DownloadResult, FileContent, FileList, GrepResult, WriteResult
+from server.schemas import DiffResult, DownloadResult, Encoding, FileContent, FileList, GrepResult, WriteResult
 from server.service.access import BoxAccess
 from server.service.boxes import Boxes
 from server.service.secrets import Secrets
 from server.store import BoxRecord
-
 
 SCAN_CHUNK_BYTES = 1024 * 1024
 
@@ -77,7 +76,7 @@ class Files:
         return files.check_local_path(path, roots=roots, forbidden=credential_paths(self.settings, roots))
 
     async def read_file(self, server: str, path: str, *, offset: int = 0, limit: int = 2000,
-                        encoding: files.Encoding = "text") -> FileContent:
+                        encoding: Encoding = "text") -> FileContent:
         rec, fs = await self._files(server)
         result = await files.read_file(fs, path, offset=offset, limit=limit, encoding=encoding)
         redact = await self._redactor(rec)
@@ -89,7 +88,7 @@ class Files:
             result.content = redact(result.content)
         return result
 
-    async def write_file(self, server: str, path: str, content: str, *, encoding: files.Encoding = "text",
+    async def write_file(self, server: str, path: str, content: str, *, encoding: Encoding = "text",
                          create_dirs: bool = True, mode: int | None = None) -> WriteResult:
         data = files.decode_content(content, encoding)
         _, fs = await self._files(server)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,7 +21,6 @@ from providers.base import Provider
 from providers.capabilities import BuildsImages
 from server.config import Settings
 from server.errors import InvalidInput
-from server.files import Encoding
 from server.git.land import LandOutcome
 from server.plans.board import PlanBoard
 from server.plans.model import Plan
@@ -33,15 +33,18 @@ from server.schemas import (
     DestroyResult,
     DiffResult,
     DownloadResult,
+    Encoding,
     FetchResult,
     FileContent,
     FileList,
+    ForkResult,
     ForwardInfo,
     ForwardList,
     GrepResult,
     JobList,
     JobStatusResult,
     JobWaitResult,
+    PoolStatus,
     PushResult,
     ServerInfo,
     ServerList,
@@ -52,6 +55,8 @@ from server.service.agents import Agents
 from server.service.boxes import Boxes
 from server.service.files import Files
 from server.service.forge import Forge, Progress
+from server.service.forks import Forks
+from server.service.pool import PoolFiller, WarmPool
 from server.service.git import GitWork
 from server.service.harvest import Harvester
 from server.service.jobs import Jobs
@@ -130,12 +135,15 @@ class Fleet:
         self.boxes = Boxes(self.settings, self.repo, self._providers, self.access, secrets, self.wakeup, in_flight,
                            self.harvester)
         self.git = GitWork(self.settings, self.repo, self.access, self.boxes, self.harvester)
+        self.pool = WarmPool(self.settings, self.repo)
         self.forge = Forge(self.settings, self.repo, self._providers, self.access, secrets, self.boxes, background,
-                           in_flight)
+                           in_flight, self.pool)
+        self.pool_filler = PoolFiller(self.pool, self.forge.create_server, self._providers)
         self.jobs = Jobs(self.settings, self.repo, self.access, secrets, self.boxes)
         self.files = Files(self.settings, self.access, secrets, self.boxes)
         self.agents = Agents(self.access, self.boxes, self.jobs)
         self.reaping = Reaping(self.settings, self.repo, self._providers, self.boxes, in_flight)
+        self.forks = Forks(self.settings, self.repo, self._providers, self.access, self.boxes, self.forge, self.jobs)
         self.plans = Plans(self, background)
 
     # resources
@@ -155,6 +163,8 @@ class Fleet:
 
     async def env(self, env: Mapping[str, str] | None, env_from: Sequence[str] | None) -> dict[str, str]:
         """``env`` plus the values of the ``env_from`` names (secret store, then this process's environment)."""
+        if not env_from:
+            return dict(env or {})
         return await anyio.to_thread.run_sync(resolve_env, env, env_from, self.vault, self.settings.env)
 
     def info(self, rec: BoxRecord, now: float | None = None) -> ServerInfo:
@@ -176,6 +186,19 @@ class Fleet:
             agent_command=agent_command, env=await self.env(env, env_from), size=size, image=image, location=location,
             provider=provider, ready_timeout_s=ready_timeout_s, wait=wait, progress=progress, repo_via=repo_via,
             egress=egress, agent_version=agent_version)
+
+    async def fork_server(self, source: str, names: Sequence[str], *, branches: Sequence[str | None] | None = None,
+                          ttl_s: int | None = None) -> ForkResult:
+        """New boxes starting as a copy of ``source``'s files, each with its own keys, TTL and branch."""
+        return await self.forks.fork_server(source, names, branches=branches, ttl_s=ttl_s)
+
+    async def pool_status(self) -> PoolStatus:
+        """Every warm pool profile: wanted, ready, starting, and why it is off."""
+        return await self.pool.status(self.pool_filler.refusal)
+
+    async def fill_pools(self) -> list[str]:
+        """Start every profile's missing boxes now and wait for them; the names made ready."""
+        return await self.pool_filler.fill_once()
 
     def _image_builder(self, provider: str | None) -> BuildsImages:
         prov = self._providers.get(provider or self.settings.provider)
@@ -202,8 +225,8 @@ class Fleet:
     async def destroy_server(self, name: str, *, harvest: bool = True) -> DestroyResult:
         return await self.boxes.destroy_server(name, harvest=harvest)
 
-    async def extend_server(self, name: str, ttl_s: int) -> ServerInfo:
-        return await self.boxes.extend_server(name, ttl_s)
+    async def extend_server(self, name: str, ttl_s: int, *, shorten: bool = True) -> ServerInfo:
+        return await self.boxes.extend_server(name, ttl_s, shorten=shorten)
 
     async def recover(self, timeout_s: float = 60.0) -> list[str]:
         """At start: end the creates whose orchestrator died (adopt or burn them). Bounded: a provider that
@@ -284,9 +307,10 @@ class Fleet:
     async def run(self, server: str, command: str, *, background: bool = False, timeout_s: float | None = None,
                   cwd: str | None = None, env: Mapping[str, str] | None = None, kill_on_timeout: bool = False,
                   idempotency_key: str | None = None, env_from: Sequence[str] | None = None) -> CommandResult:
+        received = time.monotonic()  # timeout_s counts from here
         return await self.jobs.run(server, command, background=background, timeout_s=timeout_s, cwd=cwd,
-                                   env=await self.env(env, env_from),
-                                   kill_on_timeout=kill_on_timeout, idempotency_key=idempotency_key)
+                                   env=await self.env(env, env_from), kill_on_timeout=kill_on_timeout,
+                                   idempotency_key=idempotency_key, received=received)
 
     async def job_status(self, job_id: str, *, stdout_offset: int = 0, stderr_offset: int = 0,
                          wait_s: float = 0.0, max_bytes: int | None = None) -> JobStatusResult:

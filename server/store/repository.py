@@ -78,6 +78,10 @@ class Repository:
     async def update_box(self, request_id: str, **changes: Any) -> None:
         await self._run(self.store.update_box, request_id, **changes)
 
+    async def claim_box(self, request_id: str, current_name: str, /, **changes: Any) -> bool:
+        """Compare-and-set on a ready box still named ``current_name`` (see Store.claim_box)."""
+        return await self._run(lambda: self.store.claim_box(request_id, current_name, **changes))
+
     async def end_box(self, request_id: str, state: str, error: str | None = None) -> None:
         """A box record leaves the live states (destroyed or failed), now."""
         changes: dict[str, Any] = {"state": state, "step": None, "destroyed_at": time.time()}
@@ -105,6 +109,9 @@ class Repository:
     async def live_names(self) -> list[str]:
         return await self._run(self.store.live_names)
 
+    async def last_ended_box(self, name: str) -> tuple[BoxRecord, dict[str, Any] | None] | None:
+        return await self._run(self.store.last_ended_box, name)
+
     async def failed_since(self, since: float) -> list[BoxRecord]:
         return await self._run(self.store.failed_since, since)
 
@@ -119,8 +126,33 @@ class Repository:
     async def plans_by_key(self, plan_key: str) -> list[tuple[str, str]]:
         return await self._run(self.store.plans_by_key, plan_key)
 
+    async def plans_of_repo(self, repo: str) -> list[dict[str, Any]]:
+        return await self._run(self.store.plans_of_repo, repo)
+
+    async def claim_plan(self, plan_id: str, token: str | None, owner: dict[str, Any]) -> bool:
+        return await self._run(self.store.claim_plan, plan_id, token, owner)
+
     async def plans_in_state(self, state: str) -> list[str]:
         return await self._run(self.store.plans_in_state, state)
+
+    async def board_records(self, plans_since: float) -> tuple[list[BoxRecord], dict[str, list[JobRecord]],
+                                                               list[tuple[str, str, dict[str, Any]]]]:
+        """What the board shows, in one trip: the live boxes, their jobs, and the plans running or recent."""
+        def read() -> tuple[list[BoxRecord], dict[str, list[JobRecord]], list[tuple[str, str, dict[str, Any]]]]:
+            boxes = self.store.live_boxes()
+            return (boxes, self.store.jobs_of_boxes([b.request_id for b in boxes]),
+                    self.store.plans_since(plans_since))
+
+        return await self._run(read)
+
+    # reviews
+
+    async def save_review(self, request_id: str, box_name: str, state: str, note: str | None,
+                          tip: str | None) -> None:
+        await self._run(self.store.save_review, request_id, box_name, state, note, tip)
+
+    async def reviews(self, request_ids: list[str]) -> dict[str, dict[str, Any]]:
+        return await self._run(self.store.reviews, request_ids)
 
     # jobs
 

@@ -1,4 +1,4 @@
-"""SQLite state (WAL): the boxes, jobs and events tables and their synchronous access.
+"""SQLite state (WAL): the boxes, jobs, plans, reviews and events tables and their synchronous access.
 
 A cache and an audit trail, not the truth about boxes: the provider's labels say which
 boxes exist and when they expire, the boxes' job dirs say what jobs did. The store maps
@@ -87,6 +87,14 @@ CREATE TABLE IF NOT EXISTS plans (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS plans_key ON plans(plan_key);
+CREATE TABLE IF NOT EXISTS reviews (
+    request_id TEXT PRIMARY KEY,
+    box_name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    note TEXT,
+    tip TEXT,
+    updated_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     ts REAL NOT NULL,
@@ -192,6 +200,18 @@ class Store:
         with self._tx() as db:
             db.execute(f"UPDATE boxes SET {assignments} WHERE request_id = ?", (*changes.values(), request_id))
 
+    def claim_box(self, request_id: str, current_name: str, /, **changes: Any) -> bool:
+        """Compare-and-set: apply ``changes`` only while the box is ready and still named ``current_name``; whether this
+        call made the change (two claims of one box: exactly one wins). sqlite3.IntegrityError when a new name
+        is taken by a live box."""
+        if "data" in changes and changes["data"] is not None:
+            changes["data"] = json.dumps(changes["data"])
+        assignments = ", ".join(f"{key} = ?" for key in changes)
+        with self._tx() as db:
+            cur = db.execute(f"UPDATE boxes SET {assignments} WHERE request_id = ? AND name = ? AND state = 'ready'",
+                             (*changes.values(), request_id, current_name))
+            return cur.rowcount == 1
+
     def live_box(self, name: str) -> BoxRecord | None:
         rows = self._query("SELECT * FROM boxes WHERE name = ? AND state IN ('provisioning', 'ready')", (name,))
         return _box(rows[0]) if rows else None
@@ -206,6 +226,18 @@ class Store:
 
     def live_names(self) -> list[str]:
         return [b.name for b in self.live_boxes()]
+
+    def last_ended_box(self, name: str) -> tuple[BoxRecord, dict[str, Any] | None] | None:
+        """The most recent record of a box of that name that has ended (burned or failed), with the last harvest
+        event (kind, ts, detail) of its life; None when no box ever had the name."""
+        rows = self._query("SELECT * FROM boxes WHERE name = ? AND state NOT IN ('provisioning', 'ready') "
+                           "ORDER BY COALESCE(destroyed_at, created_at) DESC LIMIT 1", (name,))
+        if not rows:
+            return None
+        rec = _box(rows[0])
+        events = self._query("SELECT kind, ts, detail FROM events WHERE box_name = ? AND ts >= ? AND kind IN "
+                             "('harvest', 'harvest-failed') ORDER BY id DESC LIMIT 1", (name, rec.created_at))
+        return rec, dict(events[0]) if events else None
 
     def failed_since(self, since: float) -> list[BoxRecord]:
         """Boxes whose create failed (and that were burned) at or after ``since``."""
@@ -257,6 +289,16 @@ class Store:
         rows = self._query("SELECT * FROM jobs WHERE request_id = ? ORDER BY created_at", (request_id,))
         return [_job(r) for r in rows]
 
+    def jobs_of_boxes(self, request_ids: list[str]) -> dict[str, list[JobRecord]]:
+        """request_id -> its jobs, oldest first, for many boxes in one query."""
+        found: dict[str, list[JobRecord]] = {r: [] for r in request_ids}
+        if request_ids:
+            rows = self._query(f"SELECT * FROM jobs WHERE request_id IN ({', '.join('?' * len(request_ids))}) "
+                               "ORDER BY created_at", tuple(request_ids))
+            for row in rows:
+                found[row["request_id"]].append(_job(row))
+        return found
+
     def recent_job_ids(self, limit: int = 5) -> list[str]:
         rows = self._query("SELECT job_id FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,))
         return [r["job_id"] for r in rows]
@@ -283,9 +325,50 @@ class Store:
                            (plan_key,))
         return [(r["plan_id"], r["state"]) for r in rows]
 
+    def plans_since(self, since: float) -> list[tuple[str, str, dict[str, Any]]]:
+        """(plan_id, state, doc) of the plans running or updated at or after ``since``, oldest first."""
+        rows = self._query("SELECT plan_id, state, doc FROM plans WHERE state = 'running' OR updated_at >= ? "
+                           "ORDER BY created_at", (since,))
+        return [(r["plan_id"], r["state"], json.loads(r["doc"])) for r in rows]
+
+    def plans_of_repo(self, repo: str) -> list[dict[str, Any]]:
+        """The documents of the plans run on ``repo``, oldest first."""
+        rows = self._query("SELECT doc FROM plans WHERE json_extract(doc, '$.board.repo') = ? ORDER BY created_at",
+                           (repo,))
+        return [json.loads(r["doc"]) for r in rows]
+
+    def claim_plan(self, plan_id: str, token: str | None, owner: dict[str, Any]) -> bool:
+        """Make ``owner`` the process driving a running plan, if its owner's token is still ``token``
+        (compare and set: of two processes resuming a plan, one wins)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE plans SET doc = json_set(doc, '$.owner', json(?)), updated_at = ? WHERE plan_id = ? AND "
+                "state = 'running' AND json_extract(doc, '$.owner.token') IS ?",
+                (json.dumps(owner), time.time(), plan_id, token))
+            return cur.rowcount == 1
+
     def plans_in_state(self, state: str) -> list[str]:
         rows = self._query("SELECT plan_id FROM plans WHERE state = ? ORDER BY created_at", (state,))
         return [r["plan_id"] for r in rows]
+
+    # reviews: the board's review state of a box's work (one row per box create; a person's note, no secret)
+
+    def save_review(self, request_id: str, box_name: str, state: str, note: str | None, tip: str | None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO reviews (request_id, box_name, state, note, tip, updated_at) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(request_id) DO UPDATE SET state = excluded.state, note = excluded.note, "
+                "tip = excluded.tip, updated_at = excluded.updated_at",
+                (request_id, box_name, state, note, tip, time.time()),
+            )
+
+    def reviews(self, request_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """request_id -> {state, note, tip, updated_at} for the given boxes that have a review row."""
+        if not request_ids:
+            return {}
+        rows = self._query(f"SELECT * FROM reviews WHERE request_id IN ({', '.join('?' * len(request_ids))})",
+                           tuple(request_ids))
+        return {r["request_id"]: dict(r) for r in rows}
 
     # events
 

@@ -15,6 +15,8 @@ from server.transport.types import ExecResult, ShellCall
 
 CHANNEL_HELLO = b"BOXFORGE-CHANNEL 1 "
 CHANNEL_OPEN_TIMEOUT_S = 10.0
+# private assignments up to this size go in-band, read a byte at a time by the loop's builtin ``read``
+PRIVATE_INLINE_MAX = 8192
 STREAM_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, asyncio.IncompleteReadError)
 
 
@@ -102,13 +104,22 @@ class Channel:
         sent = []
         data = bytearray()
         if isinstance(script, ShellCall):
+            script = script.at()  # a deadline's time left, as of now
             if "\n" in script.call:
                 raise ValueError("a ShellCall's call must be one line")
             if script.library not in self._libraries:
                 library = script.library.encode()
                 data += self._header("L", len(library), 0) + library
                 sent.append(self._seq)
-            data += self._header("T", 0, len(stdin)) + script.call.encode() + b"\n" + stdin
+            if script.private and len(script.private) <= PRIVATE_INLINE_MAX:
+                # the assignments as lines the loop reads with its builtin, instead of a stdin pipe
+                private = script.private.encode()
+                data += self._header("T", private.count(b"\n"), 0) + private + script.call.encode() + b"\n"
+            elif script.private:
+                call = 'eval "$(cat)"; ' + script.call
+                data += self._header("T", 0, len(script.stdin)) + call.encode() + b"\n" + script.stdin
+            else:
+                data += self._header("T", 0, len(stdin)) + script.call.encode() + b"\n" + stdin
         else:
             body = script.encode()
             data += self._header("B", len(body), len(stdin)) + body + stdin

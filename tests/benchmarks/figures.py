@@ -23,7 +23,7 @@ import anyio
 from mcp import Client, StdioServerParameters
 
 from providers.base import LABEL_NAME
-from providers.local.supervisor import current_user
+from providers.local.boxdir import current_user
 from providers.probe import probe_ssh
 from server import jobs
 from server.config import Settings, load_settings

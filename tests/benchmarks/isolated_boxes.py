@@ -16,7 +16,8 @@ import asyncssh
 
 from providers.base import BoxSpec, box_labels
 from providers.local import LocalProvider, UnisolatedLocalProvider, cgroup
-from providers.local.supervisor import read_pid, supervisor_pid
+from providers.local.boxdir import read_pid
+from providers.local.procs import supervisor_pid
 from server.keys import create_box_keys
 
 

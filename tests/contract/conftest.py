@@ -18,7 +18,7 @@ from providers.docker import DockerProvider, DockerSettings
 from providers.docker.image import base_tag
 from providers.hetzner import HetznerProvider
 from providers.local import LocalProvider
-from providers.local.supervisor import current_user
+from providers.local.boxdir import current_user
 from tests.docker_fixtures import docker_env  # noqa: F401 - the session's Docker daemon
 from tests.fakes.hetzner_api import FakeHetzner, running_fake
 from tests.fakes.kube_api import FakeKube, FakePod, running_kube

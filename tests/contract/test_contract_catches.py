@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from providers.local import supervisor as localbox
 from providers.base import LABEL_EXPIRES_AT, Box, BoxSpec, NotFound
 from providers.contract import (
     EXTRA_LABEL,
@@ -22,7 +21,7 @@ from providers.contract import (
     check_list_by_labels_needs_no_local_state,
     check_owner_label_is_respected,
 )
-from providers.local import LocalProvider
+from providers.local import LocalProvider, boxdir, burn
 
 
 class RecreatesEachTime(LocalProvider):
@@ -89,8 +88,8 @@ def root(tmp_path: Path) -> Iterator[Path]:
     root = tmp_path / "boxes"
     yield root
     for box_dir in sorted(root.glob("*")) if root.exists() else []:  # whatever a broken provider left
-        if localbox.BOX_ID_RE.match(box_dir.name):
-            localbox.burn_box(box_dir)
+        if boxdir.BOX_ID_RE.match(box_dir.name):
+            burn.burn_box(box_dir)
 
 
 @pytest.mark.parametrize(("broken", "check"), CASES, ids=[f"{b.__name__}-{c.__name__}" for b, c in CASES])

@@ -1,6 +1,7 @@
 """An orchestrator process for the restart tests, killed by the test at a chosen moment.
 
 mode "job":    forge a box, start a background job, print its id, wait to be killed.
+mode "foreground": forge a box, print "ready", run the command in the foreground (killed mid-call).
 mode "create": start forging a box whose readiness never comes (the provider's wait_ready
                hangs after the box exists), print "creating", wait to be killed mid-create.
 """
@@ -34,6 +35,10 @@ async def main(mode: str, home: str, owner: str, command: str = "", ready_timeou
         if mode == "create":
             fleet.providers["local"] = HangingProvider(local_boxes_dir(settings))
             await fleet.create_server("halfmade")
+        elif mode == "foreground":
+            await fleet.create_server("survivor")
+            print("ready", flush=True)
+            await fleet.run("survivor", command)
         else:
             await fleet.create_server("survivor")
             result = await fleet.run("survivor", command, background=True)

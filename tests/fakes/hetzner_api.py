@@ -63,8 +63,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from providers.local import supervisor as localbox
 from providers.base import BACKSTOP_EXPIRES_FILE, LABEL_EXPIRES_AT, LABEL_REQUEST, BoxSpec
+from providers.local import boxdir, burn, launch
 from tests.fakes.hetzner_catalog import IMAGES, LOCATIONS, FakeType, server_types
 
 RATE_LIMIT = 3600
@@ -191,7 +191,7 @@ class FakeHetzner:
         self.faults = Faults()
         self.server_types: list[FakeType] = server_types()
         self.subnet = (random.randint(64, 254), random.randint(0, 255))  # 127.A.B.N, apart from other runs
-        self.ssh_port = ssh_port or localbox.free_port(f"127.{self.subnet[0]}.{self.subnet[1]}.2")
+        self.ssh_port = ssh_port or boxdir.free_port(f"127.{self.subnet[0]}.{self.subnet[1]}.2")
         self.servers: dict[int, FakeServer] = {}
         self.actions: dict[int, dict[str, Any]] = {}
         self.ssh_keys: dict[int, dict[str, Any]] = {}
@@ -251,7 +251,7 @@ class FakeHetzner:
             with server.lock:
                 server.deleted = True
                 if server.box_dir is not None:
-                    localbox.burn_box(server.box_dir)
+                    burn.burn_box(server.box_dir)
         for thread in self._threads:
             thread.join(timeout=10)
 
@@ -660,7 +660,7 @@ class FakeHetzner:
                 return
             if not unreachable:
                 try:
-                    server.box_dir = localbox.launch_box(self.boxes_root, self._box_spec(server),
+                    server.box_dir = launch.launch_box(self.boxes_root, self._box_spec(server),
                                                          server=self.box_server, host=server.host,
                                                          port=self.ssh_port)
                 except Exception as exc:
@@ -680,7 +680,7 @@ class FakeHetzner:
         users = [u for u in config.get("users") or [] if isinstance(u, dict)]
         if len(users) != 1 or not users[0].get("ssh_authorized_keys"):
             raise ValueError("user data must create exactly one user with an authorized key")
-        local_user = localbox.current_user()
+        local_user = boxdir.current_user()
         if users[0]["name"] != local_user:
             raise ValueError(f"this fake runs boxes as the local user {local_user!r}, not {users[0]['name']!r}")
         labels = {}
@@ -706,7 +706,7 @@ class FakeHetzner:
         with server.lock:
             server.deleted = True
             if server.box_dir is not None:
-                localbox.burn_box(server.box_dir)
+                burn.burn_box(server.box_dir)
         with self._lock:
             self.servers.pop(server.id, None)
         self._finish(action)

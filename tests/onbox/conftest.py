@@ -41,7 +41,7 @@ def script_text(script: str) -> str:
     call = getattr(script, "shell_call", None)
     if call is None:
         return script
-    return "exec 3>&1\n" + call.library + "\n" + call.call + "\n"
+    return call.script()
 
 
 @pytest.fixture

@@ -220,9 +220,11 @@ def test_the_agent_is_checked_installed_once_and_put_on_the_path_of_every_job(sh
     job.mkdir()
     (job / "cmd").write_text("command -v claude; claude --version\n")
     wrapper = scripts.text("job-wrapper.sh")
-    ran = subprocess.run(["sh", "-c", wrapper, "sh", str(job), "forget"], capture_output=True, text=True,
-                         env={"HOME": str(home), "PATH": str(bin_dir)}, timeout=30)
-    assert ran.stdout == f"{home}/.local/bin/claude\n2.1.300 (Claude Code)\n", ran.stderr
+    # sh run <job dir> keep|forget <clock_cs> <shell> <rm>, as bf_start starts it (stdout: the pid)
+    ran = subprocess.run(["sh", "-c", wrapper, "sh", str(job), "forget", "", "/bin/sh", "rm"], capture_output=True,
+                         text=True, env={"HOME": str(home), "PATH": str(bin_dir)}, timeout=30)
+    assert ran.returncode == 0 and ran.stdout.strip().isdigit(), ran.stderr
+    assert (job / "out").read_text() == f"{home}/.local/bin/claude\n2.1.300 (Claude Code)\n", ran.stderr
     for rc in (".profile", ".bashrc"):
         assert sum("boxforge/profile" in line for line in (home / rc).read_text().splitlines()) == 1
 

@@ -4,6 +4,7 @@ file-free calls without SSH, under sh, dash and busybox sh; reconnect-once; reap
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -30,6 +31,21 @@ async def test_the_job_protocol_runs_over_a_process_channel(pex: ProcessExec) ->
     assert (st.state, st.exit_code, st.stdout, st.stderr) == ("failed", 3, b"out", b"err")
     assert [j.job_id for j in await jobs.list_jobs(pex)] == [job_id]
     assert len(pex.channel_pids()) == 1  # every call above reused one channel
+
+
+async def test_a_foreground_run_starts_and_answers_in_one_call_over_a_process_channel(pex: ProcessExec,
+                                                                                      home: Path) -> None:
+    # the command and env travel in-band as private lines: quotes, backslashes, newlines, non-ASCII
+    command = "printf '%s|%s\\n' \"$TOKEN\" 'a\\b'\nprintf 'é\\n' >&2\nexit 4"
+    job_id = jobs.new_job_id()
+    st = await jobs.run(pex, job_id, command, cwd="~", env={"TOKEN": "it's \"quoted\"\nand two lines"},
+                        wait_s=30.0)
+    assert (st.state, st.exit_code) == ("failed", 4)
+    assert (st.stdout, st.stderr) == (b"it's \"quoted\"\nand two lines|a\\b\n", "é\n".encode())
+    assert st.started_at is not None and st.finished_at is not None and st.started_at <= st.finished_at
+    assert abs(st.finished_at - time.time()) < 60  # the box's clock read from uptime, not date: unix time still
+    assert (home / ".boxforge" / "jobs" / job_id / "cmd").read_text() == command
+    assert not (home / ".boxforge" / "jobs" / job_id / "env").exists()
 
 
 async def test_stdin_and_output_are_binary_safe(pex: ProcessExec) -> None:

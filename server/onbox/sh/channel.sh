@@ -19,7 +19,17 @@ while IFS=' ' read -r __bfn __bfk __bfs __bfi __bfz; do
   case $__bfn.$__bfs.$__bfi in *[!0-9.]*|.*|*..*|*.) break ;; esac
   case $__bfk in
     L) __bfc=$(head -c "$__bfs"; echo .); eval "${__bfc%.}"; printf '%s 0 0 0 0\n' "$__bfn"; continue ;;
-    T) IFS= read -r __bfc || break ;;
+    T)
+      # <script_len> lines (private assignments, read with the builtin: no process) and the call line
+      __bfc=
+      while [ "$__bfs" -gt 0 ]; do
+        IFS= read -r __bfv || break 2
+        __bfc="$__bfc$__bfv
+"
+        __bfs=$((__bfs - 1))
+      done
+      IFS= read -r __bfv || break
+      __bfc="$__bfc$__bfv" ;;
     B) __bfc=$(head -c "$__bfs"; echo .); __bfc=${__bfc%.} ;;
     *) break ;;
   esac
@@ -28,7 +38,8 @@ while IFS=' ' read -r __bfn __bfk __bfs __bfi __bfz; do
       __bfo=$(head -c "$__bfi" | {
         (eval "$__bfc") 2>"$__bft/e" 3>"$__bft/b"; __bfr=$?; cat >/dev/null; exit "$__bfr"; }; echo ".$?")
     else
-      __bfo=$( (eval "$__bfc") </dev/null 2>"$__bft/e" 3>"$__bft/b"; echo ".$?")
+      # one fork: the EXIT trap appends the status (and keeps trailing newlines) however the call ends
+      __bfo=$(exec </dev/null 2>"$__bft/e" 3>"$__bft/b"; trap 'echo ".$?"' EXIT; eval "$__bfc")
     fi
     __bfr=${__bfo##*.}; __bfo=${__bfo%.*}; __bfl=${#__bfo}
   else
@@ -47,6 +58,7 @@ while IFS=' ' read -r __bfn __bfk __bfs __bfi __bfz; do
     if [ $# -ne 2 ]; then set -- $(wc -c <"$__bft/b") $(wc -c <"$__bft/e"); fi
     __bfb=$1; __bfe=$2
   fi
+  __bfc=
   printf '%s %s %s %s %s\n%s' "$__bfn" "$__bfr" "$__bfl" "$__bfb" "$__bfe" "$__bfo"
   [ "$__bfb" = 0 ] || head -c "$__bfb" "$__bft/b"
   [ "$__bfe" = 0 ] || head -c "$__bfe" "$__bft/e"

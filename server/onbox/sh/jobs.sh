@@ -3,8 +3,37 @@
 # The job protocol's library: defined once per control channel (after protocol.sh), then each call
 # is one line, e.g. `job=j-0123456789ab ooff=0 eoff=0 maxb=65536 wait_cs=0; bf_status`.
 # stdout carries text only; output bytes go to fd 3. The job directory format: server/jobs.py.
-# unix time with sub-second precision where date supports %N, else whole seconds
-now() { _t=$(date +%s.%N 2>/dev/null); case $_t in ""|*[!0-9.]*|*.|.*) _t=$(date +%s) ;; esac; }
+# Once per channel (the library is defined in the loop itself; over exec, once per call): the umask
+# to give jobs, the shell that runs a command and rm, both found before any env file can change
+# PATH, and unix time minus uptime, so that now() reads the clock without starting date.
+BF_UMASK=$(umask)
+BF_SH=; BF_RM=
+_bf_ifs=$IFS; IFS=:; set -f
+# shellcheck disable=SC2086 # PATH's directories, split on ':' on purpose (globbing is off)
+for _x in $PATH; do
+  [ -n "$_x" ] || continue
+  [ -n "$BF_SH" ] || { [ -x "$_x/bash" ] && BF_SH=$_x/bash; }
+  [ -n "$BF_RM" ] || { [ -x "$_x/rm" ] && BF_RM=$_x/rm; }
+done
+IFS=$_bf_ifs; set +f
+[ -n "$BF_SH" ] || BF_SH=/bin/sh
+[ -n "$BF_RM" ] || BF_RM="rm"
+# unix time minus uptime in centiseconds (empty where /proc/uptime cannot be read)
+BF_CLOCK_CS=
+_bf_ns=$(date +%s%N 2>/dev/null)
+case $_bf_ns in ""|*[!0-9]*) _bf_ns=$(date +%s)000000000 ;; esac
+if { read -r _bf_up _ < /proc/uptime; } 2>/dev/null; then
+  case $_bf_up in *[!0-9.]*|*.|.*|*.?) ;; *.??) BF_CLOCK_CS=$((_bf_ns / 10000000 - ${_bf_up%.*} * 100 - 1${_bf_up#*.} + 100)) ;; esac
+fi
+# unix time with sub-second precision in _t: from /proc/uptime where it can be read, else date
+now() {
+  if [ -n "$BF_CLOCK_CS" ] && { read -r _u _ < /proc/uptime; } 2>/dev/null; then
+    _c=$((BF_CLOCK_CS + ${_u%.*} * 100 + 1${_u#*.} - 100))
+    _t=$((_c / 100)).$((_c / 10 % 10))$((_c % 10))
+    return 0
+  fi
+  _t=$(date +%s.%N 2>/dev/null); case $_t in ""|*[!0-9.]*|*.|.*) _t=$(date +%s) ;; esac
+}
 boot_id() { _boot=; { read -r _boot < /proc/sys/kernel/random/boot_id; } 2>/dev/null || _boot=; }
 alive() {
   kill -0 "$1" 2>/dev/null || return 1
@@ -21,13 +50,14 @@ job_state() {
   [ -r "$1/started" ] && read -r started _ < "$1/started"
   [ -r "$1/exit" ] && read -r code fin < "$1/exit"
   _up=0
-  if [ -r "$1/pid" ]; then
+  if [ -s "$1/pid" ]; then
     read -r pid < "$1/pid"
     _jb=; [ -r "$1/boot" ] && read -r _jb < "$1/boot"
     boot_id
     if { [ -z "$_jb" ] || [ "$_jb" = "$_boot" ]; } && alive "$pid"; then _up=1; fi
-  elif [ -z "$code" ] && [ -n "$started" ] && [ $(( $(date +%s) - ${started%.*} )) -lt 30 ]; then
-    _up=1
+  elif [ -z "$code" ] && [ -n "$started" ]; then
+    now
+    [ $(( ${_t%.*} - ${started%.*} )) -lt 30 ] && _up=1
   fi
   # the wrapper may have written exit and died after the first read: read it again
   if [ -z "$code" ] && [ "$_up" = 0 ] && [ -r "$1/exit" ]; then read -r code fin < "$1/exit"; fi
@@ -41,11 +71,11 @@ job_state() {
   fi
 }
 
-bf_launch() {
-  um=$(umask)
+# Start job $job (cmd, cwd, envfile, keep: the call's private assignments): write its files with
+# builtins, then start the wrapper in a session of its own with one setsid; returns once the wrapper
+# holds its lock and wrote its pid, which it hands back over a pipe (no polling).
+bf_start() {
   umask 077
-  payload=$(cat) || exit "$BF_EXIT_FAILED"
-  eval "$payload"
   # shellcheck disable=SC2088 # the literal "~/" the caller sent, not an expansion
   case $cwd in
     "~") cwd=$HOME ;;
@@ -64,12 +94,12 @@ bf_launch() {
     i=0
     while [ ! -s "$d/pid" ] && [ "$i" -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
     [ -s "$d/pid" ] || exit "$BF_EXIT_NOT_STARTED"
-    exit 0
+    return 0
   fi
   fail() { rm -rf "$d"; exit "$BF_EXIT_FAILED"; }
   printf '%s' "$cmd" > "$d/cmd" || fail
   printf '%s\n' "$cwd" > "$d/cwd" || fail
-  printf '%s' "$wrapper" > "$d/run" || fail
+  printf '%s' "$BF_WRAPPER" > "$d/run" || fail
   if [ -n "$envfile" ]; then printf '%s' "$envfile" > "$d/env" || fail; fi
   boot_id
   printf '%s\n' "$_boot" > "$d/boot" || fail
@@ -77,19 +107,23 @@ bf_launch() {
   : > "$d/err" || fail
   now
   printf '%s\n' "$_t" > "$d/started" || fail
-  umask "$um"
-  # fd 3 (where the caller reads output) must not leak into the job, or the caller waits for it.
-  # setsid -f, not &: an asynchronous command would start with SIGINT and SIGQUIT ignored.
+  umask "$BF_UMASK"
+  # setsid -f, not &: an asynchronous command would start with SIGINT and SIGQUIT ignored. fd 3
+  # (where the caller reads output) must not leak into the job, or the caller waits for it.
   # shellcheck disable=SC2094 # run is only read (by the wrapper and as its lock), never written here
-  setsid -f nohup /bin/sh "$d/run" "$d" "$keep" < /dev/null > "$d/out" 2> "$d/err" 3>&- 9< "$d/run" || fail
-  # the wrapper writes its pid once it holds its lock: poll briskly at first, it takes milliseconds
-  i=0
-  while [ ! -s "$d/pid" ]; do
-    i=$((i + 1))
-    [ "$i" -gt 1000 ] && exit "$BF_EXIT_NOT_STARTED"
-    if [ "$i" -le 50 ]; then sleep 0.002; else sleep 0.01; fi
-  done
+  _p=$(setsid -f /bin/sh "$d/run" "$d" "$keep" "$BF_CLOCK_CS" "$BF_SH" "$BF_RM" < /dev/null 2> "$d/err" 3>&- 9< "$d/run") || fail
+  [ -n "$_p" ] || exit "$BF_EXIT_NOT_STARTED"
+}
+
+bf_launch() {
+  bf_start
   exit 0
+}
+
+# launch and the first status in one call: start the job, then wait up to wait_cs for it as bf_status does
+bf_run() {
+  bf_start
+  bf_status
 }
 
 bf_status() {
