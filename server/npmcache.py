@@ -30,14 +30,19 @@ import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
-import asyncssh
 import h11
 
 from server import npm
+from server.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import asyncssh
+else:
+    asyncssh = lazy_import("asyncssh")  # loaded on first use, not by the CLI's start
 
 log = logging.getLogger(__name__)
 
@@ -291,9 +296,6 @@ async def _send_head(conn: h11.Connection, writer: asyncssh.SSHWriter[bytes], st
         ("content-type", kind), ("content-length", str(size))])))
 
 
-Handler = Callable[[asyncssh.SSHReader[bytes], asyncssh.SSHWriter[bytes]], Awaitable[None]]
-
-
 @contextlib.asynccontextmanager
 async def serve(cache: NpmCache, conn: asyncssh.SSHClientConnection, roots: dict[str, str]) -> AsyncIterator[str]:
     """Serve ``cache`` on the box's loopback over ``conn`` for the body of the ``with``; yields the registry
@@ -301,7 +303,8 @@ async def serve(cache: NpmCache, conn: asyncssh.SSHClientConnection, roots: dict
     allowed = Allowed(dict(roots))
     port: list[int] = []
 
-    def factory(_orig_host: str, _orig_port: int) -> Handler:
+    def factory(_orig_host: str, _orig_port: int) -> Callable[
+            [asyncssh.SSHReader[bytes], asyncssh.SSHWriter[bytes]], Awaitable[None]]:
         base = f"http://{BOX_HOST}:{port[0]}"
         return lambda reader, writer: cache.handle(reader, writer, base, allowed)
 

@@ -23,7 +23,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from providers.local.supervisor import current_user
+from providers.local.boxdir import current_user
 from server import npm
 from server.config import Settings, load_settings
 from tests.docker_fixtures import docker_env  # noqa: F401 - the daemon fixture

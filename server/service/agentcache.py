@@ -7,17 +7,23 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
-import asyncssh
 
 from providers.base import Provider
 from providers.capabilities import NearOrchestrator
 from server import npm, npmcache
 from server.agents import AgentPlan
 from server.config import Settings, ensure_private_dir
+from server.lazy import lazy_import
 from server.service.access import BoxAccess
 from server.store import BoxRecord
+
+if TYPE_CHECKING:
+    import asyncssh
+else:
+    asyncssh = lazy_import("asyncssh")  # loaded on first use, not by the CLI's start
 
 log = logging.getLogger("boxforge.fleet")
 

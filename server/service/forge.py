@@ -44,13 +44,13 @@ from server.git.seed import Seed
 from server.keys import create_box_keys
 from server.schemas import ServerInfo
 from server.service import onbox
+from server.service import pool as pool_module
 from server.service.access import BoxAccess
 from server.service.agentcache import AgentRegistry
 from server.service.boxes import Boxes
 from server.service.createjobs import CreateJobs, Step, read_boxfile
 from server.service.creators import CREATOR, this_process
 from server.service.harvest import GIT_DATA
-from server.service import pool as pool_module
 from server.service.pool import WarmPool
 from server.service.providers import ProviderSet
 from server.service.secrets import Secrets
