@@ -13,10 +13,15 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import asyncssh
+from typing import TYPE_CHECKING
 
 from server.config import ensure_private_dir
+from server.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import asyncssh
+else:
+    asyncssh = lazy_import("asyncssh")  # loaded on first use, not by the CLI's start
 
 CLIENT_KEY_FILE = "client_ed25519"
 HOST_PUB_FILE = "host_ed25519.pub"

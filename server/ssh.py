@@ -41,8 +41,9 @@ long calls that overflow onto exec may take all but ``FOREGROUND_RESERVE`` exec 
 kept for ``ShellCall.foreground`` calls (a foreground command waiting for its own end, whose caller holds
 a deadline), so no number of long-polls can make a foreground command miss its ``timeout_s``. Waiting for
 a free channel or exec session counts inside the caller's timeout; a call with a ``deadline`` waits for a
-session only until just before it (then ``BoxBusy``), and says on the box how long is left once sent. A channel that breaks mid-call
-(its loop killed, the connection dropped) is closed and the call is retried once over exec (calls
+session only until just before it (then ``BoxBusy``), and says on the box how long is left once sent.
+A channel that breaks mid-call (its loop killed, the connection dropped) is closed and
+the call is retried once over exec (calls
 marked ``idempotent=False`` raise instead); the next call opens a new channel, reconnecting if
 needed. ``drop``/``aclose`` send EOF to every
 channel, which makes the box-side loop remove its scratch dir and exit.
@@ -57,11 +58,12 @@ import socket
 import time
 import weakref
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-
-import asyncssh
+from typing import TYPE_CHECKING
 
 from server.errors import BoxBusy, BoxTimeout, BoxUnreachable, HostKeyMismatch
+from server.lazy import lazy_import
 from server.onbox import scripts
 from server.transport.channel import (
     CHANNEL_HELLO,
@@ -75,6 +77,11 @@ from server.transport.channel import reason as _reason
 from server.transport.retry import Reconnect, reconnect_once
 from server.transport.types import DEADLINE_MARGIN_S, ExecResult, ShellCall
 
+if TYPE_CHECKING:
+    import asyncssh
+else:
+    asyncssh = lazy_import("asyncssh")  # loaded by the first connection, not by `boxforge ls`
+
 __all__ = ["CHANNEL_HELLO", "ExecResult", "SSHPool", "SSHTarget", "ShellCall"]
 
 log = logging.getLogger(__name__)
@@ -86,8 +93,17 @@ DEFAULT_SHORT_CHANNELS = 2
 DEFAULT_LONG_CHANNELS = 2
 FOREGROUND_RESERVE = 2  # exec sessions background long-polls never take (while more than one is left to them)
 
-_DROP_ERRORS = (asyncssh.DisconnectError, asyncssh.ChannelOpenError, BrokenPipeError, ConnectionResetError)
-_CHANNEL_ERRORS = (asyncssh.Error, *STREAM_ERRORS)
+
+
+@cache
+def _drop_errors() -> tuple[type[BaseException], ...]:
+    return (asyncssh.DisconnectError, asyncssh.ChannelOpenError, BrokenPipeError, ConnectionResetError)
+
+
+@cache
+def _channel_errors() -> tuple[type[BaseException], ...]:
+    return (asyncssh.Error, *STREAM_ERRORS)
+
 
 # The box side of a control channel (sh/channel.sh), started with exec so it is the session's process.
 _LOOP_COMMAND = "exec /bin/sh -c " + shlex.quote(scripts.text("channel.sh"))
@@ -215,7 +231,7 @@ class SSHPool:
             entry, fresh = await self._entry(target)
             try:
                 return await self._exec(entry, command, stdin, timeout)
-            except _DROP_ERRORS as exc:
+            except _drop_errors() as exc:
                 if not _is_drop(entry.conn, exc):
                     raise BoxUnreachable(
                         f"{target.where} refused to open an SSH session ({_reason(exc)}); retry shortly"
@@ -329,7 +345,7 @@ class SSHPool:
         try:
             async with asyncio.timeout(CHANNEL_OPEN_TIMEOUT_S):
                 pid = await read_hello(_SSHStream(proc))
-        except (TimeoutError, *_CHANNEL_ERRORS) as exc:
+        except (TimeoutError, *_channel_errors()) as exc:
             proc.close()
             if not entry.conn.is_closed():
                 entry.channels_off = True
@@ -339,7 +355,7 @@ class SSHPool:
         except BaseException:
             proc.close()
             raise
-        channel = Channel(_SSHStream(proc), pid, _CHANNEL_ERRORS)
+        channel = Channel(_SSHStream(proc), pid, _channel_errors())
         entry.channels.add(channel)
         return channel
 
@@ -437,7 +453,7 @@ class SSHPool:
                     connect_timeout=self._connect_timeout,
                     keepalive_interval=self._keepalive_interval,
                     keepalive_count_max=self._keepalive_count_max,
-                    client_factory=_PromptAcks,
+                    client_factory=_prompt_acks(),
                 )
         except asyncssh.HostKeyNotVerifiable as exc:
             raise HostKeyMismatch(
@@ -466,34 +482,40 @@ class SSHPool:
             ) from exc
 
 
-class _PromptAcks(asyncssh.SSHClient):
-    """Acknowledge the server's post-auth messages at once.
+@cache
+def _prompt_acks() -> type[asyncssh.SSHClient]:
+    """The client class (made on first use: it subclasses asyncssh's, loaded lazily)."""
 
-    OpenSSH answers auth with small packets (success, debug notes, then its host keys) while
-    Nagle is still on for the connection; left to the delayed-ACK timer, the held packets and the
-    first session's confirmation wait ~40 ms. Setting TCP_QUICKACK sends the pending ACK now.
-    """
+    class _PromptAcks(asyncssh.SSHClient):
+        """Acknowledge the server's post-auth messages at once.
 
-    def __init__(self) -> None:
-        self._conn: asyncssh.SSHClientConnection | None = None
+        OpenSSH answers auth with small packets (success, debug notes, then its host keys) while
+        Nagle is still on for the connection; left to the delayed-ACK timer, the held packets and the
+        first session's confirmation wait ~40 ms. Setting TCP_QUICKACK sends the pending ACK now.
+        """
 
-    def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
-        self._conn = conn
+        def __init__(self) -> None:
+            self._conn: asyncssh.SSHClientConnection | None = None
 
-    def auth_completed(self) -> None:
-        self._ack_now()
+        def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
+            self._conn = conn
 
-    def debug_msg_received(self, msg: str, lang: str, always_display: bool) -> None:
-        self._ack_now()
+        def auth_completed(self) -> None:
+            self._ack_now()
 
-    def _ack_now(self) -> None:
-        sock = self._conn.get_extra_info("socket") if self._conn is not None else None
-        quickack = getattr(socket, "TCP_QUICKACK", None)  # Linux only
-        if sock is not None and quickack is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
-            except OSError:
-                pass
+        def debug_msg_received(self, msg: str, lang: str, always_display: bool) -> None:
+            self._ack_now()
+
+        def _ack_now(self) -> None:
+            sock = self._conn.get_extra_info("socket") if self._conn is not None else None
+            quickack = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+            if sock is not None and quickack is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+                except OSError:
+                    pass
+
+    return _PromptAcks
 
 
 def _is_drop(conn: asyncssh.SSHClientConnection, exc: BaseException) -> bool:

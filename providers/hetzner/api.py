@@ -12,12 +12,10 @@ import logging
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.to_thread
-import requests
-from hcloud import APIException, Client
 
 from providers.base import (
     AuthError,
@@ -27,6 +25,14 @@ from providers.base import (
     QuotaError,
     TransientError,
 )
+from server.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import hcloud
+    import requests
+else:  # loaded by the first API call: an MCP server that never uses Hetzner does not hold them
+    hcloud = lazy_import("hcloud")
+    requests = lazy_import("requests")
 
 T = TypeVar("T")
 log = logging.getLogger("boxforge.hetzner")
@@ -45,7 +51,7 @@ class NameTaken(ProviderError):
     """uniqueness_error: a create or key name is in use (maybe by our own earlier attempt)."""
 
 
-def _api_code(exc: APIException) -> str:
+def _api_code(exc: hcloud.APIException) -> str:
     return exc.code if isinstance(exc.code, str) else str(exc.code)
 
 
@@ -53,7 +59,7 @@ def translate(exc: BaseException, what: str) -> ProviderError:
     """The providers.base error for an hcloud/requests exception raised while doing ``what``."""
     if isinstance(exc, ProviderError):
         return exc
-    if isinstance(exc, APIException):
+    if isinstance(exc, hcloud.APIException):
         code = _api_code(exc)
         message = exc.message
         if code in ("unauthorized", "401"):
@@ -100,7 +106,7 @@ class HetznerApi:
             raise AuthError("HCLOUD_TOKEN is not set: create a Read & Write API token in a dedicated Hetzner "
                             "project and export HCLOUD_TOKEN")
         self.endpoint = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
-        self.client = Client(token=token, api_endpoint=self.endpoint, application_name="boxforge",
+        self.client = hcloud.Client(token=token, api_endpoint=self.endpoint, application_name="boxforge",
                              timeout=REQUEST_TIMEOUT_S)
         # Retries happen in call() with anyio sleeps (cancellable); hcloud has no public switch for its own.
         if hasattr(self.client, "_client") and hasattr(self.client._client, "_retry_max_retries"):

@@ -20,12 +20,6 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from hcloud.images import Image
-from hcloud.locations import Location
-from hcloud.server_types import ServerType
-from hcloud.servers import Server, ServerCreatePublicNetwork
-from hcloud.ssh_keys import SSHKey
-
 from providers.base import (
     BACKSTOP_EXPIRES_FILE,
     CLOUD_INIT_FLAG_FILE,
@@ -205,6 +199,12 @@ class HetznerProvider(Provider, PinsHostKey, WaitsForBoot, HasBackstop, HasPrici
     async def _create_server(self, spec: BoxSpec, size: str, location: str, image: str,
                              owner: str) -> tuple[Any | None, int | None]:
         """(server, create action id); (None, None) when the name is taken (maybe by our own lost attempt)."""
+        from hcloud.images import Image  # the SDK loads with the first call (providers/hetzner/api.py)
+        from hcloud.locations import Location
+        from hcloud.server_types import ServerType
+        from hcloud.servers import ServerCreatePublicNetwork
+        from hcloud.ssh_keys import SSHKey
+
         name = server_name(spec)
         user_data = cloud_config(spec, user=self.ssh_user, expires_at=spec.expires_at or int(time.time()))
         for attempt in range(2):
@@ -276,6 +276,8 @@ class HetznerProvider(Provider, PinsHostKey, WaitsForBoot, HasBackstop, HasPrici
     async def set_labels(self, box_id: str, labels: Mapping[str, str]) -> Box:
         if not box_id.isdigit():
             raise NotFound(f"Hetzner server {box_id} does not exist")
+        from hcloud.servers import Server
+
         server = await self.api.call(f"update the labels of server {box_id}", self.client.servers.update,
                                      Server(id=int(box_id)), labels=dict(labels))
         return self._box(server)

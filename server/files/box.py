@@ -11,22 +11,33 @@ import stat
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
-import asyncssh
 
 from server.domain.inputs import is_one_line
 from server.errors import BoxUnreachable, ForgeError, InvalidInput
 from server.jobs import BoxExec
+from server.lazy import lazy_import
 from server.onbox import scripts
 from server.ssh import SSHPool, SSHTarget
 
+if TYPE_CHECKING:
+    import asyncssh
+else:
+    asyncssh = lazy_import("asyncssh")  # loaded on first use, not by the CLI's start
+
 SFTP_S_PER_MIB = 1.0  # time an SFTP operation gets per MiB moved, on top of BoxFiles.timeout_s
 CLEANUP_TIMEOUT_S = 5.0  # removing a temp file, even after a cancel
-_DROPS = (asyncssh.DisconnectError, asyncssh.ChannelOpenError, asyncssh.ConnectionLost, BrokenPipeError,
-          ConnectionResetError)
+
+
+@cache
+def _drops() -> tuple[type[BaseException], ...]:
+    return (asyncssh.DisconnectError, asyncssh.ChannelOpenError, asyncssh.ConnectionLost, BrokenPipeError,
+            ConnectionResetError)
 
 
 def check_box_path(path: str, what: str = "path") -> str:
@@ -98,7 +109,7 @@ class BoxFiles:
             try:
                 client = await conn.start_sftp_client()
                 break
-            except _DROPS as exc:
+            except _drops() as exc:
                 await self.pool.drop(self.target.key)
                 if attempt == 2:
                     raise BoxUnreachable(f"could not open SFTP on {self.target.where}: {exc}; retry") from exc
@@ -107,7 +118,7 @@ class BoxFiles:
         try:
             async with client:
                 yield client
-        except _DROPS as exc:
+        except _drops() as exc:
             raise BoxUnreachable(f"lost the SSH connection to {self.target.where} during a file transfer; "
                                  "retry") from exc
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import base64
 import posixpath
 import stat
-
-import asyncssh
+from typing import TYPE_CHECKING
 
 from server.domain.output import decode_output, utf8_head
 from server.errors import InvalidInput
@@ -20,11 +19,17 @@ from server.files.box import (
     temp_name,
     transfer_seconds,
 )
+from server.lazy import lazy_import
 from server.schemas import (
     Encoding,
     FileContent,
     WriteResult,
 )
+
+if TYPE_CHECKING:
+    import asyncssh
+else:
+    asyncssh = lazy_import("asyncssh")  # loaded on first use, not by the CLI's start
 
 MAX_READ_SCAN_BYTES = 10 * 1024 * 1024  # text reads load the file to count lines
 MAX_READ_OUTPUT_BYTES = 256 * 1024  # text returned by one vm_read

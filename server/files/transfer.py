@@ -8,10 +8,10 @@ import posixpath
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
-import asyncssh
 
 from server.errors import InvalidInput
 from server.files.box import (
@@ -24,10 +24,16 @@ from server.files.box import (
     temp_name,
     transfer_seconds,
 )
+from server.lazy import lazy_import
 from server.schemas import (
     DownloadResult,
     WriteResult,
 )
+
+if TYPE_CHECKING:
+    import asyncssh
+else:
+    asyncssh = lazy_import("asyncssh")  # loaded on first use, not by the CLI's start
 
 MAX_TRANSFER_BYTES = 256 * 1024 * 1024
 

@@ -14,12 +14,17 @@ import asyncio
 import errno
 import time
 from dataclasses import dataclass, field
-
-import asyncssh
+from typing import TYPE_CHECKING
 
 from server.errors import BoxUnreachable, ForgeError, InvalidInput
+from server.lazy import lazy_import
 from server.schemas import ForwardInfo
 from server.ssh import SSHPool, SSHTarget
+
+if TYPE_CHECKING:
+    import asyncssh
+else:
+    asyncssh = lazy_import("asyncssh")  # loaded on first use, not by the CLI's start
 
 BOX_HOST = "127.0.0.1"  # the box's own loopback (IPv4: a box may resolve no names)
 CHECK_TIMEOUT_S = 5.0

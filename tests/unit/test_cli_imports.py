@@ -21,3 +21,12 @@ def test_importing_the_cli_loads_no_mcp_and_no_optional_provider_sdk() -> None:
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True,
                             timeout=120, check=True)
     assert json.loads(result.stdout) == []
+
+
+def test_importing_the_cli_loads_no_asyncssh_until_a_verb_connects() -> None:
+    # asyncssh is registered as a lazy module (server/lazy.py): none of its submodules is loaded yet
+    probe = ("import sys; import server.cli.main; "
+             "print(sorted(m for m in sys.modules if m.startswith('asyncssh.'))[:3])")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=120, check=True)
+    assert result.stdout.strip() == "[]"
