@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import shlex
 import time
 from collections.abc import Awaitable, Mapping
 
@@ -43,6 +44,7 @@ from server.schemas import (
 )
 from server.service.access import BoxAccess
 from server.service.boxes import Boxes
+from server.service.diskspace import box_disk_full
 from server.service.secrets import Secrets
 from server.store import BoxRecord, JobRecord, Repository
 
@@ -93,8 +95,17 @@ class Jobs:
         cap = self.settings.output_cap_bytes
         # a foreground command starts and is waited on in one round trip, answering by its deadline (if no SSH
         # session to the box comes free before it, nothing is started and BoxBusy says so)
-        job, reused, st = await self._start(rec, ex, command, workdir, env, idempotency_key, request_hash,
-                                            None if background else (deadline, cap))
+        try:
+            job, reused, st = await self._start(rec, ex, command, workdir, env, idempotency_key, request_hash,
+                                                None if background else (deadline, cap))
+        except JobError as exc:
+            full = await box_disk_full(self.access, rec, "~/.boxforge/jobs")
+            if full is None:
+                raise
+            if background or env:
+                raise JobError(f"{full}. The command could not start: a job needs room for its record; a foreground "
+                               "command without env runs directly (use one to free space)") from exc
+            return await self._run_direct(rec, command, workdir, deadline, full)
         _, _, warning = time_left(rec.expires_at)
         if background:
             started = CommandResult(server=rec.name, job_id=job.job_id, state=JobState.RUNNING)
@@ -182,8 +193,39 @@ class Jobs:
         if st.state == JobState.RUNNING:
             result.suggest("hint", Hint(HintKind.STILL_RUNNING, job_id=st.job_id, wait_s=wait,
                                         stdout_offset=next_out, stderr_offset=next_err))
+        elif st.state == JobState.FAILED:
+            result.hint = await self._disk_note(rec, st.job_id)
         result.suggest("warning", time_left(rec.expires_at)[2])
         return result
+
+    async def _run_direct(self, rec: BoxRecord, command: str, workdir: str, deadline: float,
+                          full: str) -> CommandResult:
+        """On a full box disk, where no job can start: the command over a plain SSH exec session (the command on
+        its stdin, never a command line), so that it can free space. No job record, output not kept."""
+        home, _, rest = workdir.partition("/") if workdir.startswith("~") else ("", "", workdir)
+        cd = f'cd "$HOME"/{shlex.quote(rest)}' if home == "~" and rest else 'cd "$HOME"' if home == "~" else \
+            f"cd {shlex.quote(workdir)}"
+        started = time.time()
+        result = await self.access.pool.run(self.access.target(rec), f"{cd} && exec /bin/sh -s",
+                                            stdin=command.encode(), timeout=max(deadline - time.monotonic(), 1.0))
+        redact = Redactor.merged([], self.settings.redact_min_chars)
+        with anyio.move_on_after(5):
+            redact = await self.secrets.redactor(rec, self.access.exec_only(rec))
+        code = result.exit_status
+        out = whole(result.stdout[: self.settings.output_cap_bytes], redact)
+        err = whole(result.stderr[: self.settings.output_cap_bytes], redact)
+        return CommandResult(
+            server=rec.name, job_id=new_job_id(), state=JobState.SUCCEEDED if code == 0 else
+            JobState.KILLED if code is None else JobState.FAILED, exit_code=code, stdout=out.text, stderr=err.text,
+            duration_s=round(time.time() - started, 3),
+            hint=f"{full}. This command ran directly over SSH, not as a job (no job record, so vm_job_status does "
+                 "not know its id, and a cut connection would end it)")
+
+    async def _disk_note(self, rec: BoxRecord, job_id: str) -> str | None:
+        """For a job that failed: "no space left on the box's disk …" if that is why its writes (and maybe the
+        job) failed; its output file holds every byte it managed to write."""
+        full = await box_disk_full(self.access, rec, f"~/.boxforge/jobs/{job_id}")
+        return f"{full}; the output shown is all the job wrote before the disk filled" if full else None
 
     async def _cache(self, write: Awaitable[None]) -> None:
         """A write to the store's cache of a job (state, output tail, event): the box holds the truth, so a
@@ -225,9 +267,15 @@ class Jobs:
         cap = min(max_bytes or self.settings.output_cap_bytes, self.settings.output_cap_bytes)
         ex = self.access.exec(rec)
         try:
-            st = self._launching(job, await jobs.status(ex, job_id, stdout_offset=stdout_offset,
-                                                        stderr_offset=stderr_offset, max_bytes=cap,
-                                                        wait_s=min(wait_s, MAX_WAIT_S)))
+            try:
+                st = await jobs.status(ex, job_id, stdout_offset=stdout_offset, stderr_offset=stderr_offset,
+                                       max_bytes=cap, wait_s=min(wait_s, MAX_WAIT_S))
+            except JobError:  # on a full disk a channel's capture of the output is cut short: read it again
+                if await box_disk_full(self.access, rec, f"~/.boxforge/jobs/{job_id}") is None:
+                    raise
+                st = await jobs.status(self.access.exec_only(rec), job_id, stdout_offset=stdout_offset,
+                                       stderr_offset=stderr_offset, max_bytes=cap)
+            st = self._launching(job, st)
         except BoxUnreachable as exc:
             return await self._unreachable(job, rec, stdout_offset, stderr_offset, exc)
         await self._record_state(job_id, st)
@@ -291,6 +339,8 @@ class Jobs:
             result.suggest("hint", Hint(HintKind.MORE_OUTPUT, **offsets))
         elif st.state == JobState.RUNNING:
             result.suggest("hint", Hint(HintKind.WAIT_JOB, wait_s=30, **offsets))
+        elif st.state == JobState.FAILED:
+            result.hint = await self._disk_note(rec, job.job_id)
         result.suggest("warning", time_left(rec.expires_at)[2])
         return result
 
