@@ -119,6 +119,8 @@ class ServerInfo(Hinted):
     setup_job_id: str | None = Field(None, description="Job that ran the setup commands of the repo's .boxforge.yml")
     services: dict[str, str] | None = Field(None, description="Services from .boxforge.yml: name -> job_id of the "
                                                               "background job running it")
+    from_pool: str | None = Field(None, exclude_if=lambda v: v is None,
+                                  description="The warm pool profile this box was taken from (only the repo was seeded)")
     forwards: list[ForwardInfo] | None = Field(None, exclude_if=lambda v: not v,
                                                description="Ports of .boxforge.yml services forwarded to this machine")
     created_at: str | None = Field(None, description="UTC ISO time of creation")
@@ -244,6 +246,20 @@ class ForkResult(BaseModel):
     jobs_not_copied: list[str] = Field(default_factory=list, description="Jobs running on the source: the forks "
                                        "have their files but not their processes (start them again there)")
     note: str = Field(description="What a fork copies and what it does not")
+
+
+class PoolProfileStatus(BaseModel):
+    profile: str
+    provider: str
+    count: int = Field(description="Boxes to keep ready")
+    ready: int = Field(description="Boxes ready to be taken")
+    starting: int = Field(description="Boxes on their way")
+    boxes: list[str] = Field(description="Names of the waiting boxes")
+    off: str | None = Field(None, description="Why this pool does not run (a cloud pool without its ceiling)")
+
+
+class PoolStatus(BaseModel):
+    profiles: list[PoolProfileStatus]
 
 
 class DestroyResult(BaseModel):

@@ -26,13 +26,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 def make_settings(home: Path, *, local_sshd: str = "auto", local_watchdog_grace_s: float | None = None,
                   local_isolation: str | None = None, extra_env: dict[str, str] | None = None,
-                  **overrides: Any) -> Settings:
+                  config: str | None = None, **overrides: Any) -> Settings:
     """Settings on ``home`` with a fresh owner; the local provider's own settings go in as its env vars.
 
     ``local_isolation="none"``: unisolated local boxes, for the tests that look into a box's files or
     processes from the host (an isolated box's are out of the host-side test's sight by design)."""
     env = {"BOXFORGE_HOME": str(home), "BOXFORGE_OWNER": "otest" + secrets.token_hex(3),
            "BOXFORGE_CONFIG": str(home / "no-config.toml"), "BOXFORGE_LOCAL_SSHD": local_sshd}
+    if config is not None:  # a config file's text (TOML), e.g. [pool.*] tables
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "config.toml").write_text(config)
+        env["BOXFORGE_CONFIG"] = str(home / "config.toml")
     if local_watchdog_grace_s is not None:
         env["BOXFORGE_LOCAL_WATCHDOG_GRACE_S"] = str(local_watchdog_grace_s)
     if local_isolation is not None:
@@ -52,7 +56,8 @@ def cli_env(settings: Settings) -> dict[str, str]:
     env.update(BOXFORGE_HOME=str(settings.home), BOXFORGE_OWNER=settings.owner,
                BOXFORGE_LOCAL_SSHD=settings.env.get("BOXFORGE_LOCAL_SSHD", "auto"),
                BOXFORGE_LOCAL_ISOLATION=settings.env.get("BOXFORGE_LOCAL_ISOLATION", "auto"),
-               BOXFORGE_CONFIG=str(settings.home / "no-config.toml"), PYTHONPATH=str(REPO_ROOT))
+               BOXFORGE_CONFIG=settings.env.get("BOXFORGE_CONFIG", str(settings.home / "no-config.toml")),
+               PYTHONPATH=str(REPO_ROOT))
     return env
 
 

@@ -53,8 +53,12 @@ async def review_queue(fleet: Fleet, checks: Mapping[str, str | None]) -> dict[s
 
 
 def check_result(box: Mapping[str, Any]) -> str | None:
-    """A box's acceptance result as the board shows it: its plan task's check, else its last job's end."""
+    """A box's acceptance result as the board shows it: its plan task's check, else how its newest job ended
+    (None while that job runs)."""
     if box.get("plan") and box["plan"].get("check"):
         return str(box["plan"]["check"])
-    ended = [j for j in box.get("jobs", []) if j["state"] != "running" and j["kind"] not in CREATE_KINDS]
-    return None if not ended else ("passed" if ended[0]["state"] == "succeeded" else "failed")
+    jobs = [j for j in box.get("jobs", []) if j["kind"] not in CREATE_KINDS]
+    if not jobs:
+        return None
+    newest = max(jobs, key=lambda j: j["started_at"])
+    return None if newest["state"] == "running" else ("passed" if newest["state"] == "succeeded" else "failed")

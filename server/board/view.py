@@ -87,7 +87,7 @@ def plans_view(rows: Sequence[tuple[str, str, dict[str, Any]]], now: float) -> l
             tasks.append({"id": t.get("id"), "state": t.get("state"), "branch": one_line(t.get("branch")),
                           "box": t.get("box"), "job_id": t.get("job_id"), "check": t.get("check"),
                           "reason": one_line(t.get("reason")), "last_line": one_line(t.get("last_line")),
-                          "depends_on": depends.get(t.get("id"), []),
+                          "depends_on": depends.get(t.get("id"), []), "started_at": started,
                           "elapsed_s": round((finished or now) - started, 1) if started else None})
         shown.append({"plan_id": plan_id, "name": one_line(board.get("name") or plan_id), "state": state,
                       "reason": one_line(board.get("reason")), "started_at": board.get("started_at"),

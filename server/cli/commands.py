@@ -4,7 +4,6 @@ the exit status (``run`` and ``ssh``: the remote command's)."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import shlex
 import shutil
@@ -12,23 +11,23 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.to_thread
 from pydantic import TypeAdapter, ValidationError
-from rich.table import Table
 
 from server.cli.render import (
+    column_table,
     dump,
     err,
     error_line,
     error_text,
     expiry_warnings,
-    fitted,
     job_line,
+    land_outcome,
     out,
     print_table,
     servers_table,
@@ -38,7 +37,7 @@ from server.cli.render import (
 from server.cli.up import env_names, names_adapter, ttls_adapter
 from server.domain.names import is_job_id
 from server.errors import ForgeError, InvalidInput
-from server.schemas import CommandResult, JobId, JobStatusResult
+from server.schemas import CommandResult, JobId, JobStatusResult, JobSummary
 from server.service import Fleet
 from server.service.reaper import Reaper
 
@@ -93,6 +92,16 @@ async def cmd_run(fleet: Fleet, args: argparse.Namespace) -> int:
     return TIMED_OUT if timed_out else job_exit(result)
 
 
+_JOB_COLUMNS: dict[str, Callable[[JobSummary], str]] = {
+    "job": lambda j: j.job_id,
+    "server": lambda j: j.server,
+    "state": lambda j: j.state,
+    "exit": lambda j: "-" if j.exit_code is None else str(j.exit_code),
+    "duration": lambda j: f"{j.duration_s:.1f}s" if j.duration_s is not None else "-",
+    "command": lambda j: j.command,
+}
+
+
 async def cmd_jobs(fleet: Fleet, args: argparse.Namespace) -> int:
     result = await fleet.list_jobs(valid(names_adapter, args.server) if args.server else None)
     if args.json:
@@ -102,19 +111,7 @@ async def cmd_jobs(fleet: Fleet, args: argparse.Namespace) -> int:
         err.print("no jobs" + (f" on {args.server}" if args.server else "") + "; start one with boxforge run")
         return 0
 
-    def build(dropped: Sequence[str]) -> Table:
-        table = Table()
-        cols = [c for c in ("job", "server", "state", "exit", "duration", "command") if c not in dropped]
-        for col in cols:
-            table.add_column(col, no_wrap=col in ("job", "state"), overflow="fold")
-        for j in result.jobs:
-            row = {"job": j.job_id, "server": j.server, "state": j.state,
-                   "exit": "-" if j.exit_code is None else str(j.exit_code),
-                   "duration": f"{j.duration_s:.1f}s" if j.duration_s is not None else "-", "command": j.command}
-            table.add_row(*(row[c] for c in cols))
-        return table
-
-    print_table(fitted(build, ("duration",)))
+    print_table(column_table(result.jobs, _JOB_COLUMNS, ("duration",), whole=("job", "state")))
     for name in result.unreachable:
         err.print(f"{name}: unreachable, its jobs are not listed", style="yellow")
     return 0
@@ -224,6 +221,27 @@ async def cmd_fork(fleet: Fleet, args: argparse.Namespace) -> int:
             err.print(f"not copied (running on {result.source}): jobs {', '.join(result.jobs_not_copied)}")
         err.print(result.note)
     return 1 if result.failed else 0
+
+
+async def cmd_pool(fleet: Fleet, args: argparse.Namespace) -> int:
+    made = await fleet.fill_pools() if args.pool_verb == "fill" else []
+    status = await fleet.pool_status()
+    if args.json:
+        dump(status)
+        return 0
+    if not status.profiles:
+        err.print("no warm pools: add [pool.<profile>] tables (count, size, agent, ttl) to the config file")
+        return 0
+    table = Table(title="warm pools")
+    for col in ("profile", "provider", "count", "ready", "starting", "boxes"):
+        table.add_column(col)
+    for p in status.profiles:
+        table.add_row(p.profile, p.provider, str(p.count), str(p.ready), str(p.starting),
+                      p.off or (", ".join(p.boxes) or "-"))
+    out.print(table)
+    if made:
+        err.print(f"started {len(made)}: {', '.join(made)}")
+    return 0
 
 
 async def cmd_burn(fleet: Fleet, args: argparse.Namespace) -> int:
@@ -424,14 +442,7 @@ async def cmd_compare(fleet: Fleet, args: argparse.Namespace) -> int:
 
 async def cmd_land(fleet: Fleet, args: argparse.Namespace) -> int:
     outcome = await fleet.land([valid(names_adapter, n) for n in args.names], into=args.into, repo=args.repo)
-    if args.json:
-        dump(dataclasses.asdict(outcome) | {"ok": outcome.ok})
-    else:
-        out.print(outcome.summary())
-        if not outcome.ok:
-            out.print(f"the merge of {outcome.conflict_box} was aborted; {outcome.repo} is clean; not tried: "
-                      f"{', '.join(outcome.not_tried) or '-'}")
-    return 0 if outcome.ok else 1
+    return land_outcome(outcome, args.json)
 
 
 async def cmd_push(fleet: Fleet, args: argparse.Namespace) -> int:

@@ -28,7 +28,7 @@ COMMANDS: dict[str, Callable[[Fleet, argparse.Namespace], Awaitable[int]]] = {
     "demo": cmd_demo, "image": cmd_image, "logs": commands.cmd_logs, "ssh": commands.cmd_ssh, "diff": commands.cmd_diff,
     "agent": commands.cmd_agent, "fetch": commands.cmd_fetch, "compare": commands.cmd_compare,
     "land": commands.cmd_land, "push": commands.cmd_push, "forward": commands.cmd_forward,
-    "fork": commands.cmd_fork,
+    "fork": commands.cmd_fork, "pool": commands.cmd_pool,
 }
 
 PLAN_COMMANDS: dict[str, Callable[[Fleet, argparse.Namespace], Awaitable[int]]] = {

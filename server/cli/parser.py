@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the fork's branch, started at the source's HEAD; one per NAME, in order (default: "
                         "SOURCE-BRANCH-NAME)")
     p.add_argument("--ttl", help="time to live of each fork: 90m, 2h, 1d (default 2h)")
+    p = add("pool", "warm pools ([pool.<profile>] in the config file): status shows each profile's ready boxes; "
+                    "fill starts the missing ones now and waits for them (the MCP server keeps them filled)")
+    p.add_argument("pool_verb", choices=("status", "fill"))
     p = add("reap", "destroy expired boxes now (--loop: keep doing it, for systemd or cron)")
     p.add_argument("--loop", action="store_true")
     p = add("image", "the base image of local boxes: build it now, or list what is cached")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -12,9 +11,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from server.cli.render import dump, err, error_line, out, print_table
+from server.cli.render import Cell, dump, err, error_line, land_outcome, out, print_table, table
 from server.config import Settings
-from server.plans.board import PlanBoard
+from server.plans.board import PlanBoard, TaskBoard
 from server.plans.validate import CheckReport, PlanInvalid, check_plan, load_plan_file, load_plan_text
 from server.service import Fleet, open_fleet
 
@@ -26,13 +25,16 @@ def _load(path: str):  # type: ignore[no-untyped-def]
 
 
 def check_table(report: CheckReport) -> Table:
-    table = Table(title=f"plan {report.name}" if report.name else None)
-    for col in ("task", "branch", "owns", "depends on", "runs", "check"):
-        table.add_column(col)
-    for t in report.tasks:
-        table.add_row(t.id, t.branch, ", ".join(t.owns) or "-", ", ".join(t.depends_on) or "-", t.runs,
-                      t.check or "-")
-    return table
+    return table(("task", "branch", "owns", "depends on", "runs", "check"),
+                 ((t.id, t.branch, ", ".join(t.owns) or "-", ", ".join(t.depends_on) or "-", t.runs, t.check or "-")
+                  for t in report.tasks), title=f"plan {report.name}" if report.name else None)
+
+
+def conflicts_table(report: CheckReport) -> Table:
+    verdicts = {True: "allowed (allow_overlap)", False: Text.assemble(("refused", "red"), ": add depends_on")}
+    return table(("task", "task", "overlapping owned paths", "verdict"),
+                 ((c.a, c.b, "; ".join(c.paths), verdicts[c.allowed]) for c in report.conflicts),
+                 title="predicted conflicts")
 
 
 def cmd_plan_check(args: argparse.Namespace) -> int:
@@ -46,13 +48,7 @@ def cmd_plan_check(args: argparse.Namespace) -> int:
     if report.tasks:
         print_table(check_table(report))
     if report.conflicts:
-        table = Table(title="predicted conflicts")
-        for col in ("task", "task", "overlapping owned paths", "verdict"):
-            table.add_column(col)
-        for c in report.conflicts:
-            verdict = "allowed (allow_overlap)" if c.allowed else Text.assemble(("refused", "red"), ": add depends_on")
-            table.add_row(c.a, c.b, "; ".join(c.paths), verdict)
-        print_table(table)
+        print_table(conflicts_table(report))
     elif report.tasks:
         out.print("predicted conflicts: none")
     for problem in report.errors:
@@ -63,23 +59,25 @@ def cmd_plan_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+_COLOURS = {"succeeded": "green", "failed": "red", "blocked": "yellow", "cancelled": "yellow"}
+
+
 def board_table(board: PlanBoard) -> Table:
     cost = f", cost {board.cost_so_far:.4f}" if board.cost_so_far is not None else ""
     title = (f"plan {board.name} ({board.plan_id}): {board.state} - {board.done} done, {board.running} running, "
              f"{board.pending} pending, {board.blocked} blocked, {board.failed} failed; boxes "
              f"{board.boxes_in_use}/{board.boxes_max}{cost}")
-    table = Table(title=title)
-    for col in ("task", "state", "box", "elapsed", "check", "branch", "last output / reason"):
-        table.add_column(col)
-    colours = {"succeeded": "green", "failed": "red", "blocked": "yellow", "cancelled": "yellow"}
-    for t in board.tasks:
-        state = Text(t.state, style=colours.get(t.state, ""))
-        if t.attempts > 1:
-            state.append(f" (try {t.attempts})")
-        note = t.reason if t.state in ("failed", "blocked", "cancelled") or not t.last_line else t.last_line
-        table.add_row(t.id, state, t.box or "-", f"{t.elapsed_s:.0f}s" if t.elapsed_s is not None else "-",
-                      t.check or "-", t.branch, (note or "-")[:100])
-    return table
+    return table(("task", "state", "box", "elapsed", "check", "branch", "last output / reason"),
+                 (_board_row(t) for t in board.tasks), title=title)
+
+
+def _board_row(t: TaskBoard) -> tuple[Cell, ...]:
+    state = Text(t.state, style=_COLOURS.get(t.state, ""))
+    if t.attempts > 1:
+        state.append(f" (try {t.attempts})")
+    note = t.reason if t.state in ("failed", "blocked", "cancelled") or not t.last_line else t.last_line
+    return (t.id, state, t.box or "-", f"{t.elapsed_s:.0f}s" if t.elapsed_s is not None else "-", t.check or "-",
+            t.branch, (note or "-")[:100])
 
 
 async def cmd_plan_run(settings: Settings, args: argparse.Namespace) -> int:
@@ -125,14 +123,7 @@ async def cmd_plan_status(fleet: Fleet, args: argparse.Namespace) -> int:
 
 async def cmd_plan_land(fleet: Fleet, args: argparse.Namespace) -> int:
     outcome = await fleet.plan_land(args.plan_id, into=args.into)
-    if args.json:
-        dump(dataclasses.asdict(outcome) | {"ok": outcome.ok})
-    else:
-        out.print(outcome.summary())
-        if not outcome.ok:
-            out.print(f"the merge of {outcome.conflict_box} was aborted; {outcome.repo} is clean; not tried: "
-                      f"{', '.join(outcome.not_tried) or '-'}")
-    return 0 if outcome.ok else 1
+    return land_outcome(outcome, args.json)
 
 
 async def cmd_plan_cancel(fleet: Fleet, args: argparse.Namespace) -> int:

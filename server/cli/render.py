@@ -7,10 +7,11 @@ terminal keeps its key columns whole and drops the others that do not fit; piped
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from rich.console import Console
@@ -21,6 +22,9 @@ from server.domain.durations import format_duration
 from server.domain.hints import Hint, HintKind
 from server.errors import ForgeError, InvalidInput
 from server.schemas import JobStatusResult, ServerInfo, render_hints
+
+if TYPE_CHECKING:
+    from server.git.land import LandOutcome
 
 out = Console(highlight=False, soft_wrap=True, markup=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
@@ -121,13 +125,13 @@ def fitted(build: Callable[[Sequence[str]], Table], optional: Sequence[str], con
     if not console.is_terminal:
         return build(())
     dropped: list[str] = []
-    table = build(dropped)
+    made = build(dropped)
     for column in optional:
-        if console.measure(table).maximum <= console.width:
+        if console.measure(made).maximum <= console.width:
             break
         dropped.append(column)
-        table = build(dropped)
-    return table
+        made = build(dropped)
+    return made
 
 
 def print_table(table: Table, console: Console | None = None) -> None:
@@ -144,35 +148,77 @@ SERVER_KEY_COLUMNS = ("name", "state", "address", "time left")  # kept whole at 
 SERVER_OPTIONAL_COLUMNS = ("project dir", "cost", "€/h", "branch", "agent", "size")  # dropped first to last
 
 
-def servers_table(servers: Sequence[ServerInfo], title: str | None = None, console: Console | None = None) -> Table:
-    """Boxes, one per row. At 80 columns: name, state, address (user@host:port) and time left stay whole."""
-    priced = any(s.price_per_hour is not None for s in servers)  # cloud boxes: show what they cost
-    sized = any(s.size for s in servers)
-    agents = any(s.agent not in (None, "none") for s in servers)
+Cell = str | Text
+T = TypeVar("T")
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[Cell]], *, title: str | None = None,
+          **options: Any) -> Table:
+    """A table of ``rows`` under ``columns`` (``options``: Rich's Table options, e.g. ``title_justify``)."""
+    made = Table(title=title, **options)
+    for col in columns:
+        made.add_column(col)
+    for row in rows:
+        made.add_row(*row)
+    return made
+
+
+def column_table(items: Sequence[T], columns: Mapping[str, Callable[[T], Cell]], optional: Sequence[str] = (), *,
+                 whole: Collection[str] = (), whole_headers: bool = False, title: str | None = None,
+                 console: Console | None = None) -> Table:
+    """One row per item, one column per ``columns`` entry (its header -> the item's cell), ``fitted`` to the
+    terminal by dropping ``optional`` columns; the ``whole`` columns never wrap, the others fold (with
+    ``whole_headers``, never narrower than their header)."""
 
     def build(dropped: Sequence[str]) -> Table:
-        table = Table(title=title)
-        cells: dict[str, list[str | Text]] = {
-            "name": [s.name for s in servers],
-            "state": [s.state if not s.error else f"{s.state}: {s.error}" for s in servers],
-            "address": [s.address or "-" for s in servers],
-            **({"size": [s.size or "-" for s in servers]} if sized else {}),
-            **({"agent": [_agent(s) for s in servers]} if agents else {}),
-            "branch": [s.branch or "-" for s in servers],
-            "time left": [_left(s) for s in servers],
-            "project dir": [s.project_dir or "-" for s in servers],
-            **({"€/h": [_money(s.price_per_hour) for s in servers],
-                "cost": [_money(s.cost_so_far) for s in servers]} if priced else {}),
-        }
-        kept = [c for c in cells if c not in dropped]
+        kept = [c for c in columns if c not in dropped]
+        made = Table(title=title)
         for col in kept:
-            key = col in SERVER_KEY_COLUMNS and col != "state"
-            table.add_column(col, no_wrap=key, overflow="fold", min_width=len(col) if not key else None)
-        for i in range(len(servers)):
-            table.add_row(*(cells[c][i] for c in kept))
-        return table
+            narrowest = len(col) if whole_headers and col not in whole else None
+            made.add_column(col, no_wrap=col in whole, overflow="fold", min_width=narrowest)
+        for item in items:
+            made.add_row(*(columns[c](item) for c in kept))
+        return made
 
-    return fitted(build, SERVER_OPTIONAL_COLUMNS, console)
+    return fitted(build, optional, console)
+
+
+_SERVER_COLUMNS: dict[str, Callable[[ServerInfo], Cell]] = {
+    "name": lambda s: s.name,
+    "state": lambda s: s.state if not s.error else f"{s.state}: {s.error}",
+    "address": lambda s: s.address or "-",
+    "size": lambda s: s.size or "-",
+    "agent": _agent,
+    "branch": lambda s: s.branch or "-",
+    "time left": _left,
+    "project dir": lambda s: s.project_dir or "-",
+    "€/h": lambda s: _money(s.price_per_hour),
+    "cost": lambda s: _money(s.cost_so_far),
+}
+
+
+def servers_table(servers: Sequence[ServerInfo], title: str | None = None, console: Console | None = None) -> Table:
+    """Boxes, one per row. At 80 columns: name, state, address (user@host:port) and time left stay whole.
+    Size, agent and prices are columns only when some box has them (prices: cloud boxes)."""
+    priced = any(s.price_per_hour is not None for s in servers)
+    shown = {"size": any(s.size for s in servers), "agent": any(s.agent not in (None, "none") for s in servers),
+             "€/h": priced, "cost": priced}
+    columns = {col: cell for col, cell in _SERVER_COLUMNS.items() if shown.get(col, True)}
+    whole = [c for c in SERVER_KEY_COLUMNS if c != "state"]  # a long state (an error) folds instead
+    return column_table(servers, columns, SERVER_OPTIONAL_COLUMNS, whole=whole, whole_headers=True, title=title,
+                        console=console)
+
+
+def land_outcome(outcome: LandOutcome, as_json: bool) -> int:
+    """Print what a land did (``boxforge land``, ``boxforge plan land``); the exit status: 1 on a conflict."""
+    if as_json:
+        dump(dataclasses.asdict(outcome) | {"ok": outcome.ok})
+    else:
+        out.print(outcome.summary())
+        if not outcome.ok:
+            out.print(f"the merge of {outcome.conflict_box} was aborted; {outcome.repo} is clean; not tried: "
+                      f"{', '.join(outcome.not_tried) or '-'}")
+    return 0 if outcome.ok else 1
 
 
 def expiry_warnings(servers: Sequence[ServerInfo]) -> list[str]:

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from providers.base import ProviderError
-from server.cli.render import dump, err, error_text, out, print_table, valid, worded
+from server.cli.render import Cell, dump, err, error_text, out, print_table, table, valid, worded
 from server.domain.durations import check_ttl_within
 from server.domain.hints import Hint, HintKind
 from server.domain.names import name_from_branch
@@ -57,16 +57,15 @@ class _UpProgress:
         self.rows = rows
 
     def __rich__(self) -> RenderableType:
-        table = Table(title="forging boxes", title_justify="left")
-        for col in ("box", "branch", "step", "", "elapsed"):
-            table.add_column(col)
-        for row in self.rows:
-            index = CREATE_STEPS.index(row.step) + 1 if row.step in CREATE_STEPS else 0
-            bar = "■" * index + "□" * (len(CREATE_STEPS) - index)
-            style = {"ready": "green", "failed": "red", "waiting": "dim"}.get(row.state, "cyan")
-            table.add_row(row.name, row.branch or "-", Text(row.step, style=style), Text(bar, style=style),
-                          f"{row.elapsed:5.1f}s")
-        return table
+        return table(("box", "branch", "step", "", "elapsed"), (self._row(row) for row in self.rows),
+                     title="forging boxes", title_justify="left")
+
+    @staticmethod
+    def _row(row: _Row) -> tuple[Cell, ...]:
+        index = CREATE_STEPS.index(row.step) + 1 if row.step in CREATE_STEPS else 0
+        bar = "■" * index + "□" * (len(CREATE_STEPS) - index)
+        style = {"ready": "green", "failed": "red", "waiting": "dim"}.get(row.state, "cyan")
+        return row.name, row.branch or "-", Text(row.step, style=style), Text(bar, style=style), f"{row.elapsed:5.1f}s"
 
 
 def env_names(names: Sequence[str]) -> list[str]:
@@ -118,18 +117,17 @@ async def _forge_row(fleet: Fleet, args: argparse.Namespace, row: _Row, limiter:
 
 def _up_table(rows: list[_Row], started: float) -> Table:
     made = [r for r in rows if isinstance(r.result, ServerInfo)]
-    table = Table(title=f"{len(made)} of {len(rows)} box(es) up in {time.monotonic() - started:.1f}s")
-    for col in ("name", "state", "took", "address", "size", "branch", "agent", "time left", "project dir"):
-        table.add_column(col)
-    for row in rows:
-        s = row.result
-        if isinstance(s, ServerInfo):
-            table.add_row(row.name, Text("ready", style="green"), f"{row.elapsed:.1f}s", s.address or "-",
-                          s.size or "-", s.branch or "-", s.agent or "-", s.time_left or "-", s.project_dir or "-")
-        else:
-            table.add_row(row.name, Text("failed", style="red"), f"{row.elapsed:.1f}s", "-", "-", row.branch or "-",
-                          "-", "-", "-")
-    return table
+    return table(("name", "state", "took", "address", "size", "branch", "agent", "time left", "project dir"),
+                 (_up_row(row) for row in rows),
+                 title=f"{len(made)} of {len(rows)} box(es) up in {time.monotonic() - started:.1f}s")
+
+
+def _up_row(row: _Row) -> tuple[Cell, ...]:
+    s, took = row.result, f"{row.elapsed:.1f}s"
+    if not isinstance(s, ServerInfo):
+        return row.name, Text("failed", style="red"), took, "-", "-", row.branch or "-", "-", "-", "-"
+    return (row.name, Text("ready", style="green"), took, s.address or "-", s.size or "-", s.branch or "-",
+            s.agent or "-", s.time_left or "-", s.project_dir or "-")
 
 
 async def cmd_up(fleet: Fleet, args: argparse.Namespace) -> int:
@@ -182,14 +180,10 @@ def _demo_report(names: list[str], rows: dict[str, dict[str, Any]], seconds: flo
     if as_json:
         dump({"boxes": [{"name": n, **rows[n]} for n in names], "seconds": round(seconds, 3)})
         return
-    table = Table(title=f"boxforge demo: {len(names)} boxes, {seconds:.1f}s")
-    for col in ("box", "address", "ready in", "job", "state", "exit", "last line"):
-        table.add_column(col)
-    for name in names:
-        r = rows[name]
-        table.add_row(name, r["address"], f"{r['ready_s']:.2f}s", r["job"], r["state"], str(r["exit"]),
-                      r["last_line"])
-    print_table(table)
+    print_table(table(("box", "address", "ready in", "job", "state", "exit", "last line"),
+                      ((n, rows[n]["address"], f"{rows[n]['ready_s']:.2f}s", rows[n]["job"], rows[n]["state"],
+                        str(rows[n]["exit"]), rows[n]["last_line"]) for n in names),
+                      title=f"boxforge demo: {len(names)} boxes, {seconds:.1f}s"))
 
 
 async def cmd_demo(fleet: Fleet, args: argparse.Namespace) -> int:

@@ -54,6 +54,7 @@ def build_server(settings: Settings | None = None, *, board: BoardHub | None = N
             await fleet.plans.resume_orphans()  # plans whose orchestrator died go on here
             reaper = Reaper(fleet.reaping, wakeup, max_sleep_s=active.reaper_max_sleep_s)
             tg.start_soon(reaper.run_forever)
+            tg.start_soon(fleet.pool_filler.run_forever)  # warm pools (none unless the config has [pool.*])
             try:
                 async with board.serving(fleet) if board is not None else nullcontext():
                     yield AppContext(fleet=fleet, reaper=reaper, settings=active)

@@ -46,7 +46,7 @@ EnvArg = Annotated[
 ]
 EnvFromArg = Annotated[
     list[EnvName] | None,
-    Field(max_length=64, description="Env var names the orchestrator fills in (keys)"),
+    Field(max_length=64, description="Names of keys the orchestrator fills in"),
 ]
 CwdArg = Annotated[str | None, Field(max_length=4096, json_schema_extra={"pattern": PATH_PATTERN})]
 IdempotencyKey = Annotated[str | None, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$",

@@ -68,13 +68,13 @@ async def vm_grep(
     ignore_case: bool = False,
     max_results: Annotated[int, Field(ge=1, le=1000)] = 100,
 ) -> GrepResult:
-    """Search files on a box: matching lines with file and line number."""
+    """Search files on a box: matching lines, file and line number."""
     return await fleet_of(ctx).grep(server, pattern, path, glob=glob, ignore_case=ignore_case,
                                     max_results=max_results)
 
 
-LocalPath = Annotated[str, Field(min_length=1, max_length=4096, description="Under this machine's cwd, temp "
-                                 "dir or BOXFORGE_TRANSFER_ROOTS")]
+LocalPath = Annotated[str, Field(min_length=1, max_length=4096, description="Under cwd, temp dir or "
+                                 "BOXFORGE_TRANSFER_ROOTS")]
 
 
 async def vm_upload(
@@ -105,7 +105,7 @@ async def vm_diff(
     server: ServerName,
     max_bytes: Annotated[int, Field(ge=0, le=1024 * 1024, description="0: files and stat only")] = 64 * 1024,
 ) -> DiffResult:
-    """Review a box's work since its base commit: commits, files, stat, diff. Next: vm_fetch or destroy_server."""
+    """A box's work since its base commit: commits, files, stat, diff. Next: vm_fetch or destroy_server."""
     return await fleet_of(ctx).diff(server, max_bytes=max_bytes)
 
 

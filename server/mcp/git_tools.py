@@ -26,7 +26,7 @@ async def vm_compare(
     ctx: Context,
     servers: Annotated[list[ServerName], Field(min_length=1, max_length=50)],
 ) -> CompareResult:
-    """Compare boxes before merging: commits, files, diffstat per box; pairs touching the same files."""
+    """Before merging: commits, files, diffstat per box; pairs of boxes touching the same files."""
     return await fleet_of(ctx).compare(servers)
 
 
@@ -35,5 +35,5 @@ async def vm_push(
     server: ServerName,
     remote: Annotated[str, Field(min_length=1, max_length=2048, description="Remote name or URL")] = "origin",
 ) -> PushResult:
-    """Push a box's committed branch to the user's remote with the orchestrator's credentials. Never forces."""
+    """Push a box's committed branch to the user's remote (orchestrator's credentials; never forces)."""
     return await fleet_of(ctx).push(server, remote=remote)

@@ -21,7 +21,7 @@ async def vm_forward(
     local_port: Annotated[int | None, Field(ge=1024, le=65535)] = None,
     close: bool = False,
 ) -> ForwardList:
-    """Reach a box's TCP port at a 127.0.0.1 url, over SSH. No port: list; close=true ends it (all, no port)."""
+    """Forward a box's TCP port to a 127.0.0.1 url; no port lists, close=true closes."""
     fleet = fleet_of(ctx)
     if close:
         return await fleet.close_forward(server, port)

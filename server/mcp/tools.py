@@ -57,7 +57,7 @@ async def create_server(
     branch: Annotated[Branch | None, Field(description="Created if missing")] = None,
     agent: Annotated[AgentName, Field(description="custom needs agent_command")] = "none",
     agent_version: Annotated[str | None, Field(max_length=64, pattern=r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$",
-                                               description="Exact claude/codex npm release; default latest")] = None,
+                                               description="Exact npm release; default latest")] = None,
     agent_install: Annotated[str | None, Field(max_length=4096)] = None,
     agent_command: Annotated[str | None, Field(max_length=4096, description="Prompt on stdin")] = None,
     ttl: Annotated[TtlSeconds | None, Field(description="'90m', '2h', '1d' or minutes; default 2h")] = None,
@@ -73,7 +73,7 @@ async def create_server(
     repo_via: Annotated[Literal["orchestrator", "box"], Field(
         description="box: clone on the box")] = "orchestrator",
 ) -> ServerInfo:
-    """Forge a box: repo on branch, agent installed, burned at its TTL. Next: vm_bash, run_agent, file tools;
+    """Forge a box: repo on branch, agent installed, burned at its TTL. Next: vm_bash, run_agent;
     destroy_server when done."""
 
     async def progress(step: str, index: int, total: int) -> None:
@@ -93,7 +93,7 @@ async def fork_server(
     names: Annotated[list[ServerName], Field(min_length=1, max_length=10)],
     branches: Annotated[list[Branch] | None, Field(description="One per name; default <branch>-<name>")] = None,
 ) -> ForkResult:
-    """Copy a ready box's files into new boxes (own keys, default TTL, branch); running jobs are not copied."""
+    """Copy a ready box's files into new boxes (own keys, default TTL, branch); jobs are not copied."""
     return await fleet_of(ctx).fork_server(source, names, branches=branches)
 
 
@@ -109,8 +109,8 @@ async def vm_bash(
     kill_on_timeout: bool = False,
     idempotency_key: IdempotencyKey = None,
 ) -> CommandResult:
-    """Run a shell command in a box's project dir: exit code, stdout, stderr (64 KiB each). Still running at
-    timeout_s, or background: a job for vm_job_status / vm_job_wait."""
+    """Run a shell command in the project dir: exit code, stdout, stderr (64 KiB each). Past timeout_s, or
+    background: a job for vm_job_status / vm_job_wait."""
     return await fleet_of(ctx).run(
         server, command, background=background, timeout_s=timeout_s, cwd=cwd, env=env, env_from=env_from,
         kill_on_timeout=kill_on_timeout, idempotency_key=idempotency_key,
@@ -124,8 +124,7 @@ async def vm_job_status(
     stderr_offset: Annotated[int, Field(ge=0)] = 0,
     wait_s: WaitArg = 0,
 ) -> JobStatusResult:
-    """A job's state, exit code and output after the offsets (pass the returned ones back). wait_s: return
-    when it ends."""
+    """A job's state, exit code and output after the offsets (pass back the returned ones). wait_s: long-poll."""
     return await fleet_of(ctx).job_status(job_id, stdout_offset=stdout_offset, stderr_offset=stderr_offset,
                                           wait_s=wait_s)
 
@@ -135,8 +134,8 @@ async def vm_job_wait(
     job_ids: Annotated[list[JobId], Field(min_length=1, max_length=100)],
     wait_s: WaitArg = 60,
 ) -> JobWaitResult:
-    """Wait until any of the jobs ends: each job's state and output sizes. Read ended ones with vm_job_status,
-    then wait for the rest."""
+    """Return when any of the jobs ends: each one's state and output sizes. Read the ended with vm_job_status,
+    wait on the rest."""
     return await fleet_of(ctx).wait_jobs(job_ids, wait_s)
 
 

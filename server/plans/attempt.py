@@ -84,6 +84,21 @@ def job_key(run: PlanRun, tb: TaskBoard) -> str:
     return f"plan.{run.board.plan_id}.{tb.id}.{tb.content_hash}"[:120]
 
 
+async def fast_forward(repo: Path, branch: str, refs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Move ``branch`` forward to each ref in turn while the ref descends from it; the refs left to merge."""
+    for i, (_, ref) in enumerate(refs):
+        code, out, _ = await local.git(repo, "rev-parse", f"refs/heads/{branch}", f"{ref}^{{commit}}", check=False)
+        if code != 0:
+            return refs[i:]
+        tip, target = out.split()
+        if tip != target:
+            code, _, _ = await local.git(repo, "merge-base", "--is-ancestor", tip, target, check=False)
+            if code != 0:
+                return refs[i:]
+            await local.git(repo, "update-ref", f"refs/heads/{branch}", target, tip)
+    return []
+
+
 class Attempts:
     """Runs a plan's tasks on boxes; ``changed`` saves the plan and wakes its watchers."""
 
@@ -111,7 +126,7 @@ class Attempts:
             with anyio.CancelScope(shield=True):
                 if tb.state not in TERMINAL_TASK:
                     tb.state, tb.reason = "cancelled", tb.reason or "the plan was cancelled"
-                tb.finished_at = time.time()
+                tb.finished_at = tb.finished_at if tb.state == "succeeded" and tb.finished_at else time.time()
                 active.discard(task.id)
                 await self.changed(run)
 
@@ -139,23 +154,28 @@ class Attempts:
 
     async def _start_point(self, run: PlanRun, task: PlanTask) -> None:
         """The task's branch in the user's repo: made at base when missing; a dependent's gets its
-        prerequisites' fetched work merged in dependency order (the git-home land)."""
+        prerequisites' fetched work in dependency order: fast-forwarded while it can be (a new branch), the
+        rest merged with the git-home land."""
         repo = Path(run.board.repo)
-        if await local.rev(repo, f"refs/heads/{task.branch}") is None:
+        made = await local.rev(repo, f"refs/heads/{task.branch}") is None
+        if made:
             await local.git(repo, "branch", task.branch, f"refs/heads/{run.plan.base}")
         if not task.depends_on:
             return
         order = topo_order(run.plan)
         deps = sorted(task.depends_on, key=order.index)
         refs = [(d, run.task(d).ref or f"refs/heads/{run.task(d).branch}") for d in deps]
-        outcome = await land_refs(repo, refs, task.branch, self.settings.home / "git" / "tmp")
+        rest = await fast_forward(repo, task.branch, refs) if made else refs  # a new branch is checked out nowhere
+        if not rest:
+            return
+        outcome = await land_refs(repo, rest, task.branch, self.settings.home / "git" / "tmp")
         if not outcome.ok:
             raise TaskFailed(f"its prerequisites do not merge: {outcome.summary()}")
 
     async def _attempt(self, run: PlanRun, task: PlanTask, tb: TaskBoard) -> None:
         tb.state, tb.check, tb.job_id, tb.last_line = "starting", None, None, None
         tb.started_at = tb.started_at or time.time()
-        await self.changed(run)
+        run.notify()  # saved with the box's name, next
         await self._start_point(run, task)
         name = self._box_name(run, task, tb.attempts)
         await self._reserve(run, name)  # BudgetStop before anything is forged
@@ -189,6 +209,7 @@ class Attempts:
         plan = run.plan
         await self.changed(run)
         env = {n: os.environ[n] for n in plan.boxes.env_from if n in os.environ}
+        started = time.monotonic()
         try:
             await self.fleet.create_server(
                 name, ttl_s=plan.boxes.ttl, repo=run.board.repo, branch=task.branch, agent=plan.boxes.agent,
@@ -197,6 +218,7 @@ class Attempts:
                 provider=plan.boxes.provider)
         except (ProvisionFailed, BoxUnreachable) as exc:
             raise Reassign(f"box {name} could not be forged: {str(exc)[:300]}") from exc
+        run.task(task.id).forge_s = round(time.monotonic() - started, 3)
 
     async def _quote(self, run: PlanRun) -> Price | None:
         boxes = run.plan.boxes
@@ -253,7 +275,8 @@ class Attempts:
         await self.changed(run)
         fetched = await fleet.fetch(name, local_branch=task.branch)
         tb.ref, tb.tip = fetched.ref, fetched.tip
-        tb.state = "succeeded"
+        tb.state, tb.finished_at = "succeeded", time.time()
+        await self.changed(run)  # its dependents may start while its box burns
 
     async def _acceptance(self, run: PlanRun, task: PlanTask, tb: TaskBoard, name: str, key: str) -> None:
         assert task.check is not None

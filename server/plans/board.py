@@ -27,6 +27,7 @@ class TaskBoard(BaseModel):
     content_hash: str = ""
     started_at: float | None = None
     agent_started_at: float | None = None
+    forge_s: float | None = Field(None, description="How long its box took to forge")
     finished_at: float | None = None
     elapsed_s: float | None = None
 

@@ -287,7 +287,7 @@ class Plans:
                     while True:
                         changed = run.changed
                         if self._dispatch(run, order, tg, slots, active):
-                            await self._changed(run)
+                            run.notify()  # saved by the tasks' next steps, or at the end
                         if not active:
                             break
                         await changed.wait()

@@ -188,18 +188,40 @@ def _buckets(plan: Plan) -> tuple[dict[str | None, list[Entry]], dict[str, int]]
     return buckets, index
 
 
-def _candidate_pairs(buckets: dict[str | None, list[Entry]]) -> Iterator[tuple[Entry, Entry]]:
-    """Every pair of patterns that may overlap: within a bucket, and each wildcard-first one with all."""
-    wild = buckets.pop(None, [])
-    for entries in buckets.values():
-        for i, e1 in enumerate(entries):
-            for e2 in entries[i + 1:]:
+def _literal_pairs(entries: list[Entry]) -> Iterator[tuple[Entry, Entry]]:
+    """Pairs of plain paths where one is the other or its ancestor: a path index, not every pair (500 sibling
+    files are 500 look-ups, not 125,000 comparisons)."""
+    by_path: dict[tuple[str, ...], list[Entry]] = {}
+    for e in entries:
+        by_path.setdefault(e[3][:-1], []).append(e)
+    for path, same in by_path.items():
+        for i, e1 in enumerate(same):
+            for e2 in same[i + 1:]:
                 yield e1, e2
+        for k in range(1, len(path)):
+            for above in by_path.get(path[:k], ()):
+                for e in same:
+                    yield above, e
+
+
+def _candidate_pairs(buckets: dict[str | None, list[Entry]]) -> Iterator[tuple[Entry, Entry]]:
+    """Every pair of patterns that may overlap: plain paths through a path index, a pattern with a wildcard
+    against every other pattern of its bucket, and each wildcard-first one against all."""
+    wild_first = buckets.pop(None, [])
+    for entries in buckets.values():
+        plain = [e for e in entries if globs.literal(e[3])]
+        yield from _literal_pairs(plain)
+        globbed = [e for e in entries if not globs.literal(e[3])]
+        for i, g in enumerate(globbed):
+            for e in plain:
+                yield g, e
+            for g2 in globbed[i + 1:]:
+                yield g, g2
     all_entries = [e for entries in buckets.values() for e in entries]
-    for i, w in enumerate(wild):
+    for i, w in enumerate(wild_first):
         for e in all_entries:
             yield w, e
-        for w2 in wild[i + 1:]:
+        for w2 in wild_first[i + 1:]:
             yield w, w2
 
 
@@ -217,7 +239,7 @@ def predicted_conflicts(plan: Plan, order: list[str]) -> list[Conflict]:
     for e1, e2 in _candidate_pairs(buckets):
         if e1[1] == e2[1]:
             continue
-        (_, a, pa, sa), (_, b, pb, sb) = sorted((e1, e2))
+        (_, a, pa, sa), (_, b, pb, sb) = (e1, e2) if e1[0] < e2[0] else (e2, e1)
         if not globs.overlap(sa, sb) or related(a, b):
             continue
         paths = found.setdefault((a, b), [])

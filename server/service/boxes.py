@@ -30,6 +30,7 @@ from server.store import BoxRecord, Repository
 
 log = logging.getLogger("boxforge.fleet")
 FAILED_SHOWN_S = 3600.0
+POOL_DATA = "pool"  # key of BoxRecord.data: a warm pool's waiting box (server/service/pool.py)
 REBUILT = "rebuilt"  # key of BoxRecord.data: the record was rebuilt from provider labels
 HOME_PROBE = OnboxCall("home.sh")  # list_servers shows creates that failed this recently
 
@@ -194,7 +195,7 @@ class Boxes:
     async def list_servers(self) -> ServerList:
         """Live boxes, each probed over SSH (in parallel) so unreachable ones show with their last-seen time."""
         await self.reconcile()
-        recs = await self.repo.live_boxes()
+        recs = [r for r in await self.repo.live_boxes() if not (r.data or {}).get(POOL_DATA)]  # not the user's yet
         reachable: dict[str, bool] = {}
 
         async def probe(rec: BoxRecord) -> None:

@@ -44,6 +44,7 @@ from server.schemas import (
     JobList,
     JobStatusResult,
     JobWaitResult,
+    PoolStatus,
     PushResult,
     ServerInfo,
     ServerList,
@@ -55,6 +56,7 @@ from server.service.boxes import Boxes
 from server.service.files import Files
 from server.service.forge import Forge, Progress
 from server.service.forks import Forks
+from server.service.pool import PoolFiller, WarmPool
 from server.service.git import GitWork
 from server.service.harvest import Harvester
 from server.service.jobs import Jobs
@@ -133,8 +135,10 @@ class Fleet:
         self.boxes = Boxes(self.settings, self.repo, self._providers, self.access, secrets, self.wakeup, in_flight,
                            self.harvester)
         self.git = GitWork(self.settings, self.repo, self.access, self.boxes, self.harvester)
+        self.pool = WarmPool(self.settings, self.repo)
         self.forge = Forge(self.settings, self.repo, self._providers, self.access, secrets, self.boxes, background,
-                           in_flight)
+                           in_flight, self.pool)
+        self.pool_filler = PoolFiller(self.pool, self.forge.create_server, self._providers)
         self.jobs = Jobs(self.settings, self.repo, self.access, secrets, self.boxes)
         self.files = Files(self.settings, self.access, secrets, self.boxes)
         self.agents = Agents(self.access, self.boxes, self.jobs)
@@ -187,6 +191,14 @@ class Fleet:
                           ttl_s: int | None = None) -> ForkResult:
         """New boxes starting as a copy of ``source``'s files, each with its own keys, TTL and branch."""
         return await self.forks.fork_server(source, names, branches=branches, ttl_s=ttl_s)
+
+    async def pool_status(self) -> PoolStatus:
+        """Every warm pool profile: wanted, ready, starting, and why it is off."""
+        return await self.pool.status(self.pool_filler.refusal)
+
+    async def fill_pools(self) -> list[str]:
+        """Start every profile's missing boxes now and wait for them; the names made ready."""
+        return await self.pool_filler.fill_once()
 
     def _image_builder(self, provider: str | None) -> BuildsImages:
         prov = self._providers.get(provider or self.settings.provider)

@@ -49,6 +49,8 @@ from server.service.boxes import Boxes
 from server.service.createjobs import CreateJobs, Step, read_boxfile
 from server.service.creators import CREATOR, this_process
 from server.service.harvest import GIT_DATA
+from server.service import pool as pool_module
+from server.service.pool import WarmPool
 from server.service.providers import ProviderSet
 from server.service.secrets import Secrets
 from server.service.views import AGENT_INSTALLED, MADE_SIZE, WARNINGS
@@ -77,6 +79,7 @@ class CreateRequest:
     egress: str | None = None  # "nat" or "none"; None: the provider's default
     # forward_env: proxies, CA bundles (their files copied in)
     forwarded: forwardenv.Forwarded = dataclasses.field(default_factory=forwardenv.Forwarded)
+    pool: str | None = None  # the warm pool profile this box is made for (it waits there, unnamed by a user)
 
 
 @dataclass
@@ -146,7 +149,8 @@ async def _forward_env(ex: jobs.BoxExec, home: str, forwarded: forwardenv.Forwar
 
 class Forge:
     def __init__(self, settings: Settings, repo: Repository, providers: ProviderSet, access: BoxAccess,
-                 secrets: Secrets, boxes: Boxes, background: TaskGroup | None, in_flight: set[str]) -> None:
+                 secrets: Secrets, boxes: Boxes, background: TaskGroup | None, in_flight: set[str],
+                 pool: WarmPool | None = None) -> None:
         self.settings = settings
         self.repo = repo
         self.providers = providers
@@ -155,6 +159,7 @@ class Forge:
         self.boxes = boxes
         self.background = background  # the server lifespan's task group: creates with wait=false run there
         self.in_flight = in_flight
+        self.pool = pool  # warm boxes a matching create takes
         self.create_jobs = CreateJobs(settings, repo, secrets)
 
     def check(self, *, ttl_s: int | None, repo: str | None, branch: str | None, agent: str, agent_install: str | None,
@@ -189,8 +194,13 @@ class Forge:
                             size: str | None = None, image: str | None = None, location: str | None = None,
                             provider: str | None = None, ready_timeout_s: float | None = None, wait: bool = True,
                             progress: Progress | None = None, repo_via: str = "orchestrator",
-                            egress: str | None = None, agent_version: str | None = None) -> ServerInfo:
+                            egress: str | None = None, agent_version: str | None = None,
+                            pool: str | None = None) -> ServerInfo:
         """Forge a box and bootstrap it; on any failure the box is burned and ProvisionFailed raised.
+
+        A request that matches a warm pool profile takes a ready box of that pool (server/service/pool.py)
+        and only seeds the repo, runs the bootstrap (the agent is installed already) and the setup; with
+        none ready it is forged as usual. ``pool``: this create makes a box to wait in that profile's pool.
 
         An npm agent's release (the latest, or ``agent_version``) and the Node it needs are resolved from
         the registry first, so a release that does not exist fails before anything is made.
@@ -221,8 +231,17 @@ class Forge:
         if req.source is not None and repo_via == "orchestrator":
             req = dataclasses.replace(req, seed=await seed_git.prepare(self.settings.home, req.source, branch,
                                                                    self.settings.env or None))
+        if pool is not None:
+            req = dataclasses.replace(req, pool=pool)
         try:
-            rec = await self._record(name, provider_name, ttl, req, branch, size, location)
+            rec = None
+            if pool is None and egress is None and repo_via == "orchestrator" and self.pool is not None:
+                profile = pool_module.matching(
+                    self.pool.profiles, self.settings.provider, provider=provider_name, size=size, image=image,
+                    location=location, agent=agent, agent_version=agent_version, agent_install=agent_install,
+                    agent_command=agent_command)
+                rec = await self._take(profile, name, ttl, req, branch) if profile else None
+            rec = rec or await self._record(name, provider_name, ttl, req, branch, size, location)
         except BaseException:
             _drop_bundle(req)
             raise
@@ -234,6 +253,23 @@ class Forge:
         info.suggest("hint", Hint(HintKind.FORGING, server=name))
         return info
 
+    async def _take(self, profile: str, name: str, ttl_s: int, req: CreateRequest,
+                    branch: str | None) -> BoxRecord | None:
+        """A ready box of the warm pool, renamed for this create (None: none ready)."""
+        assert self.pool is not None
+        changes = {"repo": req.source.url if req.source else None, "branch": req.seed.branch if req.seed else branch,
+                   "data": {**(_git_data(req) or {}), CREATOR: this_process()}}
+        try:
+            rec = await self.pool.take(profile, name, ttl_s, changes)
+        except sqlite3.IntegrityError:
+            raise ServerExists(f"server {name!r} already exists; use it or pick another name",
+                               hint=Hint(HintKind.BURN_FIRST, server=name)) from None
+        if rec is not None:
+            await self.repo.add_event("create", box_name=name, detail=f"{rec.provider} (warm pool {profile})")
+            self.in_flight.add(rec.request_id)
+            self.boxes.wakeup.ring()
+        return rec
+
     async def _record(self, name: str, provider_name: str, ttl_s: int, req: CreateRequest, branch: str | None,
                       size: str | None, location: str | None) -> BoxRecord:
         now = time.time()
@@ -243,7 +279,8 @@ class Forge:
             key_id=f"{name}-{request_id}", request_id=request_id, host=None, ssh_port=None, ssh_user=None,
             home=None, project_dir=None, repo=req.source.url if req.source else None,
             branch=req.seed.branch if req.seed else branch, base_commit=None, agent=req.plan.name, size=size,
-            location=location, data={**(_git_data(req) or {}), CREATOR: this_process()}, error=None,
+            location=location, data={**(_git_data(req) or {}), CREATOR: this_process(),
+                                     **({pool_module.POOL_DATA: req.pool} if req.pool else {})}, error=None,
             created_at=now, ready_at=None, expires_at=now + ttl_s, destroyed_at=None,
         )
         try:
@@ -291,11 +328,18 @@ class Forge:
                 await progress(label, CREATE_STEPS.index(label), len(CREATE_STEPS))
 
         async with self._burn_on_failure(rec, req.prov, req) as made:
-            spec = await self._spec(rec, req)
-            await step(CreateStep.PROVISION)
-            made.box = await req.prov.create(spec)
-            await self.repo.update_box(rec.request_id, box_id=made.box.id)
-            made.box = await req.prov.wait_ready(made.box.id, timeout=req.timeout)
+            labels = self._labels(rec, req)
+            if (rec.data or {}).get(pool_module.FROM_POOL) and rec.box_id:  # a warm box: the user's labels now
+                made.box = await req.prov.get(rec.box_id)
+                if made.box is None:
+                    raise ForgeError("the warm pool's box vanished before it was handed over; create again")
+                made.box = await req.prov.set_labels(rec.box_id, labels)
+            else:
+                spec = await self._spec(rec, req, labels)
+                await step(CreateStep.PROVISION)
+                made.box = await req.prov.create(spec)
+                await self.repo.update_box(rec.request_id, box_id=made.box.id)
+                made.box = await req.prov.wait_ready(made.box.id, timeout=req.timeout)
             await step(CreateStep.SSH)
             fresh, ex, project_dir = await self._reach(rec, made.box, req)
             if isinstance(req.prov, WaitsForBoot):  # the box's own boot setup (it installs git) comes first
@@ -309,7 +353,7 @@ class Forge:
             base = await self._bootstrap(fresh, ex, project_dir, req, step)
             await self._setup(fresh, ex, project_dir, step, req.prov, made.box.id)
             # The ready label is what spares the box from the orphan sweep, in any orchestrator.
-            await req.prov.set_labels(made.box.id, {**spec.labels, LABEL_READY: "1"})
+            await req.prov.set_labels(made.box.id, {**labels, LABEL_READY: "1"})
             await self.repo.update_box(rec.request_id, state=BoxStatus.READY, step=CreateStep.READY,
                                        base_commit=base, ready_at=time.time())
             await step(CreateStep.READY)
@@ -317,12 +361,17 @@ class Forge:
         assert final is not None
         return self.boxes.info(final)
 
-    async def _spec(self, rec: BoxRecord, req: CreateRequest) -> BoxSpec:
-        keys = await anyio.to_thread.run_sync(create_box_keys, self.settings.keys_dir, rec.key_id)
+    def _labels(self, rec: BoxRecord, req: CreateRequest) -> dict[str, str]:
         # Readiness and bootstrap each get `timeout`; a setup pushes the deadline when it starts.
         deadline = time.time() + 2 * req.timeout
         labels = {**box_labels(owner=self.settings.owner, name=rec.name, request_id=rec.request_id,
                                 expires_at=rec.expires_at), LABEL_CREATE_DEADLINE: str(int(deadline))}
+        if req.pool:
+            labels[pool_module.LABEL_POOL] = req.pool
+        return labels
+
+    async def _spec(self, rec: BoxRecord, req: CreateRequest, labels: dict[str, str]) -> BoxSpec:
+        keys = await anyio.to_thread.run_sync(create_box_keys, self.settings.keys_dir, rec.key_id)
         return BoxSpec(name=rec.name, request_id=rec.request_id, labels=labels, host_key_private=keys.host_private,
                        host_key_public=keys.host_public, authorized_key=keys.client_public, size=rec.size,
                        image=req.image, location=rec.location, egress=req.egress)

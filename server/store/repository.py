@@ -78,6 +78,10 @@ class Repository:
     async def update_box(self, request_id: str, **changes: Any) -> None:
         await self._run(self.store.update_box, request_id, **changes)
 
+    async def claim_box(self, request_id: str, current_name: str, /, **changes: Any) -> bool:
+        """Compare-and-set on a ready box still named ``current_name`` (see Store.claim_box)."""
+        return await self._run(lambda: self.store.claim_box(request_id, current_name, **changes))
+
     async def end_box(self, request_id: str, state: str, error: str | None = None) -> None:
         """A box record leaves the live states (destroyed or failed), now."""
         changes: dict[str, Any] = {"state": state, "step": None, "destroyed_at": time.time()}

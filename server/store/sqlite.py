@@ -200,6 +200,18 @@ class Store:
         with self._tx() as db:
             db.execute(f"UPDATE boxes SET {assignments} WHERE request_id = ?", (*changes.values(), request_id))
 
+    def claim_box(self, request_id: str, current_name: str, /, **changes: Any) -> bool:
+        """Compare-and-set: apply ``changes`` only while the box is ready and still named ``current_name``; whether this
+        call made the change (two claims of one box: exactly one wins). sqlite3.IntegrityError when a new name
+        is taken by a live box."""
+        if "data" in changes and changes["data"] is not None:
+            changes["data"] = json.dumps(changes["data"])
+        assignments = ", ".join(f"{key} = ?" for key in changes)
+        with self._tx() as db:
+            cur = db.execute(f"UPDATE boxes SET {assignments} WHERE request_id = ? AND name = ? AND state = 'ready'",
+                             (*changes.values(), request_id, current_name))
+            return cur.rowcount == 1
+
     def live_box(self, name: str) -> BoxRecord | None:
         rows = self._query("SELECT * FROM boxes WHERE name = ? AND state IN ('provisioning', 'ready')", (name,))
         return _box(rows[0]) if rows else None

@@ -40,6 +40,13 @@ def as_json(settings: Settings, *args: str) -> Any:
 @contextmanager
 def board_process(settings: Settings, *extra: str, log: Path) -> Iterator[str]:
     """A running ``boxforge board`` on 127.0.0.1:<free port>; yields the URL it printed (with its login token)."""
+    with board_with_pid(settings, *extra, log=log) as (url, _):
+        yield url
+
+
+@contextmanager
+def board_with_pid(settings: Settings, *extra: str, log: Path) -> Iterator[tuple[str, int]]:
+    """``board_process``, also yielding the board's pid."""
     with log.open("w") as stderr:
         proc = subprocess.Popen([*boxforge_cmd(), "board", "--port", "0", *extra], env=cli_env(settings),
                                 stdout=subprocess.PIPE, stderr=stderr, text=True)
@@ -47,7 +54,7 @@ def board_process(settings: Settings, *extra: str, log: Path) -> Iterator[str]:
             line = readline_with_deadline(proc, 90)
             found = URL_RE.search(line)
             assert found, f"the board printed no URL: {line!r}; stderr: {log.read_text()[-2000:]}"
-            yield found.group(1)
+            yield found.group(1), proc.pid
         finally:
             proc.terminate()
             try:

@@ -47,6 +47,13 @@ async def test_three_tasks_with_a_dependency_through_mcp(tmp_path: Path) -> None
         assert listed["servers"] == []  # every box of the plan was burned
         assert (await call(client, "plan_status", plan_id=plan_id))["state"] == "succeeded"
         assert "no plan 'p-0000000000'" in await call_error(client, "plan_status", plan_id="p-0000000000")
+        # the same tasks in another plan: done before, not run again (no box forged)
+        resent = await call(client, "plan_start", plan=three_tasks(repo, name="three-again"))
+        assert resent["plan_id"] != plan_id and resent["state"] == "running"
+        resent = await call(client, "plan_status", plan_id=resent["plan_id"], wait_s=30)
+        assert resent["state"] == "succeeded" and resent["boxes_in_use"] == 0, resent
+        assert {t["id"]: t["ref"] for t in resent["tasks"]} == {t: tasks[t]["ref"] for t in tasks}
+        assert all(f"done in plan {plan_id}" in t["reason"] for t in resent["tasks"])
         refused = await call_error(client, "plan_start", plan={**three_tasks(repo), "boxes": {"max": 0}})
         assert "pool of at least 1 box" in refused
 
@@ -54,7 +61,7 @@ async def test_three_tasks_with_a_dependency_through_mcp(tmp_path: Path) -> None
 def test_plan_run_and_status_through_the_cli(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "state")
     repo = plan_repo(tmp_path / "repo")
-    plan = three_tasks(repo, pool=1, name="cli-plan")
+    plan = three_tasks(repo, pool=2, name="cli-plan")
     plan["repo"] = "repo"  # relative to the plan file
     plan["tasks"] = plan["tasks"][:2]
     (tmp_path / "plan.yml").write_text(yaml.safe_dump(plan))

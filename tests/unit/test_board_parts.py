@@ -111,9 +111,12 @@ def test_review_rows_hold_only_boxes_with_work_or_a_review_and_name_the_overlaps
 
 def test_check_result_is_the_plan_check_else_the_last_ended_command() -> None:
     assert check_result({"plan": {"check": "failed"}, "jobs": []}) == "failed"
-    jobs = [{"state": "running", "kind": "command"}, {"state": "failed", "kind": "command"}]
+    jobs = [{"state": "succeeded", "kind": "command", "started_at": 1}, {"state": "failed", "kind": "command",
+                                                                         "started_at": 2}]
     assert check_result({"plan": None, "jobs": jobs}) == "failed"
-    assert check_result({"plan": None, "jobs": [{"state": "succeeded", "kind": "bootstrap"}]}) is None
+    running = [*jobs, {"state": "running", "kind": "agent", "started_at": 3}]
+    assert check_result({"plan": None, "jobs": running}) is None  # the newest job has not ended
+    assert check_result({"plan": None, "jobs": [{"state": "succeeded", "kind": "bootstrap", "started_at": 1}]}) is None
 
 
 def test_a_one_time_token_makes_one_session_and_csrf_is_per_session() -> None:

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from rich.console import Console
 
-from server.cli.render import error_line, print_table, servers_table
-from server.schemas import ServerInfo
+from server.cli.commands import _JOB_COLUMNS
+from server.cli.render import column_table, error_line, land_outcome, print_table, servers_table, table
+from server.git.land import LandOutcome
+from server.schemas import JobSummary, ServerInfo
 from server.service.boxes import ended_text
 from server.store import BoxRecord
 
@@ -93,3 +96,39 @@ def test_a_box_burned_before_its_expiry_or_failed_says_so() -> None:
     assert burned == "server 'web' was burned at 1970-01-01T00:33:20Z (1m ago); it had no repo to bring home"
     failed = ended_text(record(state="failed", error="setup exited 2"), None, now=5000.0)
     assert "failed to create" in failed and "setup exited 2" in failed
+
+
+def jobs() -> list[JobSummary]:
+    return [JobSummary(job_id=f"j-{i:024x}", server="feat-box", state="succeeded", exit_code=0, duration_s=1.5,
+                       command="pytest -q tests/ --maxfail=1 " + "x" * 60) for i in range(2)]
+
+
+def test_the_jobs_table_fits_the_terminal_with_job_ids_and_states_whole() -> None:
+    narrow = console(terminal=True, width=70)
+    print_table(column_table(jobs(), _JOB_COLUMNS, ("duration",), whole=("job", "state"), console=narrow), narrow)
+    text = rendered(narrow)
+    assert max(len(line) for line in text.splitlines()) <= 70
+    for j in jobs():
+        assert j.job_id in text
+    assert text.count("succeeded") == len(jobs())
+
+
+def test_a_plain_table_has_its_columns_and_rows_in_order() -> None:
+    piped = console(terminal=False)
+    print_table(table(("box", "state"), [("a", "ready"), ("b", "failed")], title="two"), piped)
+    cells = [[c.strip() for c in line.strip("│┃ ").split(line[0])] for line in rendered(piped).splitlines()
+             if line[:1] in ("│", "┃")]
+    assert cells == [["box", "state"], ["a", "ready"], ["b", "failed"]]
+
+
+@pytest.mark.parametrize("conflict", [False, True])
+def test_land_and_plan_land_print_the_same_outcome_and_exit_1_on_a_conflict(
+        conflict: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    outcome = LandOutcome(repo="/r", into="main", landed=["a"], commit="c" * 40,
+                          conflict_box="b" if conflict else None, conflict_files=["f.py"] if conflict else [],
+                          not_tried=["c"] if conflict else [])
+    assert land_outcome(outcome, as_json=False) == (1 if conflict else 0)
+    said = capsys.readouterr().out
+    assert outcome.summary() in said
+    assert ("the merge of b was aborted; /r is clean; not tried: c" in said) is conflict
+

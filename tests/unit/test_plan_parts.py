@@ -4,15 +4,16 @@ the budget's arithmetic, the reuse of earlier work, and the store's claim of an 
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from server.plans import budget, require
+from server.plans import budget, globs, require
 from server.plans.scheduler import _earlier_work, owner_alive, this_process
-from server.plans.validate import PlanInvalid, parse_plan
+from server.plans.validate import PlanInvalid, check_plan, parse_plan, topo_order
 from server.store.sqlite import Store
 
 PLAN = {"name": "p", "boxes": {"agent": "custom"}, "tasks": [
@@ -105,3 +106,21 @@ def test_a_dead_owner_is_seen_and_one_claim_of_an_orphan_wins(tmp_path: Path) ->
     state, doc = store.plan("p-0000000001") or ("", {})
     assert state == "running" and doc["owner"]["token"] == "t-1" and doc["owner"]["pid"] == os.getpid()
     assert [d["board"]["repo"] for d in store.plans_of_repo("/r")] == ["/r"] and store.plans_of_repo("/x") == []
+
+
+def test_conflicts_found_through_the_path_index_are_those_of_every_pair() -> None:
+    rng = random.Random(14)
+    parts = ["a", "b", "c", "*", "**", "a*", "x.py"]
+    tasks = []
+    for i in range(60):
+        owns = ["/".join(rng.choice(parts) for _ in range(rng.randint(1, 3))) for _ in range(rng.randint(1, 3))]
+        tasks.append({"id": f"t{i}", "branch": f"b{i}", "command": "true", "owns": owns,
+                      **({"depends_on": [f"t{i - 1}"]} if i % 7 else {})})
+    plan = parse_plan({"name": "random", "allow_overlap": True, "tasks": tasks})
+    found = {(c.a, c.b) for c in check_plan(plan).conflicts}
+    order = [t.id for t in plan.tasks]
+    chain = {t.id: i // 7 for i, t in enumerate(plan.tasks)}  # tasks of one chain of 7 depend on each other
+    brute = {(x.id, y.id) for i, x in enumerate(plan.tasks) for y in plan.tasks[i + 1:]
+             if chain[x.id] != chain[y.id] and any(globs.overlap(globs.segments(p), globs.segments(q))
+                                                   for p in x.owns for q in y.owns)}
+    assert found == brute and len(brute) > 20 and order == topo_order(plan)

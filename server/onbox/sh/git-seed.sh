@@ -24,6 +24,10 @@ else
     git config "branch.$branch.merge" "refs/heads/$branch"
   fi
   cd /
+  # a warm pool's box has an empty project dir already (it was made without a repo): the checkout takes its place
+  if [ -d "$project" ]; then
+    rmdir "$project" 2>/dev/null || { echo "the project dir $project is not empty; it cannot be seeded" >&2; exit 3; }
+  fi
   mv "$tmp" "$project"
   echo "[boxforge] seeded $branch at $start"
 fi
