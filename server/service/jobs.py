@@ -1,16 +1,16 @@
-"""Commands and background jobs on ready boxes: start, poll from offsets, list and cancel; output
-redacted and cut clean (never inside a character or a secret), the last of it kept in the store for
-a box that vanishes."""
+"""Commands and background jobs on ready boxes: start (idempotency keys; a foreground command waited on
+in the same round trip), list and cancel; polling from offsets is ``JobReader``'s (service/jobstatus.py).
+Output is redacted and cut clean (never inside a character or a secret), the last of it kept in the store
+for a box that vanishes."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
 import shlex
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 
 import anyio
 
@@ -20,7 +20,7 @@ from server.domain.durations import iso
 from server.domain.hints import Hint, HintKind
 from server.domain.inputs import check_command, check_env, resolve_cwd
 from server.domain.names import new_job_id
-from server.domain.output import Window, clean_end, complete_utf8_prefix, decode_output, head_tail, whole
+from server.domain.output import Window, clean_end, head_tail, whole
 from server.domain.redaction import Redactor
 from server.domain.states import BoxStatus, JobState, Signal
 from server.errors import (
@@ -30,8 +30,6 @@ from server.errors import (
     IdempotencyConflict,
     InvalidInput,
     JobError,
-    StoreFull,
-    UnknownJob,
 )
 from server.schemas import (
     CancelResult,
@@ -45,25 +43,18 @@ from server.schemas import (
 from server.service.access import BoxAccess
 from server.service.boxes import Boxes
 from server.service.diskspace import box_disk_full
+from server.service.jobstatus import MAX_WAIT_S, JobReader, duration
 from server.service.secrets import Secrets
 from server.store import BoxRecord, JobRecord, Repository
 
 log = logging.getLogger("boxforge.jobs")
-MAX_WAIT_S = 300.0
 LIST_TIMEOUT_S = 30.0
-LAUNCH_GRACE_S = 30.0  # a job recorded this recently but unknown on its box is still being launched
 
 
 def _request_hash(asked: object, cwd: str | None, env_names: list[str]) -> str:
     """A digest of what a call asked for (never env values): what a reused idempotency key must match."""
     canonical = json.dumps([asked, cwd, env_names], sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _duration(st: jobs.JobStatus) -> float | None:
-    if st.started_at is None:
-        return None
-    return round((st.finished_at or time.time()) - st.started_at, 3)
 
 
 class Jobs:
@@ -74,6 +65,15 @@ class Jobs:
         self.access = access
         self.secrets = secrets
         self.boxes = boxes
+        self.reader = JobReader(settings, repo, access, secrets, boxes)
+
+    async def job_status(self, job_id: str, *, stdout_offset: int = 0, stderr_offset: int = 0,
+                         wait_s: float = 0.0, max_bytes: int | None = None) -> JobStatusResult:
+        return await self.reader.job_status(job_id, stdout_offset=stdout_offset, stderr_offset=stderr_offset,
+                                            wait_s=wait_s, max_bytes=max_bytes)
+
+    async def brief(self, job_id: str, *, wait_s: float = 0.0) -> JobBrief:
+        return await self.reader.brief(job_id, wait_s=wait_s)
 
     async def run(self, server: str, command: str, *, background: bool = False, timeout_s: float | None = None,
                   cwd: str | None = None, env: Mapping[str, str] | None = None, kill_on_timeout: bool = False,
@@ -123,7 +123,7 @@ class Jobs:
         if st.state == JobState.RUNNING and kill_on_timeout:
             await jobs.cancel(ex, job.job_id, Signal.KILL)
             st = await jobs.status(ex, job.job_id, max_bytes=cap, wait_s=5.0)
-        await self._record_state(job.job_id, st)
+        await self.reader.record_state(job.job_id, st)
         return await self._command_result(rec, ex, st, wait)
 
     async def _start(self, rec: BoxRecord, ex: jobs.BoxExec, command: str, workdir: str, env: dict[str, str],
@@ -161,7 +161,7 @@ class Jobs:
                 with anyio.CancelScope(shield=True):
                     await self.repo.delete_job(job.job_id)
             raise
-        await self._cache(self.repo.add_event("job", box_name=rec.name, job_id=job.job_id))
+        await self.reader.cache(self.repo.add_event("job", box_name=rec.name, job_id=job.job_id))
         return job, False, st
 
     async def _window(self, ex: jobs.BoxExec, st: jobs.JobStatus, stream: jobs.Stream,
@@ -183,18 +183,18 @@ class Jobs:
         redactor = await self.secrets.redactor(rec, ex, st.job_id)
         out, next_out = await self._window(ex, st, "out", redactor)
         err, next_err = await self._window(ex, st, "err", redactor)
-        await self._cache(self.repo.append_output(st.job_id, out.text, err.text))
+        await self.reader.cache(self.repo.append_output(st.job_id, out.text, err.text))
         result = CommandResult(
             server=rec.name, job_id=st.job_id, state=st.state, exit_code=st.exit_code, stdout=out.text,
             stderr=err.text, stdout_dropped_bytes=out.dropped, stderr_dropped_bytes=err.dropped,
-            stdout_offset=next_out, stderr_offset=next_err, duration_s=_duration(st),
+            stdout_offset=next_out, stderr_offset=next_err, duration_s=duration(st),
             hint="the command was killed" if st.state == JobState.KILLED else None,
         )
         if st.state == JobState.RUNNING:
             result.suggest("hint", Hint(HintKind.STILL_RUNNING, job_id=st.job_id, wait_s=wait,
                                         stdout_offset=next_out, stderr_offset=next_err))
         elif st.state == JobState.FAILED:
-            result.hint = await self._disk_note(rec, st.job_id)
+            result.hint = await self.reader.disk_note(rec, st.job_id)
         result.suggest("warning", time_left(rec.expires_at)[2])
         return result
 
@@ -220,158 +220,6 @@ class Jobs:
             duration_s=round(time.time() - started, 3),
             hint=f"{full}. This command ran directly over SSH, not as a job (no job record, so vm_job_status does "
                  "not know its id, and a cut connection would end it)")
-
-    async def _disk_note(self, rec: BoxRecord, job_id: str) -> str | None:
-        """For a job that failed: "no space left on the box's disk …" if that is why its writes (and maybe the
-        job) failed; its output file holds every byte it managed to write."""
-        full = await box_disk_full(self.access, rec, f"~/.boxforge/jobs/{job_id}")
-        return f"{full}; the output shown is all the job wrote before the disk filled" if full else None
-
-    async def _cache(self, write: Awaitable[None]) -> None:
-        """A write to the store's cache of a job (state, output tail, event): the box holds the truth, so a
-        full state dir must not turn a job's answer into an error (the next write that finds room catches up)."""
-        try:
-            await write
-        except StoreFull:
-            log.warning("the store is full: a job's cached state or output was not written")
-
-    @staticmethod
-    def _launching(job: JobRecord, st: jobs.JobStatus) -> jobs.JobStatus:
-        """A job the box does not know yet, recorded moments ago, is being launched (by this process or another:
-        the record is written before the launch): running, not lost."""
-        if st.state == JobState.LOST and st.started_at is None and time.time() - job.created_at < LAUNCH_GRACE_S:
-            return dataclasses.replace(st, state=JobState.RUNNING)
-        return st
-
-    async def _record_state(self, job_id: str, st: jobs.JobStatus) -> None:
-        if st.state != JobState.RUNNING:
-            await self._cache(self.repo.update_job(job_id, state=st.state, exit_code=st.exit_code,
-                                                   finished_at=st.finished_at))
-
-    async def _job_box(self, job_id: str) -> tuple[JobRecord, BoxRecord | None]:
-        job, rec = await self.repo.job_and_box(job_id)
-        if job is None:
-            recent = await self.repo.recent_job_ids()
-            raise UnknownJob(f"unknown job {job_id!r}; recent jobs: {', '.join(recent) if recent else 'none yet'}",
-                             hint=Hint(HintKind.LIST_JOBS))
-        # a box still provisioning already answers for its bootstrap and setup jobs
-        readable = rec is not None and (rec.state == BoxStatus.READY or (
-            rec.state == BoxStatus.PROVISIONING and rec.host is not None))
-        return job, rec if readable else None
-
-    async def job_status(self, job_id: str, *, stdout_offset: int = 0, stderr_offset: int = 0,
-                         wait_s: float = 0.0, max_bytes: int | None = None) -> JobStatusResult:
-        job, rec = await self._job_box(job_id)
-        if rec is None:
-            return self._from_record(job, stdout_offset, stderr_offset, f"server {job.box_name!r} is gone")
-        cap = min(max_bytes or self.settings.output_cap_bytes, self.settings.output_cap_bytes)
-        ex = self.access.exec(rec)
-        try:
-            try:
-                st = await jobs.status(ex, job_id, stdout_offset=stdout_offset, stderr_offset=stderr_offset,
-                                       max_bytes=cap, wait_s=min(wait_s, MAX_WAIT_S))
-            except JobError:  # on a full disk a channel's capture of the output is cut short: read it again
-                if await box_disk_full(self.access, rec, f"~/.boxforge/jobs/{job_id}") is None:
-                    raise
-                st = await jobs.status(self.access.exec_only(rec), job_id, stdout_offset=stdout_offset,
-                                       stderr_offset=stderr_offset, max_bytes=cap)
-            st = self._launching(job, st)
-        except BoxUnreachable as exc:
-            return await self._unreachable(job, rec, stdout_offset, stderr_offset, exc)
-        await self._record_state(job_id, st)
-        return await self._status_result(rec, ex, job, st)
-
-    async def brief(self, job_id: str, *, wait_s: float = 0.0) -> JobBrief:
-        """A job's state and output sizes, no output (waiting up to ``wait_s`` for it to end)."""
-        job, rec = await self._job_box(job_id)
-        if rec is not None:
-            try:
-                st = self._launching(job, await jobs.status(self.access.exec(rec), job_id, max_bytes=0,
-                                                            wait_s=min(wait_s, MAX_WAIT_S)))
-            except BoxUnreachable:
-                pass
-            else:
-                await self._record_state(job_id, st)
-                return JobBrief(job_id=job_id, server=rec.name, state=st.state, exit_code=st.exit_code,
-                                stdout_size=st.stdout_size, stderr_size=st.stderr_size)
-        state = job.state if rec is not None or job.state != JobState.RUNNING else JobState.LOST
-        return JobBrief(job_id=job_id, server=job.box_name, state=state, exit_code=job.exit_code,
-                        box_reachable=False)
-
-    async def _chunks(self, rec: BoxRecord, ex: jobs.BoxExec, job: JobRecord,
-                      st: jobs.JobStatus) -> tuple[bytes, bytes]:
-        """The chunks of both streams to show: a chunk followed by more output ends on a whole character, and
-        one that could end where a secret begins waits for the rest (never half a secret)."""
-        chunks = []
-        for data, offset, size in ((st.stdout, st.stdout_offset, st.stdout_size),
-                                   (st.stderr, st.stderr_offset, st.stderr_size)):
-            chunks.append(data[:complete_utf8_prefix(data)] if offset + len(data) < size else data)
-        out, err = chunks
-        if not (out or err):
-            return out, err
-        redactor = await self.secrets.redactor(rec, ex, job)
-        if st.state == JobState.RUNNING or st.stdout_offset + len(out) < st.stdout_size:
-            out = out[:redactor.safe_end(out)]
-        if st.state == JobState.RUNNING or st.stderr_offset + len(err) < st.stderr_size:
-            err = err[:redactor.safe_end(err)]
-        return out, err
-
-    async def _status_result(self, rec: BoxRecord, ex: jobs.BoxExec, job: JobRecord,
-                             st: jobs.JobStatus) -> JobStatusResult:
-        out, err = await self._chunks(rec, ex, job, st)
-        out_text, out_binary = decode_output(out)
-        err_text, err_binary = decode_output(err)
-        if out_text or err_text:
-            redactor = await self.secrets.redactor(rec, ex, job)
-            out_text, err_text = redactor.text(out_text), redactor.text(err_text)
-            await self._cache(self.repo.append_output(job.job_id, out_text, err_text))
-        next_out, next_err = st.stdout_offset + len(out), st.stderr_offset + len(err)
-        more = next_out < st.stdout_size or next_err < st.stderr_size
-        result = JobStatusResult(
-            job_id=job.job_id, server=rec.name, state=st.state, exit_code=st.exit_code, stdout=out_text,
-            stderr=err_text, stdout_offset=next_out, stderr_offset=next_err, stdout_size=st.stdout_size,
-            stderr_size=st.stderr_size, more=more, binary=out_binary or err_binary, duration_s=_duration(st),
-            hint="the job's record is gone from the box (rebooted or cleaned); rerun it if needed"
-            if st.state == JobState.LOST and not more else None,
-        )
-        offsets = {"job_id": job.job_id, "stdout_offset": next_out, "stderr_offset": next_err}
-        if more:
-            result.suggest("hint", Hint(HintKind.MORE_OUTPUT, **offsets))
-        elif st.state == JobState.RUNNING:
-            result.suggest("hint", Hint(HintKind.WAIT_JOB, wait_s=30, **offsets))
-        elif st.state == JobState.FAILED:
-            result.hint = await self._disk_note(rec, job.job_id)
-        result.suggest("warning", time_left(rec.expires_at)[2])
-        return result
-
-    def _from_record(self, job: JobRecord, stdout_offset: int, stderr_offset: int, why: str,
-                     *, state: str | None = None, last_seen: float | None = None) -> JobStatusResult:
-        """What the store knows of a job whose box cannot answer: last state and the output read so far."""
-        if state is None:
-            state = job.state if job.state != JobState.RUNNING else JobState.LOST
-        shown = "last output read before that" if job.out_tail or job.err_tail else "no output was read before that"
-        return JobStatusResult(
-            job_id=job.job_id, server=job.box_name, state=state, exit_code=job.exit_code,
-            stdout=job.out_tail or "", stderr=job.err_tail or "", stdout_offset=stdout_offset,
-            stderr_offset=stderr_offset, stdout_size=0, stderr_size=0, box_reachable=False,
-            last_seen=iso(last_seen), hint=f"{why}; stdout/stderr hold the {shown}",
-        )
-
-    async def _unreachable(self, job: JobRecord, rec: BoxRecord, stdout_offset: int, stderr_offset: int,
-                           exc: BoxUnreachable) -> JobStatusResult:
-        prov = self.boxes.providers.get(rec.provider)
-        box = await prov.get(rec.box_id) if rec.box_id else None
-        if box is None:  # vanished: its running jobs are lost, with what was read of them
-            await self.boxes.reconcile()
-            if job.state == JobState.RUNNING:
-                await self.repo.update_job(job.job_id, state=JobState.LOST)
-            return self._from_record(job, stdout_offset, stderr_offset, f"server {rec.name!r} vanished at the provider")
-        return self._from_record(
-            job, stdout_offset, stderr_offset,
-            f"server {rec.name!r} is not answering ({exc}); the job's state is the last known one — "
-            "poll again later, boxforge reconnects when the box answers",
-            state=job.state, last_seen=self.access.last_seen(rec.name),
-        )
 
     async def list_jobs(self, server: str | None = None) -> JobList:
         recs = [await self.boxes.ready(server)] if server else [
@@ -401,7 +249,7 @@ class Jobs:
         return JobList(jobs=summaries, count=len(summaries), unreachable=sorted(unreachable))
 
     async def cancel_job(self, job_id: str, signal: str = Signal.TERM) -> CancelResult:
-        job, rec = await self._job_box(job_id)
+        job, rec = await self.reader.job_box(job_id)
         if rec is None:
             state = job.state if job.state != JobState.RUNNING else JobState.LOST
             return CancelResult(job_id=job_id, server=job.box_name, state=state,
@@ -413,7 +261,7 @@ class Jobs:
                                 message=f"job already finished ({before.state}); nothing to cancel")
         await jobs.cancel(ex, job_id, signal)
         st = await jobs.status(ex, job_id, max_bytes=0, wait_s=5.0)
-        await self._record_state(job_id, st)
+        await self.reader.record_state(job_id, st)
         message = f"sent SIG{signal} to the job's process group"
         result = CancelResult(job_id=job_id, server=rec.name, state=st.state, exit_code=st.exit_code,
                               message=message)

@@ -147,6 +147,47 @@ def test_approve_then_land_merges_the_branch_into_the_repo(page: Any, fleet: tup
     assert page.evaluate("window.pwned") is None
 
 
+def test_extend_cancel_and_request_changes_from_the_page_each_after_a_confirmation(
+        page: Any, fleet: tuple[Settings, Path]) -> None:
+    settings, _ = fleet
+    page.goto(page.url.split("#")[0] + "#fleet")
+    card = page.locator('article[data-box="feat-one"]')
+    before = with_fleet(settings, lambda f: f.repo.live_box("feat-one")).expires_at
+    card.get_by_role("button", name="Extend…").click()
+    page.locator("#confirm-input").fill("2h")
+    page.locator("#confirm-ok").click()
+    expect(page.locator("#toast")).to_contain_text("now expires", timeout=LIVE_MS)
+    assert with_fleet(settings, lambda f: f.repo.live_box("feat-one")).expires_at > before + 3600
+
+    job_id = with_fleet(settings, lambda f: f.run("feat-one", "sleep 300", background=True)).job_id
+    page.goto(page.url.split("#")[0] + f"#job/{job_id}")
+    expect(page.locator("#job-state")).to_have_text(re.compile("^running"), timeout=LIVE_MS)
+    page.locator("#job-cancel").click()
+    page.get_by_role("button", name="Cancel", exact=True).click()  # the confirmation's own cancel: nothing sent
+    assert with_fleet(settings, lambda f: f.repo.job_and_box(job_id))[0].state == "running"
+    page.locator("#job-cancel").click()
+    page.locator("#confirm-ok").click()
+    expect(page.locator("#job-state")).to_have_text(re.compile("^killed"), timeout=LIVE_MS)
+
+    page.goto(page.url.split("#")[0] + "#review")
+    row = page.locator('#queue li[data-server="feat-one"]')
+    row.get_by_role("button", name="Request changes…").click()
+    page.locator("#confirm-input").fill("split <b>auth</b> out")
+    page.locator("#confirm-ok").click()
+    expect(row.locator(".badge.changes_requested")).to_be_visible(timeout=60_000)
+    expect(row.locator(".note")).to_contain_text("split <b>auth</b> out")
+
+
+def test_the_fleet_fits_a_phone_width_screen(page: Any) -> None:
+    page.set_viewport_size({"width": 390, "height": 844})
+    try:
+        page.goto(page.url.split("#")[0] + "#fleet")
+        page.wait_for_selector('article[data-box="feat-one"]', timeout=LIVE_MS)
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 900})
+
+
 def test_an_action_without_the_csrf_token_is_refused(page: Any, fleet: tuple[Settings, Path]) -> None:
     settings, _ = fleet
     status = page.evaluate("""async () => (await fetch('api/actions/burn', {method: 'POST',
