@@ -147,6 +147,35 @@ def test_approve_then_land_merges_the_branch_into_the_repo(page: Any, fleet: tup
     assert page.evaluate("window.pwned") is None
 
 
+def test_a_land_in_the_chosen_order_stops_at_the_first_conflict_and_shows_it(
+        page: Any, fleet: tuple[Settings, Path]) -> None:
+    settings, repo = fleet
+    commit = "git -c user.name=t -c user.email=t@example.invalid commit -qam"
+
+    async def clash(f: Fleet) -> None:
+        await f.run("feat-one", f"echo one > README.md && {commit} 'README: one'")
+        await f.run("feat-two", f"echo two > README.md && {commit} 'README: two'")
+
+    with_fleet(settings, clash)
+    page.goto(page.url.split("#")[0] + "#review")
+    page.locator("#review-refresh").click()
+    for server in ("feat-one", "feat-two"):
+        row = page.locator(f'#queue li[data-server="{server}"]')
+        row.locator("header").click()  # select it
+        page.keyboard.press("a")
+        expect(row.locator(".badge.approved")).to_be_visible(timeout=60_000)
+    if page.locator("#queue > li").first.get_attribute("data-server") != "feat-one":
+        page.locator("#queue > li").first.get_by_role("button", name="↓").click()  # feat-one lands first
+    assert [li.get_attribute("data-server") for li in page.locator("#queue > li").all()] == ["feat-one", "feat-two"]
+    page.locator("#land-approved").click()
+    expect(page.locator("#confirm-text")).to_contain_text("feat-one → feat-two")
+    page.locator("#confirm-ok").click()
+    expect(page.locator("#land-result.conflict")).to_contain_text("stopped at feat-two: README.md", timeout=60_000)
+    assert git(repo, "show", "main:README.md") == "one"
+    assert git(repo, "status", "--porcelain") == ""  # the user's checkout is left clean
+    expect(page.locator('#queue li[data-server="feat-two"] .badge.approved')).to_be_visible()
+
+
 def test_extend_cancel_and_request_changes_from_the_page_each_after_a_confirmation(
         page: Any, fleet: tuple[Settings, Path]) -> None:
     settings, _ = fleet
