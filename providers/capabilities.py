@@ -52,6 +52,11 @@ class SeesLocalPaths(ABC):  # noqa: B024 - a marker
     """The box can read the orchestrator's filesystem, so a repo given as a local path clones directly."""
 
 
+class NearOrchestrator(ABC):  # noqa: B024 - a marker
+    """The box runs on this machine or next to it: bytes the orchestrator sends it cost less than the box
+    downloading them, so the create serves its bootstrap the orchestrator's npm cache (``server/npmcache.py``)."""
+
+
 class WaitsForBoot(ABC):
     """The machine's own boot setup (cloud-init) must finish before bootstrap; a call that waits."""
 
@@ -126,4 +131,5 @@ class CanFork(ABC):
 def capabilities(provider: object) -> list[str]:
     """The names of the capabilities a provider declares (for docs, ``boxforge providers``)."""
     return [cap.__name__ for cap in (PinsHostKey, SeesLocalPaths, WaitsForBoot, HasBackstop, HasPricing,
-                                     InstallsPackages, Isolated, CanFork, BuildsImages) if isinstance(provider, cap)]
+                                     InstallsPackages, Isolated, CanFork, BuildsImages, NearOrchestrator)
+            if isinstance(provider, cap)]
