@@ -40,6 +40,10 @@ async def test_concurrent_creates_take_distinct_warm_boxes_and_the_rest_forge_co
         assert (status.count, status.ready, status.starting, sorted(status.boxes)) == (2, 2, 0, sorted(made))
         assert (await fleet.list_servers()).servers == [], "waiting pool boxes are not the user's"
         pooled_ids = {(await fleet.repo.live_box(n)).box_id for n in made}  # type: ignore[union-attr]
+        for box_id in pooled_ids:
+            waiting = await fleet.provider("local").get(box_id)  # type: ignore[arg-type]
+            assert waiting is not None and waiting.labels[LABEL_POOL] == "warm"
+            assert waiting.labels[LABEL_OWNER] == fleet.settings.owner and LABEL_EXPIRES_AT in waiting.labels
 
         infos = {}
 

@@ -215,24 +215,7 @@ class Forge:
             ttl_s=ttl_s, repo=repo, branch=branch, agent=agent, agent_install=agent_install,
             agent_command=agent_command, env=env, image=image, provider=provider,
             ready_timeout_s=ready_timeout_s, wait=wait, repo_via=repo_via, agent_version=agent_version)
-        if egress is not None:
-            if egress not in ("nat", "none"):
-                raise InvalidInput("egress must be 'nat' (outbound internet through NAT) or 'none'")
-            req = dataclasses.replace(req, egress=egress)
-        if self.settings.forward_env:
-            # a box that shares this machine's loopback (an unisolated local box) also sees its paths
-            forwarded = await anyio.to_thread.run_sync(lambda: forwardenv.collect(
-                self.settings.forward_env, self.settings.env,
-                loopback_unreachable=not isinstance(req.prov, SeesLocalPaths)))
-            req = dataclasses.replace(req, forwarded=forwarded.without(req.env))
-        if req.plan.package is not None:
-            resolved = await npm.resolve_agent(req.plan.package, req.plan.version)
-            req = dataclasses.replace(req, plan=dataclasses.replace(req.plan, resolved=resolved))
-        if req.source is not None and repo_via == "orchestrator":
-            req = dataclasses.replace(req, seed=await seed_git.prepare(self.settings.home, req.source, branch,
-                                                                   self.settings.env or None))
-        if pool is not None:
-            req = dataclasses.replace(req, pool=pool)
+        req = await self._prepare(req, egress=egress, repo_via=repo_via, branch=branch, pool=pool)
         try:
             rec = None
             if pool is None and egress is None and repo_via == "orchestrator" and self.pool is not None:
@@ -252,6 +235,29 @@ class Forge:
         info = self.boxes.info(rec)
         info.suggest("hint", Hint(HintKind.FORGING, server=name))
         return info
+
+    async def _prepare(self, req: CreateRequest, *, egress: str | None, repo_via: str, branch: str | None,
+                       pool: str | None) -> CreateRequest:
+        """The checked request completed before anything is made: egress, the forwarded env, the npm agent's
+        release resolved, the repo read into a seed bundle (a repo that cannot be read fails here)."""
+        if egress is not None:
+            if egress not in ("nat", "none"):
+                raise InvalidInput("egress must be 'nat' (outbound internet through NAT) or 'none'")
+            req = dataclasses.replace(req, egress=egress)
+        if self.settings.forward_env:
+            # a box that shares this machine's loopback (an unisolated local box) also sees its paths
+            prov = req.prov
+            forwarded = await anyio.to_thread.run_sync(lambda: forwardenv.collect(
+                self.settings.forward_env, self.settings.env,
+                loopback_unreachable=not isinstance(prov, SeesLocalPaths)))
+            req = dataclasses.replace(req, forwarded=forwarded.without(req.env))
+        if req.plan.package is not None:
+            resolved = await npm.resolve_agent(req.plan.package, req.plan.version)
+            req = dataclasses.replace(req, plan=dataclasses.replace(req.plan, resolved=resolved))
+        if req.source is not None and repo_via == "orchestrator":
+            req = dataclasses.replace(req, seed=await seed_git.prepare(self.settings.home, req.source, branch,
+                                                                   self.settings.env or None))
+        return req if pool is None else dataclasses.replace(req, pool=pool)
 
     async def _take(self, profile: str, name: str, ttl_s: int, req: CreateRequest,
                     branch: str | None) -> BoxRecord | None:
