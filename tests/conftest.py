@@ -29,6 +29,8 @@ SERVER_KINDS = ("openssh", "embedded")
 # Isolated local boxes (the default provider of the suite) boot from one cached base image. CI points
 # BOXFORGE_IMAGE_CACHE at a cache kept across runs; elsewhere the suite keeps its own under ~/.cache.
 os.environ.setdefault("BOXFORGE_IMAGE_CACHE", str(Path.home() / ".cache" / "boxforge-test-images"))
+# The npm cache the agent tests' boxes install from (CI keeps it across runs too, like the image).
+os.environ.setdefault("BOXFORGE_NPM_CACHE", str(Path.home() / ".cache" / "boxforge-test-npm"))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -29,7 +29,7 @@ from providers.base import (
     ReadyTimeout,
     box_labels,
 )
-from providers.capabilities import InstallsPackages, OnboxCall, SeesLocalPaths, WaitsForBoot
+from providers.capabilities import OnboxCall, SeesLocalPaths, WaitsForBoot
 from server import boxfile, forwardenv, jobs, npm
 from server.agents import AgentPlan, plan_agent
 from server.bootstrap import RepoSource, base_commit_from, bootstrap_script, installed_agent_from, parse_repo
@@ -44,12 +44,13 @@ from server.git.seed import Seed
 from server.keys import create_box_keys
 from server.schemas import ServerInfo
 from server.service import onbox
+from server.service import pool as pool_module
 from server.service.access import BoxAccess
+from server.service.agentcache import AgentRegistry
 from server.service.boxes import Boxes
 from server.service.createjobs import CreateJobs, Step, read_boxfile
 from server.service.creators import CREATOR, this_process
 from server.service.harvest import GIT_DATA
-from server.service import pool as pool_module
 from server.service.pool import WarmPool
 from server.service.providers import ProviderSet
 from server.service.secrets import Secrets
@@ -59,7 +60,6 @@ from server.store import BoxRecord, Repository
 log = logging.getLogger("boxforge.fleet")
 Progress = Callable[[str, int, int], Awaitable[None]]
 PROJECT_DIR_NAME = "project"
-NODE_PACKAGES = ("nodejs", "npm")  # what an npm-installed agent needs on a box that lacks it
 HOME_PROBE = OnboxCall("home.sh")
 REPO_VIA = ("orchestrator", "box")
 
@@ -161,6 +161,7 @@ class Forge:
         self.in_flight = in_flight
         self.pool = pool  # warm boxes a matching create takes
         self.create_jobs = CreateJobs(settings, repo, secrets)
+        self.agent_registry = AgentRegistry(settings, access)
 
     def check(self, *, ttl_s: int | None, repo: str | None, branch: str | None, agent: str, agent_install: str | None,
               agent_command: str | None, env: Mapping[str, str] | None, image: str | None, provider: str | None,
@@ -403,13 +404,12 @@ class Forge:
 
     async def _bootstrap(self, rec: BoxRecord, ex: jobs.BoxExec, project_dir: str, req: CreateRequest,
                          step: Step) -> str | None:
-        packages = (onbox.command_line(req.prov.package_install(NODE_PACKAGES))
-                    if isinstance(req.prov, InstallsPackages) else "")
-        script = bootstrap_script(project_dir=project_dir, repo=req.source, branch=rec.branch, agent=req.plan,
-                                  seeded=req.seed is not None, package_install=packages)
-        job_id = await self.create_jobs.start(rec, ex, "bootstrap", "[bootstrap]", script, rec.home or "~")
-        await self.repo.merge_data(rec.request_id, bootstrap_job_id=job_id)
-        markers = "\n".join(await self.create_jobs.follow(rec, ex, job_id, "bootstrap", req.timeout, step))
+        async with self.agent_registry.registry_for(rec, req.plan, req.prov) as registry:
+            script = bootstrap_script(project_dir=project_dir, repo=req.source, branch=rec.branch, agent=req.plan,
+                                      seeded=req.seed is not None, npm_registry=registry)
+            job_id = await self.create_jobs.start(rec, ex, "bootstrap", "[bootstrap]", script, rec.home or "~")
+            await self.repo.merge_data(rec.request_id, bootstrap_job_id=job_id)
+            markers = "\n".join(await self.create_jobs.follow(rec, ex, job_id, "bootstrap", req.timeout, step))
         installed = installed_agent_from(markers)
         if installed is not None:
             await self.repo.merge_data(rec.request_id, **{AGENT_INSTALLED: dataclasses.asdict(installed)})
