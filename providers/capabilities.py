@@ -115,17 +115,13 @@ class CanFork(ABC):
 
     ``fork`` makes one box per spec (each with its own labels, keys and expiry, as ``create`` does, and
     idempotent by each spec's request id) and returns them, possibly PENDING: the caller runs ``wait_ready``
-    on each. What runs on the source (its processes, its jobs) is not copied; its files are. Anything the
-    provider makes on the way (a snapshot image) carries our owner labels and is deleted before ``fork``
-    returns; one a crash left behind is the provider's to sweep (``sweep_fork_leftovers``, called by the
-    reaper)."""
+    on each. What runs on the source (its processes, its jobs) is not copied; its files are. All or none:
+    when one fork cannot be made, the ones this call made are destroyed before the error is raised. Anything
+    the provider makes on the way (a cloud's snapshot image) must carry our owner labels and be deleted
+    before ``fork`` returns."""
 
     @abstractmethod
     async def fork(self, source: Box, specs: Sequence[BoxSpec]) -> list[Box]: ...
-
-    async def sweep_fork_leftovers(self, owner: str) -> list[str]:  # noqa: B027 - optional: nothing by default
-        """Delete what an interrupted fork of this owner left behind; what was deleted."""
-        return []
 
 
 def capabilities(provider: object) -> list[str]:

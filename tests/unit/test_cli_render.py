@@ -10,10 +10,10 @@ import pytest
 from rich.console import Console
 
 from server.cli import render
-from server.cli.commands import _JOB_COLUMNS
+from server.cli.commands import _JOB_COLUMNS, pool_table
 from server.cli.render import column_table, error_line, land_outcome, print_table, servers_table, table
 from server.git.land import LandOutcome
-from server.schemas import JobSummary, ServerInfo
+from server.schemas import JobSummary, PoolProfileStatus, PoolStatus, ServerInfo
 from server.service.boxes import ended_text
 from server.store import BoxRecord
 
@@ -138,4 +138,15 @@ def test_land_and_plan_land_print_the_same_outcome_and_exit_1_on_a_conflict(
     said = capsys.readouterr().out
     assert outcome.summary() in said
     assert ("the merge of b was aborted; /r is clean; not tried: c" in said) is conflict
+
+
+def test_the_pool_table_names_waiting_boxes_or_why_a_pool_is_off() -> None:
+    status = PoolStatus(profiles=[
+        PoolProfileStatus(profile="warm", provider="local", count=2, ready=1, starting=1, boxes=["warm-1"]),
+        PoolProfileStatus(profile="cloud", provider="hetzner", count=1, ready=0, starting=0, boxes=[],
+                          off="no cost ceiling")])
+    piped = console(terminal=False)
+    print_table(pool_table(status), piped)
+    text = rendered(piped)
+    assert "warm-1" in text and "no cost ceiling" in text and text.index("warm") < text.index("cloud")
 
