@@ -52,6 +52,11 @@ class SeesLocalPaths(ABC):  # noqa: B024 - a marker
     """The box can read the orchestrator's filesystem, so a repo given as a local path clones directly."""
 
 
+class NearOrchestrator(ABC):  # noqa: B024 - a marker
+    """The box runs on this machine or next to it: bytes the orchestrator sends it cost less than the box
+    downloading them, so the create serves its bootstrap the orchestrator's npm cache (``server/npmcache.py``)."""
+
+
 class WaitsForBoot(ABC):
     """The machine's own boot setup (cloud-init) must finish before bootstrap; a call that waits."""
 
@@ -110,20 +115,17 @@ class CanFork(ABC):
 
     ``fork`` makes one box per spec (each with its own labels, keys and expiry, as ``create`` does, and
     idempotent by each spec's request id) and returns them, possibly PENDING: the caller runs ``wait_ready``
-    on each. What runs on the source (its processes, its jobs) is not copied; its files are. Anything the
-    provider makes on the way (a snapshot image) carries our owner labels and is deleted before ``fork``
-    returns; one a crash left behind is the provider's to sweep (``sweep_fork_leftovers``, called by the
-    reaper)."""
+    on each. What runs on the source (its processes, its jobs) is not copied; its files are. All or none:
+    when one fork cannot be made, the ones this call made are destroyed before the error is raised. Anything
+    the provider makes on the way (a cloud's snapshot image) must carry our owner labels and be deleted
+    before ``fork`` returns."""
 
     @abstractmethod
     async def fork(self, source: Box, specs: Sequence[BoxSpec]) -> list[Box]: ...
-
-    async def sweep_fork_leftovers(self, owner: str) -> list[str]:  # noqa: B027 - optional: nothing by default
-        """Delete what an interrupted fork of this owner left behind; what was deleted."""
-        return []
 
 
 def capabilities(provider: object) -> list[str]:
     """The names of the capabilities a provider declares (for docs, ``boxforge providers``)."""
     return [cap.__name__ for cap in (PinsHostKey, SeesLocalPaths, WaitsForBoot, HasBackstop, HasPricing,
-                                     InstallsPackages, Isolated, CanFork, BuildsImages) if isinstance(provider, cap)]
+                                     InstallsPackages, Isolated, CanFork, BuildsImages, NearOrchestrator)
+            if isinstance(provider, cap)]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from server import npm
 from server.agents import AgentPlan, agent_run_script, plan_agent
 from server.domain.inputs import is_one_line
 from server.errors import InvalidInput
@@ -71,13 +72,13 @@ def parse_repo(repo: str) -> RepoSource:
 
 
 def bootstrap_script(*, project_dir: str, repo: RepoSource | None, branch: str | None,
-                     agent: AgentPlan | str = "none", seeded: bool = False, package_install: str = "") -> str:
+                     agent: AgentPlan | str = "none", seeded: bool = False, npm_registry: str = npm.REGISTRY) -> str:
     """The bootstrap job's script (``sh/bootstrap.sh`` with its parameters): check out, then install
-    the agent. ``package_install`` is a command line that installs Node.js and npm on a box that
-    lacks them (from the provider's ``InstallsPackages``); empty where the provider cannot."""
+    the agent. ``npm_registry`` is where the box gets the agent and, when its own is missing or too old,
+    Node and npm: the orchestrator's cache served on the box's loopback, or the registry itself."""
     plan = plan_agent(agent) if isinstance(agent, str) else agent
     params = {"project": project_dir, **_checkout_params(repo, branch, seeded), **_agent_params(plan),
-              "pkg_install": package_install}
+              "npm_registry": npm_registry.rstrip("/")}
     # the agent-ensure.sh functions come between the parameters and the program that calls them
     return scripts.assignments(params) + scripts.text("agent-ensure.sh") + scripts.text("bootstrap.sh")
 
@@ -104,7 +105,8 @@ def _agent_params(plan: AgentPlan) -> dict[str, str]:
         "agent_install": plan.install or "",
         "agent_version": plan.resolved.version if plan.resolved else "",
         "node_condition": plan.resolved.node_condition if plan.resolved else "any",
-        "node_pkg": plan.resolved.node_package_version if plan.resolved else "",
+        "node_pkg": " ".join(plan.resolved.node_versions) if plan.resolved else "",
+        "npm_pkg": plan.resolved.npm_version if plan.resolved else "",
         "agent_run_file": agent_run_script(plan) if plan.run is not None else "",
     }
 

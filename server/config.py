@@ -63,6 +63,7 @@ class Settings:
     auto_extend: bool = True  # a box with a running job at its expiry gets more time
     auto_extend_step_s: int = 1800
     auto_extend_max_ttl_s: int = 24 * 3600  # the hard ceiling of automatic extension, from the box's creation
+    npm_cache: str = ""  # where agent installs are cached (empty: <home>/cache/npm; "off": no cache)
     # what every box gets from this environment (docs/configuration.md): proxies, CA bundles (files copied in)
     forward_env: tuple[str, ...] = DEFAULT_FORWARD_ENV
     # What the settings were loaded from: each provider reads its own settings out of these.
@@ -76,6 +77,13 @@ class Settings:
     @property
     def keys_dir(self) -> Path:
         return self.home / "keys"
+
+    @property
+    def npm_cache_dir(self) -> Path | None:
+        """The npm cache served to nearby boxes' bootstraps; None when turned off."""
+        if self.npm_cache.strip().lower() == "off":
+            return None
+        return Path(self.npm_cache).expanduser() if self.npm_cache else self.home / "cache" / "npm"
 
     @property
     def log_path(self) -> Path:
@@ -120,6 +128,7 @@ _FIELDS: dict[str, Any] = {
     "auto_extend": "flag",
     "auto_extend_step_s": int,
     "auto_extend_max_ttl_s": int,
+    "npm_cache": str,
     "forward_env": parse_names,
 }
 

@@ -195,29 +195,72 @@ async def fetch(name: str) -> Packument:
 @dataclass(frozen=True)
 class AgentResolution:
     """What a box installs for an npm agent: the agent version, the Node range it needs (compiled for
-    the box) and the ``node`` package release to install when the box's own Node does not meet it."""
+    the box), and the Node releases (the registry's ``node-<os>-<arch>`` builds, tried in order until one
+    runs) and the npm release to install when the box's own Node does not meet it."""
 
     package: str
     version: str
     node_range: str
     node_condition: str
-    node_package_version: str
+    node_versions: tuple[str, ...]
+    npm_version: str
 
 
 # Releases whose engines claim older Node but crash on it (issue 20: `Object not disposable` on Node 18).
 MIN_NODE = ">=20.0.0"
+NPM_PACKAGE = "npm"
+
+
+def _pick_version(meta: Packument, pin: str | None) -> str:
+    if pin is None:
+        return meta.latest
+    if pin not in meta.engines:
+        near = sorted((v for v in meta.engines if parse_version(v)), key=lambda v: parse_version(v)[0])[-3:]  # type: ignore[index]
+        raise InvalidInput(f"{meta.name} has no release {pin!r} on the npm registry; recent ones: "
+                           f"{', '.join(near)} (latest {meta.latest})")
+    return pin
+
+
+NODE_LINES_TRIED = 3  # a box tries the newest fitting release of this many long-term lines, newest first
+
+
+def _pick_nodes(node_meta: Packument, effective: str, what: str, node_range: str) -> tuple[str, ...]:
+    """The Node releases a box tries, in order: the newest fitting release of each of the newest long-term
+    (even-major) lines, since a newer line may need what an older distribution lacks (Node 26's builds
+    need libatomic.so.1, which Debian 12's minimal root has not); else the newest fitting release."""
+    fitting = [v for v in node_meta.engines if satisfies(v, effective)]
+    newest: dict[int, str] = {}
+    for v in fitting:
+        major = parse_version(v)[0][0]  # type: ignore[index]
+        if major % 2 == 0 and (major not in newest or parse_version(v)[0] > parse_version(newest[major])[0]):  # type: ignore[index]
+            newest[major] = v
+    lines = tuple(newest[m] for m in sorted(newest, reverse=True)[:NODE_LINES_TRIED])
+    if lines:
+        return lines
+    latest = max_satisfying(fitting, "*")
+    if latest is None:
+        raise InvalidInput(f"{what} needs Node {node_range!r} and no release of the npm registry's node "
+                           "package meets it: pin another agent_version")
+    return (latest,)
+
+
+def _pick_npm(npm_meta: Packument, node_versions: tuple[str, ...]) -> str:
+    """The newest npm release that declares it runs on every one of ``node_versions`` (else npm's latest)."""
+    fits = [v for v, needs in npm_meta.engines.items() if all(satisfies(n, needs or "*") for n in node_versions)]
+    return max_satisfying(fits, "*") or npm_meta.latest
 
 
 async def resolve_agent(package: str, pin: str | None) -> AgentResolution:
-    meta = await fetch(package)
-    if pin is None:
-        version = meta.latest
-    else:
-        if pin not in meta.engines:
-            near = sorted((v for v in meta.engines if parse_version(v)), key=lambda v: parse_version(v)[0])[-3:]  # type: ignore[index]
-            raise InvalidInput(f"{package} has no release {pin!r} on the npm registry; recent ones: "
-                               f"{', '.join(near)} (latest {meta.latest})")
-        version = pin
+    docs: dict[str, Packument] = {}
+
+    async def get(name: str) -> None:
+        docs[name] = await fetch(name)
+
+    async with anyio.create_task_group() as tg:  # three documents, read at once
+        for name in (package, NODE_PACKAGE, NPM_PACKAGE):
+            tg.start_soon(get, name)
+    meta = docs[package]
+    version = _pick_version(meta, pin)
     node_range = meta.engines[version] or ""
     effective = f"{node_range} {MIN_NODE}".strip() if "||" not in node_range else node_range
     try:
@@ -225,11 +268,6 @@ async def resolve_agent(package: str, pin: str | None) -> AgentResolution:
     except ValueError as exc:
         raise ForgeError(f"{package}@{version} declares engines.node {node_range!r}, which boxforge cannot read") \
             from exc
-    node_meta = await fetch(NODE_PACKAGE)
-    # Even majors are Node's long-term lines: the newest of those that fits, else the newest that fits.
-    even = [v for v in node_meta.engines if (p := parse_version(v)) and p[0][0] % 2 == 0]
-    node_version = max_satisfying(even, effective) or max_satisfying(list(node_meta.engines), effective)
-    if node_version is None:
-        raise InvalidInput(f"{package}@{version} needs Node {node_range!r} and no release of the npm registry's "
-                           f"node package meets it: pin another agent_version")
-    return AgentResolution(package, version, node_range or "any", condition, node_version)
+    node_versions = _pick_nodes(docs[NODE_PACKAGE], effective, f"{package}@{version}", node_range)
+    return AgentResolution(package, version, node_range or "any", condition, node_versions,
+                           _pick_npm(docs[NPM_PACKAGE], node_versions))

@@ -73,6 +73,26 @@ def assert_cli_words(result: subprocess.CompletedProcess[str]) -> subprocess.Com
     return result
 
 
+def cli_in_process(settings: Settings, monkeypatch: Any, capsys: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    """``boxforge ARGS`` through the CLI's own ``main`` in this process, with the environment a subprocess would
+    get (``cli_env``): for the many short checks (bad input, empty lists) that would each pay the interpreter's
+    start-up as a subprocess. The CLI's wiring is proven by the subprocess tests beside them."""
+    from server.cli.main import main
+
+    env = cli_env(settings)
+    for name in [n for n in os.environ if n.startswith(("BOXFORGE_", "HCLOUD_"))]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code if isinstance(exc.code, int) else 1
+    captured = capsys.readouterr()
+    return assert_cli_words(subprocess.CompletedProcess(["boxforge", *args], code, captured.out, captured.err))
+
+
 def boxforge_cmd() -> list[str]:
     exe = shutil.which("boxforge")
     return [exe] if exe else [sys.executable, "-m", "server.cli"]

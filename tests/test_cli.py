@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from server.config import Settings
-from tests.support import assert_cli_words, boxforge_cmd, cli_env, local_boxes_dir, make_repo, make_settings
+from tests.support import (
+    assert_cli_words,
+    boxforge_cmd,
+    cli_env,
+    cli_in_process,
+    local_boxes_dir,
+    make_repo,
+    make_settings,
+)
 
 
 def boxforge(settings: Settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -85,9 +93,11 @@ BAD_CLI: list[tuple[list[str], int, str]] = [
 ]
 
 
-def test_bad_cli_input_exits_with_a_clear_message(settings: Settings) -> None:
-    for args, code, message in BAD_CLI:
-        result = boxforge(settings, *args)
+def test_bad_cli_input_exits_with_a_clear_message(settings: Settings, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    for i, (args, code, message) in enumerate(BAD_CLI):
+        # the first as a subprocess (the entry point's wiring), the rest through main in this process
+        result = boxforge(settings, *args) if i == 0 else cli_in_process(settings, monkeypatch, capsys, *args)
         assert result.returncode == code, (args, result.returncode, result.stderr)
         assert message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr, args

@@ -21,7 +21,16 @@ import pytest
 
 from server.config import Settings
 from server.service import open_fleet
-from tests.support import assert_cli_words, boxforge_cmd, cli_env, git, local_boxes_dir, make_repo, make_settings
+from tests.support import (
+    assert_cli_words,
+    boxforge_cmd,
+    cli_env,
+    cli_in_process,
+    git,
+    local_boxes_dir,
+    make_repo,
+    make_settings,
+)
 
 BOX = "shell1"
 JOB_ID = re.compile(r"j-[0-9a-f]{12}")
@@ -87,20 +96,25 @@ def test_run_takes_an_unquoted_commands_words_as_typed(settings: Settings) -> No
     assert dashed.returncode == 0 and dashed.stdout == "/\n"
 
 
-def test_run_with_an_option_of_the_command_says_quote_it(settings: Settings) -> None:
-    refused = boxforge(settings, "run", BOX, "ls", "-la")
+def test_run_with_an_option_of_the_command_says_quote_it(settings: Settings, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    refused = cli_in_process(settings, monkeypatch, capsys, "run", BOX, "ls", "-la")
     assert refused.returncode == 2
     assert "quote the command" in refused.stderr and "boxforge run NAME 'ls -la'" in refused.stderr
 
 
 def test_run_past_its_timeout_prints_the_output_so_far_and_exits_124_then_job_and_logs_exit_with_its_code(
         settings: Settings) -> None:
-    ran = boxforge(settings, "run", BOX, "echo first; sleep 2; echo second; exit 7", "--timeout", "0.5")
+    # it waits for a release file the test makes once run has given up on it: no race with its end; 3 s are
+    # what the first echo gets to land, however loaded the machine
+    ran = boxforge(settings, "run", BOX, "echo first; until [ -e released ]; do sleep 0.1; done; echo second; exit 7",
+                   "--timeout", "3")
     assert ran.returncode == 124, ran.stderr
     assert ran.stdout == "first\n"
     job_id = JOB_ID.search(ran.stderr)
     assert job_id, ran.stderr
     assert f"boxforge logs {job_id[0]} --follow" in ran.stderr
+    assert boxforge(settings, "run", BOX, "touch released").returncode == 0
     followed = boxforge(settings, "logs", job_id[0], "--follow")
     assert followed.returncode == 7 and followed.stdout == "first\nsecond\n"
     shown = boxforge(settings, "job", job_id[0])
@@ -108,7 +122,7 @@ def test_run_past_its_timeout_prints_the_output_so_far_and_exits_124_then_job_an
 
 
 def test_kill_on_timeout_says_killed_and_exits_124(settings: Settings) -> None:
-    ran = boxforge(settings, "run", BOX, "echo started; sleep 60", "--timeout", "0.5", "--kill-on-timeout")
+    ran = boxforge(settings, "run", BOX, "echo started; sleep 60", "--timeout", "3", "--kill-on-timeout")
     assert ran.returncode == 124, ran.stderr
     assert ran.stdout == "started\n" and "killed" in ran.stderr
 
@@ -152,9 +166,10 @@ def test_run_on_a_box_that_expired_says_when_and_where_its_work_went(settings: S
     assert "unknown server" not in ran.stderr
 
 
-def test_empty_ls_and_burn_all_say_so(tmp_path: Path) -> None:
+def test_empty_ls_and_burn_all_say_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
     empty = make_settings(tmp_path / "state")
-    listed = boxforge(empty, "ls")
+    listed = cli_in_process(empty, monkeypatch, capsys, "ls")
     assert listed.returncode == 0 and listed.stdout == "" and "no live boxes" in listed.stderr
-    burned = boxforge(empty, "burn", "--all", "--yes")
+    burned = cli_in_process(empty, monkeypatch, capsys, "burn", "--all", "--yes")
     assert burned.returncode == 0 and "no live boxes to burn" in burned.stderr

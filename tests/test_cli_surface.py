@@ -5,6 +5,7 @@ the maximum refused before any progress, and ``boxforge mcp`` on a terminal sayi
 from __future__ import annotations
 
 import importlib.metadata
+import io
 import os
 import pty
 import secrets
@@ -17,7 +18,7 @@ import pytest
 
 from server.config import Settings
 from server.vault import SECRETS_FILE
-from tests.support import assert_cli_words, boxforge_cmd, cli_env, make_settings
+from tests.support import assert_cli_words, boxforge_cmd, cli_env, cli_in_process, make_settings
 
 VALUE = "sv-" + secrets.token_hex(10)
 
@@ -42,21 +43,26 @@ def test_version_and_bare_boxforge_list_the_commands(settings: Settings) -> None
         assert verb in bare.stdout
 
 
-def test_secrets_are_set_from_stdin_listed_by_name_and_removed(settings: Settings) -> None:
-    empty = boxforge(settings, "secret", "ls")
+def test_secrets_are_set_from_stdin_listed_by_name_and_removed(settings: Settings, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:  # the short checks through main in this process
+        return cli_in_process(settings, monkeypatch, capsys, *args)
+
+    empty = cli("secret", "ls")
     assert empty.returncode == 0 and "no secrets stored" in empty.stderr
-    stored = boxforge(settings, "secret", "set", "API_KEY", stdin=VALUE + "\n")
+    stored = boxforge(settings, "secret", "set", "API_KEY", stdin=VALUE + "\n")  # a real stdin, a real process
     assert stored.returncode == 0, stored.stderr
     path = settings.config_path.parent / SECRETS_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    listed = boxforge(settings, "secret", "ls")
+    listed = cli("secret", "ls")
     assert listed.stdout.split() == ["API_KEY"] and VALUE not in listed.stdout + listed.stderr
     assert VALUE not in stored.stdout + stored.stderr
-    bad = boxforge(settings, "secret", "set", "bad-name", stdin="x")
+    monkeypatch.setattr("sys.stdin", io.StringIO("x"))
+    bad = cli("secret", "set", "bad-name")
     assert bad.returncode == 1 and "ANTHROPIC_API_KEY" in bad.stderr
-    assert boxforge(settings, "secret", "rm", "API_KEY").returncode == 0
-    assert boxforge(settings, "secret", "rm", "API_KEY").returncode == 1
-    assert boxforge(settings, "secret", "ls").stdout == ""
+    assert cli("secret", "rm", "API_KEY").returncode == 0
+    assert cli("secret", "rm", "API_KEY").returncode == 1
+    assert cli("secret", "ls").stdout == ""
 
 
 def test_a_stored_secret_reaches_a_box_by_name_and_never_shows(settings: Settings) -> None:

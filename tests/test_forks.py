@@ -83,5 +83,3 @@ async def test_forks_copy_the_files_not_the_jobs_each_on_its_own_branch(tmp_path
         assert [f["name"] for f in shown["forks"]] == ["cli-fork"] and shown["forks"][0]["branch"] == "feat/base-cli-fork"
         assert shown["forks"][0]["time_left_s"] <= 30 * 60
         assert await sh(client, "cli-fork", "git branch --show-current") == "feat/base-cli-fork"
-        bad = boxforge(settings, "fork", "src", "x1", "--branch", "a", "--branch", "b")
-        assert bad.returncode != 0 and "one entry per name" in bad.stderr

@@ -40,6 +40,10 @@ async def test_concurrent_creates_take_distinct_warm_boxes_and_the_rest_forge_co
         assert (status.count, status.ready, status.starting, sorted(status.boxes)) == (2, 2, 0, sorted(made))
         assert (await fleet.list_servers()).servers == [], "waiting pool boxes are not the user's"
         pooled_ids = {(await fleet.repo.live_box(n)).box_id for n in made}  # type: ignore[union-attr]
+        for box_id in pooled_ids:
+            waiting = await fleet.provider("local").get(box_id)  # type: ignore[arg-type]
+            assert waiting is not None and waiting.labels[LABEL_POOL] == "warm"
+            assert waiting.labels[LABEL_OWNER] == fleet.settings.owner and LABEL_EXPIRES_AT in waiting.labels
 
         infos = {}
 
@@ -73,18 +77,18 @@ def ready_in_pool(store: Store) -> int:
 
 async def test_the_mcp_server_keeps_the_pool_filled(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
-    settings = make_settings(tmp_path / "state", config=POOL)
+    settings = make_settings(tmp_path / "state", config=POOL.replace("count = 2", "count = 1"))
     async with session(settings) as client:
         store = Store(settings.db_path)  # the server's store, read beside it (WAL)
         try:
-            await eventually(lambda: ready_in_pool(store) == 2, timeout=60, what="the lifespan's filler to fill it")
+            await eventually(lambda: ready_in_pool(store) == 1, timeout=60, what="the lifespan's filler to fill it")
             made = await call(client, "create_server", name="warm1", repo=str(repo))
             assert made["from_pool"] == "warm" and made["state"] == "ready"
-            await eventually(lambda: ready_in_pool(store) == 2, timeout=60, what="the pool to be refilled")
+            await eventually(lambda: ready_in_pool(store) == 1, timeout=60, what="the pool to be refilled")
         finally:
             store.close()
         shown = await anyio.to_thread.run_sync(pool_status, settings)
-        assert (shown["profile"], shown["count"], shown["ready"]) == ("warm", 2, 2)
+        assert (shown["profile"], shown["count"], shown["ready"]) == ("warm", 1, 1)
     async with open_fleet(settings) as fleet:  # the pool's boxes are boxes: burned like any
         for rec in await fleet.repo.live_boxes():
             await fleet.destroy_server(rec.name, harvest=False)

@@ -50,7 +50,7 @@ from providers.base import (
     ProviderSettings,
     ReadyTimeout,
 )
-from providers.capabilities import Isolated, Isolation, PinsHostKey
+from providers.capabilities import Isolated, Isolation, NearOrchestrator, PinsHostKey
 from providers.docker import containers, network
 from providers.docker import image as base_image
 from providers.docker.client import Engine, ping
@@ -64,7 +64,7 @@ READY_POLL_S = 0.05
 DESTROY_TIMEOUT_S = 10
 
 
-class DockerProvider(Provider, PinsHostKey, Isolated):
+class DockerProvider(Provider, PinsHostKey, Isolated, NearOrchestrator):
     """Boxes as Docker containers. See providers.base.Provider for the contract."""
 
     name: ClassVar[str] = "docker"

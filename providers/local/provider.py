@@ -38,6 +38,7 @@ from providers.capabilities import (
     InstallsPackages,
     Isolated,
     Isolation,
+    NearOrchestrator,
     OnboxCall,
     PinsHostKey,
     SeesLocalPaths,
@@ -134,7 +135,7 @@ def isolation_problems() -> list[str]:
     return problems
 
 
-class LocalProvider(Provider, PinsHostKey, Isolated, InstallsPackages, BuildsImages, CanFork):
+class LocalProvider(Provider, PinsHostKey, Isolated, InstallsPackages, BuildsImages, CanFork, NearOrchestrator):
     """Isolated boxes on this machine. See providers.base.Provider for the contract.
 
     Each box: its own netns and address in 10.231.0.0/16, its own host uid range (root inside a user

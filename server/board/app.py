@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -218,8 +218,6 @@ class Board:
 
 
 def _valid(kind: Any, value: str) -> Any:
-    from pydantic import TypeAdapter
-
     try:
         return TypeAdapter(kind).validate_python(value)
     except ValidationError as exc:

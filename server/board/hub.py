@@ -103,6 +103,9 @@ class BoardHub:
         self.refreshes += 1
         running = frozenset(j.job_id for rec in boxes for j in jobs.get(rec.request_id, ())
                             if j.state == JobState.RUNNING and rec.state == BoxStatus.READY)
+        shown = {j.job_id for rec in boxes for j in jobs.get(rec.request_id, ())}
+        for job_id in [j for j in self._last_lines if j not in shown]:  # jobs of boxes gone
+            del self._last_lines[job_id]
         if running != self._running:
             self._running = running
             self._forget_ended(running)
@@ -137,7 +140,7 @@ class BoardHub:
                     seen = version
                     try:
                         await self.refresh()
-                    except (ForgeError, sqlite3.Error):
+                    except Exception:  # the board (and the MCP server it lives in) must outlast a bad read
                         log.exception("the board could not read the store")
         finally:
             conn.close()
@@ -160,6 +163,8 @@ class BoardHub:
                                                    for b in result.jobs if b.state == JobState.RUNNING])
                 except ForgeError as exc:
                     log.info("board job watch: %s", exc)
+                except Exception:  # never let the watch take the server down; look again in a second
+                    log.exception("board job watch")
             self._jobs_scope = None
             # a box that does not answer makes the wait return at once: do not spin on it
             if not scope.cancel_called:
@@ -183,17 +188,23 @@ class BoardHub:
     async def _probe(self, fleet: Fleet) -> None:
         await anyio.sleep(self.first_probe_s)
         while True:
-            with suppress(ForgeError):
-                await fleet.reconcile()
-            recs = [r for r in await fleet.repo.live_boxes() if r.state == BoxStatus.READY]
-            found: dict[str, bool | None] = {}
-            async with anyio.create_task_group() as tg:
-                for rec in recs:
-                    tg.start_soon(_answers, fleet, rec, found)
-            if found != self._reachable:
-                self._reachable = found
-                self.poke()
+            try:
+                await self._probe_once(fleet)
+            except Exception:  # as above: a failed probe is logged and tried again later
+                log.exception("board probe")
             await anyio.sleep(self.probe_s)
+
+    async def _probe_once(self, fleet: Fleet) -> None:
+        with suppress(ForgeError):
+            await fleet.reconcile()
+        recs = [r for r in await fleet.repo.live_boxes() if r.state == BoxStatus.READY]
+        found: dict[str, bool | None] = {}
+        async with anyio.create_task_group() as tg:
+            for rec in recs:
+                tg.start_soon(_answers, fleet, rec, found)
+        if found != self._reachable:
+            self._reachable = found
+            self.poke()
 
 
 async def _answers(fleet: Fleet, rec: Any, found: dict[str, bool | None]) -> None:

@@ -22,23 +22,26 @@ def review_rows(compared: Sequence[CompareBox], overlaps: Sequence[Overlap], rev
     rows = []
     for box in compared:
         review = reviews.get(request_ids[box.server]) or {}
-        tip = box.commits[0].id if box.commits else None
-        has_work = box.ahead > 0 or box.uncommitted
-        if not has_work and not review:
-            continue
-        state = review.get("state") or ReviewState.UNREVIEWED
-        with_others = [{"server": next(s for s in o.servers if s != box.server),
-                        "files": [one_line(f) for f in o.files]} for o in overlaps if box.server in o.servers]
-        rows.append({
-            "server": box.server, "branch": one_line(box.branch), "ahead": box.ahead, "uncommitted": box.uncommitted,
-            "commits": [{"id": c.id, "subject": one_line(c.subject)} for c in box.commits],
-            "files": [one_line(f) for f in box.files], "diffstat": one_line(box.diffstat.splitlines()[-1])
-            if box.diffstat else "", "last_job": one_line(box.last_job), "check": checks.get(box.server),
-            "conflicts": with_others, "error": one_line(box.error), "state": state, "note": review.get("note"),
-            "tip": tip, "changed_since_review": bool(review) and review.get("tip") != tip
-            and state in (ReviewState.REVIEWED, ReviewState.APPROVED),
-        })
+        if box.ahead > 0 or box.uncommitted or review:  # work to review, or a review already kept
+            rows.append(_row(box, review, overlaps, checks.get(box.server)))
     return rows
+
+
+def _row(box: CompareBox, review: Mapping[str, Any], overlaps: Sequence[Overlap], check: str | None) -> dict[str, Any]:
+    tip = box.commits[0].id if box.commits else None
+    state = review.get("state") or ReviewState.UNREVIEWED
+    with_others = [{"server": next(s for s in o.servers if s != box.server), "files": [one_line(f) for f in o.files]}
+                   for o in overlaps if box.server in o.servers]
+    return {
+        "server": box.server, "branch": one_line(box.branch), "ahead": box.ahead, "uncommitted": box.uncommitted,
+        "commits": [{"id": c.id, "subject": one_line(c.subject)} for c in box.commits],
+        "files": [one_line(f) for f in box.files],
+        "diffstat": one_line(box.diffstat.splitlines()[-1]) if box.diffstat else "",
+        "last_job": one_line(box.last_job), "check": check, "conflicts": with_others, "error": one_line(box.error),
+        "state": state, "note": review.get("note"), "tip": tip,
+        "changed_since_review": bool(review) and review.get("tip") != tip
+        and state in (ReviewState.REVIEWED, ReviewState.APPROVED),
+    }
 
 
 async def review_queue(fleet: Fleet, checks: Mapping[str, str | None]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 from pydantic import TypeAdapter, ValidationError
+from rich.table import Table
 
 from server.cli.render import (
     column_table,
@@ -27,17 +28,17 @@ from server.cli.render import (
     error_text,
     expiry_warnings,
     job_line,
-    land_outcome,
     out,
     print_table,
     servers_table,
+    table,
     valid,
     worded,
 )
 from server.cli.up import env_names, names_adapter, ttls_adapter
 from server.domain.names import is_job_id
 from server.errors import ForgeError, InvalidInput
-from server.schemas import CommandResult, JobId, JobStatusResult, JobSummary
+from server.schemas import CommandResult, JobId, JobStatusResult, JobSummary, PoolStatus
 from server.service import Fleet
 from server.service.reaper import Reaper
 
@@ -223,6 +224,13 @@ async def cmd_fork(fleet: Fleet, args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
+def pool_table(status: PoolStatus) -> Table:
+    """One row per warm pool profile; ``boxes`` says why a pool is off instead of naming its boxes."""
+    return table(("profile", "provider", "count", "ready", "starting", "boxes"),
+                 ((p.profile, p.provider, str(p.count), str(p.ready), str(p.starting),
+                   p.off or (", ".join(p.boxes) or "-")) for p in status.profiles), title="warm pools")
+
+
 async def cmd_pool(fleet: Fleet, args: argparse.Namespace) -> int:
     made = await fleet.fill_pools() if args.pool_verb == "fill" else []
     status = await fleet.pool_status()
@@ -232,13 +240,7 @@ async def cmd_pool(fleet: Fleet, args: argparse.Namespace) -> int:
     if not status.profiles:
         err.print("no warm pools: add [pool.<profile>] tables (count, size, agent, ttl) to the config file")
         return 0
-    table = Table(title="warm pools")
-    for col in ("profile", "provider", "count", "ready", "starting", "boxes"):
-        table.add_column(col)
-    for p in status.profiles:
-        table.add_row(p.profile, p.provider, str(p.count), str(p.ready), str(p.starting),
-                      p.off or (", ".join(p.boxes) or "-"))
-    out.print(table)
+    print_table(pool_table(status))
     if made:
         err.print(f"started {len(made)}: {', '.join(made)}")
     return 0
@@ -362,23 +364,6 @@ async def cmd_forward(fleet: Fleet, args: argparse.Namespace) -> int:
     return 1
 
 
-async def cmd_diff(fleet: Fleet, args: argparse.Namespace) -> int:
-    result = await fleet.diff(valid(names_adapter, args.name), max_bytes=0 if args.stat else args.max_bytes)
-    if args.json:
-        dump(result)
-        return 0
-    err.print(f"{result.server}: {result.branch or '-'} at {(result.head_commit or '-')[:12]}, "
-              f"base {result.base_commit[:12]}", style="dim")
-    for commit in result.commits:
-        err.print(commit, style="yellow")
-    out.print(result.stat or "no changes against the base commit")
-    if result.diff:
-        sys.stdout.write("\n" + result.diff)
-    if result.truncated and not args.stat:
-        err.print(f"diff cut at {args.max_bytes} of {result.diff_bytes} bytes; raise --max-bytes", style="yellow")
-    return 0
-
-
 async def cmd_agent(fleet: Fleet, args: argparse.Namespace) -> int:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     started = worded(await fleet.run_agent(valid(names_adapter, args.name), prompt, args=args.arg or None,
@@ -397,58 +382,3 @@ async def cmd_agent(fleet: Fleet, args: argparse.Namespace) -> int:
     else:
         err.print(job_line(started.job_id, status))
     return job_exit(status)
-
-
-async def cmd_fetch(fleet: Fleet, args: argparse.Namespace) -> int:
-    got = worded(await fleet.fetch(valid(names_adapter, args.name), include_uncommitted=not args.no_uncommitted,
-                                   local_branch=args.branch))
-    if args.json:
-        dump(got)
-        return 0
-    new = f"{len(got.new_commits)} new" if got.new_commits else "nothing new"
-    out.print(f"{got.server}: {got.ref} at {got.tip[:12]} in {got.repo} ({len(got.commits)} ahead of base, {new})")
-    for c in got.commits:
-        out.print(f"  {c.id} {c.subject}")
-    if got.diffstat:
-        out.print(got.diffstat)
-    for text in (got.warning, got.hint):
-        if text:
-            err.print(text, style="dim")
-    return 0
-
-
-async def cmd_compare(fleet: Fleet, args: argparse.Namespace) -> int:
-    result = worded(await fleet.compare([valid(names_adapter, n) for n in args.names]))
-    if args.json:
-        dump(result)
-        return 0
-    for box in result.boxes:
-        if box.error:
-            out.print(f"{box.server}: {box.error}")
-            continue
-        dirty = ", uncommitted changes" if box.uncommitted else ""
-        out.print(f"{box.server} ({box.branch or 'detached'}): {box.ahead} ahead{dirty}; {len(box.files)} file(s); "
-                  f"last job {box.last_job or '-'}; {box.time_left or '-'} left")
-        for name in box.files:
-            out.print(f"  {name}")
-    for overlap in result.overlaps:
-        out.print(f"overlap {' and '.join(overlap.servers)}: {', '.join(overlap.files)}")
-    if not result.overlaps:
-        out.print("no two boxes touch the same file")
-    if result.hint:
-        err.print(result.hint, style="dim")
-    return 0
-
-
-async def cmd_land(fleet: Fleet, args: argparse.Namespace) -> int:
-    outcome = await fleet.land([valid(names_adapter, n) for n in args.names], into=args.into, repo=args.repo)
-    return land_outcome(outcome, args.json)
-
-
-async def cmd_push(fleet: Fleet, args: argparse.Namespace) -> int:
-    result = await fleet.push(valid(names_adapter, args.name), remote=args.remote)
-    if args.json:
-        dump(result)
-    else:
-        out.print(result.message)
-    return 0

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import anyio
 
 from providers.base import ProviderError
-from server.cli import commands
+from server.cli import commands, gitwork
 from server.cli.parser import build_parser
 from server.cli.plans import cmd_plan_cancel, cmd_plan_check, cmd_plan_land, cmd_plan_run, cmd_plan_status
 from server.cli.render import err, error_line, error_text
@@ -25,9 +25,9 @@ from server.service import Fleet, open_fleet
 COMMANDS: dict[str, Callable[[Fleet, argparse.Namespace], Awaitable[int]]] = {
     "up": cmd_up, "run": commands.cmd_run, "jobs": commands.cmd_jobs, "job": commands.cmd_job,
     "ls": commands.cmd_ls, "extend": commands.cmd_extend, "burn": commands.cmd_burn, "reap": commands.cmd_reap,
-    "demo": cmd_demo, "image": cmd_image, "logs": commands.cmd_logs, "ssh": commands.cmd_ssh, "diff": commands.cmd_diff,
-    "agent": commands.cmd_agent, "fetch": commands.cmd_fetch, "compare": commands.cmd_compare,
-    "land": commands.cmd_land, "push": commands.cmd_push, "forward": commands.cmd_forward,
+    "demo": cmd_demo, "image": cmd_image, "logs": commands.cmd_logs, "ssh": commands.cmd_ssh, "diff": gitwork.cmd_diff,
+    "agent": commands.cmd_agent, "fetch": gitwork.cmd_fetch, "compare": gitwork.cmd_compare,
+    "land": gitwork.cmd_land, "push": gitwork.cmd_push, "forward": commands.cmd_forward,
     "fork": commands.cmd_fork, "pool": commands.cmd_pool,
 }
 

@@ -84,6 +84,11 @@ def job_key(run: PlanRun, tb: TaskBoard) -> str:
     return f"plan.{run.board.plan_id}.{tb.id}.{tb.content_hash}"[:120]
 
 
+async def _is_ancestor(repo: Path, older: str, newer: str) -> bool:
+    code, _, _ = await local.git(repo, "merge-base", "--is-ancestor", older, newer, check=False)
+    return code == 0
+
+
 async def fast_forward(repo: Path, branch: str, refs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Move ``branch`` forward to each ref in turn while the ref descends from it; the refs left to merge."""
     for i, (_, ref) in enumerate(refs):
@@ -92,8 +97,7 @@ async def fast_forward(repo: Path, branch: str, refs: list[tuple[str, str]]) -> 
             return refs[i:]
         tip, target = out.split()
         if tip != target:
-            code, _, _ = await local.git(repo, "merge-base", "--is-ancestor", tip, target, check=False)
-            if code != 0:
+            if not await _is_ancestor(repo, tip, target):
                 return refs[i:]
             await local.git(repo, "update-ref", f"refs/heads/{branch}", target, tip)
     return []
@@ -154,21 +158,22 @@ class Attempts:
 
     async def _start_point(self, run: PlanRun, task: PlanTask) -> None:
         """The task's branch in the user's repo: made at base when missing; a dependent's gets its
-        prerequisites' fetched work in dependency order: fast-forwarded while it can be (a new branch), the
-        rest merged with the git-home land."""
+        prerequisites' fetched work in dependency order: a new branch is made at (then fast-forwarded to)
+        prerequisites that descend from base, the rest merged with the git-home land."""
         repo = Path(run.board.repo)
-        made = await local.rev(repo, f"refs/heads/{task.branch}") is None
-        if made:
-            await local.git(repo, "branch", task.branch, f"refs/heads/{run.plan.base}")
-        if not task.depends_on:
-            return
         order = topo_order(run.plan)
         deps = sorted(task.depends_on, key=order.index)
         refs = [(d, run.task(d).ref or f"refs/heads/{run.task(d).branch}") for d in deps]
-        rest = await fast_forward(repo, task.branch, refs) if made else refs  # a new branch is checked out nowhere
-        if not rest:
+        made = await local.rev(repo, f"refs/heads/{task.branch}") is None
+        if made:  # a new branch is checked out nowhere: it may simply be moved
+            start = f"refs/heads/{run.plan.base}"
+            if refs and await _is_ancestor(repo, start, refs[0][1]):
+                start, refs = refs[0][1], refs[1:]
+            await local.git(repo, "branch", task.branch, start)
+            refs = await fast_forward(repo, task.branch, refs)
+        if not refs:
             return
-        outcome = await land_refs(repo, rest, task.branch, self.settings.home / "git" / "tmp")
+        outcome = await land_refs(repo, refs, task.branch, self.settings.home / "git" / "tmp")
         if not outcome.ok:
             raise TaskFailed(f"its prerequisites do not merge: {outcome.summary()}")
 

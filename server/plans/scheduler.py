@@ -89,6 +89,19 @@ def _earlier_work(docs: list[dict[str, Any]], plan: Plan) -> dict[str, TaskBoard
     return reused
 
 
+def _restart(board: PlanBoard) -> list[str]:
+    """A taken-over board made ready to drive: tasks at work stay (re-attached), the other unfinished ones
+    start afresh. The boxes of attempts that start over (forged, or adopted at start): to be burned."""
+    stale = []
+    for tb in board.tasks:
+        if tb.state not in TERMINAL_TASK and not (tb.state in AT_WORK and tb.box):
+            tb.state = "pending"
+            if tb.box:
+                stale.append(tb.box)
+    board.boxes_in_use = sum(tb.state in AT_WORK for tb in board.tasks)
+    return stale
+
+
 def _blocked_by(run: PlanRun, tb: TaskBoard, deps: list[TaskBoard]) -> str | None:
     """Why the task is blocked; "" when it may start now; None while it waits for its prerequisites."""
     bad = [d for d in deps if d.state in ("failed", "blocked", "cancelled")]
@@ -179,17 +192,23 @@ class Plans:
         run = PlanRun(Plan.model_validate(doc["plan"]), PlanBoard.model_validate(doc["board"]), doc.get("key") or
                       plan_key(Plan.model_validate(doc["plan"])), spend=budget.load(doc.get("spend")),
                       stopped=doc.get("stopped"), owner=mine)
-        for tb in run.board.tasks:
-            if tb.state not in TERMINAL_TASK and not (tb.state in AT_WORK and tb.box):
-                tb.state = "pending"  # not yet at work (or forging when the process died): started afresh
-        run.board.boxes_in_use = sum(tb.state in AT_WORK for tb in run.board.tasks)
+        stale = _restart(run.board)
         self.runs[plan_id] = run
         await self._save(run)
         dead = (owner or {}).get("pid")
         await self.repo.add_event("plan_resume", detail=f"{plan_id}: taken over from process {dead}")
         assert self.background is not None
+        if stale:
+            self.background.start_soon(self._burn, stale)
         self.background.start_soon(self._drive, run)
         return self._shown(run.board)
+
+    async def _burn(self, names: list[str]) -> None:
+        for name in names:
+            try:
+                await self.fleet.destroy_server(name)
+            except ForgeError as exc:  # never made, or gone already
+                log.info("burning %s after a takeover: %s", name, exc)
 
     async def status(self, plan_id: str, wait_s: float = 0.0) -> PlanBoard:
         """The board; with ``wait_s``, after the next change (or when the plan ends), at most that long."""

@@ -2,9 +2,11 @@
 
 ``Fleet`` (``fleet``) is a thin facade over per-concern units: ``access`` (keys, exec, health),
 ``secrets`` (redaction), ``forge`` (the create saga), ``boxes`` (lifecycle), ``reaper`` (a pure
-``ReapPolicy`` plus its loop), ``jobs``, ``files`` and ``agents``. Tools and the CLI call ``Fleet`` only.
+``ReapPolicy`` plus its loop), ``jobs``, ``files`` and ``agents``, over what ``resources`` opens. Tools
+and the CLI call ``Fleet`` only.
 """
 
-from server.service.fleet import Fleet, FleetResources, open_fleet, open_resources
+from server.service.fleet import Fleet, open_fleet
+from server.service.resources import FleetResources, open_resources
 
 __all__ = ["Fleet", "FleetResources", "open_fleet", "open_resources"]

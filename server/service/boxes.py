@@ -31,6 +31,7 @@ from server.store import BoxRecord, Repository
 log = logging.getLogger("boxforge.fleet")
 FAILED_SHOWN_S = 3600.0
 POOL_DATA = "pool"  # key of BoxRecord.data: a warm pool's waiting box (server/service/pool.py)
+LABEL_POOL = "boxforge-pool"  # its schedule label: the profile it waits in (dropped when a create takes it)
 REBUILT = "rebuilt"  # key of BoxRecord.data: the record was rebuilt from provider labels
 HOME_PROBE = OnboxCall("home.sh")  # list_servers shows creates that failed this recently
 
@@ -55,6 +56,12 @@ def ended_text(rec: BoxRecord, harvest: dict[str, object] | None, now: float) ->
     else:
         work = f"its work was NOT harvested: {str(harvest['detail'] or '').split(': ', 1)[-1]}"
     return f"{head}; {work}"
+
+
+def _pool_data(box: Box) -> dict[str, str]:
+    """A warm pool's waiting box stays in its pool when the store is rebuilt (its pool label says which)."""
+    profile = box.labels.get(LABEL_POOL)
+    return {POOL_DATA: profile} if profile else {}
 
 
 class Boxes:
@@ -252,7 +259,7 @@ class Boxes:
                     name=name, box_id=box.id, provider=provider_name, state=BoxStatus.READY, step="ready",
                     key_id=f"{name}-{request_id}", request_id=request_id, host=box.host, ssh_port=box.ssh_port,
                     ssh_user=box.ssh_user, home=None, project_dir=None, repo=None, branch=None, base_commit=None,
-                    agent=None, size=box.size, location=None, data={REBUILT: True}, error=None,
+                    agent=None, size=box.size, location=None, data={REBUILT: True, **_pool_data(box)}, error=None,
                     created_at=box.created_at, ready_at=box.created_at,
                     # a label says at most max_ttl from the box's creation (anyone may have moved it)
                     expires_at=min(float(box.expires_at if box.expires_at is not None else time.time()),

@@ -1,16 +1,13 @@
 """``Fleet``: the one object tools and the CLI call. A thin facade: each method hands over to the unit
 that owns the concern (boxes, forge, jobs, files, agents, reaping); the units share the resources
-opened by ``open_resources`` (store repository, SSH pool, providers) and are wired here, once, in the
-constructor."""
+opened by ``resources.open_resources`` (store repository, SSH pool, providers) and are wired here, once,
+in the constructor."""
 
 from __future__ import annotations
 
-import logging
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -56,52 +53,18 @@ from server.service.boxes import Boxes
 from server.service.files import Files
 from server.service.forge import Forge, Progress
 from server.service.forks import Forks
-from server.service.pool import PoolFiller, WarmPool
 from server.service.git import GitWork
 from server.service.harvest import Harvester
 from server.service.jobs import Jobs
 from server.service.jobwait import wait_any
-from server.service.providers import ProviderSet
+from server.service.pool import PoolFiller, WarmPool
 from server.service.reaper import Reaping
+from server.service.resources import FleetResources, open_resources, recover
 from server.service.secrets import Secrets
 from server.service.wakeup import Wakeup
-from server.ssh import SSHPool, SSHTarget
-from server.store import BoxRecord, Repository, Store
+from server.ssh import SSHTarget
+from server.store import BoxRecord, Store
 from server.vault import resolve_env, secret_store
-
-log = logging.getLogger("boxforge.fleet")
-
-
-def notice(message: str) -> None:
-    """Something the person running boxforge must know at start: on stderr (never stdout, which may be the
-    MCP stdio transport) and in the log."""
-    log.warning(message)
-    print(f"boxforge: {message}", file=sys.stderr)
-
-
-@dataclass(frozen=True)
-class FleetResources:
-    """What a Fleet needs opened and closed: settings, the store repository, the SSH pool, the providers."""
-
-    settings: Settings
-    repo: Repository
-    pool: SSHPool
-    providers: ProviderSet
-
-
-@asynccontextmanager
-async def open_resources(settings: Settings) -> AsyncIterator[FleetResources]:
-    """The store, SSH pool and providers, all closed on exit (shielded: closing survives a cancel)."""
-    repo = await Repository.open(settings.db_path)
-    pool = SSHPool(keepalive_interval=settings.keepalive_interval_s)
-    providers = ProviderSet(settings)
-    try:
-        yield FleetResources(settings, repo, pool, providers)
-    finally:
-        with anyio.CancelScope(shield=True):
-            await pool.aclose()
-            await providers.aclose()
-            repo.close()
 
 
 @asynccontextmanager
@@ -231,21 +194,7 @@ class Fleet:
     async def recover(self, timeout_s: float = 60.0) -> list[str]:
         """At start: end the creates whose orchestrator died (adopt or burn them). Bounded: a provider that
         stalls leaves them to the reaper."""
-        if self.repo.moved_aside is not None:
-            aside, why = self.repo.moved_aside
-            notice(f"the state store {self.settings.db_path} was unreadable ({why}): moved it to {aside} and started "
-                   "a new one")
-        handled: list[str] = []
-        with anyio.move_on_after(timeout_s):
-            if self.repo.fresh:
-                rebuilt = await self.boxes.rebuild_from_labels()
-                if rebuilt or self.repo.moved_aside is not None:
-                    notice(f"rebuilt {len(rebuilt)} box{'es' if len(rebuilt) != 1 else ''} from the providers' "
-                           f"labels ({', '.join(rebuilt) or 'none'}); not recoverable: earlier jobs (their "
-                           "job output tails and idempotency keys), failed-create history, repo and branch")
-                self.repo.rebuilt()
-            handled = await self.boxes.recover_dead_creates()
-        return handled
+        return await recover(self.settings, self.repo, self.boxes, timeout_s)
 
     async def list_servers(self) -> ServerList:
         return await self.boxes.list_servers()

@@ -29,7 +29,7 @@ from providers.base import (
     ReadyTimeout,
     box_labels,
 )
-from providers.capabilities import InstallsPackages, OnboxCall, SeesLocalPaths, WaitsForBoot
+from providers.capabilities import OnboxCall, SeesLocalPaths, WaitsForBoot
 from server import boxfile, forwardenv, jobs, npm
 from server.agents import AgentPlan, plan_agent
 from server.bootstrap import RepoSource, base_commit_from, bootstrap_script, installed_agent_from, parse_repo
@@ -44,12 +44,13 @@ from server.git.seed import Seed
 from server.keys import create_box_keys
 from server.schemas import ServerInfo
 from server.service import onbox
+from server.service import pool as pool_module
 from server.service.access import BoxAccess
+from server.service.agentcache import AgentRegistry
 from server.service.boxes import Boxes
 from server.service.createjobs import CreateJobs, Step, read_boxfile
 from server.service.creators import CREATOR, this_process
 from server.service.harvest import GIT_DATA
-from server.service import pool as pool_module
 from server.service.pool import WarmPool
 from server.service.providers import ProviderSet
 from server.service.secrets import Secrets
@@ -59,7 +60,6 @@ from server.store import BoxRecord, Repository
 log = logging.getLogger("boxforge.fleet")
 Progress = Callable[[str, int, int], Awaitable[None]]
 PROJECT_DIR_NAME = "project"
-NODE_PACKAGES = ("nodejs", "npm")  # what an npm-installed agent needs on a box that lacks it
 HOME_PROBE = OnboxCall("home.sh")
 REPO_VIA = ("orchestrator", "box")
 
@@ -161,6 +161,7 @@ class Forge:
         self.in_flight = in_flight
         self.pool = pool  # warm boxes a matching create takes
         self.create_jobs = CreateJobs(settings, repo, secrets)
+        self.agent_registry = AgentRegistry(settings, access)
 
     def check(self, *, ttl_s: int | None, repo: str | None, branch: str | None, agent: str, agent_install: str | None,
               agent_command: str | None, env: Mapping[str, str] | None, image: str | None, provider: str | None,
@@ -215,24 +216,7 @@ class Forge:
             ttl_s=ttl_s, repo=repo, branch=branch, agent=agent, agent_install=agent_install,
             agent_command=agent_command, env=env, image=image, provider=provider,
             ready_timeout_s=ready_timeout_s, wait=wait, repo_via=repo_via, agent_version=agent_version)
-        if egress is not None:
-            if egress not in ("nat", "none"):
-                raise InvalidInput("egress must be 'nat' (outbound internet through NAT) or 'none'")
-            req = dataclasses.replace(req, egress=egress)
-        if self.settings.forward_env:
-            # a box that shares this machine's loopback (an unisolated local box) also sees its paths
-            forwarded = await anyio.to_thread.run_sync(lambda: forwardenv.collect(
-                self.settings.forward_env, self.settings.env,
-                loopback_unreachable=not isinstance(req.prov, SeesLocalPaths)))
-            req = dataclasses.replace(req, forwarded=forwarded.without(req.env))
-        if req.plan.package is not None:
-            resolved = await npm.resolve_agent(req.plan.package, req.plan.version)
-            req = dataclasses.replace(req, plan=dataclasses.replace(req.plan, resolved=resolved))
-        if req.source is not None and repo_via == "orchestrator":
-            req = dataclasses.replace(req, seed=await seed_git.prepare(self.settings.home, req.source, branch,
-                                                                   self.settings.env or None))
-        if pool is not None:
-            req = dataclasses.replace(req, pool=pool)
+        req = await self._prepare(req, egress=egress, repo_via=repo_via, branch=branch, pool=pool)
         try:
             rec = None
             if pool is None and egress is None and repo_via == "orchestrator" and self.pool is not None:
@@ -252,6 +236,29 @@ class Forge:
         info = self.boxes.info(rec)
         info.suggest("hint", Hint(HintKind.FORGING, server=name))
         return info
+
+    async def _prepare(self, req: CreateRequest, *, egress: str | None, repo_via: str, branch: str | None,
+                       pool: str | None) -> CreateRequest:
+        """The checked request completed before anything is made: egress, the forwarded env, the npm agent's
+        release resolved, the repo read into a seed bundle (a repo that cannot be read fails here)."""
+        if egress is not None:
+            if egress not in ("nat", "none"):
+                raise InvalidInput("egress must be 'nat' (outbound internet through NAT) or 'none'")
+            req = dataclasses.replace(req, egress=egress)
+        if self.settings.forward_env:
+            # a box that shares this machine's loopback (an unisolated local box) also sees its paths
+            prov = req.prov
+            forwarded = await anyio.to_thread.run_sync(lambda: forwardenv.collect(
+                self.settings.forward_env, self.settings.env,
+                loopback_unreachable=not isinstance(prov, SeesLocalPaths)))
+            req = dataclasses.replace(req, forwarded=forwarded.without(req.env))
+        if req.plan.package is not None:
+            resolved = await npm.resolve_agent(req.plan.package, req.plan.version)
+            req = dataclasses.replace(req, plan=dataclasses.replace(req.plan, resolved=resolved))
+        if req.source is not None and repo_via == "orchestrator":
+            req = dataclasses.replace(req, seed=await seed_git.prepare(self.settings.home, req.source, branch,
+                                                                   self.settings.env or None))
+        return req if pool is None else dataclasses.replace(req, pool=pool)
 
     async def _take(self, profile: str, name: str, ttl_s: int, req: CreateRequest,
                     branch: str | None) -> BoxRecord | None:
@@ -397,13 +404,12 @@ class Forge:
 
     async def _bootstrap(self, rec: BoxRecord, ex: jobs.BoxExec, project_dir: str, req: CreateRequest,
                          step: Step) -> str | None:
-        packages = (onbox.command_line(req.prov.package_install(NODE_PACKAGES))
-                    if isinstance(req.prov, InstallsPackages) else "")
-        script = bootstrap_script(project_dir=project_dir, repo=req.source, branch=rec.branch, agent=req.plan,
-                                  seeded=req.seed is not None, package_install=packages)
-        job_id = await self.create_jobs.start(rec, ex, "bootstrap", "[bootstrap]", script, rec.home or "~")
-        await self.repo.merge_data(rec.request_id, bootstrap_job_id=job_id)
-        markers = "\n".join(await self.create_jobs.follow(rec, ex, job_id, "bootstrap", req.timeout, step))
+        async with self.agent_registry.registry_for(rec, req.plan, req.prov) as registry:
+            script = bootstrap_script(project_dir=project_dir, repo=req.source, branch=rec.branch, agent=req.plan,
+                                      seeded=req.seed is not None, npm_registry=registry)
+            job_id = await self.create_jobs.start(rec, ex, "bootstrap", "[bootstrap]", script, rec.home or "~")
+            await self.repo.merge_data(rec.request_id, bootstrap_job_id=job_id)
+            markers = "\n".join(await self.create_jobs.follow(rec, ex, job_id, "bootstrap", req.timeout, step))
         installed = installed_agent_from(markers)
         if installed is not None:
             await self.repo.merge_data(rec.request_id, **{AGENT_INSTALLED: dataclasses.asdict(installed)})

@@ -151,6 +151,7 @@ class Forwards:
         if conn is not None and not conn.is_closed():
             return conn
         conn = self._conns[target.key] = await self.pool.dial(target)
+        await _interactive(conn)
         return conn
 
     async def _drop_connection(self, server: str) -> None:
@@ -174,6 +175,18 @@ class Forwards:
 
 class NothingListening(ForgeError):
     """The connect check through the tunnel was refused: no server on the box's port yet."""
+
+
+async def _interactive(conn: asyncssh.SSHClientConnection) -> None:
+    """Ask for a pty on one idle session of the forwards' connection: OpenSSH's sshd then marks the whole
+    connection interactive and sets TCP_NODELAY on it, so a small reply is not held back by Nagle's algorithm
+    behind an unacknowledged segment (about 40 ms per forwarded request without it). A box whose server
+    refuses the pty just keeps Nagle."""
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            await conn.create_process("exec cat", term_type="dumb", stdin=asyncssh.PIPE)
+    except (TimeoutError, OSError, asyncssh.Error):
+        pass
 
 
 def check_ports(port: int, local_port: int | None) -> None:

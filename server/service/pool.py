@@ -39,7 +39,7 @@ from server.service import boxes
 from server.store import BoxRecord, Repository
 
 log = logging.getLogger("boxforge.pool")
-LABEL_POOL = "boxforge-pool"  # schedule label: the profile a waiting box belongs to (dropped when taken)
+LABEL_POOL = boxes.LABEL_POOL  # schedule label: the profile a waiting box belongs to (dropped when taken)
 POOL_DATA = boxes.POOL_DATA  # key of BoxRecord.data: the profile of a waiting pooled box
 FROM_POOL = "from_pool"  # key of BoxRecord.data: the profile a create took its box from
 MIN_LEFT_S = 600  # a pooled box with less time left than this is not handed out (the reaper may be at it)

@@ -147,6 +147,76 @@ def test_approve_then_land_merges_the_branch_into_the_repo(page: Any, fleet: tup
     assert page.evaluate("window.pwned") is None
 
 
+def test_a_land_in_the_chosen_order_stops_at_the_first_conflict_and_shows_it(
+        page: Any, fleet: tuple[Settings, Path]) -> None:
+    settings, repo = fleet
+    commit = "git -c user.name=t -c user.email=t@example.invalid commit -qam"
+
+    async def clash(f: Fleet) -> None:
+        await f.run("feat-one", f"echo one > README.md && {commit} 'README: one'")
+        await f.run("feat-two", f"echo two > README.md && {commit} 'README: two'")
+
+    with_fleet(settings, clash)
+    page.goto(page.url.split("#")[0] + "#review")
+    page.locator("#review-refresh").click()
+    for server in ("feat-one", "feat-two"):
+        row = page.locator(f'#queue li[data-server="{server}"]')
+        row.locator("header").click()  # select it
+        page.keyboard.press("a")
+        expect(row.locator(".badge.approved")).to_be_visible(timeout=60_000)
+    if page.locator("#queue > li").first.get_attribute("data-server") != "feat-one":
+        page.locator("#queue > li").first.get_by_role("button", name="↓").click()  # feat-one lands first
+    assert [li.get_attribute("data-server") for li in page.locator("#queue > li").all()] == ["feat-one", "feat-two"]
+    page.locator("#land-approved").click()
+    expect(page.locator("#confirm-text")).to_contain_text("feat-one → feat-two")
+    page.locator("#confirm-ok").click()
+    expect(page.locator("#land-result.conflict")).to_contain_text("stopped at feat-two: README.md", timeout=60_000)
+    assert git(repo, "show", "main:README.md") == "one"
+    assert git(repo, "status", "--porcelain") == ""  # the user's checkout is left clean
+    expect(page.locator('#queue li[data-server="feat-two"] .badge.approved')).to_be_visible()
+
+
+def test_extend_cancel_and_request_changes_from_the_page_each_after_a_confirmation(
+        page: Any, fleet: tuple[Settings, Path]) -> None:
+    settings, _ = fleet
+    page.goto(page.url.split("#")[0] + "#fleet")
+    card = page.locator('article[data-box="feat-one"]')
+    before = with_fleet(settings, lambda f: f.repo.live_box("feat-one")).expires_at
+    card.get_by_role("button", name="Extend…").click()
+    page.locator("#confirm-input").fill("2h")
+    page.locator("#confirm-ok").click()
+    expect(page.locator("#toast")).to_contain_text("now expires", timeout=LIVE_MS)
+    assert with_fleet(settings, lambda f: f.repo.live_box("feat-one")).expires_at > before + 3600
+
+    job_id = with_fleet(settings, lambda f: f.run("feat-one", "sleep 300", background=True)).job_id
+    page.goto(page.url.split("#")[0] + f"#job/{job_id}")
+    expect(page.locator("#job-state")).to_have_text(re.compile("^running"), timeout=LIVE_MS)
+    page.locator("#job-cancel").click()
+    page.get_by_role("button", name="Cancel", exact=True).click()  # the confirmation's own cancel: nothing sent
+    assert with_fleet(settings, lambda f: f.repo.job_and_box(job_id))[0].state == "running"
+    page.locator("#job-cancel").click()
+    page.locator("#confirm-ok").click()
+    expect(page.locator("#job-state")).to_have_text(re.compile("^killed"), timeout=LIVE_MS)
+
+    page.goto(page.url.split("#")[0] + "#review")
+    row = page.locator('#queue li[data-server="feat-one"]')
+    row.get_by_role("button", name="Request changes…").click()
+    page.locator("#confirm-input").fill("split <b>auth</b> out")
+    page.locator("#confirm-ok").click()
+    expect(row.locator(".badge.changes_requested")).to_be_visible(timeout=60_000)
+    expect(row.locator(".note")).to_contain_text("split <b>auth</b> out")
+
+
+def test_the_fleet_fits_a_phone_width_screen(page: Any) -> None:
+    page.set_viewport_size({"width": 390, "height": 844})
+    try:
+        page.goto(page.url.split("#")[0] + "#fleet")
+        page.wait_for_selector('article[data-box="feat-one"]', timeout=LIVE_MS)
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 900})
+
+
 def test_an_action_without_the_csrf_token_is_refused(page: Any, fleet: tuple[Settings, Path]) -> None:
     settings, _ = fleet
     status = page.evaluate("""async () => (await fetch('api/actions/burn', {method: 'POST',

@@ -3,9 +3,11 @@ checkouts and base commits, prompt-free SSH clones, the agent install paths, the
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,8 @@ from server.npm import AgentResolution, compile_range
 from server.onbox import scripts
 from tests.support import git, make_repo
 
-TOOLS = ("mkdir", "date", "chmod", "cat", "cksum", "git", "sh", "head", "tail", "awk", "printf", "echo", "ln")
+TOOLS = ("mkdir", "date", "chmod", "cat", "cksum", "git", "sh", "head", "tail", "awk", "printf", "echo", "ln", "rm",
+         "tar", "gzip", "uname", "tr", "curl")
 
 
 @pytest.fixture
@@ -99,7 +102,7 @@ def resolved(agent: str, version: str = "2.1.300", node_range: str = ">=18.0.0")
     plan = plan_agent(agent)
     assert plan.package is not None
     return dataclasses.replace(plan, resolved=AgentResolution(plan.package, version, node_range,
-                                                              compile_range(node_range), "22.23.3"))
+                                                              compile_range(node_range), ("22.23.3",), "10.9.2"))
 
 
 def test_an_npm_agent_needs_its_release_resolved_first() -> None:
@@ -107,17 +110,50 @@ def test_an_npm_agent_needs_its_release_resolved_first() -> None:
         bootstrap_script(project_dir="/p", repo=None, branch=None, agent="claude")
 
 
-def test_an_npm_agent_without_npm_fails_clearly_where_the_provider_cannot_install(shell, home, bin_dir) -> None:
-    script = bootstrap_script(project_dir=str(home / "p"), repo=None, branch=None, agent=resolved("claude"))
-    done = run(shell, script, home, bin_dir)
-    assert done.returncode == 3 and "npm is needed to install the claude agent" in done.stderr
+def _tgz(path: Path, files: dict[str, str]) -> None:
+    """A registry tarball: ``package/<name>`` for each file, executable."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"package/{name}")
+            info.size, info.mode = len(data), 0o755
+            tar.addfile(info, io.BytesIO(data))
 
 
-def test_an_npm_agent_without_npm_runs_the_providers_package_install(shell, home, bin_dir, tmp_path) -> None:
-    script = bootstrap_script(project_dir=str(home / "p"), repo=None, branch=None, agent=resolved("claude"),
-                              package_install=f"echo installing node > {tmp_path}/installed; exit 9")
+@pytest.fixture
+def registry(tmp_path: Path) -> Path:
+    """A registry on disk (file:// URLs, as curl reads them): this machine's Node build and npm."""
+    root = tmp_path / "registry"
+    build = f"node-linux-{ {'x86_64': 'x64', 'aarch64': 'arm64'}[os.uname().machine] }"
+    _tgz(root / build / "-" / f"{build}-22.23.3.tgz", {"bin/node": "#!/bin/sh\necho v22.23.3\n"})
+    _tgz(root / "npm" / "-" / "npm-10.9.2.tgz", {"bin/npm-cli.js": FAKE_NPM, "bin/npx-cli.js": "#!/bin/sh\n"})
+    return root
+
+
+def test_a_box_without_node_gets_node_and_npm_from_the_registry_then_the_agent(shell, home, bin_dir,
+                                                                                registry) -> None:
+    script = bootstrap_script(project_dir=str(home / "p"), repo=None, branch=None,
+                              agent=resolved("claude", node_range=">=22.0.0"), npm_registry=f"file://{registry}")
     done = run(shell, script, home, bin_dir)
-    assert done.returncode == 9 and (tmp_path / "installed").read_text() == "installing node\n"
+    assert done.returncode == 0, done.stderr
+    assert "node none without npm does not meet" in done.stdout and "installing node 22.23.3" in done.stdout
+    assert "BOXFORGE_AGENT=2.1.300 22.23.3 npm" in done.stdout
+    profile = (home / ".boxforge" / "profile").read_text()
+    assert ".boxforge/node/bin" in profile and os.access(home / ".boxforge/node/bin/npm", os.X_OK)
+
+
+def test_a_node_too_old_is_replaced_and_an_unreachable_registry_fails_with_the_log_tail(shell, home,
+                                                                                         bin_dir) -> None:
+    fake_npm(bin_dir)
+    (bin_dir / "node").write_text("#!/bin/sh\necho v18.19.0\n")
+    script = bootstrap_script(project_dir=str(home / "p"), repo=None, branch=None,
+                              agent=resolved("claude", node_range=">=22.0.0"), npm_registry="file:///nonexistent")
+    done = run(shell, script, home, bin_dir)
+    assert done.returncode == 3
+    assert "node v18.19.0 does not meet" in done.stdout
+    assert "could not fetch node-linux-" in done.stderr and "the install log ends" in done.stderr
+    assert not (home / ".boxforge" / "ready").exists()
 
 
 def test_a_custom_agent_installs_once_and_its_run_file_passes_args_and_stdin(shell, home, bin_dir) -> None:

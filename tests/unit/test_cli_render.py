@@ -9,10 +9,11 @@ import io
 import pytest
 from rich.console import Console
 
-from server.cli.commands import _JOB_COLUMNS
+from server.cli import render
+from server.cli.commands import _JOB_COLUMNS, pool_table
 from server.cli.render import column_table, error_line, land_outcome, print_table, servers_table, table
 from server.git.land import LandOutcome
-from server.schemas import JobSummary, ServerInfo
+from server.schemas import JobSummary, PoolProfileStatus, PoolStatus, ServerInfo
 from server.service.boxes import ended_text
 from server.store import BoxRecord
 
@@ -62,13 +63,19 @@ def test_piped_output_is_never_cut() -> None:
     assert LONG_DIR in text and "feat/branch-number-1" in text and "cx33" in text
 
 
-def test_markup_in_cells_and_errors_shows_as_typed() -> None:
-    piped = console(terminal=False)
+def test_markup_in_cells_and_errors_shows_as_typed_on_the_clis_own_consoles() -> None:
     box = ServerInfo(name="b", provider="local", state="failed", error="[bootstrap] exited 1 [red]boom[/red]")
-    print_table(servers_table([box], console=piped), piped)
-    piped.print(error_line("command '[red]x[/]' failed"))
-    text = rendered(piped)
-    assert "[bootstrap] exited 1 [red]boom[/red]" in text and "command '[red]x[/]' failed" in text
+    for real in (render.out, render.err):
+        real.file = io.StringIO()
+        try:
+            print_table(servers_table([box], console=real), real)
+            real.print(error_line("command '[red]x[/]' failed"))
+            real.print("[bold]as typed[/bold]", style="dim")
+            text = rendered(real)
+        finally:
+            real.file = None  # back to sys.stdout / sys.stderr
+        assert "[bootstrap] exited 1 [red]boom[/red]" in text and "command '[red]x[/]' failed" in text
+        assert "[bold]as typed[/bold]" in text
 
 
 def record(**changes: object) -> BoxRecord:
@@ -131,4 +138,15 @@ def test_land_and_plan_land_print_the_same_outcome_and_exit_1_on_a_conflict(
     said = capsys.readouterr().out
     assert outcome.summary() in said
     assert ("the merge of b was aborted; /r is clean; not tried: c" in said) is conflict
+
+
+def test_the_pool_table_names_waiting_boxes_or_why_a_pool_is_off() -> None:
+    status = PoolStatus(profiles=[
+        PoolProfileStatus(profile="warm", provider="local", count=2, ready=1, starting=1, boxes=["warm-1"]),
+        PoolProfileStatus(profile="cloud", provider="hetzner", count=1, ready=0, starting=0, boxes=[],
+                          off="no cost ceiling")])
+    piped = console(terminal=False)
+    print_table(pool_table(status), piped)
+    text = rendered(piped)
+    assert "warm-1" in text and "no cost ceiling" in text and text.index("warm") < text.index("cloud")
 

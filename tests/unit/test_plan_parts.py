@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from server.plans import budget, globs, require
-from server.plans.scheduler import _earlier_work, owner_alive, this_process
+from server.plans.board import PlanBoard, TaskBoard
+from server.plans.scheduler import _earlier_work, _restart, owner_alive, this_process
 from server.plans.validate import PlanInvalid, check_plan, parse_plan, topo_order
 from server.store.sqlite import Store
 
@@ -124,3 +125,14 @@ def test_conflicts_found_through_the_path_index_are_those_of_every_pair() -> Non
              if chain[x.id] != chain[y.id] and any(globs.overlap(globs.segments(p), globs.segments(q))
                                                    for p in x.owns for q in y.owns)}
     assert found == brute and len(brute) > 20 and order == topo_order(plan)
+
+
+def test_a_taken_over_board_keeps_work_in_flight_and_restarts_the_rest() -> None:
+    states = {"done": ("succeeded", "b1"), "agent": ("running", "b2"), "check": ("checking", "b3"),
+              "forging": ("starting", "b4"), "queued": ("waiting_box", None), "later": ("pending", None)}
+    board = PlanBoard(plan_id="p-0000000001", name="p", state="running", repo="/r", started_at=0.0, tasks=[
+        TaskBoard(id=tid, branch=f"b/{tid}", state=state, box=box) for tid, (state, box) in states.items()])
+    assert _restart(board) == ["b4"]  # the box of the attempt that starts over is burned
+    assert {t.id: t.state for t in board.tasks} == {"done": "succeeded", "agent": "running", "check": "checking",
+                                                    "forging": "pending", "queued": "pending", "later": "pending"}
+    assert board.boxes_in_use == 2

@@ -181,6 +181,7 @@ function connect() {
     state.clockOffset = state.fleet.server_time - Date.now() / 1000;
     renderFleet();
     tick();
+    if (state.view === "review") reviewSoon();
   });
 }
 
@@ -242,6 +243,17 @@ async function loadReview() {
   } finally {
     $("#review-loading").hidden = true;
   }
+}
+
+// the queue follows the fleet's changes too, at most every 5 s (each load compares every box over SSH)
+function reviewSoon() {
+  if (reviewSoon.timer) return;
+  const wait = Math.max(0, 5000 - (Date.now() - (reviewSoon.last || 0)));
+  reviewSoon.timer = setTimeout(() => {
+    reviewSoon.timer = null;
+    reviewSoon.last = Date.now();
+    if (state.view === "review") loadReview();
+  }, wait);
 }
 
 function move(index, delta) {

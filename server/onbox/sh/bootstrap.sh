@@ -12,11 +12,9 @@
 #   agent_name     what the log calls the agent
 #   agent_package  the npm package to install (may be empty)
 #   agent_binary   the command the package provides
-#   agent_version, node_condition, node_pkg: see agent-ensure.sh (its functions come first)
+#   agent_version, node_condition, node_pkg, npm_pkg, npm_registry: see agent-ensure.sh (its functions come first)
 #   agent_install  a shell command that installs the agent instead (may be empty)
 #   agent_run_file the content of ~/.boxforge/agent-run (may be empty: no agent)
-#   pkg_install    a command line that installs Node.js and npm (may be empty: the provider cannot,
-#                  e.g. a local box, which is this machine, whose packages are not boxforge's to change)
 set -eu
 mkdir -p "$HOME/.boxforge"
 run_user() { if command -v bash >/dev/null 2>&1; then bash -c "$1"; else sh -c "$1"; fi; }
@@ -73,13 +71,6 @@ esac
 echo BOXFORGE_STEP=agent
 export PATH="$HOME/.local/bin:$PATH"
 if [ -n "$agent_package" ]; then
-  if ! command -v npm >/dev/null 2>&1; then
-    if [ -z "$pkg_install" ]; then
-      echo "npm is needed to install the $agent_name agent and this box has none: install Node.js, or pass agent_install" >&2
-      exit 3
-    fi
-    eval "$pkg_install"
-  fi
   bf_agent_ensure
 elif [ -n "$agent_install" ]; then
   stamp=$(printf '%s' "$agent_install" | cksum)
