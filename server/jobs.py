@@ -19,6 +19,8 @@ On the box, ``~/.boxforge/jobs/<job_id>/`` holds:
 - ``exit``     ``"<code> <finished unix time>"``, written on finish with one write (a reader
                that finds it empty while the wrapper lives reads a running job);
                a signal the command died of shows as 128+n (TERM -> 143)
+- ``exit.res`` 64 bytes of room for ``exit``, taken at the start: on a full disk the record is written
+               over it and it is renamed to ``exit`` (a job that fills the disk is still recorded)
 - ``killed``   ``"<SIGNAL> <unix time>"``, written by ``cancel`` before it signals
 - ``run``      the wrapper (``sh/job-wrapper.sh``); ``env`` (0600) lives only until the wrapper
                has sourced it (it becomes ``secrets``, or is deleted).

@@ -108,3 +108,54 @@ async def test_vm_bash_on_a_full_state_dir_says_so_and_a_running_job_is_not_lost
                     await client.call_tool("destroy_server", {"name": "full-disk"})
         finally:
             subprocess.run(["umount", "-l", str(home / BOXES_DIR_NAME)], check=False)
+
+
+async def test_a_full_box_disk_is_named_and_a_writing_job_keeps_its_state_and_output(tmp_path: Path) -> None:
+    """Attack 9, box side: the box's own disk (its overlay's upper dir: the local boxes on a 32 MiB tmpfs this test
+    mounts, the state dir elsewhere) filled from inside while a job writes. vm_write said only `Failure`; the job
+    that was writing could end with no exit record (its `exit` file needs a page the disk has not got)."""
+    home = tmp_path / "state"
+    home.mkdir()
+    with small_fs(home / BOXES_DIR_NAME, "32m"):
+        async with Client(build_server(make_settings(home))) as client:
+            made = await client.call_tool("create_server", {"name": "box-full"})
+            assert not made.is_error, made.content
+            try:
+                # 20 lines of 300 bytes, then (once the disk is full) 20 more, each one a write that may fail
+                writer = await client.call_tool("vm_bash", {"server": "box-full", "background": True, "command": (
+                    "touch /root/flag.pending; for i in $(seq 1 40); do printf 'line-%03d %0290d\\n' $i 0; "
+                    "if [ $i = 20 ]; then while [ ! -e /root/full ]; do sleep 0.05; done; fi; done; echo done")})
+                job_id = writer.structured_content["job_id"]
+                filled = await client.call_tool("vm_bash", {"server": "box-full", "timeout_s": 60, "command": (
+                    "while [ ! -e /root/flag.pending ]; do sleep 0.05; done; sleep 0.3; "
+                    "dd if=/dev/zero of=/root/filler bs=64k 2>/dev/null; head -c 1 /dev/zero >> /root/filler; "
+                    "mv /root/flag.pending /root/full; df -k /root | tail -1")})
+                # the filler's own exit could not be written the ordinary way (no page left): recorded, not lost,
+                # and it says why its last writes failed
+                assert filled.structured_content["state"] in ("succeeded", "failed"), filled.structured_content
+                wrote = await client.call_tool("vm_write", {"server": "box-full", "path": "notes.txt",
+                                                            "content": "x" * 300_000})
+                assert wrote.is_error
+                text = wrote.content[0].text
+                assert "no space left" in text and "notes.txt" in text and "free" in text, text
+                status = await client.call_tool("vm_job_status", {"job_id": job_id, "wait_s": 30})
+                assert not status.is_error, status.content
+                st = status.structured_content
+                assert st["state"] == "failed" and st["exit_code"] is not None, st  # not lost: printf failed
+                lines = st["stdout"].splitlines()
+                assert lines[:20] == [f"line-{i:03d} {0:0290d}" for i in range(1, 21)], lines[:3]
+                box_dir = next((home / BOXES_DIR_NAME).glob("lb-*"))
+                out = next(box_dir.glob(f"fs/upper/root/.boxforge/jobs/{job_id}/out")).read_text()
+                assert st["stdout"] == out  # every byte the job managed to write, and nothing else
+                assert "no space left" in (st.get("hint") or ""), st
+                queued = await client.call_tool("vm_bash", {"server": "box-full", "command": "true", "background": True})
+                assert queued.is_error and "no space left on the box's disk" in queued.content[0].text, queued.content
+                # no job can start (its record needs room): a foreground command runs directly, and frees space
+                freed = await client.call_tool("vm_bash", {"server": "box-full", "command": "rm /root/filler; echo ok"})
+                assert not freed.is_error, freed.content
+                assert freed.structured_content["stdout"] == "ok\n", freed.structured_content
+                assert "ran directly" in freed.structured_content["hint"]
+                again = await client.call_tool("vm_write", {"server": "box-full", "path": "notes.txt", "content": "y"})
+                assert not again.is_error, again.content
+            finally:
+                await client.call_tool("destroy_server", {"name": "box-full"})

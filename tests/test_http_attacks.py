@@ -33,9 +33,10 @@ MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": 
 
 
 @asynccontextmanager
-async def serving(tmp_path: Path, host: str, token: str | None) -> AsyncIterator[int]:
+async def serving(tmp_path: Path, host: str, token: str | None,
+                  env: dict[str, str] | None = None) -> AsyncIterator[int]:
     """The boxforge HTTP app on host:<free port>, built as `boxforge mcp --http` builds it; yields the port."""
-    app = http_app(build_server(make_settings(tmp_path / "state")), host=host, token=token, env={})
+    app = http_app(build_server(make_settings(tmp_path / "state")), host=host, token=token, env=env or {})
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=0, lifespan="on", log_level="warning"))
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve)
@@ -178,3 +179,33 @@ async def test_a_slow_header_flood_cannot_wedge_the_server_and_it_recovers(tmp_p
         proc.terminate()
         proc.wait(timeout=30)
         err_log.close()
+
+
+async def test_sessions_per_token_are_capped_and_room_frees_as_they_end(tmp_path: Path) -> None:
+    """Attack 2, rest: one token could open sessions without bound (the SDK's default cap is 10 000, each holding
+    a task and memory). Here the cap is lowered to 3: the 4th session is refused with a clear JSON-RPC error,
+    the open ones go on serving, and a session that ends makes room."""
+    auth = {**MCP_HEADERS, "Authorization": "Bearer cap-token"}
+    async with serving(tmp_path, "127.0.0.1", "cap-token", {"BOXFORGE_HTTP_MAX_SESSIONS": "3"}) as port, \
+            httpx2.AsyncClient(timeout=30) as http:
+        url = f"http://127.0.0.1:{port}/mcp"
+        ids = []
+        for _ in range(3):
+            opened = await http.post(url, json=INIT, headers=auth)
+            assert opened.status_code == 200, opened.text
+            ids.append(opened.headers["mcp-session-id"])
+        refused = await http.post(url, json=INIT, headers=auth)
+        assert refused.status_code == 503
+        message = refused.json()["error"]["message"]
+        assert "3 MCP sessions" in message and "BOXFORGE_HTTP_MAX_SESSIONS" in message, message
+        session = {**auth, "mcp-session-id": ids[0], "mcp-protocol-version": "2025-06-18"}
+        await http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session)
+        listed = await http.post(url, json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=session)
+        assert listed.status_code == 200 and "create_server" in listed.text  # the open sessions go on
+        ended = await http.delete(url, headers={**auth, "mcp-session-id": ids[1], "mcp-protocol-version": "2025-06-18"})
+        assert ended.status_code == 200
+        await eventually(lambda: _opens(http, url, auth), timeout=10, what="room for a new session after one ended")
+
+
+async def _opens(http: httpx2.AsyncClient, url: str, headers: dict[str, str]) -> bool:
+    return (await http.post(url, json=INIT, headers=headers)).status_code == 200

@@ -232,8 +232,8 @@ async def test_job_env_values_never_show_in_ps_and_stay_only_in_the_private_secr
     await wait_finished(ex, job_id)
     job_dir = f'"$HOME/.boxforge/jobs/{job_id}"'
     assert await sh(ex, f"ls -A {job_dir}; cd {job_dir} && grep -rlF {secret} . || true") == b"".join(
-        name + b"\n" for name in sorted([b"boot", b"cmd", b"cwd", b"err", b"exit", b"out", b"pid", b"run", b"secrets",
-                                          b"started"])
+        name + b"\n" for name in sorted([b"boot", b"cmd", b"cwd", b"err", b"exit", b"exit.res", b"out", b"pid", b"run",
+                                          b"secrets", b"started"])
     ) + b"./secrets\n"
     assert await sh(ex, f"stat -c %a {job_dir}/secrets") == b"600\n"
     assert await jobs.read_secrets(ex, job_id) == {"TOKEN": secret}

@@ -35,6 +35,10 @@ MCP_PATH = "/mcp"
 MAX_BODY_BYTES = 8 * 1024 * 1024
 DRAIN_BYTES = 64 * 1024 * 1024  # an oversize body read and dropped before the 413; beyond, the connection closes
 NO_TOKEN_BINDS = ("127.0.0.1", "::1")  # exactly these; any other loopback name or address needs a token
+MAX_SESSIONS_ENV = "BOXFORGE_HTTP_MAX_SESSIONS"
+DEFAULT_MAX_SESSIONS = 256  # open MCP sessions per token (the server has one token: per server)
+SESSION_IDLE_ENV = "BOXFORGE_HTTP_SESSION_IDLE_S"
+DEFAULT_SESSION_IDLE_S = 1800.0  # a session with no request in flight for this long ends (the SDK's default)
 
 
 def is_loopback(host: str) -> bool:
@@ -199,14 +203,57 @@ class BoardRoute:
             await self.mcp_app(scope, receive, send)
 
 
+class SessionCap:
+    """Say what to do when the SDK refuses a new session at the cap (its bare 503 "Too many open sessions"): a
+    request without ``mcp-session-id`` answered 503 gets a JSON-RPC error naming the cap and the setting."""
+
+    def __init__(self, app: ASGIApp, limit: int, idle_s: float) -> None:
+        self.app = app
+        self.limit = limit
+        self.idle_s = idle_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or any(name == b"mcp-session-id" for name, _ in scope.get("headers", [])):
+            await self.app(scope, receive, send)
+            return
+        held: dict[str, Any] | None = None
+        replaced = False
+
+        async def guarded(message: Any) -> None:
+            nonlocal held, replaced
+            if message["type"] == "http.response.start" and message["status"] == 503:
+                held = message
+                return
+            if held is None:
+                await send(message)
+                return
+            if replaced:  # the rest of the SDK's body
+                return
+            replaced = True
+            text = (f"{self.limit} MCP sessions are already open for this token, the cap ({MAX_SESSIONS_ENV}): close a "
+                    f"client you no longer use (its session ends when it disconnects, or after {self.idle_s:g} s "
+                    f"without a request, {SESSION_IDLE_ENV}), or raise {MAX_SESSIONS_ENV}")
+            body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32000, "message": text}}).encode()
+            headers = [(k, v) for k, v in held.get("headers", []) if k.lower() != b"content-length"]
+            await send({**held, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, guarded)
+
+
 def http_app(mcp: MCPServer[Any], *, host: str, token: str | None, env: Mapping[str, str],
              board: ASGIApp | None = None) -> ASGIApp:
     """The streamable HTTP app at /mcp, behind the Host/Origin allow-list and the bearer check; ``board`` (the
     board's app, with its own login) at /board behind the same Host/Origin allow-list."""
     if token is None and host not in NO_TOKEN_BINDS:
         raise ValueError(f"a bearer token is required when binding {host!r} (only 127.0.0.1 and ::1 go without)")
-    app: ASGIApp = BodyLimit(mcp.streamable_http_app(streamable_http_path=MCP_PATH, host=host,
-                                                     max_request_body_size=MAX_BODY_BYTES))
+    max_sessions = int(env.get(MAX_SESSIONS_ENV) or DEFAULT_MAX_SESSIONS)
+    idle_s = float(env.get(SESSION_IDLE_ENV) or DEFAULT_SESSION_IDLE_S)
+    if max_sessions < 1 or not idle_s > 0:
+        raise ValueError(f"{MAX_SESSIONS_ENV} must be at least 1 and {SESSION_IDLE_ENV} above 0")
+    app: ASGIApp = BodyLimit(SessionCap(mcp.streamable_http_app(
+        streamable_http_path=MCP_PATH, host=host, max_request_body_size=MAX_BODY_BYTES, max_sessions=max_sessions,
+        session_idle_timeout=idle_s), max_sessions, idle_s))
     if token:
         app = BearerAuth(app, token)
     if board is not None:

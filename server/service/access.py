@@ -46,6 +46,17 @@ class BoxAccess:
             keys = self._keys[rec.key_id] = load_box_keys(self.settings.keys_dir, rec.key_id)
         return SSHTarget(rec.name, rec.host, rec.ssh_port, rec.ssh_user, keys.client_key_path, keys.host_public)
 
+    def exec_only(self, rec: BoxRecord) -> jobs.BoxExec:
+        """The box's exec over plain SSH exec sessions, never a control channel: a channel captures a call's
+        binary output and stderr in files on the box, which a full disk cuts short; an exec session's pipes
+        do not."""
+        target = self.target(rec)
+
+        async def run(script: str, stdin: bytes | None = None, timeout: float | None = None) -> ExecResult:
+            return await self.pool.run(target, getattr(script, "shell_call", script), stdin=stdin, timeout=timeout)
+
+        return run
+
     def exec(self, rec: BoxRecord, *, long: bool = False) -> jobs.BoxExec:
         """The box's exec, recording when it last answered and since when it has not. ``long``: for
         scripts that may run for minutes (grep, diff), which take the pool's long lane so that they

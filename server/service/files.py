@@ -11,10 +11,11 @@ from server import files
 from server.config import Settings, config_path
 from server.domain.hints import Hint, HintKind
 from server.domain.redaction import Redactor
-from server.errors import InvalidInput
+from server.errors import ForgeError, InvalidInput
 from server.schemas import DiffResult, DownloadResult, Encoding, FileContent, FileList, GrepResult, WriteResult
 from server.service.access import BoxAccess
 from server.service.boxes import Boxes
+from server.service.diskspace import box_disk_full
 from server.service.secrets import Secrets
 from server.store import BoxRecord
 
@@ -91,8 +92,18 @@ class Files:
     async def write_file(self, server: str, path: str, content: str, *, encoding: Encoding = "text",
                          create_dirs: bool = True, mode: int | None = None) -> WriteResult:
         data = files.decode_content(content, encoding)
-        _, fs = await self._files(server)
-        return await files.write_file(fs, path, data, create_dirs=create_dirs, mode=mode)
+        rec, fs = await self._files(server)
+        try:
+            return await files.write_file(fs, path, data, create_dirs=create_dirs, mode=mode)
+        except ForgeError as exc:
+            raise await self._disk_full(rec, path, exc) from exc
+
+    async def _disk_full(self, rec: BoxRecord, path: str, exc: ForgeError) -> ForgeError:
+        """``exc``, or what it meant when the box's disk is full where ``path`` goes."""
+        if isinstance(exc, InvalidInput):
+            return exc
+        full = await box_disk_full(self.access, rec, path)
+        return ForgeError(full) if full else exc
 
     async def list_files(self, server: str, path: str = ".", pattern: str = "*", *,
                          max_entries: int = 500) -> FileList:
@@ -111,8 +122,11 @@ class Files:
     async def upload(self, server: str, local_path: str, remote_path: str, *, create_dirs: bool = True,
                      overwrite: bool = True) -> WriteResult:
         local = self._local_path(local_path)
-        _, fs = await self._files(server)
-        return await files.upload(fs, local, remote_path, create_dirs=create_dirs, overwrite=overwrite)
+        rec, fs = await self._files(server)
+        try:
+            return await files.upload(fs, local, remote_path, create_dirs=create_dirs, overwrite=overwrite)
+        except ForgeError as exc:
+            raise await self._disk_full(rec, remote_path, exc) from exc
 
     async def download(self, server: str, remote_path: str, local_path: str, *,
                        overwrite: bool = False) -> DownloadResult:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shlex
 import time
 from collections.abc import Mapping
 
@@ -41,6 +42,7 @@ from server.schemas import (
 )
 from server.service.access import BoxAccess
 from server.service.boxes import Boxes
+from server.service.diskspace import box_disk_full
 from server.service.jobstatus import MAX_WAIT_S, JobReader, duration
 from server.service.secrets import Secrets
 from server.store import BoxRecord, JobRecord, Repository
@@ -93,8 +95,17 @@ class Jobs:
         cap = self.settings.output_cap_bytes
         # a foreground command starts and is waited on in one round trip, answering by its deadline (if no SSH
         # session to the box comes free before it, nothing is started and BoxBusy says so)
-        job, reused, st = await self._start(rec, ex, command, workdir, env, idempotency_key, request_hash,
-                                            None if background else (deadline, cap))
+        try:
+            job, reused, st = await self._start(rec, ex, command, workdir, env, idempotency_key, request_hash,
+                                                None if background else (deadline, cap))
+        except JobError as exc:
+            full = await box_disk_full(self.access, rec, "~/.boxforge/jobs")
+            if full is None:
+                raise
+            if background or env:
+                raise JobError(f"{full}. The command could not start: a job needs room for its record; a foreground "
+                               "command without env runs directly (use one to free space)") from exc
+            return await self._run_direct(rec, command, workdir, deadline, full)
         _, _, warning = time_left(rec.expires_at)
         if background:
             started = CommandResult(server=rec.name, job_id=job.job_id, state=JobState.RUNNING)
@@ -182,8 +193,33 @@ class Jobs:
         if st.state == JobState.RUNNING:
             result.suggest("hint", Hint(HintKind.STILL_RUNNING, job_id=st.job_id, wait_s=wait,
                                         stdout_offset=next_out, stderr_offset=next_err))
+        elif st.state == JobState.FAILED:
+            result.hint = await self.reader.disk_note(rec, st.job_id)
         result.suggest("warning", time_left(rec.expires_at)[2])
         return result
+
+    async def _run_direct(self, rec: BoxRecord, command: str, workdir: str, deadline: float,
+                          full: str) -> CommandResult:
+        """On a full box disk, where no job can start: the command over a plain SSH exec session (the command on
+        its stdin, never a command line), so that it can free space. No job record, output not kept."""
+        home, _, rest = workdir.partition("/") if workdir.startswith("~") else ("", "", workdir)
+        cd = f'cd "$HOME"/{shlex.quote(rest)}' if home == "~" and rest else 'cd "$HOME"' if home == "~" else \
+            f"cd {shlex.quote(workdir)}"
+        started = time.time()
+        result = await self.access.pool.run(self.access.target(rec), f"{cd} && exec /bin/sh -s",
+                                            stdin=command.encode(), timeout=max(deadline - time.monotonic(), 1.0))
+        redact = Redactor.merged([], self.settings.redact_min_chars)
+        with anyio.move_on_after(5):
+            redact = await self.secrets.redactor(rec, self.access.exec_only(rec))
+        code = result.exit_status
+        out = whole(result.stdout[: self.settings.output_cap_bytes], redact)
+        err = whole(result.stderr[: self.settings.output_cap_bytes], redact)
+        return CommandResult(
+            server=rec.name, job_id=new_job_id(), state=JobState.SUCCEEDED if code == 0 else
+            JobState.KILLED if code is None else JobState.FAILED, exit_code=code, stdout=out.text, stderr=err.text,
+            duration_s=round(time.time() - started, 3),
+            hint=f"{full}. This command ran directly over SSH, not as a job (no job record, so vm_job_status does "
+                 "not know its id, and a cut connection would end it)")
 
     async def list_jobs(self, server: str | None = None) -> JobList:
         recs = [await self.boxes.ready(server)] if server else [

@@ -15,10 +15,11 @@ from server.domain.durations import iso
 from server.domain.hints import Hint, HintKind
 from server.domain.output import complete_utf8_prefix, decode_output
 from server.domain.states import BoxStatus, JobState
-from server.errors import BoxUnreachable, StoreFull, UnknownJob
+from server.errors import BoxUnreachable, JobError, StoreFull, UnknownJob
 from server.schemas import JobBrief, JobStatusResult, time_left
 from server.service.access import BoxAccess
 from server.service.boxes import Boxes
+from server.service.diskspace import box_disk_full
 from server.service.secrets import Secrets
 from server.store import BoxRecord, JobRecord, Repository
 
@@ -85,9 +86,15 @@ class JobReader:
         cap = min(max_bytes or self.settings.output_cap_bytes, self.settings.output_cap_bytes)
         ex = self.access.exec(rec)
         try:
-            st = self.launching(job, await jobs.status(ex, job_id, stdout_offset=stdout_offset,
-                                                        stderr_offset=stderr_offset, max_bytes=cap,
-                                                        wait_s=min(wait_s, MAX_WAIT_S)))
+            try:
+                st = await jobs.status(ex, job_id, stdout_offset=stdout_offset, stderr_offset=stderr_offset,
+                                       max_bytes=cap, wait_s=min(wait_s, MAX_WAIT_S))
+            except JobError:  # on a full disk a channel's capture of the output is cut short: read it again
+                if await box_disk_full(self.access, rec, f"~/.boxforge/jobs/{job_id}") is None:
+                    raise
+                st = await jobs.status(self.access.exec_only(rec), job_id, stdout_offset=stdout_offset,
+                                       stderr_offset=stderr_offset, max_bytes=cap)
+            st = self.launching(job, st)
         except BoxUnreachable as exc:
             return await self._unreachable(job, rec, stdout_offset, stderr_offset, exc)
         await self.record_state(job_id, st)
@@ -151,8 +158,16 @@ class JobReader:
             result.suggest("hint", Hint(HintKind.MORE_OUTPUT, **offsets))
         elif st.state == JobState.RUNNING:
             result.suggest("hint", Hint(HintKind.WAIT_JOB, wait_s=30, **offsets))
+        elif st.state == JobState.FAILED:
+            result.hint = await self.disk_note(rec, job.job_id)
         result.suggest("warning", time_left(rec.expires_at)[2])
         return result
+
+    async def disk_note(self, rec: BoxRecord, job_id: str) -> str | None:
+        """For a job that failed: "no space left on the box's disk …" if that is why its writes (and maybe the
+        job) failed; its output file holds every byte it managed to write."""
+        full = await box_disk_full(self.access, rec, f"~/.boxforge/jobs/{job_id}")
+        return f"{full}; the output shown is all the job wrote before the disk filled" if full else None
 
     def _from_record(self, job: JobRecord, stdout_offset: int, stderr_offset: int, why: str,
                      *, state: str | None = None, last_seen: float | None = None) -> JobStatusResult:

@@ -11,12 +11,15 @@
 # the wrapper itself never sources them. The trap keeps the wrapper alive through TERM/INT sent to
 # the group (a handler, not '', so the command keeps the default dispositions) to record the exit
 # code; HUP is ignored, as nohup would. <clock_cs> is unix time minus uptime in centiseconds (empty:
-# read the clock with date), so the exit time costs no process.
+# read the clock with date), so the exit time costs no process. The exit record goes into `exit`, or,
+# when the disk is full, over the room reserved at the start (`exit.res`, renamed to `exit`).
 d=$1
 trap : TERM INT
 trap '' HUP
 if command -v flock >/dev/null 2>&1; then flock -n 9 2>/dev/null || :; fi
 printf '%s\n' $$ > "$d/pid"
+# room for the exit record, taken while the disk has it: a job that fills the disk is still recorded
+printf '%63s\n' '' > "$d/exit.res"
 printf '%s\n' $$
 exec > "$d/out"
 envf=
@@ -41,4 +44,5 @@ if [ -n "$3" ] && { read -r u _ < /proc/uptime; } 2>/dev/null; then
 else
   t=$(date +%s.%N 2>/dev/null); case $t in ""|*[!0-9.]*|*.|.*) t=$(date +%s) ;; esac
 fi
-printf '%s %s\n' "$code" "$t" > "$d/exit"
+{ printf '%s %s\n' "$code" "$t" > "$d/exit"; } 2>/dev/null ||
+  { printf '%s %s\n' "$code" "$t" 1<> "$d/exit.res" && mv -f "$d/exit.res" "$d/exit"; }
