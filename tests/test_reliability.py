@@ -179,7 +179,7 @@ async def test_a_job_survives_a_dropped_connection(tmp_path: Path) -> None:
         await fleet.create_server("cut")
         job = await fleet.run("cut", "for i in $(seq 1 20); do echo $i; sleep 0.05; done", background=True)
         await fleet.job_status(job.job_id)
-        await fleet.pool.drop("cut")  # the connection goes away mid-job
+        await fleet.access.pool.drop("cut")  # the connection goes away mid-job
         status = await fleet.job_status(job.job_id, wait_s=20)
         assert status.state == "succeeded"
         assert status.stdout == "".join(f"{i}\n" for i in range(1, 21))
@@ -198,7 +198,7 @@ async def test_a_foreground_command_survives_a_dropped_connection_and_its_call_a
 
             tg.start_soon(foreground)
             await eventually(lambda: _jobs_running(fleet, "cutfg", command), what="the foreground job to start")
-            await fleet.pool.drop("cutfg")  # the connection goes away mid-call: the call retries, never reruns
+            await fleet.access.pool.drop("cutfg")  # the connection goes away mid-call: the call retries, never reruns
         (result,) = results
         assert (result.state, result.exit_code) == ("succeeded", 0)
         assert result.stdout == "".join(f"{i}\n" for i in range(1, 21))
@@ -220,7 +220,7 @@ async def test_a_vanished_box_turns_running_jobs_lost_with_the_output_read_so_fa
         assert seen == "first-line\n"
         rec = fleet.store.live_box("vanish")
         await fleet.provider("local").destroy(rec.box_id)  # burned behind the fleet's back
-        await fleet.pool.drop("vanish")
+        await fleet.access.pool.drop("vanish")
         status = await fleet.job_status(job.job_id)
         assert status.state == "lost"
         assert status.stdout == "first-line\n"
