@@ -33,6 +33,25 @@ os.environ.setdefault("BOXFORGE_IMAGE_CACHE", str(Path.home() / ".cache" / "boxf
 os.environ.setdefault("BOXFORGE_NPM_CACHE", str(Path.home() / ".cache" / "boxforge-test-npm"))
 
 
+# The suite runs on two xdist workers (`-n 2 --dist loadgroup`, see README). A test file is the unit of work, so
+# its module-scoped fixtures (a shared box, a shared fleet) are built once. Every file that talks to Docker joins
+# one group, because one of them restarts the daemon under a running job: no other worker may be using it then.
+DOCKER_GROUP_FILES = ("tests/contract/", "tests/test_docker_", "tests/test_agents_e2e.py",
+                      "tests/test_benchmarks_smoke.py")
+
+
+def xdist_group_of(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    return "docker" if path.startswith(DOCKER_GROUP_FILES) else path
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(xdist_group_of(item.nodeid)))
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Build (or find) the base image once per run, under its file lock, before any test forges a box."""
     from providers.local import image, isolation_problems

@@ -15,7 +15,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.to_thread
@@ -27,8 +27,8 @@ from server.domain.durations import check_ttl_within, parse_ttl
 from server.domain.hints import Hint, HintKind
 from server.domain.names import check_branch, check_name
 from server.domain.states import BoxStatus, CreateStep, JobState
-from server.jobs import BoxExec
 from server.errors import BoxUnreachable, ForgeError, InvalidInput, ProvisionFailed, ServerExists
+from server.jobs import BoxExec
 from server.keys import create_box_keys
 from server.schemas import ForkFailure, ForkResult, ServerInfo
 from server.service import onbox
@@ -124,29 +124,11 @@ class Forks:
         refused = check_ttl_within(ttl_s, self.settings.max_ttl_s)
         if refused:
             raise InvalidInput(refused, hint=Hint(HintKind.EXTEND_LATER))
-        src = await self.boxes.ready(source)
-        prov = self.providers.get(src.provider)
-        if not isinstance(prov, CanFork):
-            raise InvalidInput(f"provider {prov.name!r} cannot fork boxes; create new boxes from the repo instead")
-        for name, _ in pairs:
-            if await self.repo.live_box(name) is not None:
-                raise ServerExists(f"server {name!r} already exists; pick another fork name",
-                                   hint=Hint(HintKind.BURN_FIRST, server=name))
-        source_box = await prov.get(src.box_id) if src.box_id else None
-        if source_box is None:
-            raise ForgeError(f"server {source!r} is gone at its provider; it cannot be forked")
+        src, prov, source_box = await self._source(source, [name for name, _ in pairs])
         running = [j.job_id for j in (await self.jobs.list_jobs(src.name)).jobs if j.state == JobState.RUNNING]
         timeout = ready_timeout_s if ready_timeout_s is not None else self.settings.ready_timeout_s
-        forks = []
-        try:
-            for name, branch in pairs:
-                forks.append(await self._record(src, name, branch or fork_branch(src.branch, name), ttl_s, timeout))
-        except BaseException:
-            for made in forks:
-                await self.repo.end_box(made.rec.request_id, BoxStatus.FAILED, error="another fork's name was taken")
-                self.forge.in_flight.discard(made.rec.request_id)
-            raise
-        batch = _Batch(prov, source_box, [f.spec for f in forks], self.boxes.lock(src.name))
+        forks = await self._records(src, pairs, ttl_s, timeout)
+        batch = _Batch(cast(CanFork, prov), source_box, [f.spec for f in forks], self.boxes.lock(src.name))
         done: dict[str, ServerInfo] = {}
         failed: list[ForkFailure] = []
 
@@ -161,6 +143,35 @@ class Forks:
                 tg.start_soon(finish, i, fork)
         return ForkResult(source=src.name, forks=[done[f.rec.name] for f in forks if f.rec.name in done],
                           failed=failed, jobs_not_copied=running, note=NOTE)
+
+    async def _source(self, source: str, names: list[str]) -> tuple[BoxRecord, Provider, Box]:
+        """The ready source box, its provider (which must fork) and its provider's Box; the names must be free."""
+        src = await self.boxes.ready(source)
+        prov = self.providers.get(src.provider)
+        if not isinstance(prov, CanFork):
+            raise InvalidInput(f"provider {prov.name!r} cannot fork boxes; create new boxes from the repo instead")
+        for name in names:
+            if await self.repo.live_box(name) is not None:
+                raise ServerExists(f"server {name!r} already exists; pick another fork name",
+                                   hint=Hint(HintKind.BURN_FIRST, server=name))
+        source_box = await prov.get(src.box_id) if src.box_id else None
+        if source_box is None:
+            raise ForgeError(f"server {source!r} is gone at its provider; it cannot be forked")
+        return src, prov, source_box
+
+    async def _records(self, src: BoxRecord, pairs: list[tuple[str, str | None]], ttl_s: int,
+                       timeout: float) -> list[_Fork]:
+        """One provisioning record per fork, all or none (a taken name ends the ones already written)."""
+        forks: list[_Fork] = []
+        try:
+            for name, branch in pairs:
+                forks.append(await self._record(src, name, branch or fork_branch(src.branch, name), ttl_s, timeout))
+        except BaseException:
+            for made in forks:
+                await self.repo.end_box(made.rec.request_id, BoxStatus.FAILED, error="another fork's name was taken")
+                self.forge.in_flight.discard(made.rec.request_id)
+            raise
+        return forks
 
     async def _record(self, src: BoxRecord, name: str, branch: str, ttl_s: int, timeout: float) -> _Fork:
         now = time.time()
