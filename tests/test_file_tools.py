@@ -22,6 +22,7 @@ from server.errors import BoxUnreachable, InvalidInput
 from server.files import MAX_READ_OUTPUT_BYTES, check_local_path, glob_regex, transfer_roots
 from server.mcp.app import build_server
 from server.service import open_fleet
+from tests.boxfiles import BoxFiles
 from tests.support import box_pids, call, call_error, eventually, local_boxes_dir, make_repo, make_settings
 from tests.workflow_support import session
 
@@ -29,7 +30,7 @@ ALL_BYTES = bytes(range(256)) * 4
 
 
 async def test_write_then_read_lines_by_offset_in_new_dirs(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "state", local_isolation="none")
+    settings = make_settings(tmp_path / "state")
     async with session(settings) as client:
         box = await call(client, "create_server", name="files")
         text = "".join(f"line {i} é\n" for i in range(1, 11))
@@ -47,7 +48,7 @@ async def test_write_then_read_lines_by_offset_in_new_dirs(tmp_path: Path) -> No
                            command="stat -c %a deep/er/notes.txt; cat deep/er/notes.txt")
         assert shown["stdout"] == "755\nshort"
         home = await call(client, "vm_read", server="files", path="~/.boxforge/base")
-        assert home["path"].endswith("/home/.boxforge/base")
+        assert home["path"] == box["project_dir"].rsplit("/", 1)[0] + "/.boxforge/base"  # the box's home
 
 
 async def test_binary_content_round_trips_in_base64(tmp_path: Path) -> None:
@@ -204,12 +205,13 @@ def write_big_file(path: Path) -> None:
 
 
 async def test_a_cancelled_upload_leaves_no_temp_file_on_the_box(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "state", local_isolation="none")
+    settings = make_settings(tmp_path / "state")
     big = tmp_path / "big.bin"
     write_big_file(big)
     repo = make_repo(tmp_path / "repo")
     async with open_fleet(settings) as fleet:
-        project = Path((await fleet.create_server("cancel-up", repo=str(repo))).project_dir)
+        made = await fleet.create_server("cancel-up", repo=str(repo))
+        project = BoxFiles.of(settings, "cancel-up").path(made.project_dir)
         async with anyio.create_task_group() as tg:
             tg.start_soon(partial(fleet.upload, "cancel-up", str(big), "big.bin"))
             await eventually(lambda: list(project.glob(".big.bin.boxforge-*")), what="the upload's temp file")
@@ -221,12 +223,14 @@ async def test_a_cancelled_upload_leaves_no_temp_file_on_the_box(tmp_path: Path)
 
 
 async def test_a_cancelled_download_leaves_no_partial_local_file(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "state", local_isolation="none")
+    settings = make_settings(tmp_path / "state")
     out = tmp_path / "out"
     out.mkdir()
     async with open_fleet(settings) as fleet:
-        project = Path((await fleet.create_server("cancel-down")).project_dir)
-        write_big_file(project / "big.bin")
+        made = await fleet.create_server("cancel-down")
+        box = BoxFiles.of(settings, "cancel-down")
+        write_big_file(box.path(made.project_dir) / "big.bin")
+        box.give(box.path(made.project_dir) / "big.bin")
         async with anyio.create_task_group() as tg:
             tg.start_soon(partial(fleet.download, "cancel-down", "big.bin", str(out / "big.bin")))
             await eventually(lambda: list(out.glob(".big.bin.boxforge-*")), what="the download's temp file")

@@ -98,10 +98,10 @@ class Fleet:
         self.boxes = Boxes(self.settings, self.repo, self._providers, self.access, secrets, self.wakeup, in_flight,
                            self.harvester)
         self.git = GitWork(self.settings, self.repo, self.access, self.boxes, self.harvester)
-        self.pool = WarmPool(self.settings, self.repo)
+        self.warm = WarmPool(self.settings, self.repo)  # warm boxes (self.pool is the SSH pool)
         self.forge = Forge(self.settings, self.repo, self._providers, self.access, secrets, self.boxes, background,
-                           in_flight, self.pool)
-        self.pool_filler = PoolFiller(self.pool, self.forge.create_server, self._providers)
+                           in_flight, self.warm)
+        self.pool_filler = PoolFiller(self.warm, self.forge.create_server, self._providers)
         self.jobs = Jobs(self.settings, self.repo, self.access, secrets, self.boxes)
         self.files = Files(self.settings, self.access, secrets, self.boxes)
         self.agents = Agents(self.access, self.boxes, self.jobs)
@@ -157,7 +157,7 @@ class Fleet:
 
     async def pool_status(self) -> PoolStatus:
         """Every warm pool profile: wanted, ready, starting, and why it is off."""
-        return await self.pool.status(self.pool_filler.refusal)
+        return await self.warm.status(self.pool_filler.refusal)
 
     async def fill_pools(self) -> list[str]:
         """Start every profile's missing boxes now and wait for them; the names made ready."""

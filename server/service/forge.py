@@ -26,21 +26,16 @@ from providers.base import (
     BoxSpec,
     Provider,
     ProviderError,
-    ReadyTimeout,
     box_labels,
 )
-from providers.capabilities import OnboxCall, SeesLocalPaths, WaitsForBoot
-from server import boxfile, forwardenv, jobs, npm
-from server.agents import AgentPlan, plan_agent
-from server.bootstrap import RepoSource, base_commit_from, bootstrap_script, installed_agent_from, parse_repo
+from providers.capabilities import OnboxCall, WaitsForBoot
+from server import boxfile, forwardenv, jobs
+from server.bootstrap import base_commit_from, bootstrap_script, installed_agent_from
 from server.config import Settings
-from server.domain.durations import check_ttl_within, parse_ttl
 from server.domain.hints import Hint, HintKind
-from server.domain.inputs import check_env
 from server.domain.states import CREATE_STEPS, BoxStatus, CreateStep
-from server.errors import BoxUnreachable, ForgeError, InvalidInput, ProvisionFailed, ServerExists
+from server.errors import BoxUnreachable, ForgeError, ProvisionFailed, ServerExists
 from server.git import seed as seed_git
-from server.git.seed import Seed
 from server.keys import create_box_keys
 from server.schemas import ServerInfo
 from server.service import onbox
@@ -49,12 +44,20 @@ from server.service.access import BoxAccess
 from server.service.agentcache import AgentRegistry
 from server.service.boxes import Boxes
 from server.service.createjobs import CreateJobs, Step, read_boxfile
+from server.service.createreq import (
+    CreateRequest,
+    check_request,
+    drop_bundle,
+    git_data,
+    made_data,
+    prepare_request,
+    reason,
+)
 from server.service.creators import CREATOR, this_process
-from server.service.harvest import GIT_DATA
 from server.service.pool import WarmPool
 from server.service.providers import ProviderSet
 from server.service.secrets import Secrets
-from server.service.views import AGENT_INSTALLED, MADE_SIZE, WARNINGS
+from server.service.views import AGENT_INSTALLED
 from server.store import BoxRecord, Repository
 
 log = logging.getLogger("boxforge.fleet")
@@ -64,35 +67,11 @@ HOME_PROBE = OnboxCall("home.sh")
 REPO_VIA = ("orchestrator", "box")
 
 
-@dataclass(frozen=True)
-class CreateRequest:
-    """A checked create: what to make and how to bootstrap it."""
-
-    prov: Provider
-    source: RepoSource | None
-    plan: AgentPlan
-    env: dict[str, str]
-    image: str | None
-    timeout: float
-    repo_via: str = "orchestrator"
-    seed: Seed | None = None  # prepared by the orchestrator before anything is made
-    egress: str | None = None  # "nat" or "none"; None: the provider's default
-    # forward_env: proxies, CA bundles (their files copied in)
-    forwarded: forwardenv.Forwarded = dataclasses.field(default_factory=forwardenv.Forwarded)
-    pool: str | None = None  # the warm pool profile this box is made for (it waits there, unnamed by a user)
-
-
 @dataclass
 class _Made:
     """What a create has made so far (for the burn on failure)."""
 
     box: Box | None = None
-
-
-def reason(exc: BaseException) -> str:
-    if isinstance(exc, ReadyTimeout):
-        return f"the box did not become reachable in time ({exc})"
-    return str(exc) or type(exc).__name__
 
 
 async def _probe_home(ex: jobs.BoxExec) -> str:
@@ -101,29 +80,6 @@ async def _probe_home(ex: jobs.BoxExec) -> str:
     if result.exit_status != 0 or not home.startswith("/"):
         raise BoxUnreachable("the box did not report a home directory over SSH")
     return home
-
-
-def _drop_bundle(req: CreateRequest) -> None:
-    """The seed bundle is a temporary file: gone once the box has it (or the create failed)."""
-    if req.seed is not None:
-        req.seed.bundle.unlink(missing_ok=True)
-
-
-def _git_data(req: CreateRequest) -> dict[str, Any] | None:
-    """What the git unit needs later: the box's home repo (where its work comes home) and the seed."""
-    if req.seed is None:
-        return None
-    return {GIT_DATA: {"home_repo": str(req.seed.home_repo), "user_repo": req.seed.home_is_user_repo,
-                       "default_branch": req.seed.default_branch, "branch_existed": req.seed.branch_existed}}
-
-
-def _made_data(box: Box, notes: tuple[str, ...] = ()) -> dict[str, Any]:
-    data = dict(box.data)
-    if box.size:
-        data[MADE_SIZE] = box.size
-    if box.warnings or notes:
-        data[WARNINGS] = [*box.warnings, *notes]
-    return data
 
 
 FORWARD_FILE = OnboxCall("forwarded-file.sh")
@@ -163,31 +119,9 @@ class Forge:
         self.create_jobs = CreateJobs(settings, repo, secrets)
         self.agent_registry = AgentRegistry(settings, access)
 
-    def check(self, *, ttl_s: int | None, repo: str | None, branch: str | None, agent: str, agent_install: str | None,
-              agent_command: str | None, env: Mapping[str, str] | None, image: str | None, provider: str | None,
-              ready_timeout_s: float | None, wait: bool,
-              repo_via: str = "orchestrator", agent_version: str | None = None) -> tuple[str, int, CreateRequest]:
+    def check(self, **request: Any) -> tuple[str, int, CreateRequest]:
         """Refuse a bad request before anything is made: (provider name, ttl, the request)."""
-        ttl_s = ttl_s if ttl_s is not None else parse_ttl(self.settings.default_ttl)
-        refused = check_ttl_within(ttl_s, self.settings.max_ttl_s)
-        if refused:
-            raise InvalidInput(refused, hint=Hint(HintKind.EXTEND_LATER))
-        plan = plan_agent(agent, install=agent_install, command=agent_command, version=agent_version)
-        env = dict(env or {})
-        check_env(env)
-        if branch and not repo:
-            raise InvalidInput("branch needs a repo: pass repo (a git URL or a local path) too")
-        if repo_via not in REPO_VIA:
-            raise InvalidInput(f"repo_via must be one of {', '.join(REPO_VIA)}")
-        source = parse_repo(repo) if repo else None
-        name = provider or self.settings.provider
-        prov = self.providers.get(name)
-        if source is not None and repo_via == "box":
-            _check_box_clone(source, prov)
-        if not wait and self.background is None:
-            raise InvalidInput("wait=false needs a long-running MCP server to finish the create; wait for it instead")
-        timeout = ready_timeout_s if ready_timeout_s is not None else self.settings.ready_timeout_s
-        return name, ttl_s, CreateRequest(prov, source, plan, env, image, timeout, repo_via)
+        return check_request(self.settings, self.providers, has_background=self.background is not None, **request)
 
     async def create_server(self, name: str, *, ttl_s: int | None = None, repo: str | None = None,
                             branch: str | None = None, agent: str = "none", agent_install: str | None = None,
@@ -216,7 +150,8 @@ class Forge:
             ttl_s=ttl_s, repo=repo, branch=branch, agent=agent, agent_install=agent_install,
             agent_command=agent_command, env=env, image=image, provider=provider,
             ready_timeout_s=ready_timeout_s, wait=wait, repo_via=repo_via, agent_version=agent_version)
-        req = await self._prepare(req, egress=egress, repo_via=repo_via, branch=branch, pool=pool)
+        req = await prepare_request(self.settings, req, egress=egress, repo_via=repo_via, branch=branch,
+                                    pool=pool)
         try:
             rec = None
             if pool is None and egress is None and repo_via == "orchestrator" and self.pool is not None:
@@ -227,7 +162,7 @@ class Forge:
                 rec = await self._take(profile, name, ttl, req, branch) if profile else None
             rec = rec or await self._record(name, provider_name, ttl, req, branch, size, location)
         except BaseException:
-            _drop_bundle(req)
+            drop_bundle(req)
             raise
         if wait:
             return await self._forge(rec, req, progress)
@@ -237,35 +172,12 @@ class Forge:
         info.suggest("hint", Hint(HintKind.FORGING, server=name))
         return info
 
-    async def _prepare(self, req: CreateRequest, *, egress: str | None, repo_via: str, branch: str | None,
-                       pool: str | None) -> CreateRequest:
-        """The checked request completed before anything is made: egress, the forwarded env, the npm agent's
-        release resolved, the repo read into a seed bundle (a repo that cannot be read fails here)."""
-        if egress is not None:
-            if egress not in ("nat", "none"):
-                raise InvalidInput("egress must be 'nat' (outbound internet through NAT) or 'none'")
-            req = dataclasses.replace(req, egress=egress)
-        if self.settings.forward_env:
-            # a box that shares this machine's loopback (an unisolated local box) also sees its paths
-            prov = req.prov
-            forwarded = await anyio.to_thread.run_sync(lambda: forwardenv.collect(
-                self.settings.forward_env, self.settings.env,
-                loopback_unreachable=not isinstance(prov, SeesLocalPaths)))
-            req = dataclasses.replace(req, forwarded=forwarded.without(req.env))
-        if req.plan.package is not None:
-            resolved = await npm.resolve_agent(req.plan.package, req.plan.version)
-            req = dataclasses.replace(req, plan=dataclasses.replace(req.plan, resolved=resolved))
-        if req.source is not None and repo_via == "orchestrator":
-            req = dataclasses.replace(req, seed=await seed_git.prepare(self.settings.home, req.source, branch,
-                                                                   self.settings.env or None))
-        return req if pool is None else dataclasses.replace(req, pool=pool)
-
     async def _take(self, profile: str, name: str, ttl_s: int, req: CreateRequest,
                     branch: str | None) -> BoxRecord | None:
         """A ready box of the warm pool, renamed for this create (None: none ready)."""
         assert self.pool is not None
         changes = {"repo": req.source.url if req.source else None, "branch": req.seed.branch if req.seed else branch,
-                   "data": {**(_git_data(req) or {}), CREATOR: this_process()}}
+                   "data": {**(git_data(req) or {}), CREATOR: this_process()}}
         try:
             rec = await self.pool.take(profile, name, ttl_s, changes)
         except sqlite3.IntegrityError:
@@ -286,7 +198,7 @@ class Forge:
             key_id=f"{name}-{request_id}", request_id=request_id, host=None, ssh_port=None, ssh_user=None,
             home=None, project_dir=None, repo=req.source.url if req.source else None,
             branch=req.seed.branch if req.seed else branch, base_commit=None, agent=req.plan.name, size=size,
-            location=location, data={**(_git_data(req) or {}), CREATOR: this_process(),
+            location=location, data={**(git_data(req) or {}), CREATOR: this_process(),
                                      **({pool_module.POOL_DATA: req.pool} if req.pool else {})}, error=None,
             created_at=now, ready_at=None, expires_at=now + ttl_s, destroyed_at=None,
         )
@@ -326,7 +238,7 @@ class Forge:
         finally:
             self.in_flight.discard(rec.request_id)
             if req is not None:
-                _drop_bundle(req)
+                drop_bundle(req)
 
     async def _forge(self, rec: BoxRecord, req: CreateRequest, progress: Progress | None) -> ServerInfo:
         async def step(label: str) -> None:
@@ -356,7 +268,7 @@ class Forge:
                 assert req.source is not None
                 await seed_git.install(self.access.exec(fresh, long=True), req.seed, project_dir,
                                        None if req.source.is_local_path else req.source.url)
-                _drop_bundle(req)
+                drop_bundle(req)
             base = await self._bootstrap(fresh, ex, project_dir, req, step)
             await self._setup(fresh, ex, project_dir, step, req.prov, made.box.id)
             # The ready label is what spares the box from the orphan sweep, in any orchestrator.
@@ -386,7 +298,7 @@ class Forge:
     async def _reach(self, rec: BoxRecord, box: Box, req: CreateRequest) -> tuple[BoxRecord, jobs.BoxExec, str]:
         """Record where the box is, find its home over SSH, give it its env: (record, exec, project dir)."""
         await self.repo.update_box(rec.request_id, host=box.host, ssh_port=box.ssh_port, ssh_user=box.ssh_user,
-                                   data={**(rec.data or {}), **_made_data(box, req.forwarded.notes)})
+                                   data={**(rec.data or {}), **made_data(box, req.forwarded.notes)})
         fresh = await self.repo.box_by_request(rec.request_id)
         assert fresh is not None
         ex = self.access.exec(fresh)
@@ -461,13 +373,3 @@ class Forge:
             await self.repo.end_box(rec.request_id, BoxStatus.FAILED, error=reason(exc)[:2000])
         if current is not None:
             await self.repo.add_event("create-failed", box_name=rec.name, detail=type(exc).__name__)
-
-
-def _check_box_clone(source: RepoSource, prov: Provider) -> None:
-    """A repo the box clones itself must be public and reachable from the box."""
-    if source.secret_env:
-        raise InvalidInput("repo_via='box' clones a public URL on the box, and a token never goes to a box: "
-                           "drop the token from the URL, or let the orchestrator seed the box (the default)")
-    if source.is_local_path and not isinstance(prov, SeesLocalPaths):
-        raise InvalidInput("repo_via='box' needs a URL the box can reach; a local path is seeded by the "
-                           "orchestrator (repo_via='orchestrator', the default)")

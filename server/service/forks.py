@@ -34,8 +34,10 @@ from server.schemas import ForkFailure, ForkResult, ServerInfo
 from server.service import onbox
 from server.service.access import BoxAccess
 from server.service.boxes import Boxes
+from server.service.createreq import made_data
 from server.service.creators import CREATOR, this_process
-from server.service.forge import GIT_DATA, Forge, _made_data
+from server.service.forge import Forge
+from server.service.harvest import GIT_DATA
 from server.service.jobs import Jobs
 from server.service.providers import ProviderSet
 from server.store import BoxRecord, Repository
@@ -210,7 +212,7 @@ class Forks:
             made.box = await prov.wait_ready(made.box.id, timeout=timeout)
             await self.repo.update_box(rec.request_id, step=CreateStep.SSH, host=made.box.host,
                                        ssh_port=made.box.ssh_port, ssh_user=made.box.ssh_user,
-                                       data={**(rec.data or {}), **_made_data(made.box)})
+                                       data={**(rec.data or {}), **made_data(made.box)})
             fresh = await self.repo.box_by_request(rec.request_id)
             assert fresh is not None
             ex = self.access.exec(fresh)
