@@ -164,6 +164,20 @@ def test_a_land_in_the_chosen_order_stops_at_the_first_conflict_and_shows_it(
         row.locator("header").click()  # select it
         page.keyboard.press("a")
         expect(row.locator(".badge.approved")).to_be_visible(timeout=60_000)
+    # j/k move the selection through the queue (k stops at the top, j at the bottom); Enter opens the selected diff
+    rows = page.locator("#queue > li")
+    selected = re.compile(r"\bselected\b")
+    for keys, at in ((["k", "k"], 0), (["j"], 1), (["j"], 1), (["k"], 0), (["j"], 1)):
+        for key in keys:
+            page.keyboard.press(key)
+        expect(rows.nth(at)).to_have_class(selected)
+        expect(rows.nth(1 - at)).not_to_have_class(selected)
+    second = rows.nth(1).get_attribute("data-server")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(f"#diff/{second}$"), timeout=60_000)
+    page.goto(page.url.split("#")[0] + "#review")
+    for server in ("feat-one", "feat-two"):
+        expect(page.locator(f'#queue li[data-server="{server}"] .badge.approved')).to_be_visible(timeout=60_000)
     if page.locator("#queue > li").first.get_attribute("data-server") != "feat-one":
         page.locator("#queue > li").first.get_by_role("button", name="↓").click()  # feat-one lands first
     assert [li.get_attribute("data-server") for li in page.locator("#queue > li").all()] == ["feat-one", "feat-two"]
