@@ -276,30 +276,9 @@ class SSHPool:
         # all long channels busy: exec, so that neither short calls nor this one wait on long-polls
         busy_long = lane is entry.long and lane.permits.locked()
         if not entry.channels_off and not busy_long:
-            left = await _acquire(lane.permits, timeout, target.where, _wait_budget(call, timeout))
-            try:
-                channel = await self._take_channel(entry, lane)
-                if channel is not None:
-                    try:
-                        result = await channel.request(script, stdin or b"", left, target.where)
-                    except ChannelBroken as exc:
-                        entry.channels.discard(channel)
-                        if entry.conn.is_closed():
-                            await self._discard(target.key, entry)
-                        if not idempotent:
-                            raise BoxUnreachable(
-                                f"the control channel to {target.where} broke mid-call ({exc}); the command "
-                                "may or may not have run — check before retrying"
-                            ) from exc
-                        log.info("control channel to %s broke (%s); retrying over exec", target.where, exc)
-                    except BaseException:
-                        entry.channels.discard(channel)
-                        raise
-                    else:
-                        lane.idle.append(channel)
-                        return result
-            finally:
-                lane.permits.release()
+            result = await self._over_channel(target, entry, lane, script, stdin, timeout, call, idempotent)
+            if result is not None:
+                return result
         if busy_long and not foreground:  # a background long-poll leaves the foreground reserve alone
             left = await _acquire(entry.overflow, timeout, target.where)
             try:
@@ -307,6 +286,37 @@ class SSHPool:
             finally:
                 entry.overflow.release()
         return await self.run(target, script, stdin=stdin, timeout=timeout)
+
+    async def _over_channel(self, target: SSHTarget, entry: _Entry, lane: _Lane, script: str | ShellCall,
+                            stdin: bytes | None, timeout: float | None, call: ShellCall | None,
+                            idempotent: bool) -> ExecResult | None:
+        """One try over a control channel of ``lane``: its result, or None when no channel could serve the call
+        (none usable, or one broke under an idempotent call): the caller then goes over exec."""
+        left = await _acquire(lane.permits, timeout, target.where, _wait_budget(call, timeout))
+        try:
+            channel = await self._take_channel(entry, lane)
+            if channel is None:
+                return None
+            try:
+                result = await channel.request(script, stdin or b"", left, target.where)
+            except ChannelBroken as exc:
+                entry.channels.discard(channel)
+                if entry.conn.is_closed():
+                    await self._discard(target.key, entry)
+                if not idempotent:
+                    raise BoxUnreachable(
+                        f"the control channel to {target.where} broke mid-call ({exc}); the command "
+                        "may or may not have run — check before retrying"
+                    ) from exc
+                log.info("control channel to %s broke (%s); retrying over exec", target.where, exc)
+                return None
+            except BaseException:
+                entry.channels.discard(channel)
+                raise
+            lane.idle.append(channel)
+            return result
+        finally:
+            lane.permits.release()
 
     def channel_pids(self, key: str) -> list[int]:
         """Box-side pids of the open control channels of ``key`` (for tests and diagnostics)."""
