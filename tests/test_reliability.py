@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import anyio
@@ -156,13 +157,15 @@ async def test_a_create_still_running_in_another_process_is_not_taken_for_an_orp
 
 
 async def test_the_sweep_spares_ready_boxes_and_boxes_without_our_owner_label(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "state", orphan_grace_s=0.0)
+    # the box's own watchdog is held back (it would burn the expired foreign box itself, racing the listing)
+    settings = make_settings(tmp_path / "state", orphan_grace_s=0.0, local_watchdog_grace_s=600)
     async with open_fleet(settings) as fleet:
         await fleet.create_server("ready-one")
         prov = fleet.provider("local")
         keys = create_box_keys(tmp_path / "foreign-keys", "foreign")
-        labels = {k: v for k, v in box_labels(owner="x", name="foreign", request_id="rf", expires_at=0).items()
-                  if k != LABEL_OWNER}  # expired long ago, never ready, but not ours
+        labels = {k: v for k, v in box_labels(owner="x", name="foreign", request_id="rf",
+                                              expires_at=time.time() - 1).items()
+                  if k != LABEL_OWNER}  # expired, never ready, but not ours
         foreign = await prov.create(BoxSpec(name="foreign", request_id="rf", labels=labels,
                                             host_key_private=keys.host_private, host_key_public=keys.host_public,
                                             authorized_key=keys.client_public))
