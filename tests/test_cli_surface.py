@@ -88,12 +88,20 @@ def test_a_ttl_over_the_maximum_is_refused_before_any_progress(settings: Setting
     assert "long" not in boxforge(settings, "ls").stdout
 
 
+def _deliverable_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_mcp_on_a_terminal_says_it_speaks_stdio_and_ends_on_ctrl_c(settings: Settings) -> None:
     primary, secondary = pty.openpty()
     # Without the suite's Docker daemon: the server's first reap lists every configured provider, and a Docker
     # daemon that stalls (another test restarts it) holds Ctrl-C until the Docker API timeout (a known defect).
     env = {k: v for k, v in cli_env(settings).items() if k != "DOCKER_HOST"}
-    proc = subprocess.Popen([*boxforge_cmd(), "mcp"], env=env, stdin=secondary,
+    # A terminal's Ctrl-C: the child starts with SIGINT deliverable, whatever an earlier test in this worker
+    # left in the pytest process's signal state (an ignored or blocked SIGINT is inherited across exec).
+    inherited = (signal.getsignal(signal.SIGINT), signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    proc = subprocess.Popen([*boxforge_cmd(), "mcp"], env=env, stdin=secondary, preexec_fn=_deliverable_sigint,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     os.close(secondary)
     try:
@@ -101,7 +109,12 @@ def test_mcp_on_a_terminal_says_it_speaks_stdio_and_ends_on_ctrl_c(settings: Set
         assert "speaks MCP on stdio" in first
         assert "claude mcp add boxforge -- boxforge mcp" in proc.stderr.readline()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) in (0, 130)
+        try:
+            code = proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"boxforge mcp did not end within 20 s of SIGINT (pytest's SIGINT handler and blocked "
+                        f"signals: {inherited})")
+        assert code in (0, 130)
     finally:
         if proc.poll() is None:
             proc.kill()
