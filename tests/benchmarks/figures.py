@@ -511,6 +511,34 @@ def ensure_openssh() -> None:
 # Docker beside local -------------------------------------------------------------------------
 
 
+async def _beside(providers: dict[str, Settings], sizes: Sizes, report: Report, run: str,
+                  short: Callable[[str], str]) -> dict[str, tuple[float, float]]:
+    """Per provider, in one run: create_server + first vm_bash (the first create warms up imports, the image
+    or the API client, and is not counted), then a foreground vm_bash; (create, vm_bash) medians in ms."""
+    medians: dict[str, tuple[float, float]] = {}
+    for name, settings in providers.items():
+        async with mcp_client(settings) as client:
+            creates = []
+            for i in range(sizes.creates + 1):
+                box = f"{short(name)}-{i}"
+                started = time.perf_counter()
+                await call(client, "create_server", name=box, ttl="30m")
+                await call(client, "vm_bash", server=box, command="true")
+                took = time.perf_counter() - started
+                await destroy(client, box)
+                if i:
+                    creates.append(took)
+            create = report.add(Sample(f"create_server ({name}, no repo) + first vm_bash('true'), {run}",
+                                       tuple(creates)))
+            hot = f"{short(name)}-hot"
+            await call(client, "create_server", name=hot, ttl="30m")
+            bash = report.add(Sample(f"vm_bash('true') in the foreground on a {name} box (MCP), {run}", await timed(
+                sizes.iterations, lambda hot=hot: call(client, "vm_bash", server=hot, command="true"))))
+            await destroy(client, hot)
+            medians[name] = (create.median_ms, bash.median_ms)
+    return medians
+
+
 async def measure_docker(home: Path, sizes: Sizes, report: Report) -> None:
     """create_server + first vm_bash, and a foreground vm_bash, on Docker and on local boxes in the same run."""
     from providers.docker import DockerProvider, DockerSettings
@@ -525,29 +553,7 @@ async def measure_docker(home: Path, sizes: Sizes, report: Report) -> None:
                                  "BOXFORGE_OWNER": "obench" + secrets.token_hex(3),
                                  "BOXFORGE_CONFIG": str(home / "no-config.toml"), **docker_env}),
     }
-    medians: dict[str, tuple[float, float]] = {}
-    for name, settings in providers.items():
-        async with mcp_client(settings) as client:
-            async def forge_and_answer(box: str) -> float:
-                started = time.perf_counter()
-                await call(client, "create_server", name=box, ttl="30m")
-                await call(client, "vm_bash", server=box, command="true")
-                return time.perf_counter() - started
-
-            creates = []
-            for i in range(sizes.creates + 1):
-                took = await forge_and_answer(f"{name}-{i}")
-                await destroy(client, f"{name}-{i}")
-                if i:  # the first create warms up imports (and, on Docker, checks the image)
-                    creates.append(took)
-            create = report.add(Sample(f"create_server ({name}, no repo) + first vm_bash('true'), same run",
-                                       tuple(creates)))
-            hot = f"{name}-hot"
-            await call(client, "create_server", name=hot, ttl="30m")
-            bash = report.add(Sample(f"vm_bash('true') in the foreground on a {name} box (MCP), same run", await timed(
-                sizes.iterations, lambda hot=hot: call(client, "vm_bash", server=hot, command="true"))))
-            await destroy(client, hot)
-            medians[name] = (create.median_ms, bash.median_ms)
+    medians = await _beside(providers, sizes, report, "same run", lambda name: name)
     report.notes.append(
         f"Docker beside local in one run: create + first vm_bash {fmt_ms(medians['docker'][0])} on Docker vs "
         f"{fmt_ms(medians['local'][0])} local; a foreground vm_bash {fmt_ms(medians['docker'][1])} vs "
@@ -571,30 +577,7 @@ async def measure_kubernetes(home: Path, sizes: Sizes, report: Report) -> None:
                                          "BOXFORGE_KUBECONFIG": str(config), "BOXFORGE_KUBE_KIND": "pod",
                                          "BOXFORGE_CONFIG": str(home / "no-config.toml")}),
         }
-        medians: dict[str, tuple[float, float]] = {}
-        for name, settings in providers.items():
-            async with mcp_client(settings) as client:
-                async def forge_and_answer(box: str) -> float:
-                    started = time.perf_counter()
-                    await call(client, "create_server", name=box, ttl="30m")
-                    await call(client, "vm_bash", server=box, command="true")
-                    return time.perf_counter() - started
-
-                creates = []
-                for i in range(sizes.creates + 1):
-                    took = await forge_and_answer(f"{name[:4]}-{i}")
-                    await destroy(client, f"{name[:4]}-{i}")
-                    if i:  # the first create warms up imports and the API client
-                        creates.append(took)
-                create = report.add(Sample(f"create_server ({name}, no repo) + first vm_bash('true'), kube run",
-                                           tuple(creates)))
-                hot = f"{name[:4]}-hot"
-                await call(client, "create_server", name=hot, ttl="30m")
-                bash = report.add(Sample(f"vm_bash('true') in the foreground on a {name} box (MCP), kube run",
-                                         await timed(sizes.iterations, lambda hot=hot: call(
-                                             client, "vm_bash", server=hot, command="true"))))
-                await destroy(client, hot)
-                medians[name] = (create.median_ms, bash.median_ms)
+        medians = await _beside(providers, sizes, report, "kube run", lambda name: name[:4])
     report.notes.append(
         f"Kubernetes (fake API, Pods = local boxes) beside local in one run: create + first vm_bash "
         f"{fmt_ms(medians['kubernetes'][0])} vs {fmt_ms(medians['local'][0])} local; a foreground vm_bash "
